@@ -1,0 +1,1 @@
+"""Batched time-series and random-variable analysis of training trajectories (pure functions of arrays)."""
