@@ -20,8 +20,8 @@ logger = logging.getLogger("rvsp_jax.data")
 _LOCK = threading.Lock()
 _ARRAYS: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
 """(name, kind, folder or source) -> decoded, verified, read-only arrays of the four files."""
-_VERIFIED: set[tuple[int, int, int, int]] = set()
-"""(st_dev, st_ino, st_size, st_mtime_ns) of every file whose payload sha256 has been checked."""
+_VERIFIED: set[tuple[int, int, int, int, str]] = set()
+"""(st_dev, st_ino, st_size, st_mtime_ns, expected sha256) of every file checked against that sum."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -133,13 +133,14 @@ def _read_folder(folder, name: str) -> dict[str, np.ndarray]:
 
 def _read_verified(file, spec: IdxFile) -> np.ndarray:
     """Decode one IDX file and check its payload's sha256 unless this very file (same device,
-    inode, size and mtime, taken from the open descriptor) was checked before in this process."""
+    inode, size and mtime, taken from the open descriptor) passed the same check before in this
+    process."""
     origin = str(file)
     if isinstance(file, Path):
         with open(file, "rb") as f:
             st = os.fstat(f.fileno())
             raw = f.read()
-        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, spec.sha256)
     else:  # a resource inside a zip: no stat, verify every time (arrays are cached anyway)
         raw, stamp = file.read_bytes(), None
     payload = decompress(raw, origin=origin)
