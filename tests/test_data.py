@@ -436,6 +436,8 @@ def test_download_into_cache(mirror, mnist, monkeypatch):
         assert (cache / f"{stem}.gz").read_bytes() == (BUNDLED / f"{stem}.gz").read_bytes()
     np.testing.assert_array_equal(ds.train_images, mnist.train_images)
     assert load("mnist").source == f"user cache {cache}"  # auto now finds the cache first
+    again = load("mnist", source="download")  # nothing missing: nothing fetched
+    assert again.source == f"user cache {cache} (all files present, nothing downloaded)"
 
 
 def test_download_rejects_altered_file(mirror, monkeypatch):

@@ -157,7 +157,7 @@ def resolve(name: str, *, data_dir: str | os.PathLike | None = None, source: str
         root = Path(data_dir).expanduser()
         if source == "download":
             used = download(name, root)
-            return Location(root.resolve(), _downloaded(root.resolve(), used))
+            return Location(root.resolve(), _downloaded(root.resolve(), used, "data_dir"))
         if source != "auto":
             raise ValueError(
                 f"data_dir is used only with source='auto' or 'download', not source={source!r}; "
@@ -182,7 +182,7 @@ def resolve(name: str, *, data_dir: str | os.PathLike | None = None, source: str
     cache = cache_dir(name)
     if source == "download":
         used = download(name, cache)
-        return Location(cache, _downloaded(cache, used))
+        return Location(cache, _downloaded(cache, used, "user cache"))
     if not _complete(cache, name, "user cache"):  # source == "cache"
         raise DataError(
             f"user cache {cache} does not hold the {name} files; fetch them with "
@@ -219,7 +219,7 @@ def _resolve_auto(name: str) -> Location:
         used = download(name, cache)
     except DataError as exc:
         raise DataError(f"{name} not found locally (looked in: {'; '.join(looked)}), and {exc}") from exc
-    return Location(cache, _downloaded(cache, used))
+    return Location(cache, _downloaded(cache, used, "user cache"))
 
 
 def _bundled(name: str, *, required: bool) -> Location | None:
@@ -248,15 +248,15 @@ def _system(name: str, *, required: bool) -> Location | None:
             )
         return None
     if _complete(folder, name, "system folder"):
-        return Location(folder, f"system package {SYSTEM_PACKAGES[name]} ({folder})")
+        return Location(folder, f"system package {SYSTEM_PACKAGES.get(name, name)} ({folder})")
     if required:
         raise DataError(f"system folder {folder} does not hold the {name} files. {remedy(name)}")
     return None
 
 
-def _downloaded(folder: Path, used: tuple[str, ...]) -> str:
+def _downloaded(folder: Path, used: tuple[str, ...], label: str) -> str:
     if not used:
-        return f"folder {folder} (nothing was missing, nothing downloaded)"
+        return f"{label} {folder} (all files present, nothing downloaded)"
     return f"downloaded from {', '.join(used)} into {folder}"
 
 
