@@ -460,6 +460,9 @@ def _segment_psd(
     power = spec.real**2 + spec.imag**2
     psd = power.mean(axis=1) / (fs * (win @ win))
     psd[:, 1 : -1 if nfft % 2 == 0 else None] *= 2.0
+    if detrend in ("constant", "linear"):
+        # A constant series detrends to rounding noise (~1e-30); its PSD is exactly 0.
+        psd[np.ptp(x, axis=-1) == 0] = 0.0
     return psd
 
 
@@ -636,7 +639,8 @@ def spectral_flatness(psd, *, drop_dc: bool = True) -> np.ndarray:
     well-averaged Welch estimate of white noise (a raw periodogram of white noise, whose bins are
     exponential, gives about exp(-gamma) = 0.56), towards 0 for peaked or power-law spectra.
     ``drop_dc=True`` ignores the first bin, the f = 0 bin of :func:`welch`/:func:`periodogram`
-    output, which detrending empties. A zero bin gives 0, NaN propagates; no warnings.
+    output, which detrending empties. A zero bin gives 0, an all-zero psd (a constant series)
+    gives NaN, NaN propagates; no warnings.
     """
     p = np.asarray(psd, dtype=np.float64)
     if p.ndim < 1:
