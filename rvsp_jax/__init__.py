@@ -1,6 +1,14 @@
 """rvsp-jax: neural-network training as random variables and stochastic processes.
 
 Data flows one way: ``data -> model -> ensemble -> record/store -> analysis -> experiments``.
+
+Importing the package asks JAX for one CPU host device per core (see :mod:`rvsp_jax.devices`), so
+that the ensemble's members are split over every core. Import ``rvsp_jax`` before running any JAX
+computation, or set ``RVSP_JAX_HOST_DEVICES`` / ``XLA_FLAGS`` yourself.
 """
 
+from rvsp_jax.devices import use_host_devices as _use_host_devices
+
 __version__ = "0.1.0"
+
+_use_host_devices()

@@ -1,0 +1,90 @@
+"""Command-line flags generated once from the config dataclasses, shared by every experiment.
+
+Each dataclass field carries ``metadata={"flag": ..., "help": ..., "choices": ...}`` (see
+:func:`rvsp_jax.config.opt`); :func:`add_dataclass_arguments` turns the fields into argparse
+options and :func:`dataclass_from_args` reads them back, so a flag means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import typing
+from pathlib import Path
+
+from rvsp_jax.config import TrainConfig
+
+
+def _parse_ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _field_type(cls, f: dataclasses.Field):
+    hint = typing.get_type_hints(cls)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint in (int, float, str):
+        return hint
+    if typing.get_origin(hint) is tuple:
+        return _parse_ints
+    if args and args[0] in (int, float, str):  # Optional[X] / X | None
+        return args[0]
+    raise TypeError(f"no command-line type for field {cls.__name__}.{f.name}: {hint}")
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, defaults: dict | None = None,
+                            title: str | None = None) -> None:
+    """Add one option per field of dataclass ``cls``; ``defaults`` overrides the class defaults."""
+    group = parser.add_argument_group(title or cls.__name__)
+    defaults = defaults or {}
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if "flag" not in meta:
+            continue
+        default = defaults.get(f.name, f.default)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        group.add_argument(meta["flag"], dest=f.name, type=_field_type(cls, f), default=default,
+                           choices=meta.get("choices"), metavar=meta.get("metavar"),
+                           help=f"{meta['help']} (default: {shown})")
+
+
+def dataclass_from_args(cls, args: argparse.Namespace):
+    """Build ``cls`` from parsed arguments; a ValueError from validation becomes a parser error."""
+    names = [f.name for f in dataclasses.fields(cls) if "flag" in f.metadata]
+    return cls(**{n: getattr(args, n) for n in names})
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, experiment: str) -> None:
+    """The run-folder options every experiment shares: --out, --resume, --overwrite, --devices."""
+    group = parser.add_argument_group("run folder")
+    group.add_argument("--out", type=Path, default=None,
+                       help=f"run folder (default: results/{experiment}/<timestamp>)")
+    group.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    group.add_argument("--devices", type=int, default=None,
+                       help="CPU host devices to split members over (default: one per core; "
+                            "env RVSP_JAX_HOST_DEVICES)")
+
+
+def default_out(experiment: str) -> Path:
+    return Path("results") / experiment / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def make_parser(experiment: str, description: str, train_defaults: dict | None = None
+                ) -> argparse.ArgumentParser:
+    """A parser with every :class:`TrainConfig` flag and the run-folder flags."""
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.{experiment}", description=description)
+    add_dataclass_arguments(parser, TrainConfig, train_defaults, "training")
+    add_run_arguments(parser, experiment)
+    return parser
+
+
+def parse_train_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed arguments; invalid values exit with the parser's message."""
+    try:
+        return dataclass_from_args(TrainConfig, args)
+    except ValueError as e:
+        parser.error(str(e))

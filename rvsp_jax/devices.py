@@ -1,0 +1,117 @@
+"""Which devices the ensemble runs on, and the 1-D member mesh over them.
+
+On a CPU, XLA runs one small model's ops on about one core, so the ensemble splits its members over
+*host devices*, one per core by default. The number of host devices must be fixed before JAX
+initialises its backends; ``rvsp_jax`` calls :func:`use_host_devices` when it is imported, so every
+entry point (experiments, benchmarks, tests, a notebook that imports ``rvsp_jax`` first) gets it.
+
+Precedence, highest first:
+1. a user's own ``XLA_FLAGS`` containing ``--xla_force_host_platform_device_count`` (left alone);
+2. ``RVSP_JAX_HOST_DEVICES`` (an integer; ``1`` turns the split off), or an explicit
+   ``use_host_devices(n)`` call made before JAX starts (the ``--devices`` option does this);
+3. ``os.cpu_count()``.
+
+On a GPU the host-device count is irrelevant: the mesh spans the accelerators. When
+``jax.distributed.initialize()`` has been called, ``jax.devices()`` lists every process's devices and
+the mesh spans them all (multi-machine runs need no other change).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MEMBER_AXIS = "members"
+_FORCE_FLAG = "--xla_force_host_platform_device_count"
+
+
+def _backends_started() -> bool:
+    from jax._src import xla_bridge  # no public API for this check
+
+    return xla_bridge.backends_are_initialized()
+
+
+def use_host_devices(n: int | None = None) -> int | None:
+    """Ask for ``n`` CPU host devices (default: env ``RVSP_JAX_HOST_DEVICES`` or one per core).
+
+    Returns the number requested, or None when nothing was changed: the user's ``XLA_FLAGS`` already
+    set it, or JAX's backends already started (then the current devices are kept; an explicit ``n``
+    that cannot be honoured raises, naming the remedy).
+    """
+    if _FORCE_FLAG in os.environ.get("XLA_FLAGS", ""):
+        return None
+    explicit = n is not None
+    if n is None:
+        env = os.environ.get("RVSP_JAX_HOST_DEVICES")
+        if env:
+            try:
+                n = int(env)
+            except ValueError:
+                raise ValueError(f"RVSP_JAX_HOST_DEVICES must be an integer, got {env!r}") from None
+        else:
+            n = os.cpu_count() or 1
+    if n < 1:
+        raise ValueError(f"the number of host devices must be >= 1, got {n}")
+    if _backends_started():
+        if explicit and jax.config.jax_num_cpu_devices not in (-1, n) and len(jax.devices("cpu")) != n:
+            raise RuntimeError(
+                f"cannot switch to {n} host devices: JAX has already started with "
+                f"{len(jax.devices('cpu'))}. Set RVSP_JAX_HOST_DEVICES={n} before starting Python."
+            )
+        return None
+    jax.config.update("jax_num_cpu_devices", int(n))
+    return int(n)
+
+
+def member_mesh(devices=None) -> Mesh:
+    """A 1-D mesh named ``members`` over ``devices`` (default: every device of every process)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (MEMBER_AXIS,))
+
+
+def member_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits axis 0 (members) over the mesh and replicates the other axes."""
+    return NamedSharding(mesh, PartitionSpec(MEMBER_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that puts a full copy on every device of the mesh."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def padded_members(members: int, mesh: Mesh, block: int = 1) -> int:
+    """Smallest multiple of ``block`` x the mesh size that holds ``members`` (padding is trained,
+    then dropped)."""
+    d = mesh.size * block
+    return -(-members // d) * d
+
+
+def put_members(x, mesh: Mesh):
+    """Place a host array ``x: [S_pad, ...]`` on the mesh, split along members (multi-process safe)."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, member_sharding(mesh), lambda idx: x[idx])
+
+
+def put_replicated(x, mesh: Mesh):
+    """Place a host array on every device of the mesh (multi-process safe)."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, replicated(mesh), lambda idx: x[idx])
+
+
+def fetch(x) -> np.ndarray:
+    """Bring a (possibly multi-process) global array to this host as numpy."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def describe() -> str:
+    """One line naming the platform and devices, for manifests and benchmark output."""
+    devs = jax.devices()
+    kinds = sorted({d.device_kind for d in devs})
+    return f"{jax.default_backend()} x{len(devs)} ({', '.join(kinds)}; {jax.process_count()} process(es))"

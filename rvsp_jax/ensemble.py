@@ -1,0 +1,297 @@
+"""The ensemble trainer: S seeded copies of one network, trained at once as ``jit(scan(vmap(step)))``.
+
+Member ``s`` has two keys, both derived by ``fold_in`` from the root seed, so its trajectory does not
+depend on how many other members there are::
+
+    init key of s = fold_in(fold_in(root, 0), s if vary in {both, init} else 0)
+    data key of s = fold_in(fold_in(root, 1), s if vary in {both, data} else 0)
+
+Each epoch ``e`` member ``s`` visits the training set in the order
+``permutation(fold_in(data key, e), N)``, in minibatches of ``batch_size`` (the incomplete last batch
+is dropped). Members are split over a 1-D device mesh (:mod:`rvsp_jax.devices`); S is padded up to a
+multiple of the device count with extra, genuinely trained members that are dropped from every
+output. A member whose loss or parameters become non-finite is marked diverged at that step and
+frozen; the others go on, and its metrics read NaN from the next step on.
+
+Training runs in compiled chunks of ``config.chunk`` steps (one compilation per configuration; steps
+past the end of training inside the last chunk are masked out). :meth:`Ensemble.chunks` yields each
+finished chunk as host arrays, which is where recording, progress bars and checkpoints attach.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Iterator, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jax.sharding import PartitionSpec
+
+from rvsp_jax import devices as dev
+from rvsp_jax.config import TrainConfig
+from rvsp_jax.data import Dataset, load, to_model_inputs
+from rvsp_jax.model import init_params, loss_and_accuracy, make_model
+
+
+class EnsembleState(NamedTuple):
+    """Training state, every leaf with a leading member axis ``[S_pad, ...]``."""
+
+    params: Any
+    opt_state: Any
+    diverged: jax.Array  # bool [S_pad]
+    diverged_at: jax.Array  # int32 [S_pad]: step at which the member diverged, -1 if it has not
+
+
+class StepMetrics(NamedTuple):
+    """Per-member scalars of one step (float32): minibatch loss and accuracy before the update,
+    global L2 norm of the gradient and of the applied update."""
+
+    loss: jax.Array
+    accuracy: jax.Array
+    grad_norm: jax.Array
+    update_norm: jax.Array
+
+
+class StepContext(NamedTuple):
+    """What a probe sees at one step of one member: parameters before and after the update, the
+    gradient, and the minibatch (``x: [B, 784]`` float32, ``y: [B]``)."""
+
+    params: Any
+    new_params: Any
+    grads: Any
+    x: jax.Array
+    y: jax.Array
+
+
+Probe = Callable[[StepContext], Any]
+"""A pure function of one member's :class:`StepContext` returning a pytree of arrays to record."""
+
+
+class Chunk(NamedTuple):
+    """One finished chunk, on the host: steps ``[start, stop)``; arrays are ``[S, stop-start, ...]``."""
+
+    start: int
+    stop: int
+    metrics: StepMetrics
+    probes: Any
+    state: EnsembleState
+
+
+def member_keys(base_seed: int, members: jax.Array, vary: str):
+    """Init and data keys ``[S, 2]`` (uint32 raw keys) of the given member ids ``members: [S]``."""
+    root = jax.random.PRNGKey(base_seed)
+    init_root, data_root = jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
+    init_ids = members if vary in ("both", "init") else jnp.zeros_like(members)
+    data_ids = members if vary in ("both", "data") else jnp.zeros_like(members)
+    fold = jax.vmap(jax.random.fold_in, in_axes=(None, 0))
+    return fold(init_root, init_ids), fold(data_root, data_ids)
+
+
+def _tree_where(cond, a, b):
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(cond, x, y), a, b)
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+@dataclass
+class TrainResult:
+    """Outputs of :func:`train`, on the host, padding members dropped (``S = config.seeds``)."""
+
+    config: TrainConfig
+    params: Any  # final parameters [S, ...]
+    metrics: StepMetrics  # each [S, T]
+    probes: Any  # pytree of [S, T, ...] or None
+    test_loss: np.ndarray  # [S]
+    test_accuracy: np.ndarray  # [S]
+    diverged: np.ndarray  # bool [S]
+    diverged_at: np.ndarray  # int [S]
+    seconds: float  # wall time of the training loop, compilation included
+
+
+class Ensemble:
+    """Compiled training functions for one :class:`TrainConfig` on one device mesh.
+
+    ``probe`` (optional) maps one member's :class:`StepContext` to a pytree recorded every step.
+    """
+
+    def __init__(self, config: TrainConfig, dataset: Dataset | None = None, *,
+                 probe: Probe | None = None, devices=None):
+        self.config = config
+        self.dataset = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
+        self.model = make_model(config)
+        self.tx = config.make_optimizer()
+        self.mesh = dev.member_mesh(devices)
+        self.members = config.seeds
+        self.padded = dev.padded_members(config.seeds, self.mesh, config.block)
+        self.n_train = int(self.dataset.train_labels.shape[0])
+        self.steps_per_epoch = config.steps_per_epoch(self.n_train)
+        self.total_steps = config.total_steps(self.n_train)
+        self.chunk = min(config.chunk, self.steps_per_epoch)
+        self.probe = probe
+        self._member_ids = dev.put_members(np.arange(self.padded, dtype=np.int32), self.mesh)
+        images = self.dataset.train_images.reshape(self.n_train, -1)
+        self._images = dev.put_replicated(images, self.mesh)
+        self._labels = dev.put_replicated(self.dataset.train_labels, self.mesh)
+        self._init = jax.jit(self._init_fn)
+        self._orders = jax.jit(self._orders_fn)
+        self._run = jax.jit(self._run_fn, donate_argnums=(0,))
+        self._evaluate = jax.jit(jax.vmap(partial(loss_and_accuracy, self.model), in_axes=(0, None, None)))
+
+    # ---- pure functions (traced once) -------------------------------------------------------
+    def _init_fn(self, member_ids):
+        init_keys, _ = member_keys(self.config.base_seed, member_ids, self.config.vary)
+        params = jax.vmap(partial(init_params, self.model))(init_keys)
+        opt_state = jax.vmap(self.tx.init)(params)
+        s = member_ids.shape[0]
+        return EnsembleState(params, opt_state, jnp.zeros(s, bool), jnp.full(s, -1, jnp.int32))
+
+    def _orders_fn(self, member_ids, epoch):
+        """Minibatch orders of epochs ``epoch`` and ``epoch + 1``: int32 ``[S, 2, N]``."""
+        _, data_keys = member_keys(self.config.base_seed, member_ids, self.config.vary)
+
+        def order(key, e):
+            return jax.random.permutation(jax.random.fold_in(key, e), self.n_train).astype(jnp.int32)
+
+        both = jax.vmap(lambda k: jnp.stack([order(k, epoch), order(k, epoch + 1)]))
+        return both(data_keys)
+
+    def _member_step(self, params, opt_state, diverged, diverged_at, order, step, pos, active,
+                     images, labels):
+        b = self.config.batch_size
+        idx = jax.lax.dynamic_slice_in_dim(order, pos * b, b)
+        x = images[idx].astype(jnp.float32) * (1.0 / 255.0)
+        y = labels[idx]
+        (loss, acc), grads = jax.value_and_grad(
+            partial(loss_and_accuracy, self.model), has_aux=True)(params, x, y)
+        updates, new_opt = self.tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        finite = jnp.isfinite(loss) & _all_finite(new_params)
+        move = active & ~diverged & finite
+        now_diverged = active & ~diverged & ~finite
+        new_params = _tree_where(move, new_params, params)
+        new_opt = _tree_where(move, new_opt, opt_state)
+        nan = jnp.float32(jnp.nan)
+        metrics = StepMetrics(*(jnp.where(diverged, nan, v.astype(jnp.float32)) for v in (
+            loss, acc, optax.global_norm(grads), optax.global_norm(updates))))
+        probes = None
+        if self.probe is not None:
+            probes = self.probe(StepContext(params, new_params, grads, x, y))
+        return (new_params, new_opt, diverged | now_diverged,
+                jnp.where(now_diverged, step, diverged_at), metrics, probes)
+
+    def _run_fn(self, state: EnsembleState, orders, start, first_epoch, images, labels):
+        """Run ``self.chunk`` steps from ``start``; steps at or past ``total_steps`` are no-ops.
+
+        Each device loops (``lax.map``) over its members in blocks of ``config.block``; inside a block
+        the steps are scanned and the members vmapped. Every member is therefore always computed by
+        the same compiled block, whatever S and the device count, which makes its trajectory
+        bit-identical across ensemble sizes (XLA picks different dot kernels for different batch
+        sizes, so a plain vmap over all members is not).
+        """
+        m = self.config.block
+        step_block = jax.vmap(self._member_step, in_axes=(0, 0, 0, 0, 0, None, None, None, None, None))
+        steps = start + jnp.arange(self.chunk, dtype=jnp.int32)
+
+        def run_block(block, images, labels):
+            st, block_orders = block
+
+            def body(st: EnsembleState, step):
+                epoch = step // self.steps_per_epoch
+                order = block_orders[:, jnp.clip(epoch - first_epoch, 0, 1)]
+                active = step < self.total_steps
+                *new, metrics, probes = step_block(*st, order, step, step % self.steps_per_epoch,
+                                                   active, images, labels)
+                return EnsembleState(*new), (metrics, probes)
+
+            st, (metrics, probes) = jax.lax.scan(body, st, steps)
+            return st, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), (metrics, probes))
+
+        def local(state, orders, images, labels):
+            to_blocks = partial(jax.tree_util.tree_map, lambda a: a.reshape(-1, m, *a.shape[1:]))
+            from_blocks = partial(jax.tree_util.tree_map, lambda a: a.reshape(-1, *a.shape[2:]))
+            state, outputs = jax.lax.map(partial(run_block, images=images, labels=labels),
+                                         to_blocks((state, orders)))
+            return from_blocks(state), *from_blocks(outputs)
+
+        spec = PartitionSpec(dev.MEMBER_AXIS)
+        return jax.shard_map(local, mesh=self.mesh, in_specs=(spec, spec, PartitionSpec(), PartitionSpec()),
+                             out_specs=(spec, spec, spec))(state, orders, images, labels)
+
+    # ---- driver (host side) -----------------------------------------------------------------
+    def init(self) -> EnsembleState:
+        """Initial state of all (padded) members, split over the mesh."""
+        return self._init(self._member_ids)
+
+    def put_state(self, state: EnsembleState) -> EnsembleState:
+        """Place a host copy of a state (e.g. a checkpoint) back on the mesh."""
+        return jax.tree_util.tree_map(lambda a: dev.put_members(a, self.mesh), state)
+
+    def chunks(self, state: EnsembleState, start: int = 0, stop: int | None = None) -> Iterator[Chunk]:
+        """Train from step ``start`` to ``stop`` (default: the end), yielding each chunk on the host.
+
+        ``start`` must be a chunk boundary of an earlier run (0, chunk, 2*chunk, ...) for the
+        trajectory to equal an uninterrupted one bit for bit; that is what resuming uses.
+        """
+        stop = self.total_steps if stop is None else min(stop, self.total_steps)
+        orders, orders_epoch = None, None
+        step = start
+        while step < stop:
+            epoch = step // self.steps_per_epoch
+            if orders_epoch != epoch:
+                orders, orders_epoch = self._orders(self._member_ids, jnp.int32(epoch)), epoch
+            state, metrics, probes = self._run(state, orders, jnp.int32(step), jnp.int32(epoch),
+                                               self._images, self._labels)
+            end = min(step + self.chunk, self.total_steps)
+            keep = partial(_host_members, members=self.members, steps=end - step)
+            yield Chunk(step, end, jax.tree_util.tree_map(keep, metrics),
+                        jax.tree_util.tree_map(keep, probes) if probes is not None else None, state)
+            step = end
+
+    def evaluate(self, params, split: str = "test"):
+        """Loss and accuracy ``[S]`` of each member on the whole test (or train) split (float32)."""
+        images = getattr(self.dataset, f"{split}_images")
+        labels = getattr(self.dataset, f"{split}_labels")
+        x = dev.put_replicated(to_model_inputs(images), self.mesh)
+        y = dev.put_replicated(labels, self.mesh)
+        loss, acc = self._evaluate(params, x, y)
+        return dev.fetch(loss)[: self.members], dev.fetch(acc)[: self.members]
+
+
+def _host_members(a, members: int, steps: int) -> np.ndarray:
+    return dev.fetch(a)[:members, :steps]
+
+
+def host_state(state: EnsembleState, members: int | None = None) -> EnsembleState:
+    """The state as host numpy arrays (optionally only the first ``members``)."""
+    return jax.tree_util.tree_map(lambda a: dev.fetch(a)[:members], state)
+
+
+def train(config: TrainConfig, dataset: Dataset | None = None, *, probe: Probe | None = None,
+          devices=None, on_chunk: Callable[[Chunk], None] | None = None) -> TrainResult:
+    """Train the whole ensemble and return its trajectories (see :class:`TrainResult`)."""
+    ens = Ensemble(config, dataset, probe=probe, devices=devices)
+    t0 = time.perf_counter()
+    state = ens.init()
+    parts = []
+    for chunk in ens.chunks(state):
+        state = chunk.state
+        parts.append((chunk.metrics, chunk.probes))
+        if on_chunk is not None:
+            on_chunk(chunk)
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - t0
+    cat = lambda *xs: np.concatenate(xs, axis=1)  # noqa: E731
+    metrics = jax.tree_util.tree_map(cat, *[m for m, _ in parts])
+    probes = jax.tree_util.tree_map(cat, *[p for _, p in parts]) if probe is not None else None
+    test_loss, test_acc = ens.evaluate(state.params)
+    final = host_state(state, ens.members)
+    return TrainResult(config, final.params, metrics, probes, test_loss, test_acc,
+                       final.diverged, final.diverged_at, seconds)
