@@ -73,7 +73,8 @@ Probe = Callable[[StepContext], Any]
 
 
 class Chunk(NamedTuple):
-    """One finished chunk, on the host: steps ``[start, stop)``; arrays are ``[S, stop-start, ...]``."""
+    """One finished chunk, on the host: steps ``[start, stop)``; metrics are ``[S, stop - start]``,
+    probes ``[S, ceil((stop - start) / probe_every), ...]`` (None without a probe)."""
 
     start: int
     stop: int
@@ -119,11 +120,12 @@ class TrainResult:
 class Ensemble:
     """Compiled training functions for one :class:`TrainConfig` on one device mesh.
 
-    ``probe`` (optional) maps one member's :class:`StepContext` to a pytree recorded every step.
+    ``probe`` (optional) maps one member's :class:`StepContext` to a pytree recorded at the steps
+    ``0, probe_every, 2 * probe_every, ...``; ``chunk`` is rounded to a multiple of ``probe_every``.
     """
 
     def __init__(self, config: TrainConfig, dataset: Dataset | None = None, *,
-                 probe: Probe | None = None, devices=None):
+                 probe: Probe | None = None, probe_every: int = 1, devices=None):
         self.config = config
         self.dataset = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
         self.model = make_model(config)
@@ -134,8 +136,12 @@ class Ensemble:
         self.n_train = int(self.dataset.train_labels.shape[0])
         self.steps_per_epoch = config.steps_per_epoch(self.n_train)
         self.total_steps = config.total_steps(self.n_train)
-        self.chunk = min(config.chunk, self.steps_per_epoch)
-        self.probe = probe
+        if not 1 <= probe_every <= self.steps_per_epoch:
+            raise ValueError(f"probe_every must be between 1 and the steps per epoch "
+                             f"({self.steps_per_epoch}), got {probe_every}")
+        self.probe, self.probe_every = probe, probe_every
+        chunk = min(config.chunk, self.steps_per_epoch)
+        self.chunk = max(probe_every, chunk // probe_every * probe_every)
         self._member_ids = dev.put_members(np.arange(self.padded, dtype=np.int32), self.mesh)
         images = self.dataset.train_images.reshape(self.n_train, -1)
         self._images = dev.put_replicated(images, self.mesh)
@@ -164,7 +170,7 @@ class Ensemble:
         return both(data_keys)
 
     def _member_step(self, params, opt_state, diverged, diverged_at, order, step, pos, active,
-                     images, labels):
+                     images, labels, with_probe=False):
         b = self.config.batch_size
         idx = jax.lax.dynamic_slice_in_dim(order, pos * b, b)
         x = images[idx].astype(jnp.float32) * (1.0 / 255.0)
@@ -182,7 +188,7 @@ class Ensemble:
         metrics = StepMetrics(*(jnp.where(diverged, nan, v.astype(jnp.float32)) for v in (
             loss, acc, optax.global_norm(grads), optax.global_norm(updates))))
         probes = None
-        if self.probe is not None:
+        if with_probe:
             probes = self.probe(StepContext(params, new_params, grads, x, y))
         return (new_params, new_opt, diverged | now_diverged,
                 jnp.where(now_diverged, step, diverged_at), metrics, probes)
@@ -196,23 +202,35 @@ class Ensemble:
         bit-identical across ensemble sizes (XLA picks different dot kernels for different batch
         sizes, so a plain vmap over all members is not).
         """
-        m = self.config.block
-        step_block = jax.vmap(self._member_step, in_axes=(0, 0, 0, 0, 0, None, None, None, None, None))
-        steps = start + jnp.arange(self.chunk, dtype=jnp.int32)
+        m, every = self.config.block, self.probe_every
+        in_axes = (0, 0, 0, 0, 0, None, None, None, None, None)
+        plain = jax.vmap(self._member_step, in_axes=in_axes)
+        probed = jax.vmap(partial(self._member_step, with_probe=self.probe is not None), in_axes=in_axes)
 
         def run_block(block, images, labels):
             st, block_orders = block
 
-            def body(st: EnsembleState, step):
+            def one_step(step_fn, st: EnsembleState, step):
                 epoch = step // self.steps_per_epoch
                 order = block_orders[:, jnp.clip(epoch - first_epoch, 0, 1)]
                 active = step < self.total_steps
-                *new, metrics, probes = step_block(*st, order, step, step % self.steps_per_epoch,
-                                                   active, images, labels)
+                *new, metrics, probes = step_fn(*st, order, step, step % self.steps_per_epoch,
+                                                active, images, labels)
                 return EnsembleState(*new), (metrics, probes)
 
-            st, (metrics, probes) = jax.lax.scan(body, st, steps)
-            return st, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), (metrics, probes))
+            def group(st: EnsembleState, first):
+                # the first step of every group of `every` steps is probed, the others are not
+                st, (m0, probes) = one_step(probed, st, first)
+                st, (rest, _) = jax.lax.scan(partial(one_step, plain), st,
+                                             first + 1 + jnp.arange(every - 1, dtype=jnp.int32))
+                metrics = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), m0, rest)
+                return st, (metrics, probes)
+
+            firsts = start + every * jnp.arange(self.chunk // every, dtype=jnp.int32)
+            st, (metrics, probes) = jax.lax.scan(group, st, firsts)
+            # metrics: [groups, every, M] -> [M, chunk]; probes: [groups, M, ...] -> [M, groups, ...]
+            metrics = jax.tree_util.tree_map(lambda a: a.reshape(-1, m).swapaxes(0, 1), metrics)
+            return st, (metrics, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), probes))
 
         def local(state, orders, images, labels):
             to_blocks = partial(jax.tree_util.tree_map, lambda a: a.reshape(-1, m, *a.shape[1:]))
@@ -251,8 +269,10 @@ class Ensemble:
                                                self._images, self._labels)
             end = min(step + self.chunk, self.total_steps)
             keep = partial(_host_members, members=self.members, steps=end - step)
+            keep_probed = partial(_host_members, members=self.members,
+                                  steps=-(-(end - step) // self.probe_every))
             yield Chunk(step, end, jax.tree_util.tree_map(keep, metrics),
-                        jax.tree_util.tree_map(keep, probes) if probes is not None else None, state)
+                        jax.tree_util.tree_map(keep_probed, probes), state)
             step = end
 
     def evaluate(self, params, split: str = "test"):
@@ -275,9 +295,10 @@ def host_state(state: EnsembleState, members: int | None = None) -> EnsembleStat
 
 
 def train(config: TrainConfig, dataset: Dataset | None = None, *, probe: Probe | None = None,
-          devices=None, on_chunk: Callable[[Chunk], None] | None = None) -> TrainResult:
+          probe_every: int = 1, devices=None, on_chunk: Callable[[Chunk], None] | None = None
+          ) -> TrainResult:
     """Train the whole ensemble and return its trajectories (see :class:`TrainResult`)."""
-    ens = Ensemble(config, dataset, probe=probe, devices=devices)
+    ens = Ensemble(config, dataset, probe=probe, probe_every=probe_every, devices=devices)
     t0 = time.perf_counter()
     state = ens.init()
     parts = []
