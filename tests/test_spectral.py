@@ -132,6 +132,16 @@ def test_pacf_other_methods_match_statsmodels(bank, method):
         np.testing.assert_allclose(pacf(x, nlags, method=method), ref, rtol=RTOL, atol=1e-9)
 
 
+@pytest.mark.parametrize("method", ["yw", "ols", "ols-inefficient", "burg"])
+def test_pacf_at_the_lag_limit(bank, method):
+    """nlags = T // 2, statsmodels' limit; for "ols" the last regression is underdetermined
+    (T - k rows, k + 1 columns) and both sides take the minimum-norm solution."""
+    for length in (50, 129):
+        x = bank[length][::10]
+        ref = per_series(lambda s: sm_pacf(s, nlags=length // 2, method=method), x)
+        np.testing.assert_allclose(pacf(x, length // 2, method=method), ref, rtol=RTOL, atol=1e-9)
+
+
 def test_pacf_default_is_statsmodels_default(bank):
     x = bank[1000][:20]
     ref = per_series(lambda s: sm_pacf(s), x)  # statsmodels: method="ywadjusted", default nlags

@@ -262,7 +262,10 @@ def _levinson_durbin_pacf(acov: np.ndarray) -> np.ndarray:
 
 def _last_ls_coef(design: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Least-squares coefficient of the last column of design [B, n, m] for target [B, n] -> [B],
-    via a batched QR: the last row of R beta = Q^T y."""
+    via a batched QR: the last row of R beta = Q^T y. Underdetermined systems (n < m) take the
+    minimum-norm solution, as np.linalg.lstsq does."""
+    if design.shape[1] < design.shape[2]:
+        return (np.linalg.pinv(design) @ target[..., None])[:, -1, 0]
     q, r = np.linalg.qr(design)
     qty_last = np.einsum("bn,bn->b", q[:, :, -1], target)
     return qty_last / r[:, -1, -1]
@@ -583,9 +586,8 @@ def spectral_slope(freqs, psd, band: tuple[float, float] | None = None) -> Spect
         raise ValueError(f"No frequency bin with f > 0 lies in band {band!r}.")
     f, p = f[in_band], p[..., in_band]
     with np.errstate(divide="ignore", invalid="ignore"):
-        w = (~(p <= 0)).astype(np.float64)  # NaN stays in (and propagates)
-        logp = np.where(w > 0, np.log10(np.where(p > 0, p, 1.0)), 0.0)
-        logp = np.where(np.isnan(p), np.nan, logp)
+        w = (~(p <= 0)).astype(np.float64)  # weight 0 for empty bins; NaN bins stay (and propagate)
+        logp = np.log10(np.where(w > 0, p, 1.0))
         logf = np.log10(f)
         n = w.sum(axis=-1)
         mx = (w * logf).sum(axis=-1) / n
@@ -596,14 +598,12 @@ def spectral_slope(freqs, psd, band: tuple[float, float] | None = None) -> Spect
         sxy = (dx * dy).sum(axis=-1)
         syy = (dy * dy).sum(axis=-1)
         slope = sxy / sxx
-        intercept = my - slope * mx
-        r2 = np.where(syy > 0, sxy * sxy / (sxx * syy), 1.0)
-        bad = (n < 2) | ~(sxx > 0)
-    nan = np.full_like(slope, np.nan)
+        r2 = np.where(syy > 0, sxy * sxy / (sxx * syy), 1.0)  # an exactly flat fit is perfect
+    bad = (n < 2) | ~(sxx > 0) | np.isnan(slope)
     return SpectralSlope(
-        beta=np.where(bad, nan, -slope),
-        intercept=np.where(bad, nan, intercept),
-        r2=np.where(bad | np.isnan(slope), nan, r2),
+        beta=np.where(bad, np.nan, -slope),
+        intercept=np.where(bad, np.nan, my - slope * mx),
+        r2=np.where(bad, np.nan, r2),
         nbins=n.astype(np.int64),
     )
 
