@@ -35,8 +35,8 @@ NaN statistics and ``constant=True``; a series containing NaN or inf gives NaN i
 
 from __future__ import annotations
 
-import math
 import numbers
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -62,8 +62,9 @@ _AUTOLAGS = {"aic": "aic", "bic": "bic", "t-stat": "t-stat"}
 _TSTAT_STOP = 1.6448536269514722
 # A regressor explained by the earlier columns up to this fraction of its norm^2 counts as singular.
 _PIVOT_RTOL = 1e-10
-# Target size (bytes) of the largest per-block temporary (the ADF design matrix).
-_BLOCK_BYTES = 1 << 26
+# Target size (bytes) of the per-block temporaries (blocks that fit in cache run fastest).
+_BLOCK_BYTES = 1 << 24
+_WORKERS = os.cpu_count() or 1  # threads for the batched FFTs
 
 # Kwiatkowski et al. (1992), Table 1: upper-tail critical values at 10%, 5%, 2.5%, 1%, exactly as
 # statsmodels.tsa.stattools.kpss interpolates them (the test checks its returned crit dict).
@@ -241,30 +242,89 @@ def _mackinnon_crit(nobs: np.ndarray, regression: str) -> dict[str, np.ndarray]:
     return {"1%": out[0], "5%": out[1], "10%": out[2]}
 
 
-def _adf_design(x: np.ndarray, ntrend: int, maxlag: int, rows: slice) -> np.ndarray:
-    """Regression columns on rows ``rows`` of the differenced series, for every lag up to maxlag.
+def _adf_columns(x: np.ndarray, ntrend: int) -> tuple[np.ndarray, np.ndarray]:
+    """x: [B, T] -> (level [B, T], differences [B, T-1]) as they enter the ADF regressions.
 
-    x: [B, T] -> [B, ntrend + maxlag + 2, R] (column-major per series), columns
-    ``[trend terms, level, d_{s-1}, ..., d_{s-maxlag}, d_s]`` at rows s in ``rows`` (R of them;
-    d_{s-j} with s - j < 0 is 0). With trend terms the level is detrended and the differences
-    demeaned: t-values and residuals are unchanged, the Gram matrix is better conditioned.
+    With trend terms the level is detrended (least squares polynomial of degree ntrend - 1) and the
+    differences demeaned: this moves each column by a combination of the trend columns, which
+    changes no t-value or residual but keeps the Gram matrices well conditioned.
     """
-    batch, length = x.shape
     d = np.diff(x, axis=-1)
     if ntrend:
-        basis = _orthonormal_trend(length, ntrend)
+        basis = _orthonormal_trend(x.shape[-1], ntrend)
         x = x - (x @ basis) @ basis.T
         d = d - d.mean(axis=-1, keepdims=True)
-    s = np.arange(length - 1)[rows]
-    out = np.zeros((batch, ntrend + maxlag + 2, s.size))
+    return x, d
+
+
+def _adf_design(level: np.ndarray, d: np.ndarray, ntrend: int, maxlag: int, start: int, stop: int):
+    """Regression columns on rows s = start..stop-1 of the differences, for every lag up to maxlag.
+
+    level: [B, T], d: [B, T-1] (from :func:`_adf_columns`) -> [B, ntrend + maxlag + 2, R]
+    (column-major per series, R = stop - start), columns
+    ``[trend terms, level_s, d_{s-1}, ..., d_{s-maxlag}, d_s]``; d_{s-j} with s < j is 0.
+    """
+    batch, n_diff = d.shape
+    out = np.empty((batch, ntrend + maxlag + 2, stop - start))
     if ntrend:
-        out[:, :ntrend] = _orthonormal_trend(length - 1, ntrend)[s].T
-    out[:, ntrend] = x[:, s]
+        out[:, :ntrend] = _orthonormal_trend(n_diff, ntrend)[start:stop].T
+    out[:, ntrend] = level[:, start:stop]
     for j in range(1, maxlag + 1):
-        valid = s >= j
-        out[:, ntrend + j, valid] = d[:, s[valid] - j]
-    out[:, -1] = d[:, s]
+        skip = min(max(j - start, 0), stop - start)
+        out[:, ntrend + j, :skip] = 0.0
+        out[:, ntrend + j, skip:] = d[:, start + skip - j : stop - j]
+    out[:, -1] = d[:, start:stop]
     return out
+
+
+def _adf_common_gram(level: np.ndarray, d: np.ndarray, ntrend: int, maxlag: int) -> np.ndarray:
+    """Gram matrix of the design of :func:`_adf_design` on the common rows s = maxlag..T-2.
+
+    level: [B, T], d: [B, T-1] -> [B, M, M] (float64), M = ntrend + maxlag + 2. Equals
+    ``A @ A.T`` for ``A = _adf_design(level, d, ntrend, maxlag, maxlag, T - 1)`` to rounding, at
+    O(T log T + maxlag^2) per series instead of O(T M^2): every product with a lagged difference
+    d_{s-j} is a cross-correlation with d over the common rows (one FFT per sequence), and the
+    Toeplitz-like block sum_s d_{s-i} d_{s-j} follows from its i = 0 row by sliding the window one
+    row at a time (adding the row entering at the start, removing the one leaving at the end).
+    """
+    batch, n_diff = d.shape
+    lag, last, m = maxlag, n_diff - 1, ntrend + maxlag + 2
+    trend = _orthonormal_trend(n_diff, ntrend)[lag:]  # [R, ntrend] on the common rows
+    # cross-correlations sum_{s >= lag} w_s d_{s-j}, j = 0..lag, for w = d, level, trend terms
+    nfft = scipy.fft.next_fast_len(n_diff, real=True)
+    windowed = np.zeros((batch, 2, n_diff))
+    windowed[:, 0, lag:] = d[:, lag:]
+    windowed[:, 1, lag:] = level[:, lag:n_diff]
+    spec = scipy.fft.rfft(windowed, n=nfft, axis=-1, workers=_WORKERS)
+    if ntrend:
+        trend_spec = scipy.fft.rfft(np.pad(trend.T, ((0, 0), (lag, 0))), n=nfft, axis=-1)
+        spec = np.concatenate([spec, np.broadcast_to(trend_spec, (batch,) + trend_spec.shape)], 1)
+    conj_d = np.conj(scipy.fft.rfft(d, n=nfft, axis=-1, workers=_WORKERS))[:, None, :]
+    corr = scipy.fft.irfft(spec * conj_d, n=nfft, axis=-1, workers=_WORKERS)[..., : lag + 1]
+    # sum_{s=lag}^{last} d_{s-i} d_{s-i-k} = corr_d[k] + sum_{t<i} (d_{lag-1-t} d_{lag-1-t-k}
+    #                                                               - d_{last-t} d_{last-t-k})
+    t = np.arange(lag)[None, :]
+    k = np.arange(lag + 1)[:, None]
+    padded = np.concatenate([np.zeros((batch, lag + 1)), d], axis=-1)  # d_{r} at r + lag + 1
+    enter = d[:, lag - 1 - t] * padded[:, lag - t - k + lag]
+    leave = d[:, last - t] * d[:, last - t - k]
+    slide = np.concatenate([np.zeros((batch, lag + 1, 1)), np.cumsum(enter - leave, -1)], -1)
+    dd = corr[:, :1, :].transpose(0, 2, 1) + slide  # [B, k, i]
+
+    gram = np.empty((batch, m, m))
+    col = np.r_[m - 1, ntrend + 1 + np.arange(lag)]  # column of d_{s-j}, j = 0..lag
+    i, j = np.triu_indices(lag + 1)
+    gram[:, col[i], col[j]] = dd[:, j - i, i]
+    gram[:, col[j], col[i]] = dd[:, j - i, i]
+    gram[:, ntrend, col] = gram[:, col, ntrend] = corr[:, 1]
+    common_level = level[:, lag:n_diff]
+    gram[:, ntrend, ntrend] = np.einsum("bt,bt->b", common_level, common_level)
+    if ntrend:
+        gram[:, :ntrend, col] = corr[:, 2:]
+        gram[:, col, :ntrend] = corr[:, 2:].transpose(0, 2, 1)
+        gram[:, :ntrend, ntrend] = gram[:, ntrend, :ntrend] = common_level @ trend
+        gram[:, :ntrend, :ntrend] = trend.T @ trend
+    return gram
 
 
 def _adf_block(x: np.ndarray, ntrend: int, maxlag: int, autolag: str | None):
@@ -272,8 +332,8 @@ def _adf_block(x: np.ndarray, ntrend: int, maxlag: int, autolag: str | None):
     batch, length = x.shape
     m = ntrend + maxlag + 2  # trend terms, level, maxlag lags, target
     nobs = length - 1 - maxlag
-    common = _adf_design(x, ntrend, maxlag, slice(maxlag, None))
-    gram = np.matmul(common, common.transpose(0, 2, 1))
+    level, d = _adf_columns(x, ntrend)
+    gram = _adf_common_gram(level, d, ntrend, maxlag)
     ok = np.ones(batch, dtype=bool)
     usedlag = np.full(batch, maxlag)
     icbest = np.full(batch, np.nan)
@@ -302,7 +362,7 @@ def _adf_block(x: np.ndarray, ntrend: int, maxlag: int, autolag: str | None):
             icbest = np.take_along_axis(crit, usedlag[:, None], axis=-1)[:, 0]
         if maxlag:
             # statsmodels re-fits on rows s = usedlag .. T-2: add the rows below the common sample.
-            extra = _adf_design(x, ntrend, maxlag, slice(0, maxlag))
+            extra = _adf_design(level, d, ntrend, maxlag, 0, maxlag)
             weight = np.arange(maxlag)[None, :] >= usedlag[:, None]
             gram = gram + np.matmul(extra * weight[:, None, :], extra.transpose(0, 2, 1))
             unused = np.arange(m)[None, :] > (ntrend + usedlag)[:, None]
@@ -366,7 +426,7 @@ def adf(
     stat = np.full(n, np.nan)
     usedlag = np.full(n, -1, dtype=np.int64)
     icbest = np.full(n, np.nan)
-    row_bytes = 8 * (ntrend + maxlag + 2) * length
+    row_bytes = 8 * ((4 + 2 * ntrend) * length + 3 * (ntrend + maxlag + 2) ** 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         for block in _blocks(good.size, row_bytes):
             rows = good[block]
@@ -431,8 +491,9 @@ def _kpss_block(x: np.ndarray, ntrend: int, nlags) -> tuple[np.ndarray, np.ndarr
     top = int(np.nanmax(lags, initial=0.0))
     # autocovariance sums sum_t e_t e_{t-i}, i = 0..top, by FFT (zero padded: no wrap-around)
     nfft = scipy.fft.next_fast_len(n + top + 1, real=True)
-    spec = scipy.fft.rfft(resid, n=nfft, axis=-1)
-    acov = scipy.fft.irfft(spec.real**2 + spec.imag**2, n=nfft, axis=-1)[:, : top + 1]
+    spec = scipy.fft.rfft(resid, n=nfft, axis=-1, workers=_WORKERS)
+    acov = scipy.fft.irfft(spec.real**2 + spec.imag**2, n=nfft, axis=-1, workers=_WORKERS)
+    acov = acov[:, : top + 1]
     # Newey-West / Bartlett weights 1 - i/(lags+1) for i <= lags, 0 beyond
     i = np.arange(1, top + 1)
     weights = np.clip(1.0 - i[None, :] / (np.nan_to_num(lags)[:, None] + 1.0), 0.0, None)
