@@ -63,7 +63,10 @@ ADF_CASES = [(r, a) for r in ("c", "ct", "n", "ctt") for a in ("AIC", "BIC", "t-
 @pytest.mark.parametrize("regression,autolag", ADF_CASES)
 def test_adf_matches_statsmodels_per_series(regression, autolag):
     seed = 1000 + ADF_CASES.index((regression, autolag))
-    long_length = int(np.random.default_rng(seed).integers(2000, 5001))
+    # statsmodels is slow on long series: two configurations at T = 5000, the others 2000-3000
+    long_length = 5000 if (regression, autolag) in (("c", "AIC"), ("ct", "BIC")) else int(
+        np.random.default_rng(seed).integers(2000, 3001)
+    )
     batches = list(mixed_batches(seed, SHORT_LENGTHS, 8)) + list(
         mixed_batches(seed + 1, (long_length,), 2)
     )
