@@ -1,0 +1,325 @@
+"""Tests for rvsp_jax.analysis.ergodicity: numpy references, analytic answers, known processes, calibration.
+
+Processes with known answers: iid noise and stationary AR(1) (ergodic; tau_int = (1 + phi)/(1 - phi)),
+random intercept x_s(t) = mu_s + noise (not ergodic: the time average of member s converges to mu_s),
+random walk (not ergodic on any finite horizon), Brownian motion for the EB parameter (analytic
+variance of the TAMSD of a Gaussian random walk; Metzler et al., PCCP 16, 24128 (2014):
+EB ~ (4/3) lag / T).
+"""
+
+import numpy as np
+import pytest
+import scipy.signal
+import scipy.stats
+
+from rvsp_jax.analysis import ergodicity as erg
+
+S, T = 64, 2000
+
+
+def ar1(rng, shape, phi):
+    """Stationary AR(1) with unit innovations along the last axis (started from its stationary law)."""
+    e = rng.standard_normal(shape)
+    e[..., 0] /= np.sqrt(1.0 - phi**2)
+    return scipy.signal.lfilter([1.0], [1.0, -phi], e, axis=-1)
+
+
+def random_intercept(rng, shape, scale=1.0):
+    return scale * rng.standard_normal(shape[:-1] + (1,)) + rng.standard_normal(shape)
+
+
+def random_walk(rng, shape):
+    return np.cumsum(rng.standard_normal(shape), axis=-1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Cross-sections and time averages against numpy
+
+
+def test_ensemble_moments_match_numpy_and_exclude_nonfinite_members():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 3, 50))
+    x[2, 1, 7] = np.nan
+    x[5, 2, 0] = np.inf
+    for p in range(3):
+        keep = np.isfinite(x[:, p]).all(axis=-1)
+        np.testing.assert_allclose(erg.ensemble_mean(x)[p], x[keep, p].mean(axis=0), rtol=1e-12)
+        for ddof in (0, 1):
+            np.testing.assert_allclose(
+                erg.ensemble_variance(x, ddof=ddof)[p], x[keep, p].var(axis=0, ddof=ddof), rtol=1e-12
+            )
+    np.testing.assert_array_equal(erg.finite_members(x).sum(axis=0), [9, 8, 8])
+
+
+def test_time_and_running_averages_match_numpy():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 2, 103)).astype(np.float32)
+    blocks = erg.time_averages(x, 10)
+    ref = x[..., 3:].astype(np.float64).reshape(4, 2, 10, 10).mean(axis=-1)  # aligned to the end
+    np.testing.assert_allclose(blocks, ref, rtol=1e-12)
+    assert blocks.dtype == np.float64
+    run = erg.running_average(x)
+    np.testing.assert_allclose(run[..., 49], x[..., :50].astype(np.float64).mean(axis=-1), rtol=1e-12)
+    x[1, 0, 5] = np.nan
+    assert np.isnan(erg.time_averages(x, 10)[1, 0]).all() and np.isfinite(erg.time_averages(x, 10)[0]).all()
+
+
+def tau_reference(x, c=5.0):
+    """Sokal-windowed tau_int of the member-pooled ACF by direct sums (emcee's rule on pooled acov)."""
+    d = x - x.mean(axis=0)  # fluctuations about the ensemble-mean path
+    d = d - d.mean(axis=-1, keepdims=True)  # each member about its own time mean
+    n = d.shape[-1]
+    acov = np.array([np.mean(np.sum(d[:, : n - k] * d[:, k:], axis=-1)) / n for k in range(n)])
+    taus = 2 * np.cumsum(acov / acov[0]) - 1
+    m = np.arange(n) < c * taus
+    return taus[np.argmin(m)] if not m.all() else taus[-1]
+
+
+def test_integrated_autocorr_time_matches_direct_sums():
+    rng = np.random.default_rng(2)
+    x = np.stack([ar1(rng, (8, 300), phi) for phi in (0.0, 0.6, 0.95)], axis=1)
+    np.testing.assert_allclose(
+        erg.integrated_autocorr_time(x), [tau_reference(x[:, p]) for p in range(3)], rtol=1e-9
+    )
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.5, 0.9])
+def test_integrated_autocorr_time_of_ar1(phi):
+    # AR(1): tau_int = 1 + 2 sum_k phi^k = (1 + phi) / (1 - phi). Removing each member's time mean
+    # biases the estimate low by about 2 * (5 tau) * tau / T (10% for phi = 0.9, T = 2000;
+    # measured 16.8 for 19).
+    x = ar1(np.random.default_rng(2), (S, T), phi)
+    tau = erg.integrated_autocorr_time(x)
+    true = (1 + phi) / (1 - phi)
+    assert tau.shape == ()
+    assert true * (1 - 10 * true / T - 0.05) <= tau <= true * 1.05
+
+
+# ------------------------------------------------------------------------------------------------
+# Variance scaling
+
+
+def test_variance_scaling_values_match_direct_computation():
+    rng = np.random.default_rng(3)
+    x = random_intercept(rng, (12, 2, 300), 0.5)
+    res = erg.variance_scaling(x, n_boot=50)
+    for k, w in enumerate(res.windows):
+        nb = 300 // w
+        means = x[..., 300 - nb * w :].reshape(12, 2, nb, w).mean(axis=-1)  # [S, P, nb]
+        ref = means.var(axis=0, ddof=1).mean(axis=-1)
+        np.testing.assert_allclose(res.variance[:, k], ref, rtol=1e-10)
+    assert res.windows[0] == 1 and res.windows[-1] == 300 // 4
+    assert np.all(res.ci_low <= res.slope) and np.all(res.slope <= res.ci_high)
+
+
+def test_variance_scaling_slope_iid_is_minus_one_and_random_intercept_is_zero():
+    rng = np.random.default_rng(4)
+    iid = erg.variance_scaling(rng.standard_normal((S, T)), n_boot=200)
+    # Var of a W-mean of iid unit noise is 1/W (here measured -0.98, CI half-width ~0.03).
+    assert iid.slope == pytest.approx(-1.0, abs=0.05)
+    assert iid.ci_low < -0.95 and iid.ci_high < -0.9
+    np.testing.assert_allclose(iid.variance * iid.windows, 1.0, rtol=0.25)
+    ri = erg.variance_scaling(random_intercept(rng, (S, T)), n_boot=200)
+    # Var = var(mu) + 1/W -> plateau at var(mu) = 1: slope about 0 (measured -0.03).
+    assert abs(ri.slope) < 0.1 and ri.ci_high > -0.25
+    ar = erg.variance_scaling(ar1(rng, (S, T), 0.9), n_boot=200)
+    # AR(0.9): fit starts beyond the correlation time (tau = 19) and the slope approaches -1.
+    assert ar.fit_start >= 50
+    assert -1.1 < ar.slope < -0.85
+
+
+def test_variance_scaling_bootstrap_is_seeded_and_batched_equals_single():
+    rng = np.random.default_rng(5)
+    x = np.stack([ar1(rng, (16, 400), 0.5), random_intercept(rng, (16, 400))], axis=1)  # [S, 2, T]
+    a = erg.variance_scaling(x, rng=7)
+    b = erg.variance_scaling(x, rng=np.random.default_rng(7))
+    np.testing.assert_array_equal(a.ci_low, b.ci_low)
+    one = erg.variance_scaling(x[:, 1], rng=7)
+    assert one.slope == a.slope[1] and one.ci_low == a.ci_low[1] and one.ci_high == a.ci_high[1]
+    c = erg.variance_scaling(x, rng=8)
+    assert not np.array_equal(a.ci_low, c.ci_low)
+
+
+# ------------------------------------------------------------------------------------------------
+# Fluctuation metric
+
+
+def test_fluctuation_metric_matches_definition_and_decays_like_one_over_t():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((S, T))
+    fm = erg.fluctuation_metric(x)
+    run = np.cumsum(x, axis=-1) / np.arange(1, T + 1)
+    ref = ((run - run.mean(axis=0)) ** 2).mean(axis=0)  # Omega(t) = mean_s (xbar_s - <xbar>)^2
+    np.testing.assert_allclose(fm.omega, ref, rtol=1e-9)
+    assert fm.exponent == pytest.approx(-1.0, abs=0.1)  # measured -1.02
+    # Random intercept: plateau at var(mu); random walk: Omega ~ t / 3 grows.
+    assert abs(erg.fluctuation_metric(random_intercept(rng, (S, T))).exponent) < 0.15
+    assert erg.fluctuation_metric(random_walk(rng, (S, T))).exponent == pytest.approx(1.0, abs=0.2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Ergodicity-breaking parameter
+
+
+def eb_brownian_exact(lag: int, n: int) -> float:
+    """EB of a Gaussian random walk with n recorded positions (unit increments), exactly.
+
+    TAMSD = (1/M) sum_t Y_t^2 with Y_t = x(t + lag) - x(t) ~ N(0, lag), M = n - lag, and
+    Cov(Y_t^2, Y_u^2) = 2 (lag - |t - u|)_+^2, so EB = Var(TAMSD) / lag^2.
+    """
+    m = n - lag
+    k = np.arange(1, lag)
+    return 2.0 * (m * lag**2 + 2.0 * np.sum((m - k) * (lag - k) ** 2.0)) / (m**2 * lag**2)
+
+
+def test_tamsd_and_eb_match_definitions():
+    rng = np.random.default_rng(7)
+    x = random_walk(rng, (6, 2, 80))
+    lags = [1, 3, 10]
+    d = erg.tamsd(x, lags)
+    for i, lag in enumerate(lags):
+        np.testing.assert_allclose(d[..., i], ((x[..., lag:] - x[..., :-lag]) ** 2).mean(-1), rtol=1e-12)
+    eb = erg.ergodicity_breaking(x, lags)
+    np.testing.assert_allclose(eb, (d**2).mean(axis=0) / d.mean(axis=0) ** 2 - 1, rtol=1e-12)
+
+
+def test_eb_of_brownian_motion_is_four_thirds_lag_over_t():
+    rng = np.random.default_rng(8)
+    n = 1000
+    lags = np.array([5, 20, 50])
+    eb = erg.ergodicity_breaking(random_walk(rng, (2000, n)), lags)
+    exact = np.array([eb_brownian_exact(lag, n) for lag in lags])
+    # Sampling error of EB over 2000 members is ~3%: measured ratios 0.97-1.03.
+    np.testing.assert_allclose(eb, exact, rtol=0.1)
+    np.testing.assert_allclose(eb, 4.0 / 3.0 * lags / n, rtol=0.15)
+    # Ergodic: EB -> 0 as T grows (x4 longer -> about 4x smaller).
+    eb_long = erg.ergodicity_breaking(random_walk(rng, (2000, 4 * n)), lags)
+    np.testing.assert_allclose(eb / eb_long, 4.0, rtol=0.2)
+
+
+def test_eb_stays_finite_for_random_diffusivity():
+    # Non-ergodic diffusion: each member has its own diffusivity D_s ~ Exp(1), so
+    # EB -> Var(D)/E[D]^2 = 1 instead of 0.
+    rng = np.random.default_rng(9)
+    d = rng.exponential(size=(2000, 1))
+    eb = erg.ergodicity_breaking(np.sqrt(d) * random_walk(rng, (2000, 2000)), [10])
+    assert eb[0] == pytest.approx(1.0, abs=0.2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Distribution check
+
+
+def test_distribution_check_is_calibrated_under_the_null_and_thinning_matters():
+    rng = np.random.default_rng(10)
+    x = ar1(rng, (32, 200, 1000), 0.9)  # 200 independent ergodic ensembles
+    res = erg.distribution_check(x)
+    rate = np.mean(res.pvalue < 0.05)
+    assert 0.01 <= rate <= 0.10, rate  # measured 0.045-0.07 in larger runs
+    # stride ceil(3 tau_int); tau_int = 19, estimated 13-19 at T = 1000 (biased low, see above)
+    assert np.all(res.thin >= 30) and np.median(res.thin) >= 45
+    # Without thinning the autocorrelated samples make KS reject far too often.
+    unthinned = erg.distribution_check(x[:, :40], tau=1.0, thin_factor=1.0)
+    assert np.all(unthinned.thin == 1)
+    assert np.mean(unthinned.pvalue < 0.05) > 0.5
+
+
+def test_distribution_check_detects_member_specific_distributions():
+    rng = np.random.default_rng(11)
+    ri = erg.distribution_check(random_intercept(rng, (S, T), 0.3))
+    assert ri.pvalue < 1e-6 and ri.n_pairs == 16
+    scale = rng.uniform(0.5, 2.0, size=(S, 1)) * rng.standard_normal((S, T))  # member-specific variance
+    assert erg.distribution_check(scale).pvalue < 1e-6
+    # A trend shared by all members is not member-specific: no rejection.
+    trend = np.linspace(0, 5, T) + rng.standard_normal((S, T))
+    assert erg.distribution_check(trend).pvalue > 0.05
+
+
+# ------------------------------------------------------------------------------------------------
+# assess: known cases
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.5, 0.9])
+def test_assess_iid_and_ar1_are_ergodic(phi):
+    # 40 independent ensembles. The slope criterion must call every one of them ergodic; the
+    # distribution check is a level-0.05 test, so about 5% may be flagged by it (binomial: more
+    # than 6 of 40 has probability 0.003).
+    r = erg.assess_many(ar1(np.random.default_rng(12), (S, 40, T), phi))
+    assert np.all(r.slope_ci_low <= -0.75) and np.all(r.slope_ci_high < -0.25)
+    assert np.all(r.slope > -1.1) and np.all(r.slope < -0.8)
+    assert np.all((r.verdict == "ergodic") | (r.ks_pvalue < 0.05))
+    assert np.sum(r.verdict == "ergodic") >= 34, r.reason[r.verdict != "ergodic"]
+    assert np.all(r.n_members == S) and np.all(r.n_diverged == 0) and r.n_steps == T
+
+
+def test_assess_random_intercept_and_random_walk_are_non_ergodic():
+    rng = np.random.default_rng(13)
+    ri = erg.assess_many(random_intercept(rng, (S, 20, T)))
+    assert np.all(ri.verdict == "non-ergodic"), ri.reason
+    assert np.all(ri.slope_ci_high > -0.25) and np.all(ri.ks_pvalue < 1e-6)
+    assert "consistent with 0" in ri.reason[0]
+    rw = erg.assess_many(random_walk(rng, (S, 20, T)))
+    assert np.all(rw.verdict == "non-ergodic"), rw.reason
+    assert np.all(rw.omega_exponent > 0.5)
+
+
+def test_assess_short_series_and_few_members_are_inconclusive():
+    rng = np.random.default_rng(14)
+    short = erg.assess(rng.standard_normal((S, 100)), burn_in=80)
+    assert short.verdict == "inconclusive" and "20 steps" in short.reason and short.n_steps == 20
+    few = erg.assess(rng.standard_normal((3, T)))
+    assert few.verdict == "inconclusive" and "3 finite members" in few.reason
+    same = erg.assess(np.tile(rng.standard_normal(T), (S, 1)))  # all members identical
+    assert same.verdict == "inconclusive" and "identical" in same.reason
+
+
+def test_assess_excludes_and_counts_diverged_members():
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((S, T))
+    x[7, 1500:] = np.nan  # diverged member
+    x[9, 3] = np.inf  # diverged during burn-in
+    r = erg.assess(x, burn_in=10)
+    assert r.verdict == "ergodic" and r.n_diverged == 2 and r.n_members == S - 2
+    assert "2 diverged" in r.reason
+    clean = erg.assess(np.delete(x, [7, 9], axis=0), burn_in=10)
+    assert np.isfinite(r.slope) and r.slope == pytest.approx(clean.slope, abs=1e-12)
+    assert r.ks_pvalue == pytest.approx(clean.ks_pvalue, rel=1e-12)
+
+
+def test_assess_many_is_batched_over_observables():
+    rng = np.random.default_rng(16)
+    x = np.stack(
+        [ar1(rng, (S, 1000), 0.5), random_intercept(rng, (S, 1000)), random_walk(rng, (S, 1000))], axis=1
+    ).reshape(S, 3, 1, 1000)
+    x[4, 2, 0, 10] = np.nan
+    many = erg.assess_many(x, burn_in=50)
+    assert many.verdict.shape == (3, 1) and many.slope.shape == (3, 1)
+    np.testing.assert_array_equal(many.verdict[:, 0], ["ergodic", "non-ergodic", "non-ergodic"])
+    np.testing.assert_array_equal(many.n_diverged[:, 0], [0, 0, 1])
+    for p in range(3):
+        one = erg.assess(x[:, p, 0], burn_in=50)
+        assert one.verdict == many.verdict[p, 0] and one.reason == many.reason[p, 0]
+        for field in ("slope", "slope_ci_low", "slope_ci_high", "ks_pvalue", "omega_exponent", "tau_int"):
+            assert getattr(one, field) == pytest.approx(getattr(many, field)[p, 0], rel=1e-12, nan_ok=True)
+
+
+def test_assess_burn_in_removes_a_transient():
+    rng = np.random.default_rng(17)
+    x = ar1(rng, (S, T), 0.5)
+    x[:, :200] += rng.normal(0, 20, size=(S, 1)) * np.exp(-np.arange(200) / 20.0)  # member-specific start
+    assert erg.assess(x, burn_in=200).verdict == "ergodic"
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="member axis"):
+        erg.assess_many(np.zeros(10))
+    with pytest.raises(ValueError, match="burn_in"):
+        erg.assess(np.zeros((4, 10)), burn_in=10)
+    with pytest.raises(ValueError, match="assess_many"):
+        erg.assess(np.zeros((4, 2, 50)))
+    with pytest.raises(ValueError, match="lags"):
+        erg.tamsd(np.zeros((4, 10)), [10])
+    with pytest.raises(ValueError, match="window"):
+        erg.time_averages(np.zeros((4, 10)), 11)
+    with pytest.raises(ValueError, match="alpha"):
+        erg.assess(np.zeros((4, 100)), alpha=1.5)
