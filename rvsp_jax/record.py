@@ -1,0 +1,209 @@
+"""Train an ensemble and record its trajectories into a run folder, in one call, resumably.
+
+Every experiment that needs trajectories calls :func:`run`, then analyses the folder with
+:func:`rvsp_jax.store.open_run`::
+
+    from rvsp_jax.config import TrainConfig
+    from rvsp_jax.record import ProbeConfig, run
+
+    recorded = run(TrainConfig(seeds=64, steps=2000), ProbeConfig(probes="updates", index="all"),
+                   "results/ergodicity/run1")
+    d = recorded["updates"][:, 100:, :]        # [S, T_rec - 100, 13002] float32, read on demand
+
+What is recorded, and the names of the entries, is described in :mod:`rvsp_jax.probes`; the folder
+layout in :mod:`rvsp_jax.store`. The device computes chunk k+1 while a background thread writes
+chunk k (arrays, then a checkpoint of the ensemble state, then the manifest's ``steps_completed``);
+an interrupted run continues from its last checkpoint with ``resume=True`` and ends bit for bit
+equal to an uninterrupted one (the trainer's randomness depends only on config, member and step).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from rvsp_jax import devices as dev
+from rvsp_jax import runfolder, store
+from rvsp_jax.config import TrainConfig
+from rvsp_jax.data import Dataset, load
+from rvsp_jax.ensemble import Chunk, Ensemble, host_state, member_keys
+from rvsp_jax.model import make_model
+from rvsp_jax.probes import ProbeConfig, ProbeLayout, make_probe
+
+__all__ = ["ProbeConfig", "ProbeLayout", "make_probe", "run"]
+
+IN_FLIGHT_CHUNKS = 4
+"""Copies of one chunk's probes that can be alive at once: device output, host copy, queued, being
+written (the writer's queue holds one)."""
+
+_CACHE: dict = {}
+
+
+def _ensemble(config: TrainConfig, probes: ProbeConfig, dataset: Dataset | None):
+    """The compiled :class:`Ensemble` and probe layout of ``(config, probes, dataset)``; the last
+    one is kept, so calling :func:`run` again with the same configuration does not recompile."""
+    key = (config, probes, None if dataset is None else id(dataset))
+    if key not in _CACHE:
+        _CACHE.clear()
+        data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
+        probe, layout = make_probe(probes, make_model(config), data, config)
+        _CACHE[key] = (Ensemble(config, data, probe=probe, probe_every=probes.every), layout)
+    return _CACHE[key]
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _padded(host, members: int):
+    """Host state ``[S, ...]`` padded to ``members`` by repeating member 0 (padding is dropped)."""
+    def pad(a):
+        extra = members - a.shape[0]
+        return np.concatenate([a, np.repeat(a[:1], extra, axis=0)]) if extra > 0 else a
+    return jax.tree_util.tree_map(pad, host)
+
+
+def _state_bytes(ens: Ensemble) -> int:
+    shapes = jax.eval_shape(ens.init)
+    return ens.members * sum(int(np.prod(x.shape[1:])) * x.dtype.itemsize
+                             for x in jax.tree_util.tree_leaves(shapes))
+
+
+def _check_memory(ens: Ensemble, layout: ProbeLayout) -> None:
+    per_chunk = ens.members * (ens.chunk // layout.every) * 4 * sum(map(len, layout.arrays.values()))
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if IN_FLIGHT_CHUNKS * per_chunk > physical // 2:
+        raise ValueError(
+            f"one training chunk of {ens.chunk} steps records {runfolder.human_bytes(per_chunk)}, and "
+            f"up to {IN_FLIGHT_CHUNKS} chunks are in memory at once, more than half of this machine's "
+            f"{runfolder.human_bytes(physical)}; lower --chunk, or record less (--probe-index, "
+            "--probe-every)")
+
+
+def _manifest(config, probes, layout, specs, ens, experiment, command) -> dict:
+    ids = jnp.arange(config.seeds, dtype=jnp.int32)
+    init_keys, data_keys = member_keys(config.base_seed, ids, config.vary)
+    return {
+        "format": runfolder.FORMAT, "experiment": experiment, "command": command,
+        "status": "running", "created": _now(), "updated": _now(),
+        "steps_completed": 0, "total_steps": ens.total_steps, "chunk": ens.chunk,
+        "config": config.to_dict(), "config_hash": config.digest(),
+        "probe_config": probes.to_dict(),
+        "members": {"ids": np.asarray(ids).tolist(), "init_keys": np.asarray(init_keys).tolist(),
+                    "data_keys": np.asarray(data_keys).tolist()},
+        "arrays": {s.name: {"shape": list(s.shape), "chunks": list(s.chunks), "dtype": s.dtype,
+                            "compress": s.compress,
+                            "time": "step" if s.name.startswith("metrics/") else "probe_step"}
+                   for s in specs},
+        "probes": layout.to_dict(),
+        "versions": runfolder.versions(), "device": dev.describe(),
+    }
+
+
+def run(config: TrainConfig, probes: ProbeConfig = ProbeConfig(), out: str | os.PathLike = None, *,
+        resume: bool = False, overwrite: bool = False, dataset: Dataset | None = None,
+        experiment: str = "train", command: str | None = None, progress: bool = True) -> store.Run:
+    """Train ``config``'s ensemble, recording ``probes`` into the run folder ``out``; return it opened.
+
+    resume: continue the interrupted run in ``out`` from its last checkpoint (the configuration must
+      equal the manifest's; a complete run is returned as it is).
+    overwrite: replace an existing run folder ``out`` (never needed for a new or empty folder).
+    progress: show a tqdm bar on stderr (steps/s, and model-steps/s = steps/s x S in the postfix).
+    Raises :class:`~rvsp_jax.runfolder.RunFolderError` before training when ``out`` is taken,
+    unwritable or its disk too small, and :class:`~rvsp_jax.store.StoreError` when writing fails
+    during training (the run then stays resumable from its last complete chunk).
+    """
+    if out is None:
+        raise ValueError("run needs the run folder out")
+    out = Path(out)
+    if resume and overwrite:
+        raise runfolder.RunFolderError("--resume and --overwrite exclude each other: resume continues "
+                                       "the run in --out, overwrite replaces it")
+    say = tqdm.write if progress else (lambda _: None)
+    if resume:
+        manifest = runfolder.check_resume(out, config.to_dict(), probes.to_dict())
+        if manifest["status"] == "complete":
+            say(f"run {out} is already complete ({manifest['total_steps']} steps); nothing to do")
+            return store.open_run(out)
+    else:
+        runfolder.check_new(out, overwrite)
+    ens, layout = _ensemble(config, probes, dataset)
+    specs = store.array_specs(ens.members, ens.total_steps, ens.chunk, layout, probes.compress)
+    _check_memory(ens, layout)
+    left = 1 - manifest["steps_completed"] / ens.total_steps if resume else 1
+    needed = sum(s.nbytes for s in specs) * left + 3 * _state_bytes(ens)
+    runfolder.check_writable(out, int(needed))
+
+    state_like = jax.eval_shape(ens.init)
+    checkpoint = None
+    if resume:
+        arrays = store.open_arrays(out, [s.name for s in specs])
+        checkpoint = store.load_checkpoint(out, state_like)
+    else:
+        runfolder.create(out, overwrite)
+        arrays = store.create_arrays(out, specs)
+        manifest = _manifest(config, probes, layout, specs, ens, experiment, command)
+        runfolder.write_manifest(out, manifest)
+    start, host = checkpoint if checkpoint else (0, host_state(ens.init(), ens.members))
+    # every start goes through put_state, so fresh and resumed runs share one compiled step
+    state = ens.put_state(_padded(host, ens.padded))
+    manifest.update(steps_completed=start, updated=_now())
+
+    def write(chunk: Chunk) -> None:
+        try:
+            store.write_steps(arrays, chunk.start, layout.every, chunk.metrics._asdict(),
+                              chunk.probes or {})
+            store.save_checkpoint(out, chunk.stop, chunk.state)
+            manifest.update(steps_completed=chunk.stop, updated=_now())
+            runfolder.write_manifest(out, manifest)
+        except OSError as e:
+            raise store.StoreError(
+                f"writing steps {chunk.start}-{chunk.stop} to {out} failed: {e}. The run stopped; "
+                f"its first {manifest['steps_completed']} steps are safely on disk. Fix the problem "
+                "(e.g. free disk space), then continue with --resume and the same options") from e
+
+    writer = store.ChunkWriter(write)
+    t0 = time.perf_counter()
+    t_first = steps_first = None
+    bar = tqdm(total=ens.total_steps, initial=start, unit="step", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True, desc=f"training S={ens.members}")
+    try:
+        for chunk in ens.chunks(state, start):
+            state = chunk.state
+            # the next chunk donates the device state, so its host copy is taken now
+            writer.put(chunk._replace(state=host_state(state, ens.members)))
+            if t_first is None:
+                t_first, steps_first = time.perf_counter(), chunk.stop
+            bar.update(chunk.stop - chunk.start)
+            rate = bar.format_dict["rate"] or (bar.n - start) / (time.perf_counter() - t0)
+            bar.set_postfix_str(f"{rate * ens.members:,.0f} model-steps/s")
+    finally:
+        bar.close()
+        writer.close()
+    t_end = time.perf_counter()
+
+    test_loss, test_accuracy = ens.evaluate(state.params)
+    final = host_state(state, ens.members)
+    try:
+        store.save_final(out, store.FinalResult(final.params, test_loss, test_accuracy,
+                                                final.diverged, final.diverged_at))
+        steady = (ens.total_steps - steps_first) / (t_end - t_first) if t_first and t_end > t_first \
+            and steps_first < ens.total_steps else None
+        manifest.update(status="complete", updated=_now(), result={
+            "test_loss": test_loss.tolist(), "test_accuracy": test_accuracy.tolist(),
+            "diverged": int(final.diverged.sum()), "diverged_at": final.diverged_at.tolist()},
+            timing={"seconds": t_end - t0, "first_chunk_seconds": None if t_first is None
+                    else t_first - t0, "steady_steps_per_second": steady, "started_at_step": start})
+        runfolder.write_manifest(out, manifest)
+    except OSError as e:
+        raise store.StoreError(f"writing the final results to {out} failed: {e}; fix the problem, "
+                               "then finish the run with --resume and the same options") from e
+    return store.open_run(out)

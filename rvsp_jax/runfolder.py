@@ -1,0 +1,164 @@
+"""Run-folder lifecycle: the manifest (atomic JSON) and the checks made before training starts.
+
+An existing run folder is never replaced without ``overwrite``, and only if it is a run folder
+(it has ``manifest.json``) or empty; ``resume`` needs the same configuration as the manifest. A
+folder that cannot be written, or a disk without room for the estimated size of the recording, is
+refused before any training, with the estimate in the message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+FORMAT = "rvsp-jax run 1"
+DISK_MARGIN = 1.1
+DISK_SLACK = 32 << 20  # bytes added to every estimate (manifests, zarr metadata, filesystem blocks)
+
+
+class RunFolderError(ValueError):
+    """A run folder cannot be used as asked; the message names the problem and the remedy."""
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write ``obj`` as JSON to a temporary file next to ``path``, then rename it over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(_dumps(obj) + "\n")
+    os.replace(tmp, path)
+
+
+def _dumps(obj, indent: str = "") -> str:
+    """JSON with one key per line and every list on one line (long index lists stay readable)."""
+    if not isinstance(obj, dict) or not obj:
+        return json.dumps(obj)
+    inner = indent + "  "
+    items = ",\n".join(f"{inner}{json.dumps(str(k))}: {_dumps(v, inner)}" for k, v in obj.items())
+    return "{\n" + items + "\n" + indent + "}"
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    write_json_atomic(Path(folder) / MANIFEST, manifest)
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest of a run folder; RunFolderError when the folder is not a readable run folder."""
+    path = Path(folder) / MANIFEST
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise RunFolderError(f"{folder} is not a run folder: it has no {MANIFEST}") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunFolderError(f"cannot read {path}: {e}") from None
+    if manifest.get("format") != FORMAT:
+        raise RunFolderError(f"{path} is not an {FORMAT!r} manifest (format {manifest.get('format')!r})")
+    return manifest
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that determine a run's numbers and files."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("jax", "jaxlib", "flax", "optax", "numpy", "zarr"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _status(folder: Path) -> str:
+    try:
+        m = read_manifest(folder)
+    except RunFolderError:
+        return "not a run folder"
+    return f"status {m.get('status')}, {m.get('steps_completed')}/{m.get('total_steps')} steps"
+
+
+def check_new(out: Path, overwrite: bool) -> None:
+    """Refuse to start a new run in ``out`` if that would replace something without ``overwrite``.
+
+    A missing or empty folder is fine; with ``overwrite`` a run folder (one with a manifest) is too.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out} exists and is not a folder; choose another --out")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise RunFolderError(f"run folder {out} already exists ({_status(out)}); pass --resume to "
+                             "continue it, --overwrite to replace it, or choose another --out")
+    if not (out / MANIFEST).exists():
+        raise RunFolderError(f"{out} is not empty and has no {MANIFEST}: it is not a run folder, "
+                             "so --overwrite will not delete it; choose another --out")
+
+
+def check_resume(out: Path, config: dict, probe_config: dict) -> dict:
+    """The manifest of the run to continue in ``out``; refuses when it was made with another config."""
+    out = Path(out)
+    if not out.exists():
+        raise RunFolderError(f"nothing to resume: {out} does not exist (drop --resume to start it)")
+    manifest = read_manifest(out)
+    diffs = [f"{section}.{k}: run folder has {old[k]!r}, this command gives {new[k]!r}"
+             for section, old, new in (("config", manifest["config"], config),
+                                       ("probes", manifest["probe_config"], probe_config))
+             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diffs:
+        raise RunFolderError(f"cannot resume {out} with a different configuration:\n  "
+                             + "\n  ".join(diffs)
+                             + "\nrepeat the original options, or start a new run (another --out, "
+                             "or --overwrite)")
+    return manifest
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_writable(out: Path, needed_bytes: int) -> None:
+    """Refuse when ``out`` cannot be created or written, or its disk has less free space than
+    ``needed_bytes`` x 1.1 + 32 MiB (the estimate is in the message)."""
+    out = Path(out)
+    base = _existing_ancestor(out)
+    if not base.is_dir():
+        raise RunFolderError(f"cannot create run folder {out}: {base} is a file, not a folder; "
+                             "choose another --out")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise RunFolderError(f"cannot write run folder {out}: {base} is not writable; choose "
+                             "another --out or fix its permissions")
+    needed = int(needed_bytes * DISK_MARGIN) + DISK_SLACK
+    free = shutil.disk_usage(base).free
+    if free < needed:
+        raise RunFolderError(
+            f"not enough free disk for {out}: the recording needs about {human_bytes(needed)} "
+            f"(estimate {human_bytes(needed_bytes)} + 10% + {human_bytes(DISK_SLACK)}) but "
+            f"{base} has {human_bytes(free)} free; free space, choose another --out, or record "
+            "less (--probe-index, --probe-every, --probes, --steps)")
+
+
+def create(out: Path, overwrite: bool) -> None:
+    """Make an empty run folder ``out`` (replacing a previous run folder when ``overwrite``)."""
+    out = Path(out)
+    if overwrite and (out / MANIFEST).exists():
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunFolderError(f"cannot create run folder {out}: {e}") from None
