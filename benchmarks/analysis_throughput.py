@@ -71,8 +71,8 @@ def describe_machine(argv: list[str]) -> None:
           f"cpu_count={os.cpu_count()}; python {platform.python_version()}")
     print(f"versions: {versions}")
     print(f"load average at start (1/5/15 min): {os.getloadavg()}")
-    blas = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if k in os.environ}
-    env = "".join(f"{k}={v} " for k, v in blas.items())
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    env = "".join(f"{k}={os.environ[k]} " for k in names if k in os.environ)
     print(f"command: {env}python -m benchmarks.analysis_throughput {' '.join(argv)}".rstrip())
 
 

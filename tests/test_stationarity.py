@@ -72,7 +72,7 @@ def test_adf_matches_statsmodels_per_series(regression, autolag):
     )
     for x in batches:
         res = adf(x, regression=regression, autolag=autolag)
-        ref = [adfuller(row, regression=regression, autolag=autolag, result_object=True) for row in x]
+        ref = [adfuller(r, regression=regression, autolag=autolag, result_object=True) for r in x]
         np.testing.assert_allclose(res.stat, [r.statistic for r in ref], rtol=1e-6)
         np.testing.assert_allclose(res.pvalue, [r.pvalue for r in ref], rtol=1e-6, atol=1e-300)
         np.testing.assert_array_equal(res.usedlag, [r.lags for r in ref])

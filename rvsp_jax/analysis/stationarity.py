@@ -18,7 +18,10 @@ factor of the Gram matrix of ``[design, d_s]`` gives the residual sum of squares
 coefficient, hence every criterion, at once. The re-fit at the chosen lag p uses statsmodels' own,
 longer sample (rows s = p .. T-2): its Gram matrix is the common one plus the outer products of the
 extra rows, with the unused lag columns masked out, so all series are re-fitted together whatever
-lag each chose. The Gram matrices come from one batched matrix product per block of series.
+lag each chose. The common Gram matrix is built without forming the design: every product with a
+lagged difference is a cross-correlation with d (FFTs), and the block of products of two lagged
+differences is Toeplitz up to O(maxlag^2) edge terms, so a series costs O(T log T + maxlag^2)
+rather than O(T maxlag^2) (about 400x statsmodels at T = 2000; docs/benchmarks.md).
 
 Precision. The level column is detrended and the differences demeaned before forming the Gram
 matrices (this changes no t-value or residual: the deterministic terms span the change), which
@@ -171,22 +174,23 @@ def _blocks(n: int, row_bytes: int):
 
 
 def _cholesky(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """gram: [B, M, M] symmetric -> (lower factor [B, M, M], nonsingular [B]) in float64.
+    """gram: [B, M, M] symmetric -> (lower factor [B, M, M], regular columns [B, M]) in float64.
 
     Column Cholesky vectorised over the batch. A pivot at or below ``_PIVOT_RTOL`` times its
-    diagonal entry (the column is that close to the span of the earlier ones) marks the matrix
-    singular instead of raising as ``np.linalg.cholesky`` does; its factor then holds garbage.
+    diagonal entry (the column is that close to the span of the earlier ones) marks the column
+    singular instead of raising as ``np.linalg.cholesky`` does; the factor's later columns are
+    then meaningless. A non-positive pivot gives a zero-length column (for a target column: an
+    exact fit, residual sum of squares 0).
     """
     batch, m, _ = gram.shape
     low = np.zeros_like(gram)
-    ok = np.ones(batch, dtype=bool)
+    regular = np.empty((batch, m), dtype=bool)
     for j in range(m):
         col = gram[:, j:, j] - np.matmul(low[:, j:, :j], low[:, j, :j, None])[..., 0]
         pivot = col[:, 0]
-        good = pivot > _PIVOT_RTOL * gram[:, j, j]
-        ok &= good
-        low[:, j:, j] = col / np.sqrt(np.where(good, pivot, 1.0))[:, None]
-    return low, ok
+        regular[:, j] = pivot > _PIVOT_RTOL * gram[:, j, j]
+        low[:, j:, j] = np.where(pivot[:, None] > 0, col / np.sqrt(np.abs(pivot))[:, None], 0.0)
+    return low, regular
 
 
 def _orthonormal_trend(length: int, nterms: int) -> np.ndarray:
@@ -201,7 +205,7 @@ def _orthonormal_trend(length: int, nterms: int) -> np.ndarray:
 
 
 def _adf_maxlag(nobs: int, ntrend: int, maxlag) -> int:
-    """statsmodels adfuller's maxlag rule (Schwert 1989) and its length checks, with clear errors."""
+    """statsmodels adfuller's maxlag rule (Schwert 1989) and its length checks, clear errors."""
     limit = nobs // 2 - ntrend - 1
     if maxlag is None:
         maxlag = min(limit, int(np.ceil(12.0 * np.power(nobs / 100.0, 1 / 4.0))))
@@ -235,7 +239,7 @@ def _mackinnon_pvalue(stat: np.ndarray, regression: str) -> np.ndarray:
 
 
 def _mackinnon_crit(nobs: np.ndarray, regression: str) -> dict[str, np.ndarray]:
-    """MacKinnon (2010) critical values per series: ``adfvalues.mackinnoncrit(1, regression, nobs)``."""
+    """MacKinnon (2010) critical values per series (``adfvalues.mackinnoncrit(1, reg, nobs)``)."""
     out = np.full((3,) + nobs.shape, np.nan)
     for n in np.unique(nobs[nobs > 0]):
         out[:, nobs == n] = adfvalues.mackinnoncrit(N=1, regression=regression, nobs=n)[:, None]
@@ -339,7 +343,10 @@ def _adf_block(x: np.ndarray, ntrend: int, maxlag: int, autolag: str | None):
     icbest = np.full(batch, np.nan)
 
     if autolag is not None:
-        low, ok = _cholesky(gram)
+        low, regular = _cholesky(gram)
+        # an exact fit at the largest lag is no reason to drop the series: statsmodels then
+        # finds AIC/BIC -inf there (and the re-fit below fails) or, for "t-stat", moves on.
+        ok = regular[:, :-1].all(axis=-1)
         proj = low[:, -1, :-1]  # target's coordinates along the orthogonalised columns
         rss_all = low[:, -1, -1] ** 2
         tail = np.cumsum(proj[:, ::-1] ** 2, axis=-1)[:, ::-1]
@@ -372,12 +379,12 @@ def _adf_block(x: np.ndarray, ntrend: int, maxlag: int, autolag: str | None):
 
     # Final regression: level moved next to the target so its t-value reads off the factor.
     order = np.r_[np.arange(ntrend), np.arange(ntrend + 1, m - 1), ntrend, m - 1]
-    low, ok_final = _cholesky(gram[:, order][:, :, order])
+    low, regular = _cholesky(gram[:, order][:, :, order])
     final_nobs = length - 1 - usedlag
     dof = final_nobs - (ntrend + 1 + usedlag)
     sigma = np.abs(low[:, -1, -1]) / np.sqrt(dof)
     stat = low[:, -1, -2] / sigma
-    return stat, usedlag, icbest, ok & ok_final
+    return stat, usedlag, icbest, ok & regular.all(axis=-1)
 
 
 def adf(
@@ -475,19 +482,19 @@ def _kpss_autolag(resid: np.ndarray) -> np.ndarray:
 def _kpss_block(x: np.ndarray, ntrend: int, nlags) -> tuple[np.ndarray, np.ndarray]:
     """x: [B, n] finite, non-constant -> (stat [B], lags [B] float64, NaN where undefined)."""
     batch, n = x.shape
-    basis = _orthonormal_trend(n, ntrend)
     if ntrend == 1:
         resid = x - x.mean(axis=-1, keepdims=True)  # statsmodels: x - x.mean()
     else:
+        basis = _orthonormal_trend(n, ntrend)
         resid = x - (x @ basis) @ basis.T  # OLS residuals on [1, t]
     eta = np.sum(np.cumsum(resid, axis=-1) ** 2, axis=-1) / (n**2)
     if nlags == "auto":
-        lags = np.minimum(_kpss_autolag(resid), n - 1)
+        lags = _kpss_autolag(resid)  # inf where statsmodels fails (zero long-run variance)
+        lags = np.where(np.isfinite(lags), np.minimum(lags, n - 1), np.nan)
     elif nlags == "legacy":
         lags = np.full(batch, float(min(int(np.ceil(12.0 * np.power(n / 100.0, 1 / 4.0))), n - 1)))
     else:
         lags = np.full(batch, float(nlags))
-    lags = np.where(np.isfinite(lags), lags, np.nan)
     top = int(np.nanmax(lags, initial=0.0))
     # autocovariance sums sum_t e_t e_{t-i}, i = 0..top, by FFT (zero padded: no wrap-around)
     nfft = scipy.fft.next_fast_len(n + top + 1, real=True)
@@ -594,7 +601,7 @@ def stationarity_verdict(
     deterministic terms ("c" with "c", "ct" with "ct") and have the same shape.
     """
     if not isinstance(adf_result, AdfResult) or not isinstance(kpss_result, KpssResult):
-        raise ValueError("stationarity_verdict takes the results of adf() and kpss(), in that order.")
+        raise ValueError("stationarity_verdict takes the results of adf() and kpss(), in order.")
     if adf_result.regression != kpss_result.regression:
         raise ValueError(
             f'ADF regression "{adf_result.regression}" and KPSS regression '
