@@ -186,7 +186,7 @@ class Ensemble:
         new_opt = _tree_where(move, new_opt, opt_state)
         nan = jnp.float32(jnp.nan)
         metrics = StepMetrics(*(jnp.where(diverged, nan, v.astype(jnp.float32)) for v in (
-            loss, acc, optax.global_norm(grads), optax.global_norm(updates))))
+            loss, acc, optax.tree.norm(grads), optax.tree.norm(updates))))
         probes = None
         if with_probe:
             probes = self.probe(StepContext(params, new_params, grads, x, y))
