@@ -38,7 +38,8 @@ def member(params, s):
 
 def forward(net, x, activation):
     """Plain numpy forward pass of one network: hidden activations, linear output layer."""
-    act = {"sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "relu": lambda z: np.maximum(z, 0.0)}[activation]
+    acts = {"sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "relu": lambda z: np.maximum(z, 0.0)}
+    act = acts[activation]
     n = len(net)
     for i in range(n):
         x = x @ np.asarray(net[f"Dense_{i}"]["kernel"]) + np.asarray(net[f"Dense_{i}"]["bias"])
@@ -52,7 +53,7 @@ def random_perms(rng, S, widths=WIDTHS):
 
 
 def planted_ensemble(rng, S=6, noise=0.01, widths=WIDTHS):
-    """Member 0 is the reference; member s > 0 is the reference with units permuted by planted[s] plus noise."""
+    """Member 0 is the reference; member s > 0 is it with units permuted by planted[s], plus noise."""
     ref = random_network(rng, widths)
     planted = random_perms(rng, S, widths)
     for p in planted:
@@ -79,7 +80,8 @@ def test_permuted_network_computes_the_same_outputs(activation):
     x = rng.standard_normal((32, 784))
     for s in range(S):
         out = forward(member(params, s), x, activation)
-        np.testing.assert_allclose(forward(member(permuted, s), x, activation), out, rtol=1e-12, atol=1e-12)
+        got = forward(member(permuted, s), x, activation)
+        np.testing.assert_allclose(got, out, rtol=1e-12, atol=1e-12)
         # and the parameters did change (the test would pass trivially otherwise)
         assert not np.allclose(permuted["Dense_1"]["kernel"][s], params["Dense_1"]["kernel"][s])
     # the multiset of values of every leaf is unchanged (a pure gather)
@@ -116,7 +118,8 @@ def test_inverse_permutation_round_trips():
     rng = np.random.default_rng(2)
     params = random_network(rng, lead=(5,))
     perms = random_perms(rng, 5)
-    back = al.apply_permutations(al.apply_permutations(params, perms), [np.argsort(p, axis=-1) for p in perms])
+    inverse = [np.argsort(p, axis=-1) for p in perms]
+    back = al.apply_permutations(al.apply_permutations(params, perms), inverse)
     for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, b)
 
@@ -252,5 +255,5 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="member index"):
         al.match_weights(params, reference=2)
     with pytest.raises(ValueError, match="inputs"):
-        bad = {"Dense_0": params["Dense_0"], "Dense_1": {"kernel": np.zeros((2, 3, 3)), "bias": np.zeros((2, 3))}}
-        al.match_weights(bad)
+        wrong = {"kernel": np.zeros((2, 3, 3)), "bias": np.zeros((2, 3))}
+        al.match_weights({"Dense_0": params["Dense_0"], "Dense_1": wrong})

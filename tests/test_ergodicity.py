@@ -1,4 +1,4 @@
-"""Tests for rvsp_jax.analysis.ergodicity: numpy references, analytic answers, known processes, calibration.
+"""Tests for rvsp_jax.analysis.ergodicity: numpy references, analytic answers, known cases, calibration.
 
 Processes with known answers: iid noise and stationary AR(1) (ergodic; tau_int = (1 + phi)/(1 - phi)),
 random intercept x_s(t) = mu_s + noise (not ergodic: the time average of member s converges to mu_s),
@@ -61,7 +61,8 @@ def test_time_and_running_averages_match_numpy():
     run = erg.running_average(x)
     np.testing.assert_allclose(run[..., 49], x[..., :50].astype(np.float64).mean(axis=-1), rtol=1e-12)
     x[1, 0, 5] = np.nan
-    assert np.isnan(erg.time_averages(x, 10)[1, 0]).all() and np.isfinite(erg.time_averages(x, 10)[0]).all()
+    blocks = erg.time_averages(x, 10)
+    assert np.isnan(blocks[1, 0]).all() and np.isfinite(blocks[0]).all()
 
 
 def tau_reference(x, c=5.0):
@@ -300,13 +301,24 @@ def test_assess_many_is_batched_over_observables():
         one = erg.assess(x[:, p, 0], burn_in=50)
         assert one.verdict == many.verdict[p, 0] and one.reason == many.reason[p, 0]
         for field in ("slope", "slope_ci_low", "slope_ci_high", "ks_pvalue", "omega_exponent", "tau_int"):
-            assert getattr(one, field) == pytest.approx(getattr(many, field)[p, 0], rel=1e-12, nan_ok=True)
+            batched = getattr(many, field)[p, 0]
+            assert getattr(one, field) == pytest.approx(batched, rel=1e-12, nan_ok=True)
+
+
+def test_assess_accepts_jax_float32():
+    jnp = pytest.importorskip("jax.numpy")
+    x = ar1(np.random.default_rng(18), (16, 2, 500), 0.5).astype(np.float32)
+    a = erg.assess_many(jnp.asarray(x))
+    b = erg.assess_many(x.astype(np.float64))
+    np.testing.assert_array_equal(a.verdict, b.verdict)
+    np.testing.assert_array_equal(a.slope, b.slope)
 
 
 def test_assess_burn_in_removes_a_transient():
     rng = np.random.default_rng(17)
     x = ar1(rng, (S, T), 0.5)
-    x[:, :200] += rng.normal(0, 20, size=(S, 1)) * np.exp(-np.arange(200) / 20.0)  # member-specific start
+    # member-specific start decaying over ~20 steps
+    x[:, :200] += rng.normal(0, 20, size=(S, 1)) * np.exp(-np.arange(200) / 20.0)
     assert erg.assess(x, burn_in=200).verdict == "ergodic"
 
 

@@ -68,7 +68,9 @@ def _unwrap(params):
             )
         numbered[int(match.group(1))] = name
     if sorted(numbered) != list(range(len(numbered))) or not numbered:
-        raise ValueError(f"layers must be numbered Dense_0..Dense_{{L-1}} without gaps; got {sorted(params)}.")
+        raise ValueError(
+            f"layers must be numbered Dense_0..Dense_{{L-1}} without gaps; got {sorted(params)}."
+        )
     names = [numbered[i] for i in range(len(numbered))]
     layers = []
     for name in names:
@@ -94,7 +96,8 @@ def _check_layers(layers, lead_ndim: int | None = None) -> tuple[int, ...]:
     lead = k0[:-2]
     if lead_ndim is not None and len(lead) != lead_ndim:
         raise ValueError(
-            f"kernels must have {lead_ndim} leading axes before [in, out]; Dense_0/kernel has shape {k0}."
+            f"kernels must have {lead_ndim} leading axes before [in, out]; "
+            f"Dense_0/kernel has shape {k0}."
         )
     prev_out = None
     for i, (kernel, bias) in enumerate(layers):
@@ -105,7 +108,9 @@ def _check_layers(layers, lead_ndim: int | None = None) -> tuple[int, ...]:
                 f"the same leading axes {lead} as Dense_0."
             )
         if prev_out is not None and ks[-2] != prev_out:
-            raise ValueError(f"Dense_{i}/kernel has {ks[-2]} inputs but Dense_{i - 1} has {prev_out} outputs.")
+            raise ValueError(
+                f"Dense_{i}/kernel has {ks[-2]} inputs but Dense_{i - 1} has {prev_out} outputs."
+            )
         prev_out = ks[-1]
     return lead
 
@@ -113,12 +118,16 @@ def _check_layers(layers, lead_ndim: int | None = None) -> tuple[int, ...]:
 def _check_perms(perms, layers, n_members: int) -> list[np.ndarray]:
     widths = [np.shape(k)[-1] for k, _ in layers[:-1]]
     if len(perms) != len(widths):
-        raise ValueError(f"perms must hold one array per hidden layer ({len(widths)}); got {len(perms)}.")
+        raise ValueError(
+            f"perms must hold one array per hidden layer ({len(widths)}); got {len(perms)}."
+        )
     out = []
     for l, (perm, h) in enumerate(zip(perms, widths)):
         perm = np.asarray(perm)
         if perm.shape != (n_members, h) or not np.issubdtype(perm.dtype, np.integer):
-            raise ValueError(f"perms[{l}] must be an int array [S={n_members}, {h}]; got {perm.dtype} {perm.shape}.")
+            raise ValueError(
+                f"perms[{l}] must be an int array [S={n_members}, {h}]; got {perm.dtype} {perm.shape}."
+            )
         if not np.array_equal(np.sort(perm, axis=-1), np.broadcast_to(np.arange(h), perm.shape)):
             raise ValueError(f"perms[{l}] has a row that is not a permutation of 0..{h - 1}.")
         out.append(perm)
@@ -158,7 +167,7 @@ def _reference_layers(layers, reference):
         S = np.shape(layers[0][0])[0]
         if not -S <= reference < S:
             raise ValueError(f"reference={reference} is not a member index of an ensemble of {S}.")
-        return [(np.asarray(k[reference], np.float64), np.asarray(b[reference], np.float64)) for k, b in layers]
+        return [(np.asarray(k[reference], float), np.asarray(b[reference], float)) for k, b in layers]
     ref_layers, _ = _unwrap(reference)
     _check_layers(ref_layers, lead_ndim=0)
     if [np.shape(k) for k, _ in ref_layers] != [np.shape(k)[1:] for k, _ in layers]:
@@ -232,10 +241,11 @@ def match_weights(params, reference=0, *, n_iter: int = 100) -> list[np.ndarray]
 def apply_permutations(params, perms):
     """Permutes the hidden units of every member: a functionally identical ensemble.
 
-    For hidden layer l with ``perm = perms[l]: [S, h_l]``: ``kernel_l[s][..., :, i] <- kernel_l[s][..., :,
-    perm[s, i]]``, ``bias_l[s][..., i] <- bias_l[s][..., perm[s, i]]`` and the rows of ``kernel_{l+1}``
-    likewise. Leaves are ``[S, ..., *param_shape]``: extra axes after the member axis (e.g. steps of
-    a recorded trajectory ``[S, T, in, out]``) get the same permutation throughout. Array types are
+    For hidden layer l with ``perm = perms[l]: [S, h_l]``:
+    ``kernel_l[s][..., :, i] <- kernel_l[s][..., :, perm[s, i]]``,
+    ``bias_l[s][..., i] <- bias_l[s][..., perm[s, i]]``, and the rows of ``kernel_{l+1}`` likewise.
+    Leaves are ``[S, ..., *param_shape]``: extra axes after the member axis (e.g. steps of a
+    recorded trajectory ``[S, T, in, out]``) get the same permutation throughout. Array types are
     kept (a JAX leaf gives a JAX leaf, via ``jnp.take_along_axis``); exact (a gather, no arithmetic).
     """
     layers, rewrap = _unwrap(params)

@@ -13,7 +13,7 @@ separately with :mod:`rvsp_jax.analysis.stationarity`):
   (block means per member), :func:`running_average`.
 - :func:`variance_scaling`: variance across members of the W-step time average, for log-spaced
   windows W, and its log-log slope with a bootstrap confidence interval over members. A process that
-  is ergodic in the mean with short memory has ``Var ~ 2 tau_int sigma^2 / W``: slope -1 once
+  is ergodic in the mean with short memory has ``Var ~ tau_int sigma^2 / W``: slope -1 once
   ``W >> tau_int`` (for AR(1) the local slope is about ``-1 + tau/(2W)``); a member-specific
   component (random intercept) or a random walk gives a plateau: slope 0.
 - :func:`fluctuation_metric`: the Thirumalai-Mountain fluctuation metric
@@ -55,6 +55,7 @@ import scipy.fft
 import scipy.stats
 
 __all__ = [
+    "VERDICTS",
     "DistributionCheck",
     "ErgodicityResult",
     "FluctuationMetric",
@@ -482,7 +483,7 @@ def variance_scaling(
 
     x: [S, ..., T]. For each window W the series is cut into ``T // W`` non-overlapping blocks
     aligned to its end; ``variance[W]`` is the across-member variance (ddof=1, finite members) of the
-    block means, averaged over blocks. Ergodic in the mean with short memory: ``~ 2 tau sigma^2/W``,
+    block means, averaged over blocks. Ergodic in the mean with short memory: ``~ tau_int sigma^2 / W``,
     slope -1 for ``W >> tau_int`` (AR(1): local slope ``-1 + tau/(2W)`` roughly); member-specific
     offsets or random walks: a plateau, slope 0. Float64 throughout.
 
@@ -507,7 +508,8 @@ def variance_scaling(
     n_boot = _as_int(n_boot, "n_boot", 0)
     alpha = 1.0 - _check_alpha(ci, "ci")
     if windows is None:
-        windows = _default_windows(T, _as_int(n_windows, "n_windows", 2), _as_int(min_blocks, "min_blocks", 1))
+        n_windows = _as_int(n_windows, "n_windows", 2)
+        windows = _default_windows(T, n_windows, _as_int(min_blocks, "min_blocks", 1))
     else:
         windows = np.unique(np.asarray(windows))
         if windows.ndim != 1 or windows.size < 2 or not np.issubdtype(windows.dtype, np.integer):
@@ -707,8 +709,9 @@ def distribution_check(
     if not (isinstance(thin_factor, numbers.Real) and thin_factor > 0):
         raise ValueError(f"thin_factor must be positive; got {thin_factor!r}.")
     max_pairs = _as_int(max_pairs, "max_pairs", 1)
-    tau = integrated_autocorr_time(x) if tau is None else np.broadcast_to(np.asarray(tau, float), x.shape[1:-1])
-    tau = np.asarray(tau).reshape(P)
+    if tau is None:
+        tau = integrated_autocorr_time(x)
+    tau = np.broadcast_to(np.asarray(tau, dtype=float), x.shape[1:-1]).reshape(P)
 
     def block(b, t):
         return _ks_block(b, np.isfinite(b).all(axis=-1), t, float(thin_factor), max_pairs)
@@ -736,7 +739,9 @@ def _assess_block(x3, valid, uniforms, *, alpha, n_windows, min_blocks, thin_fac
     return slope, lo, hi, omega_exp, ks_stat, ks_p, tau, start
 
 
-def _decide(slope, lo, hi, ks_p, tau, start, n_members, n_diverged, T, *, alpha, tol, min_steps, min_members):
+def _decide(
+    slope, lo, hi, ks_p, tau, start, n_members, n_diverged, T, *, alpha, tol, min_steps, min_members
+):
     """(verdict, reason) for one observable; the rule is documented in :func:`assess_many`."""
     dropped = f" ({n_diverged} diverged member(s) excluded)" if n_diverged else ""
     if T < min_steps:
@@ -744,7 +749,7 @@ def _decide(slope, lo, hi, ks_p, tau, start, n_members, n_diverged, T, *, alpha,
     if n_members < min_members:
         return "inconclusive", f"only {n_members} finite members{dropped}; need at least {min_members}"
     if not (np.isfinite(slope) and np.isfinite(lo) and np.isfinite(hi)):
-        return "inconclusive", f"no fluctuations across members to scale (all members identical?){dropped}"
+        return "inconclusive", f"no fluctuation across members (all members identical?){dropped}"
     s = f"variance-scaling slope {slope:.2f} [{lo:.2f}, {hi:.2f}] over W >= {start}"
     ks = "distribution check not run (fewer than 4 thinned samples)" if not np.isfinite(ks_p) \
         else f"distribution check KS p = {ks_p:.2g}"
@@ -752,12 +757,14 @@ def _decide(slope, lo, hi, ks_p, tau, start, n_members, n_diverged, T, *, alpha,
     near_zero = hi >= -tol
     reject = bool(np.isfinite(ks_p) and ks_p < alpha)
     if near_zero and not near_minus_one:
-        return "non-ergodic", f"time averages do not converge across members: {s} is consistent with 0; {ks}{dropped}"
+        return "non-ergodic", (
+            f"time averages do not converge across members: {s} is consistent with 0; {ks}{dropped}"
+        )
     if near_minus_one and not near_zero:
         if reject:
             return "non-ergodic", (
                 f"time averages converge ({s}) but a member's time distribution differs from the "
-                f"ensemble cross-section ({ks} < {alpha}; or the fluctuations are non-stationary){dropped}"
+                f"ensemble cross-section ({ks} < {alpha}; e.g. member-specific variance){dropped}"
             )
         if not np.isfinite(ks_p):
             return "inconclusive", f"{s} is consistent with -1 but {ks}{dropped}"
@@ -832,7 +839,9 @@ def assess_many(
     n_boot = _as_int(n_boot, "n_boot", 1)
     max_pairs = _as_int(max_pairs, "max_pairs", 1)
     if not (isinstance(slope_tol, numbers.Real) and 0 < slope_tol < 0.5):
-        raise ValueError(f"slope_tol must be in (0, 0.5) so that 'near 0' and 'near -1' differ; got {slope_tol!r}.")
+        raise ValueError(
+            f"slope_tol must be in (0, 0.5) so that 'near 0' and 'near -1' differ; got {slope_tol!r}."
+        )
     if not (isinstance(thin_factor, numbers.Real) and thin_factor > 0):
         raise ValueError(f"thin_factor must be positive; got {thin_factor!r}.")
 
