@@ -45,17 +45,20 @@ IN_FLIGHT_CHUNKS = 4
 written (the writer's queue holds one)."""
 
 _CACHE: dict = {}
+_CACHE_SIZE = 2
 
 
 def _ensemble(config: TrainConfig, probes: ProbeConfig, dataset: Dataset | None):
-    """The compiled :class:`Ensemble` and probe layout of ``(config, probes, dataset)``; the last
-    one is kept, so calling :func:`run` again with the same configuration does not recompile."""
+    """The compiled :class:`Ensemble` and probe layout of ``(config, probes, dataset)``; the last two
+    are kept, so calling :func:`run` again with a recent configuration does not recompile."""
     key = (config, probes, None if dataset is None else id(dataset))
     if key not in _CACHE:
-        _CACHE.clear()
         data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
         probe, layout = make_probe(probes, make_model(config), data, config)
         _CACHE[key] = (Ensemble(config, data, probe=probe, probe_every=probes.every), layout)
+    _CACHE[key] = _CACHE.pop(key)  # most recently used last
+    while len(_CACHE) > _CACHE_SIZE:
+        del _CACHE[next(iter(_CACHE))]
     return _CACHE[key]
 
 
