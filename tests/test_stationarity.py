@@ -17,6 +17,9 @@ from rvsp_jax.analysis.stationarity import (
     VERDICTS,
     AdfResult,
     KpssResult,
+    _adf_columns,
+    _adf_common_gram,
+    _adf_design,
     _mackinnon_pvalue,
     adf,
     kpss,
@@ -97,6 +100,42 @@ def test_adf_explicit_maxlag_matches_statsmodels():
         np.testing.assert_allclose(res.stat, [r.statistic for r in ref], rtol=1e-6)
         np.testing.assert_array_equal(res.usedlag, [r.lags for r in ref])
         assert res.maxlag == maxlag
+
+
+def test_adf_short_series_at_the_lag_limit_match_statsmodels():
+    # T small enough that maxlag is capped at T//2 - ntrend - 1. The one case without residual
+    # degrees of freedom ("n", even T, lag maxlag: an exact fit, where statsmodels returns a
+    # meaningless t of 0) gives NaN; "t-stat" then searches down to a lag with a fit, as statsmodels.
+    rng = np.random.default_rng(8)
+    for regression, ntrend in (("n", 0), ("c", 1), ("ct", 2), ("ctt", 3)):
+        for length in range(max(3, 2 * ntrend + 2), 22):
+            x = np.cumsum(rng.standard_normal((3, length)), axis=-1)
+            for autolag in ("AIC", "BIC", "t-stat", None):
+                res = adf(x, regression=regression, autolag=autolag)
+                exact_fit = regression == "n" and length % 2 == 0 and autolag != "t-stat"
+                if exact_fit:
+                    assert np.isnan(res.stat).all(), (length, autolag)
+                    continue
+                assert np.isfinite(res.stat).all(), (regression, length, autolag)
+                ref = [adfuller(r, regression=regression, autolag=autolag, result_object=True)
+                       for r in x]
+                np.testing.assert_allclose(res.stat, [r.statistic for r in ref], rtol=1e-6)
+                np.testing.assert_array_equal(res.usedlag, [r.lags for r in ref])
+
+
+def test_fft_gram_equals_the_design_gram():
+    # The O(T log T) Gram matrix of the lag search against A @ A.T of the explicit design.
+    rng = np.random.default_rng(9)
+    for ntrend in range(4):
+        for length, maxlag in ((12, 2), (300, 0), (300, 1), (513, 19), (2000, 26)):
+            x = np.cumsum(rng.standard_normal((4, length)), axis=-1) * 3.0 + 5.0
+            level, d = _adf_columns(x, ntrend)
+            design = _adf_design(level, d, ntrend, maxlag, maxlag, length - 1)
+            direct = design @ design.transpose(0, 2, 1)
+            fast = _adf_common_gram(level, d, ntrend, maxlag)
+            scale = np.sqrt(np.einsum("bii->bi", direct))
+            err = np.abs(fast - direct) / (scale[:, :, None] * scale[:, None, :])
+            assert err.max() < 1e-13, (ntrend, length, maxlag, err.max())
 
 
 def test_mackinnon_pvalue_equals_statsmodels_everywhere():
