@@ -110,7 +110,7 @@ def create_arrays(folder: Path, specs: list[ArraySpec]) -> dict[str, zarr.Array]
 
 def open_arrays(folder: Path, names, mode: str = "r+") -> dict[str, zarr.Array]:
     """Open existing arrays of a run folder (``mode="r+"`` to continue writing them)."""
-    return {name: zarr.open_array(Path(folder) / "arrays" / name, mode=mode) for name in names}
+    return {name: zarr.open_array(Path(folder) / "arrays" / name, mode=mode, zarr_format=3) for name in names}
 
 
 def write_steps(arrays: dict[str, zarr.Array], start: int, every: int, metrics: dict, probes: dict
@@ -279,7 +279,7 @@ class Run:
         if name not in self.manifest["arrays"]:
             raise KeyError(f"no array {name!r} in {self.path}; it has {', '.join(self.arrays)}")
         if name not in self._arrays:
-            self._arrays[name] = zarr.open_array(self.path / "arrays" / name, mode="r")
+            self._arrays[name] = zarr.open_array(self.path / "arrays" / name, mode="r", zarr_format=3)
         return self._arrays[name]
 
     def index(self, name: str, entries) -> np.ndarray:

@@ -1,0 +1,272 @@
+"""The run store: chunk layout, the background writer, checkpoints, lazy reading, the manifest, the
+refusals made before training, and a disk-full failure that leaves the run resumable."""
+
+import errno
+import json
+import os
+import shutil
+import threading
+from types import SimpleNamespace
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import zarr.storage
+
+from rvsp_jax import runfolder, store
+from rvsp_jax.ensemble import member_keys
+from rvsp_jax.probes import ProbeConfig
+from rvsp_jax.record import run
+from rvsp_jax.runfolder import RunFolderError
+from rvsp_jax.store import ChunkWriter, StoreError, chunk_shape, open_run
+
+from test_record import PROBES, SMALL, record_small
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return record_small(tmp_path_factory.mktemp("store") / "reference")
+
+
+def assert_same_recording(a, b):
+    """Every array, the final parameters and test metrics of two runs are bit-identical."""
+    assert a.arrays == b.arrays and a.probe_names == b.probe_names
+    for name in a.arrays:
+        np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+    fa, fb = a.final(), b.final()
+    for layer in fa.params:
+        for leaf in fa.params[layer]:
+            np.testing.assert_array_equal(fa.params[layer][leaf], fb.params[layer][leaf])
+    for field in store.FinalResult._fields[1:]:
+        np.testing.assert_array_equal(getattr(fa, field), getattr(fb, field))
+
+
+# ---- layout ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, step_chunk, want", [
+    ((3, 30), 10, (3, 10)),
+    ((3, 30, 13_002), 10, (3, 10, 1024)),
+    ((256, 1000, 13_002), 20, (51, 20, 1024)),   # 51 * 20 * 1024 * 4 B = 4.0 MiB
+    ((256, 1000, 90), 200, (58, 200, 90)),
+    ((4, 5, 7), 10, (4, 5, 7)),                  # never larger than the array
+])
+def test_chunk_shape_spans_one_training_chunk_and_about_4_mib(shape, step_chunk, want):
+    assert chunk_shape(shape, step_chunk) == want
+    assert np.prod(want) * 4 <= store.TARGET_CHUNK_BYTES or want[0] == 1
+
+
+def test_arrays_and_manifest_of_a_recorded_run(reference):
+    m = reference.manifest
+    assert m["status"] == "complete" and m["steps_completed"] == m["total_steps"] == 30
+    assert m["config"] == SMALL.to_dict() and m["config_hash"] == SMALL.digest()
+    assert m["probe_config"] == PROBES.to_dict()
+    init_keys, data_keys = member_keys(SMALL.base_seed, jnp.arange(3), SMALL.vary)
+    assert m["members"] == {"ids": [0, 1, 2], "init_keys": np.asarray(init_keys).tolist(),
+                            "data_keys": np.asarray(data_keys).tolist()}
+    assert set(m["versions"]) >= {"jax", "flax", "optax", "numpy", "zarr"} and m["device"].startswith("cpu")
+    assert m["arrays"]["updates"] == {"shape": [3, 30, 13_002], "chunks": [3, 10, 1024],
+                                      "dtype": "float32", "compress": "none", "time": "probe_step"}
+    assert len(m["probes"]["names"]["params"]) == 13_002 and len(m["probes"]["probe_batch"]) == 8
+    assert reference.config == SMALL and reference.probe_config == PROBES
+    assert not [p for p in reference.path.rglob("*.tmp")]  # atomic writes left no temporaries
+    f = reference.final()
+    np.testing.assert_array_equal(f.test_accuracy, np.float32(m["result"]["test_accuracy"]))
+    assert f.params["Dense_0"]["kernel"].shape == (3, 784, 16) and 0 < f.test_accuracy.min() <= 1
+    assert f.diverged.tolist() == [False] * 3 and f.diverged_at.tolist() == [-1] * 3
+
+
+def test_run_index_finds_named_entries(reference):
+    idx = reference.index("updates", ["Dense_2/kernel[15,9]", "Dense_0/bias[0]"])
+    assert idx.tolist() == [13_001, 0]
+    with pytest.raises(KeyError, match="has no entries"):
+        reference.index("updates", ["Dense_9/bias[0]"])
+    with pytest.raises(KeyError, match="no array 'gradients'"):
+        reference["gradients"]
+
+
+def test_to_xarray_names_the_missing_package(reference):
+    try:
+        import xarray  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="needs the xarray package"):
+            reference.to_xarray()
+    else:
+        ds = reference.to_xarray()
+        assert ds["updates"].shape == (3, 30, 13_002)
+
+
+# ---- lazy reading ---------------------------------------------------------------------------------
+
+def test_slicing_one_probe_reads_only_its_own_chunks(reference, monkeypatch):
+    reads = []
+    original = zarr.storage.LocalStore.get
+
+    async def counting_get(self, key, *args, **kwargs):
+        reads.append((os.path.relpath(str(self.root), reference.path / "arrays"), key))
+        return await original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "get", counting_get)
+    run_ = open_run(reference.path)
+    for name in ("params", "grads", "updates"):
+        run_[name]  # opening reads metadata only
+    assert sorted(reads) == [(name, "zarr.json") for name in ("grads", "params", "updates")]
+    reads.clear()
+    column = run_["updates"][:, :, 5]  # one parameter's [S, T] series
+    assert sorted(reads) == [("updates", f"c/0/{t}/0") for t in range(3)]  # 3 step chunks, P chunk 0
+    np.testing.assert_array_equal(column, reference["updates"][:, :, 5])
+
+
+def test_slicing_works_with_the_other_arrays_chunk_files_deleted(reference, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(reference.path, copy)
+    for name in reference.arrays:
+        if name != "updates":
+            shutil.rmtree(copy / "arrays" / name / "c")
+    np.testing.assert_array_equal(open_run(copy)["updates"][1, 3:7, 100:200],
+                                  reference["updates"][1, 3:7, 100:200])
+
+
+# ---- writer and checkpoints -----------------------------------------------------------------------
+
+def test_writer_writes_in_order_and_propagates_the_first_error():
+    done = []
+
+    def write(item):
+        if item == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        done.append(item)
+
+    writer = ChunkWriter(write)
+    for i in range(3):
+        writer.put(i)
+    writer.put(3)
+    with pytest.raises(OSError, match="No space left"):
+        for i in range(4, 100):  # the failure surfaces at a later put (items after it are dropped)
+            writer.put(i)
+        writer.close()
+    assert done == [0, 1, 2]
+    with pytest.raises(OSError, match="No space left"):
+        writer.close()
+
+
+def test_writer_queue_is_bounded():
+    release, started = threading.Event(), threading.Event()
+
+    def write(item):
+        started.set()
+        release.wait()
+
+    writer = ChunkWriter(write, maxsize=1)
+    writer.put(0)
+    started.wait()
+    writer.put(1)  # fills the queue while item 0 is being written
+    assert writer._queue.full()
+    release.set()
+    writer.close()
+    assert writer._queue.empty()
+
+
+def test_checkpoint_round_trip_and_mismatch(tmp_path):
+    state = {"w": np.arange(6, dtype=np.float32).reshape(3, 2), "n": np.array([1, 2, 3], np.int32)}
+    store.save_checkpoint(tmp_path, 40, state)
+    step, back = store.load_checkpoint(tmp_path, state)
+    assert step == 40 and back["w"].dtype == np.float32
+    np.testing.assert_array_equal(back["w"], state["w"])
+    assert store.load_checkpoint(tmp_path / "none", state) is None
+    with pytest.raises(StoreError, match="does not match"):
+        store.load_checkpoint(tmp_path, {"w": np.zeros((3, 5), np.float32), "n": state["n"]})
+
+
+# ---- refusals before training ---------------------------------------------------------------------
+
+def test_existing_run_folder_is_not_overwritten_without_overwrite(reference, tmp_path):
+    before = (reference.path / "manifest.json").read_bytes()
+    with pytest.raises(RunFolderError, match="already exists .*--resume.*--overwrite"):
+        record_small(reference.path)
+    assert (reference.path / "manifest.json").read_bytes() == before
+    other = tmp_path / "papers"
+    other.mkdir()
+    (other / "thesis.tex").write_text("precious")
+    with pytest.raises(RunFolderError, match="not a run folder"):
+        record_small(other, overwrite=True)
+    assert (other / "thesis.tex").read_text() == "precious"
+
+
+def test_overwrite_replaces_a_run_folder(reference, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(reference.path, out)
+    (out / "arrays" / "updates" / "c" / "0" / "0" / "0").write_bytes(b"garbage")
+    assert_same_recording(record_small(out, overwrite=True), reference)
+
+
+def test_unwritable_folder_is_refused_before_training(tmp_path, monkeypatch):
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))
+    with pytest.raises(RunFolderError, match="not writable"):
+        record_small(tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_folder_under_a_regular_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunFolderError, match="is a file, not a folder"):
+        record_small(tmp_path / "file" / "run")
+
+
+def test_too_little_disk_is_refused_with_the_estimate(tmp_path, monkeypatch):
+    # params, updates, grads, 6 weight norms, pre and post of 8 x 32 units, 6 summaries; 4 metrics
+    spec_bytes = 4 * 3 * 30 * (3 * 13_002 + 6 + 2 * 8 * 32 + 6) + 4 * 4 * 3 * 30
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: SimpleNamespace(total=10**12, used=10**12, free=10**6))
+    with pytest.raises(RunFolderError) as info:
+        record_small(tmp_path / "run")
+    message = str(info.value)
+    assert "not enough free disk" in message and "976.56 KiB free" in message
+    estimate = float(message.split("(estimate ")[1].split(" MiB")[0]) * 2**20
+    state_bytes = 3 * 4 * 13_002 + 3 * 5  # params float32, opt_state of sgd empty, diverged flags
+    assert abs(estimate - (spec_bytes + 3 * state_bytes)) < 0.01 * 2**20
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_another_configuration(reference):
+    with pytest.raises(RunFolderError, match="probes.index: run folder has 'all', this command gives '8'"):
+        run(SMALL, ProbeConfig(**{**PROBES.to_dict(), "index": "8"}), reference.path, resume=True,
+            progress=False)
+    with pytest.raises(RunFolderError, match="nothing to resume"):
+        record_small(reference.path / "missing", resume=True)
+
+
+def test_resume_of_a_complete_run_changes_nothing(reference):
+    before = (reference.path / "manifest.json").read_bytes()
+    again = record_small(reference.path, resume=True)
+    assert again.complete and (reference.path / "manifest.json").read_bytes() == before
+
+
+# ---- a full disk while writing ------------------------------------------------------------------
+
+def test_disk_full_while_writing_stops_cleanly_and_the_run_resumes_bit_for_bit(reference, tmp_path,
+                                                                                monkeypatch):
+    out = tmp_path / "full"
+    real_write = store.write_steps
+    calls = []
+
+    def fill_disk(arrays, start, every, metrics, probes):
+        calls.append(start)
+        if len(calls) == 2:  # the second chunk: part of it lands on disk, then the disk is full
+            real_write(arrays, start, every, metrics, {})
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(arrays, start, every, metrics, probes)
+
+    monkeypatch.setattr(store, "write_steps", fill_disk)
+    with pytest.raises(StoreError) as info:
+        record_small(out)
+    message = str(info.value)
+    assert "No space left on device" in message and "first 10 steps are safely on disk" in message
+    assert "--resume" in message
+    stopped = open_run(out)
+    assert stopped.manifest["status"] == "running" and stopped.steps_completed == 10
+    with pytest.raises(FileNotFoundError, match="finish it with --resume"):
+        stopped.final()
+    monkeypatch.setattr(store, "write_steps", real_write)
+    assert_same_recording(record_small(out, resume=True), reference)
+    assert json.loads((out / "manifest.json").read_text())["timing"]["started_at_step"] == 10
+    assert runfolder.read_manifest(out)["status"] == "complete"
