@@ -85,6 +85,12 @@ _FIT_TAUS = 4.0
 # sizes 1000 vs 15000); cross-section pool at most POOL_RATIO times the member sample (the power
 # is set by the smaller sample: effective n = n1 n2 / (n1 + n2) >= 0.8 n1).
 _MIN_THINNED = 4
+# A plateau of the variance scaling counts as non-ergodic when the series spans RESOLVED_TAUS
+# integrated autocorrelation times (below about 50 tau the estimate of tau itself is unreliable and
+# biased low: emcee's "Autocorrelation analysis" guidance), or when Omega(t) grows faster than
+# t^SPREADING_EXPONENT (running time averages spread apart, which a stationary process cannot do).
+_RESOLVED_TAUS = 50.0
+_SPREADING_EXPONENT = 0.5
 _KS_EXACT_MAX = 10_000
 _POOL_RATIO = 4
 
@@ -162,7 +168,7 @@ class ErgodicityResult:
     reason             one sentence with the numbers that decided it.
     slope, slope_ci_low, slope_ci_high
                        variance-scaling slope and its (1 - alpha) bootstrap interval.
-    omega_exponent     decay exponent of the fluctuation metric Omega(t) (not used in the verdict).
+    omega_exponent     decay exponent of the fluctuation metric Omega(t).
     ks_stat, ks_pvalue distribution check (mean KS distance, Fisher-combined p-value).
     tau_int            member-pooled integrated autocorrelation time (steps).
     fit_start          first window of the slope fit (windows run up to ``n_steps // 4``).
@@ -455,11 +461,25 @@ def _scaling_block(dev, valid, n, fit_start, windows, uniforms, alpha):
             counts = _resample_counts(uniforms, pattern)
             boot[:, cols] = np.einsum("bs,spk->bpk", counts, r[:, cols]) * scale[cols, None]
         boot_slope = _ols_slope(logw, _safe_log(boot), use)  # [B, p]
-        ok = np.isfinite(slope)
-        if ok.any():
-            q = np.quantile(boot_slope[:, ok], [alpha / 2, 1 - alpha / 2], axis=0)
-            lo[ok], hi[ok] = q[0], q[1]
+        ok = np.isfinite(slope) & (n > 1)
+        for count in np.unique(n[ok]):
+            cols = ok & (n == count)
+            a = _expanded_alpha(alpha, int(count))
+            q = np.quantile(boot_slope[:, cols], [a / 2, 1 - a / 2], axis=0)
+            lo[cols], hi[cols] = q[0], q[1]
     return variance, slope, lo, hi
+
+
+def _expanded_alpha(alpha: float, n: int) -> float:
+    """Tail level of the expanded percentile interval for n resampled units (Hesterberg 2015).
+
+    The plain percentile interval is too narrow for small n; using the bootstrap quantiles at
+    ``a/2`` with ``z_{a/2} = sqrt(n / (n - 1)) t_{alpha/2, n-1}`` corrects it to first order
+    (T. C. Hesterberg, "What teachers should know about the bootstrap", Am. Stat. 69(4), 2015).
+    n = 4: a = 0.0002 (the bootstrap range); n = 8: 0.012; n = 64: 0.044.
+    """
+    z = math.sqrt(n / (n - 1)) * scipy.stats.t.ppf(1 - alpha / 2, n - 1)
+    return float(2 * scipy.stats.norm.sf(z))
 
 
 def _check_alpha(alpha, name: str = "alpha") -> float:
@@ -475,7 +495,7 @@ def variance_scaling(
     n_windows: int = 20,
     min_blocks: int = 4,
     fit_start: int | None = None,
-    n_boot: int = 500,
+    n_boot: int = 1000,
     ci: float = 0.95,
     rng: int | np.random.Generator = 0,
 ) -> VarianceScaling:
@@ -491,9 +511,12 @@ def variance_scaling(
     ``fit_start = clip(ceil(4 tau_int), 1, W_max // 4)`` with tau_int from
     :func:`integrated_autocorr_time`, so the fit covers at least two octaves of the largest windows.
 
-    Confidence interval: percentile bootstrap over members (resampled with replacement, ``n_boot``
-    times, among the finite members). Each resampled member carries its own block-mean deviations
-    from the full-ensemble mean path (a bootstrap of per-member contributions); re-centering on the
+    Confidence interval: expanded percentile bootstrap over members (resampled with replacement,
+    ``n_boot`` times, among the finite members; the percentile levels are widened for few members
+    as in Hesterberg 2015, see ``_expanded_alpha``; measured coverage of 95% intervals for iid
+    ensembles: 0.79, 0.92, 0.945 with 4, 8, 32 members). Each resampled member carries its own
+    block-mean deviations from
+    the full-ensemble mean path (a bootstrap of per-member contributions); re-centering on the
     resample's mean, an O(1/S) change that is nearly the same at every W, is neglected.
 
     Args:
@@ -739,26 +762,39 @@ def _assess_block(x3, valid, uniforms, *, alpha, n_windows, min_blocks, thin_fac
     return slope, lo, hi, omega_exp, ks_stat, ks_p, tau, start
 
 
-def _decide(
-    slope, lo, hi, ks_p, tau, start, n_members, n_diverged, T, *, alpha, tol, min_steps, min_members
-):
-    """(verdict, reason) for one observable; the rule is documented in :func:`assess_many`."""
-    dropped = f" ({n_diverged} diverged member(s) excluded)" if n_diverged else ""
+def _decide(row: dict, *, T: int, alpha: float, tol: float, min_steps: int,
+            min_members: int) -> tuple[str, str]:
+    """(verdict, reason) for one observable's numbers; the rule is documented in :func:`assess_many`."""
+    n_div = row["n_diverged"]
+    dropped = f" ({n_div} diverged member(s) excluded)" if n_div else ""
     if T < min_steps:
         return "inconclusive", f"only {T} steps after burn-in; need at least {min_steps}"
-    if n_members < min_members:
-        return "inconclusive", f"only {n_members} finite members{dropped}; need at least {min_members}"
+    if row["n_members"] < min_members:
+        return "inconclusive", (
+            f"only {row['n_members']} finite members{dropped}; need at least {min_members}"
+        )
+    slope, lo, hi, ks_p, tau = row["slope"], row["lo"], row["hi"], row["ks_p"], row["tau"]
     if not (np.isfinite(slope) and np.isfinite(lo) and np.isfinite(hi)):
         return "inconclusive", f"no fluctuation across members (all members identical?){dropped}"
-    s = f"variance-scaling slope {slope:.2f} [{lo:.2f}, {hi:.2f}] over W >= {start}"
-    ks = "distribution check not run (fewer than 4 thinned samples)" if not np.isfinite(ks_p) \
-        else f"distribution check KS p = {ks_p:.2g}"
+    s = f"variance-scaling slope {slope:.2f} [{lo:.2f}, {hi:.2f}] over W >= {row['start']}"
+    ks = f"distribution check KS p = {ks_p:.2g}" if np.isfinite(ks_p) else \
+        "distribution check not run (fewer than 4 thinned samples)"
     near_minus_one = lo <= -1.0 + tol
     near_zero = hi >= -tol
     reject = bool(np.isfinite(ks_p) and ks_p < alpha)
     if near_zero and not near_minus_one:
-        return "non-ergodic", (
-            f"time averages do not converge across members: {s} is consistent with 0; {ks}{dropped}"
+        if T >= _RESOLVED_TAUS * tau:
+            return "non-ergodic", (
+                f"time averages do not converge across members: {s} is consistent with 0; {ks}{dropped}"
+            )
+        if row["omega"] > _SPREADING_EXPONENT:
+            return "non-ergodic", (
+                f"running time averages spread apart (Omega ~ t^{row['omega']:.2f}, random-walk-like); "
+                f"{s}{dropped}"
+            )
+        return "inconclusive", (
+            f"{s} is consistent with 0, but the {T} steps are fewer than {_RESOLVED_TAUS:g} tau_int "
+            f"(tau_int ~ {tau:.3g}): members may not have decorrelated within the series; {ks}{dropped}"
         )
     if near_minus_one and not near_zero:
         if reject:
@@ -788,7 +824,7 @@ def assess_many(
     slope_tol: float = 0.25,
     n_windows: int = 20,
     min_blocks: int = 4,
-    n_boot: int = 500,
+    n_boot: int = 1000,
     thin_factor: float = 3.0,
     max_pairs: int = 16,
     rng: int | np.random.Generator = 0,
@@ -802,7 +838,8 @@ def assess_many(
     1. ``slope [lo, hi]``: :func:`variance_scaling` slope with its ``1 - alpha`` member-bootstrap
        interval, windows log-spaced up to ``n_steps // min_blocks``, fit from ``~4 tau_int``.
     2. ``ks_pvalue``: :func:`distribution_check` (thinned member series against cross-sections).
-    3. ``omega_exponent``: :func:`fluctuation_metric` exponent, reported, not used.
+    3. ``omega_exponent``: :func:`fluctuation_metric` exponent (used only to tell a spreading
+       random walk from an unresolved plateau, below).
 
     Decision rule (``tol = slope_tol``, default 0.25):
 
@@ -810,18 +847,28 @@ def assess_many(
       4) finite members, or no fluctuation across members at all;
     - the interval is *near -1* if ``lo <= -1 + tol`` (it reaches -0.75; steeper slopes, e.g. of
       over-differenced series, count too) and *near 0* if ``hi >= -tol`` (it reaches -0.25 or above);
-    - near 0 and not near -1: "non-ergodic" (time averages stop converging: a plateau);
+    - near 0 and not near -1 (a plateau: time averages stop converging): "non-ergodic" if the series
+      spans at least 50 tau_int (``n_steps >= 50 tau_int``: the members' own fluctuations have
+      decorrelated many times over, yet their time averages stay apart, as with a random
+      intercept), or if the running averages spread apart (``omega_exponent > 0.5``, as for a random
+      walk from a common start: a stationary process cannot do that); otherwise "inconclusive"
+      (members may not have decorrelated within the series: e.g. AR(1) with phi = 0.9 over 64 steps,
+      or a random walk observed long after its start);
     - near -1 and not near 0: "ergodic" if the distribution check does not reject at ``alpha``;
       "non-ergodic" if it rejects (means converge but the distributions differ, e.g. a
       member-specific variance); "inconclusive" if it could not run;
     - otherwise (the interval is near both, i.e. too wide, or near neither, i.e. an intermediate
       slope): "non-ergodic" if the distribution check rejects, else "inconclusive".
 
-    The verdict is about the observed horizon: a process whose correlation time exceeds the window
-    (e.g. a random walk) looks non-ergodic, which is what an experiment of that length can see.
     Short-memory processes approach slope -1 from above (AR(1): about ``-1 + tau/(2W)``), hence the
-    tolerance. Each observable is tested at level ``alpha``; with many observables expect about
-    ``alpha`` of truly ergodic ones flagged (the p-values are returned for an FDR adjustment).
+    tolerance. The distribution check is a level-``alpha`` test: about ``alpha`` of truly ergodic
+    observables are flagged "non-ergodic" by it (measured 3-7% for iid and AR(1) ensembles; the
+    p-values are returned for an FDR adjustment across observables). The slope interval is an
+    expanded percentile bootstrap (measured coverage of the true slope -1 of iid ensembles, 95%
+    nominal: 0.79 with 4 members, 0.92 with 8, 0.945 with 32). A weak member-specific component
+    under strongly correlated noise needs many members: random intercept (sd 1) plus AR(1) noise
+    (phi = 0.9, sd 2.3), T = 2000, was called ergodic in 35% of ensembles of 4 members, 10% of 8,
+    8% of 16 and none of 64.
 
     Vectorised over observables (processed in blocks of about 32 MiB of float64); the bootstrap
     draws (``rng``: int seed or numpy Generator) are shared, so an observable gets the same numbers
@@ -864,10 +911,11 @@ def assess_many(
     else:
         numbers_ = (nan,) * 7 + (np.zeros(P, dtype=np.int64),)
     slope, lo, hi, omega_exp, ks_stat, ks_p, tau, start = numbers_
+    rows = dict(slope=slope, lo=lo, hi=hi, ks_p=ks_p, tau=tau, start=start, omega=omega_exp,
+                n_members=n_members, n_diverged=S - n_members)
     decided = [
-        _decide(slope[j], lo[j], hi[j], ks_p[j], tau[j], int(start[j]), int(n_members[j]),
-                int(S - n_members[j]), T, alpha=alpha, tol=float(slope_tol), min_steps=min_steps,
-                min_members=min_members)
+        _decide({k: v[j] for k, v in rows.items()}, T=T, alpha=alpha,
+                tol=float(slope_tol), min_steps=min_steps, min_members=min_members)
         for j in range(P)
     ]
     lead = x.shape[1:-1]
