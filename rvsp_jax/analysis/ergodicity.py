@@ -260,7 +260,8 @@ def _deviations(x3: np.ndarray, valid: np.ndarray | None = None):
     """Fluctuations around the ensemble-mean path over finite members.
 
     x3: [S, p, T]; valid: [S, p] bool (default: finite members).
-    Returns dev [S, p, T] (x - <x>, exactly 0 for excluded members), valid [S, p], n [p] (int).
+    Returns dev [S, p, T] (x - <x>; exactly 0 for excluded members, and for every member of an
+    observable whose finite members are identical at every step), valid [S, p], n [p] (int).
     """
     if valid is None:
         valid = np.isfinite(x3).all(axis=-1)
@@ -343,9 +344,13 @@ def time_averages(x, window: int) -> np.ndarray:
 
 
 def running_average(x) -> np.ndarray:
-    """x: [S, ..., T] -> [S, ..., T]: xbar_s(t) = (1/t) sum_{u <= t} x_s(u), t = 1..T (cumulative)."""
+    """x: [S, ..., T] -> [S, ..., T]: xbar_s(t) = (1/t) sum_{u <= t} x_s(u), t = 1..T (cumulative).
+
+    A member with a non-finite value gets NaN throughout.
+    """
     x = _as_ensemble(x).astype(np.float64, copy=False)
-    return np.cumsum(x, axis=-1) / np.arange(1, x.shape[-1] + 1)
+    run = np.cumsum(x, axis=-1) / np.arange(1, x.shape[-1] + 1)
+    return np.where(finite_members(x)[..., None], run, np.nan)
 
 
 # ----------------------------------------------------------------------------------------------
