@@ -6,11 +6,11 @@ depend on how many other members there are::
     init key of s = fold_in(fold_in(root, 0), s if vary in {both, init} else 0)
     data key of s = fold_in(fold_in(root, 1), s if vary in {both, data} else 0)
 
-Each epoch ``e`` member ``s`` visits the training set in the order
-``permutation(fold_in(data key, e), N)``, in minibatches of ``batch_size`` (the incomplete last batch
-is dropped). Members are split over a 1-D device mesh (:mod:`rvsp_jax.devices`); S is padded up to a
-multiple of the device count with extra, genuinely trained members that are dropped from every
-output. A member whose loss or parameters become non-finite is marked diverged at that step and
+Each epoch ``e`` member ``s`` visits the training set in a permutation seeded by its data key and
+``e`` (:meth:`Ensemble.orders`), in minibatches of ``batch_size`` (the incomplete last batch is
+dropped). Members are split over a 1-D device mesh (:mod:`rvsp_jax.devices`) and, on each device,
+computed in blocks of ``config.block`` members; S is padded up to a multiple of block x devices with
+extra, genuinely trained members that are dropped from every output. A member whose loss or parameters become non-finite is marked diverged at that step and
 frozen; the others go on, and its metrics read NaN from the next step on.
 
 Training runs in compiled chunks of ``config.chunk`` steps (one compilation per configuration; steps
@@ -143,11 +143,12 @@ class Ensemble:
         chunk = min(config.chunk, self.steps_per_epoch)
         self.chunk = max(probe_every, chunk // probe_every * probe_every)
         self._member_ids = dev.put_members(np.arange(self.padded, dtype=np.int32), self.mesh)
+        _, data_keys = member_keys(config.base_seed, jnp.arange(self.padded), config.vary)
+        self._data_keys = np.asarray(jax.device_get(data_keys))
         images = self.dataset.train_images.reshape(self.n_train, -1)
         self._images = dev.put_replicated(images, self.mesh)
         self._labels = dev.put_replicated(self.dataset.train_labels, self.mesh)
         self._init = jax.jit(self._init_fn)
-        self._orders = jax.jit(self._orders_fn)
         self._run = jax.jit(self._run_fn, donate_argnums=(0,))
         self._evaluate = jax.jit(jax.vmap(partial(loss_and_accuracy, self.model), in_axes=(0, None, None)))
 
@@ -159,15 +160,26 @@ class Ensemble:
         s = member_ids.shape[0]
         return EnsembleState(params, opt_state, jnp.zeros(s, bool), jnp.full(s, -1, jnp.int32))
 
-    def _orders_fn(self, member_ids, epoch):
-        """Minibatch orders of epochs ``epoch`` and ``epoch + 1``: int32 ``[S, 2, N]``."""
-        _, data_keys = member_keys(self.config.base_seed, member_ids, self.config.vary)
+    def orders(self, epoch: int) -> np.ndarray:
+        """Minibatch orders of epochs ``epoch`` and ``epoch + 1`` for every padded member:
+        int32 ``[S_pad, 2, N]`` on the host.
 
-        def order(key, e):
-            return jax.random.permutation(jax.random.fold_in(key, e), self.n_train).astype(jnp.int32)
-
-        both = jax.vmap(lambda k: jnp.stack([order(k, epoch), order(k, epoch + 1)]))
-        return both(data_keys)
+        Member s's order in epoch e is ``numpy.random.Generator(PCG64(SeedSequence([k0, k1, e])))
+        .permutation(N)`` with ``(k0, k1)`` its data key: drawn on the host because a sort-based
+        permutation of 60,000 indices per member is the slowest op XLA would run here (tens of seconds
+        for 256 members on 2 cores, against 0.2 s for numpy). Members that share a data key
+        (``vary=init``) share the order, and it is computed once.
+        """
+        cache: dict[tuple, np.ndarray] = {}
+        out = np.empty((self.padded, 2, self.n_train), np.int32)
+        for s, key in enumerate(self._data_keys):
+            for j, e in enumerate((epoch, epoch + 1)):
+                seed = (int(key[0]), int(key[1]), int(e))
+                if seed not in cache:
+                    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
+                    cache[seed] = rng.permutation(self.n_train).astype(np.int32)
+                out[s, j] = cache[seed]
+        return out
 
     def _member_step(self, params, opt_state, diverged, diverged_at, order, step, pos, active,
                      images, labels, with_probe=False):
@@ -204,6 +216,7 @@ class Ensemble:
         """
         m, every = self.config.block, self.probe_every
         in_axes = (0, 0, 0, 0, 0, None, None, None, None, None)
+        steps = start + jnp.arange(self.chunk, dtype=jnp.int32)
         plain = jax.vmap(self._member_step, in_axes=in_axes)
         probed = jax.vmap(partial(self._member_step, with_probe=self.probe is not None), in_axes=in_axes)
 
@@ -226,6 +239,9 @@ class Ensemble:
                 metrics = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), m0, rest)
                 return st, (metrics, probes)
 
+            if every == 1:
+                st, (metrics, probes) = jax.lax.scan(partial(one_step, probed), st, steps)
+                return st, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), (metrics, probes))
             firsts = start + every * jnp.arange(self.chunk // every, dtype=jnp.int32)
             st, (metrics, probes) = jax.lax.scan(group, st, firsts)
             # metrics: [groups, every, M] -> [M, chunk]; probes: [groups, M, ...] -> [M, groups, ...]
@@ -264,7 +280,7 @@ class Ensemble:
         while step < stop:
             epoch = step // self.steps_per_epoch
             if orders_epoch != epoch:
-                orders, orders_epoch = self._orders(self._member_ids, jnp.int32(epoch)), epoch
+                orders, orders_epoch = dev.put_members(self.orders(epoch), self.mesh), epoch
             state, metrics, probes = self._run(state, orders, jnp.int32(step), jnp.int32(epoch),
                                                self._images, self._labels)
             end = min(step + self.chunk, self.total_steps)

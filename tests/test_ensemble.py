@@ -83,7 +83,7 @@ def test_member_keys_are_fold_in_of_the_member_id():
 def test_minibatches_are_without_replacement_within_an_epoch():
     cfg = TrainConfig(seeds=2, steps=1, chunk=1)
     ens = Ensemble(cfg)
-    orders = np.asarray(ens._orders(ens._member_ids, jnp.int32(0)))
+    orders = ens.orders(0)
     assert orders.shape[1:] == (2, 60_000)
     for member in orders[:2]:
         for epoch in member:
