@@ -1,1 +1,39 @@
-"""Batched time-series and random-variable analysis of training trajectories (pure functions of arrays)."""
+"""Batched time-series and random-variable analysis of training trajectories (pure functions of arrays).
+
+Every estimator is batched over all leading axes with time last (``x: [..., T]``), computes in
+float64 unless its docstring says otherwise, and is tested series by series against its reference
+(statsmodels, scipy) or a known analytic answer. Modules:
+
+- :mod:`~rvsp_jax.analysis.spectral`: acf, pacf, Ljung-Box, periodogram, Welch, spectral slope,
+  band-power ratio ("smooth vs jittery"), spectral flatness.
+- :mod:`~rvsp_jax.analysis.stationarity`: ADF, KPSS and their joint verdict.
+- :mod:`~rvsp_jax.analysis.multiple_testing`: Benjamini-Hochberg FDR control.
+- :mod:`~rvsp_jax.analysis.drift`: rolling mean and variance, drift summaries.
+- :mod:`~rvsp_jax.analysis.ergodicity`: ensemble vs time averages, variance scaling, Omega(t),
+  ergodicity breaking, distribution check, and the verdict :func:`assess`.
+- :mod:`~rvsp_jax.analysis.alignment`: weight matching of hidden units across members.
+- :mod:`~rvsp_jax.analysis.tails`, :mod:`~rvsp_jax.analysis.noise_scale`,
+  :mod:`~rvsp_jax.analysis.optimizer_filters`: tail indices, gradient noise scale, optimizer filters.
+
+    >>> from rvsp_jax.analysis import acf, welch, adf, kpss
+"""
+
+from rvsp_jax.analysis.alignment import (
+    align, apply_permutations, match_weights, permutation_index, permute_trajectory)
+from rvsp_jax.analysis.drift import DriftSummary, RollingMeanVar, measure_drift, rolling_mean_var
+from rvsp_jax.analysis.ergodicity import VERDICTS as ERGODICITY_VERDICTS
+from rvsp_jax.analysis.ergodicity import (
+    DistributionCheck, ErgodicityResult, FluctuationMetric, VarianceScaling, assess, assess_many,
+    distribution_check, ensemble_mean, ensemble_variance, ergodicity_breaking, finite_members,
+    fluctuation_metric, integrated_autocorr_time, running_average, tamsd, time_averages,
+    variance_scaling)
+from rvsp_jax.analysis.multiple_testing import FdrResult, fdr_bh
+from rvsp_jax.analysis.noise_scale import NoiseScale, gradient_noise_scale, two_batch_noise_scale
+from rvsp_jax.analysis.optimizer_filters import (
+    ema_transfer, momentum_transfer, nesterov_transfer, predicted_update_psd)
+from rvsp_jax.analysis.spectral import (
+    LjungBoxResult, SpectralSlope, acf, acf_confint, band_power_ratio, is_constant, ljung_box, pacf,
+    periodogram, spectral_flatness, spectral_slope, welch)
+from rvsp_jax.analysis.stationarity import VERDICTS as STATIONARITY_VERDICTS
+from rvsp_jax.analysis.stationarity import AdfResult, KpssResult, adf, kpss, stationarity_verdict
+from rvsp_jax.analysis.tails import default_hill_k, hill, simsekli_alpha
