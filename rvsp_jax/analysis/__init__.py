@@ -36,4 +36,5 @@ from rvsp_jax.analysis.spectral import (
     periodogram, spectral_flatness, spectral_slope, welch)
 from rvsp_jax.analysis.stationarity import VERDICTS as STATIONARITY_VERDICTS
 from rvsp_jax.analysis.stationarity import AdfResult, KpssResult, adf, kpss, stationarity_verdict
+from rvsp_jax.analysis.summary import MemberSummary, across_members
 from rvsp_jax.analysis.tails import default_hill_k, hill, simsekli_alpha

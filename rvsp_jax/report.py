@@ -1,0 +1,118 @@
+"""The human side of a run folder: ``report.md`` (tables, figures, findings) and ``summary.json``.
+
+A :class:`Report` collects markdown blocks and is written atomically at the end; numbers are
+formatted with their uncertainty across members (:func:`fmt_ci`). ``summary.json`` holds the same
+numbers for programs (numpy scalars and arrays are converted; NaN becomes null).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from rvsp_jax.analysis.summary import MemberSummary
+
+
+def _plain(obj):
+    """JSON-ready copy of ``obj``: numpy to Python, NaN/inf to None, tuples to lists."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if hasattr(obj, "_asdict"):  # NamedTuple results such as MemberSummary
+        return _plain(obj._asdict())
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_summary(folder: str | os.PathLike, summary: dict) -> Path:
+    """Write ``summary.json`` atomically (temporary file, then rename); return its path."""
+    path = Path(folder) / "summary.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_plain(summary), indent=1, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def fmt(x, digits: int = 3) -> str:
+    """A number in ``digits`` significant digits; NaN/None as an em dash."""
+    if x is None or (isinstance(x, (float, np.floating)) and not math.isfinite(x)):
+        return "—"
+    if isinstance(x, (int, np.integer)):
+        return f"{int(x):,}"
+    return f"{float(x):.{digits}g}"
+
+
+def fmt_ci(s: MemberSummary, digits: int = 3) -> str:
+    """``mean [lo, hi]`` of a :class:`MemberSummary` (with ``n=…`` when members were excluded)."""
+    text = f"{fmt(s.mean, digits)} [{fmt(s.lo, digits)}, {fmt(s.hi, digits)}]"
+    return text + (f" (n={s.n}, {s.excluded} excluded)" if s.excluded else "")
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A GitHub markdown table; cells are formatted with :func:`fmt` unless already strings."""
+    cell = lambda v: v if isinstance(v, str) else fmt(v)  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v).replace("|", "\\|") for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class Report:
+    """A markdown report built block by block, written atomically as ``report.md``."""
+
+    def __init__(self, title: str):
+        self.blocks: list[str] = [f"# {title}"]
+
+    def section(self, title: str, level: int = 2) -> "Report":
+        self.blocks.append("#" * level + " " + title)
+        return self
+
+    def text(self, *paragraphs: str) -> "Report":
+        self.blocks.extend(p.strip() for p in paragraphs)
+        return self
+
+    def bullets(self, items: Iterable[str]) -> "Report":
+        self.blocks.append("\n".join(f"- {i}" for i in items))
+        return self
+
+    def table(self, header: Sequence[str], rows: Iterable[Sequence]) -> "Report":
+        self.blocks.append(markdown_table(header, rows))
+        return self
+
+    def figure(self, name: str, caption: str) -> "Report":
+        """Embed ``figures/<name>.png`` (the PDF beside it is linked)."""
+        self.blocks.append(f"![{caption}](figures/{name}.png)\n\n*{caption}* "
+                           f"([PDF](figures/{name}.pdf))")
+        return self
+
+    def config(self, config: dict, command: str | None = None) -> "Report":
+        """A collapsible block with the configuration (and the command that made the run)."""
+        body = json.dumps(_plain(config), indent=1)
+        cmd = f"Command: `{command}`\n\n" if command else ""
+        self.blocks.append(f"{cmd}<details><summary>Configuration</summary>\n\n```json\n{body}\n```\n"
+                           "</details>")
+        return self
+
+    def markdown(self) -> str:
+        return "\n\n".join(self.blocks) + "\n"
+
+    def write(self, folder: str | os.PathLike) -> Path:
+        path = Path(folder) / "report.md"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.markdown())
+        os.replace(tmp, path)
+        return path
