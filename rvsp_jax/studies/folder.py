@@ -1,0 +1,73 @@
+"""Run folders of studies that hold several recorded runs (``<out>/runs/<variant>/``) or none.
+
+The study's own ``manifest.json`` records the experiment, its settings and its status; each variant
+is an ordinary recorded run (:func:`rvsp_jax.record.run`), so it can be opened, resumed and read on
+its own. The same refusal rules as a single run apply: an existing folder is never replaced without
+``overwrite``, and ``resume`` needs the same settings.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+from rvsp_jax import devices as dev
+from rvsp_jax import record, runfolder, store
+from rvsp_jax.config import TrainConfig
+from rvsp_jax.probes import ProbeConfig
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def open_study(out, experiment: str, settings: dict, *, resume: bool = False, overwrite: bool = False,
+               command: str | None = None) -> Path:
+    """Create (or, with ``resume``, reopen) the study folder ``out`` and mark it running.
+
+    ``settings`` is everything that determines the study's numbers (JSON-ready); resuming with other
+    settings is refused with the differences listed.
+    """
+    out = Path(out)
+    if resume and overwrite:
+        raise runfolder.RunFolderError("--resume and --overwrite exclude each other")
+    if resume:
+        manifest = runfolder.read_manifest(out)
+        old = manifest.get("settings", {})
+        diffs = [f"{k}: run folder has {old.get(k)!r}, this command gives {settings.get(k)!r}"
+                 for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+        if diffs:
+            raise runfolder.RunFolderError(f"cannot resume {out} with different settings:\n  "
+                                           + "\n  ".join(diffs))
+    else:
+        runfolder.check_new(out, overwrite)
+        runfolder.check_writable(out, 0)
+        runfolder.create(out, overwrite)
+        manifest = {"format": runfolder.FORMAT, "experiment": experiment, "command": command,
+                    "created": _now(), "settings": settings, "runs": {},
+                    "versions": runfolder.versions(), "device": dev.describe()}
+    manifest.update(status="running", updated=_now())
+    runfolder.write_manifest(out, manifest)
+    (out / "figures").mkdir(exist_ok=True)
+    return out
+
+
+def train_variant(out, name: str, config: TrainConfig, probes: ProbeConfig, *, resume: bool = False,
+                  experiment: str = "study", progress: bool = True, dataset=None) -> store.Run:
+    """Train and record one variant into ``<out>/runs/<name>``; with ``resume`` a complete variant is
+    reused as it is, an interrupted one continued, a missing one started."""
+    folder = Path(out) / "runs" / name
+    again = resume and (folder / runfolder.MANIFEST).exists()
+    run = record.run(config, probes, folder, resume=again, dataset=dataset,
+                     experiment=f"{experiment}/{name}", progress=progress)
+    manifest = runfolder.read_manifest(out)
+    manifest.setdefault("runs", {})[name] = {"folder": f"runs/{name}", "config_hash": config.digest()}
+    runfolder.write_manifest(out, manifest)
+    return run
+
+
+def finish_study(out, **updates) -> None:
+    """Mark the study folder complete (after summary.json, report.md and figures are written)."""
+    manifest = runfolder.read_manifest(out)
+    manifest.update(updates, status="complete", updated=_now())
+    runfolder.write_manifest(out, manifest)
