@@ -1,0 +1,132 @@
+"""rvsp_jax.gradient_noise: minibatches rebuilt from the trainer's order reproduce its recorded
+gradients (across epoch boundaries), per-example gradients against the analytic softmax gradient of
+the last layer, noise and noise scale against direct per-example computation."""
+
+import jax
+import jax.flatten_util
+import numpy as np
+import pytest
+
+from rvsp_jax.analysis import gradient_noise_scale
+from rvsp_jax.config import TrainConfig
+from rvsp_jax.data import Dataset, to_model_inputs
+from rvsp_jax.ensemble import Ensemble
+from rvsp_jax.gradient_noise import (
+    inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn)
+from rvsp_jax.model import init_params, loss_and_accuracy, make_model
+from rvsp_jax.record import ProbeConfig, run
+
+N_TRAIN = 96  # 3 minibatches of 32 per epoch: 8 steps cross two epoch boundaries
+CONFIG = TrainConfig(seeds=3, steps=8, chunk=4, block=2)
+PROBES = ProbeConfig(probes="params,grads", index="all", batch=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    rng = np.random.default_rng(0)
+    images = lambda n: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) * (rng.random((n, 28, 28)) < 0.3)  # noqa: E731
+    return Dataset(images(N_TRAIN).astype(np.uint8), rng.integers(0, 10, N_TRAIN, dtype=np.uint8),
+                   images(8).astype(np.uint8), rng.integers(0, 10, 8, dtype=np.uint8), "mnist", "synthetic")
+
+
+@pytest.fixture(scope="module")
+def recorded(tiny_data, tmp_path_factory):
+    return run(CONFIG, PROBES, tmp_path_factory.mktemp("noise") / "run", dataset=tiny_data, progress=False)
+
+
+def test_rebuilt_minibatches_reproduce_the_recorded_gradients_across_epochs(recorded, tiny_data):
+    ens = Ensemble(CONFIG, tiny_data)
+    assert ens.steps_per_epoch == 3
+    model = make_model(CONFIG)
+    unravel, noise_fn = unravel_fn(model), make_noise_fn(model)
+    x_all, y_all = inputs(tiny_data.train_images), tiny_data.train_labels
+    ref = reference_subset(N_TRAIN, 16, CONFIG.base_seed)
+    params, grads = recorded["params"][:], recorded["grads"][:]
+    worst = 0.0
+    for t in range(CONFIG.steps):
+        batch = minibatch_indices(ens, t)  # [S, 1, B]
+        for s in range(CONFIG.seeds):
+            out = noise_fn(unravel(params[s, t]), x_all[batch[s]], y_all[batch[s]], x_all[ref], y_all[ref])
+            g = np.asarray(out.noise[0] + out.reference_grad)
+            scale = np.abs(grads[s, t]).max()
+            worst = max(worst, np.abs(g - grads[s, t]).max() / scale)
+    # float32 rounding of differently batched products (measured: 7e-8 of the largest entry)
+    assert worst < 1e-5
+    # a wrong minibatch gives a clearly different gradient (the check above can fail)
+    wrong = minibatch_indices(ens, 1)
+    out = noise_fn(unravel(params[0, 0]), x_all[wrong[0]], y_all[wrong[0]], x_all[ref], y_all[ref])
+    assert np.abs(np.asarray(out.noise[0] + out.reference_grad) - grads[0, 0]).max() > 1e-3 * np.abs(grads[0, 0]).max()
+
+
+def test_minibatch_indices_cover_an_epoch_once_and_continue_into_the_next(tiny_data):
+    ens = Ensemble(CONFIG, tiny_data)
+    spanning = minibatch_indices(ens, 2, 3)  # steps 2 (epoch 0), 3 and 4 (epoch 1)
+    assert spanning.shape == (3, 3, 32)
+    for k, t in enumerate((2, 3, 4)):
+        np.testing.assert_array_equal(spanning[:, k], minibatch_indices(ens, t)[:, 0])
+    epoch1 = minibatch_indices(ens, 3, 3).reshape(3, -1)
+    for s in range(3):
+        np.testing.assert_array_equal(np.sort(epoch1[s]), np.arange(N_TRAIN))
+    assert not np.array_equal(epoch1[0], epoch1[1])  # vary=both: members draw their own orders
+    with pytest.raises(ValueError, match="steps per epoch"):
+        minibatch_indices(ens, 0, 4)
+
+
+def test_unravel_matches_the_recorded_parameter_names(recorded, tiny_data):
+    unravel = unravel_fn(make_model(CONFIG))
+    names = recorded.probe_names["params"]
+    flat = np.arange(len(names), dtype=np.float32)
+    tree = unravel(flat)
+    for j in (0, 5, 17, 412 * 16 + 3 + 16, len(names) - 1):
+        layer, rest = names[j].split("/")
+        leaf, idx = rest[:-1].split("[")
+        assert tree[layer][leaf][tuple(int(i) for i in idx.split(","))] == j
+
+
+def test_reference_gradient_of_the_last_layer_is_the_softmax_residual(tiny_data):
+    """Known answer: d loss / d bias_2 = softmax(logits) - onehot(y), d / d kernel_2 = h2 outer that."""
+    data = tiny_data
+    model = make_model(CONFIG)
+    params = init_params(model, jax.random.PRNGKey(3))
+    ref = reference_subset(data.train_labels.shape[0], 12, 0)
+    x, y = inputs(data.train_images[ref]), data.train_labels[ref]
+    batches = inputs(data.train_images[:24]).reshape(3, 8, 784), data.train_labels[:24].reshape(3, 8)
+    out = make_noise_fn(model)(params, *batches, x, y)
+
+    fwd = model.apply({"params": params}, x)
+    residual = np.asarray(jax.nn.softmax(fwd.logits)) - np.eye(10)[y]  # [n, 10]
+    h2 = np.asarray(fwd.post[-1])  # [n, 16]
+    tree = unravel_fn(model)(np.asarray(out.reference_grad))
+    np.testing.assert_allclose(tree["Dense_2"]["bias"], residual.mean(0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(tree["Dense_2"]["kernel"], h2.T @ residual / len(y), rtol=1e-5, atol=1e-7)
+
+    # noise = minibatch gradient - reference gradient, each from jax.grad directly
+    grad = jax.jit(lambda xb, yb: jax.flatten_util.ravel_pytree(
+        jax.grad(lambda p: loss_and_accuracy(model, p, xb, yb)[0])(params))[0])
+    for m in range(3):
+        direct = np.asarray(grad(batches[0][m], batches[1][m]) - grad(x, y))
+        np.testing.assert_allclose(np.asarray(out.noise[m]), direct, rtol=1e-4, atol=1e-6)
+        assert np.isclose(out.minibatch_sq_norms[m], np.sum(np.asarray(grad(batches[0][m], batches[1][m])) ** 2),
+                          rtol=1e-5)
+    # B_simple from per-example gradients taken one at a time
+    per_example = np.stack([np.asarray(grad(x[i:i + 1], y[i:i + 1])) for i in range(len(y))])
+    expected = gradient_noise_scale(per_example)
+    np.testing.assert_allclose(out.scale.trace_sigma, expected.trace_sigma, rtol=1e-4)
+    np.testing.assert_allclose(out.scale.grad_sq, expected.grad_sq, rtol=1e-3)
+    np.testing.assert_allclose(out.scale.b_simple, expected.b_simple, rtol=1e-3)
+
+
+def test_inputs_scale_as_the_trainer_and_reference_subset_is_a_fixed_draw():
+    images = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    x = inputs(images)
+    assert x.shape == (1, 256) and x.dtype == np.float32
+    assert x[0, 0] == 0 and x[0, 255] == np.float32(255) * np.float32(1 / 255)
+    np.testing.assert_allclose(x, to_model_inputs(images), rtol=1e-7)
+    with pytest.raises(ValueError, match="uint8"):
+        inputs(images.astype(np.float32))
+
+    a = reference_subset(60_000, 100, 7)
+    assert np.array_equal(a, reference_subset(60_000, 100, 7)) and np.all(np.diff(a) > 0)
+    assert not np.array_equal(a, reference_subset(60_000, 100, 8))
+    with pytest.raises(ValueError, match="reference subset"):
+        reference_subset(100, 101, 0)
