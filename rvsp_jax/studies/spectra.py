@@ -1,0 +1,482 @@
+"""Section 4 of the RVSP study: parameter updates as time series.
+
+Every recorded update process ``d_t[i] = theta_{t+1}[i] - theta_t[i]`` of every member is measured
+as a time series, then summarised per layer and per member, and across members with a t-interval
+(:func:`rvsp_jax.analysis.across_members`; diverged members are excluded and counted):
+
+- autocorrelation (ACF, lags 0..nlags) and the Welch PSD, normalised to unit power so that layers
+  with different update sizes share one axis (white noise is flat at 2 per cycle/step);
+- the spectral slope ``beta`` of ``PSD ~ f^-beta`` (0 white, 1 pink, 2 random walk), the band-power
+  ratio low/high half of the band ("smooth" > 1 > "jittery"), the spectral flatness, and the
+  fraction of processes whose Ljung-Box test rejects white noise (Benjamini-Hochberg over all);
+- ADF and KPSS over every process in the early, middle and late third of training, with the joint
+  verdict (stationary, unit-root, inconclusive, invalid) raw and with Benjamini-Hochberg control of
+  each test's false discovery rate over all processes of the phase.
+
+The study writes one run folder: the recording of :func:`rvsp_jax.record.run` (manifest, arrays),
+``summary.json``, ``report.md`` and ``figures/``. :func:`measure_layers` is shared with the
+optimizer comparison (:mod:`rvsp_jax.studies.optimizers`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from rvsp_jax import plots, record, store
+from rvsp_jax.analysis import (
+    STATIONARITY_VERDICTS, across_members, acf, adf, band_power_ratio, fdr_bh, is_constant, kpss,
+    ljung_box,
+    spectral_flatness, spectral_slope, stationarity_verdict, welch)
+from rvsp_jax.config import TrainConfig, opt
+from rvsp_jax.probes import ProbeConfig
+from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
+
+EXPERIMENT = "spectra"
+TRAIN_DEFAULTS = {"seeds": 16, "steps": 3000, "chunk": 500}
+"""Defaults of this experiment's training flags: 16 members, 3,000 steps (1.6 epochs) of the
+sigmoid 784-16-16-10 network with SGD at lr 0.1 (about a minute of training on 2 CPU cores)."""
+PHASES = ("early", "middle", "late")
+VERDICT_COLORS = {"stationary": plots.PALETTE[2], "unit-root": plots.PALETTE[1],
+                  "inconclusive": "0.75", "invalid": "0.2"}
+_LAYER = re.compile(r"^([^/]+)/")
+
+
+@dataclass(frozen=True)
+class SpectraSettings:
+    """Options of the updates-as-time-series analysis (the training flags are separate).
+
+    Example::
+
+        python -m experiments.spectra --seeds 32 --steps 6000 --probe-index 32 --nlags 100
+    """
+
+    index: str = opt("16", "--probe-index", "update processes recorded: K per parameter array, "
+                     "total=N, all, or names like 'Dense_0/kernel[412,3]'")
+    nlags: int = opt(50, "--nlags", "ACF lags")
+    nperseg: int = opt(256, "--nperseg", "Welch segment length (clipped to the series length)")
+    burn_in: float = opt(0.1, "--burn-in", "fraction of the steps left out of the ACF and PSD "
+                         "(the stationarity phases always cover all steps)")
+    lb_lag: int = opt(10, "--lb-lag", "Ljung-Box test of lags 1..L")
+    alpha: float = opt(0.05, "--alpha", "test level and Benjamini-Hochberg false discovery rate")
+
+    def __post_init__(self):
+        if self.nlags < 1 or self.nperseg < 4 or self.lb_lag < 1:
+            raise ValueError(f"nlags and lb_lag must be >= 1 and nperseg >= 4, got nlags={self.nlags}, "
+                             f"lb_lag={self.lb_lag}, nperseg={self.nperseg}")
+        if not 0 <= self.burn_in < 1:
+            raise ValueError(f"burn_in is a fraction of the steps in [0, 1), got {self.burn_in}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
+        ProbeConfig(index=self.index)  # syntax check
+
+    def probes(self) -> ProbeConfig:
+        """Record every step's updates of the selected parameters."""
+        return ProbeConfig(probes="updates", index=self.index, every=1)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---- shared measurements ---------------------------------------------------------------------
+
+def layer_of(name: str) -> str:
+    """``Dense_0`` of a probe entry name such as ``Dense_0/kernel[412,3]``."""
+    m = _LAYER.match(name)
+    if m is None:
+        raise ValueError(f"cannot read the layer of probe entry {name!r}")
+    return m.group(1)
+
+
+def layer_groups(names) -> dict[str, np.ndarray]:
+    """Layer -> positions int64 ``[P_l]`` of its entries in ``names`` (layers in order of appearance)."""
+    groups: dict[str, list[int]] = {}
+    for j, name in enumerate(names):
+        groups.setdefault(layer_of(name), []).append(j)
+    return {layer: np.asarray(idx, np.int64) for layer, idx in groups.items()}
+
+
+def usable_members(run: store.Run) -> np.ndarray:
+    """bool ``[S]``: members that did not diverge (a complete run's ``final.npz``)."""
+    return ~np.asarray(run.final().diverged, bool)
+
+
+def members_summary(usable: np.ndarray) -> dict:
+    """How many members were analysed and which were excluded as diverged."""
+    return {"total": int(usable.size), "used": int(usable.sum()),
+            "diverged": int((~usable).sum()), "diverged_ids": np.flatnonzero(~usable).tolist()}
+
+
+class LayerSpectra(NamedTuple):
+    """Per-member, per-layer summaries of recorded processes (float64; excluded members' rows NaN).
+
+    layers: layer names ``[L]``; counts: processes per layer int ``[L]``; nobs: series length T.
+    freqs: ``[F]`` Welch frequencies (cycles per recorded step).
+    acf: ``[S, L, nlags+1]`` mean over the layer's processes of each one's ACF.
+    psd: ``[S, L, F]`` mean over the layer's processes of each one's Welch PSD divided by its
+      total power (``sum(psd) * df = 1``: white noise is flat at 2).
+    slope: ``[S, L]`` mean spectral slope beta; band_ratio: ``[S, L]`` median band-power ratio;
+    smooth: ``[S, L]`` fraction of processes with band ratio > 1; flatness: ``[S, L]`` mean
+    spectral flatness; white_rejected: ``[S, L]`` fraction whose Ljung-Box test (lags 1..L)
+    rejects white noise under Benjamini-Hochberg control over all processes of usable members.
+    constant: ``[S, L]`` fraction of processes that never change (e.g. the weights of a pixel that
+    is 0 in every image: their updates are exactly 0); they are left out of every other summary.
+    """
+
+    layers: tuple
+    counts: np.ndarray
+    nobs: int
+    freqs: np.ndarray
+    acf: np.ndarray
+    psd: np.ndarray
+    slope: np.ndarray
+    band_ratio: np.ndarray
+    smooth: np.ndarray
+    flatness: np.ndarray
+    white_rejected: np.ndarray
+    constant: np.ndarray
+
+
+def member_series(x, s: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Member ``s``'s processes ``[P, T']`` (float64) of a recorded ``x: [S, T, P]`` between
+    steps ``start`` and ``stop`` (a lazy zarr array reads only that member's chunks)."""
+    return np.asarray(x[s, start:stop, :], np.float64).T
+
+
+def _per_layer(values: np.ndarray, groups: dict, reduce=np.nanmean) -> np.ndarray:
+    """values: ``[P, ...]`` -> ``[L, ...]`` reduced over each layer's entries (NaN entries are
+    skipped by the default ``nanmean``; a layer with none left is NaN, without a warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.stack([reduce(values[idx], axis=0) for idx in groups.values()])
+
+
+def normalised_psd(freqs: np.ndarray, psd: np.ndarray) -> np.ndarray:
+    """psd: ``[..., F]`` divided by its total power ``sum(psd) * df`` (NaN for a zero PSD)."""
+    df = freqs[1] - freqs[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return psd / (psd.sum(axis=-1, keepdims=True) * df)
+
+
+def measure_layers(x, names, usable: np.ndarray, *, start: int = 0, nlags: int = 50,
+                   nperseg: int = 256, lb_lag: int = 10, alpha: float = 0.05,
+                   progress: bool = False, desc: str = "spectra") -> LayerSpectra:
+    """ACF, Welch PSD and their summaries of every process in ``x: [S, T, P]`` from step ``start``,
+    per member (one member is read at a time) and per layer of ``names`` (``[P]`` probe entry
+    names). Members where ``usable`` is False get NaN rows. ``nperseg`` and ``nlags`` are clipped
+    to the series length. See :class:`LayerSpectra`."""
+    groups = layer_groups(names)
+    n_members, n_steps = x.shape[0], x.shape[1] - start
+    nlags, nperseg = min(nlags, n_steps - 1), min(nperseg, n_steps)
+    lb_lag = min(lb_lag, n_steps - 1)
+    n_freq = nperseg // 2 + 1
+    shape = (n_members, len(groups))
+    out = {k: np.full(shape, np.nan) for k in ("slope", "band_ratio", "smooth", "flatness", "constant")}
+    acfs, psds = np.full((*shape, nlags + 1), np.nan), np.full((*shape, n_freq), np.nan)
+    lb_p = np.full((n_members, x.shape[2]), np.nan)
+    freqs = np.fft.rfftfreq(nperseg)
+    for s in tqdm(np.flatnonzero(usable), desc=desc, disable=not progress, leave=False):
+        d = member_series(x, s, start)
+        constant = is_constant(d)
+        out["constant"][s] = _per_layer(constant, groups)
+        d[constant] = np.nan  # every statistic of a constant process is NaN, and skipped
+        acfs[s] = _per_layer(acf(d, nlags), groups)
+        freqs, psd = welch(d, nperseg=nperseg)
+        psds[s] = _per_layer(normalised_psd(freqs, psd), groups)
+        ratio = band_power_ratio(freqs, psd)
+        out["slope"][s] = _per_layer(spectral_slope(freqs, psd).beta, groups)
+        out["band_ratio"][s] = _per_layer(ratio, groups, np.nanmedian)
+        out["smooth"][s] = _per_layer(np.where(np.isnan(ratio), np.nan, ratio > 1), groups)
+        out["flatness"][s] = _per_layer(spectral_flatness(psd), groups)
+        lb_p[s] = ljung_box(d, [lb_lag]).pvalue[:, 0]
+    p = lb_p[usable]
+    rejected = np.where(np.isnan(p), np.nan, fdr_bh(p, alpha).reject)
+    white = np.full(shape, np.nan)
+    white[usable] = _per_layer(rejected.T, groups).T
+    return LayerSpectra(tuple(groups), np.array([len(i) for i in groups.values()]), n_steps, freqs,
+                        acfs, psds, white_rejected=white, **out)
+
+
+def _stack(results: list):
+    """Results (frozen dataclasses of arrays, e.g. AdfResult) of several batches stacked on a new
+    axis 0; non-array fields (maxlag, regression) are taken from the first."""
+    def join(values):
+        first = values[0]
+        if isinstance(first, np.ndarray):
+            return np.stack(values)
+        if isinstance(first, dict):
+            return {k: join([v[k] for v in values]) for k in first}
+        return first
+    return type(results[0])(**{f.name: join([getattr(r, f.name) for r in results])
+                               for f in dataclasses.fields(results[0])})
+
+
+def phase_bounds(n_steps: int, phases=PHASES) -> list[tuple[str, int, int]]:
+    """``(name, start, stop)`` of equal consecutive windows covering ``n_steps`` recorded steps."""
+    edges = np.linspace(0, n_steps, len(phases) + 1).round().astype(int)
+    return [(name, int(a), int(b)) for name, a, b in zip(phases, edges[:-1], edges[1:])]
+
+
+class PhaseVerdicts(NamedTuple):
+    """Joint ADF + KPSS verdict codes (indices into ``STATIONARITY_VERDICTS``) per phase.
+
+    phases: ``(name, start, stop)`` recorded-step windows; raw, fdr_bh: int8 ``[phases, S, P]``,
+    each test at level alpha, or with its p-values Benjamini-Hochberg adjusted over every process
+    of usable members in the phase; -1 for excluded members.
+    """
+
+    phases: list
+    raw: np.ndarray
+    fdr_bh: np.ndarray
+
+
+def phase_verdicts(x, usable: np.ndarray, *, alpha: float = 0.05, progress: bool = False
+                   ) -> PhaseVerdicts:
+    """ADF ("c", AIC lag) and KPSS ("c", auto lag) of every process of ``x: [S, T, P]`` in the early,
+    middle and late third of the recorded steps, and their verdicts (see :class:`PhaseVerdicts`)."""
+    n_members, n_steps, n_proc = x.shape
+    bounds = phase_bounds(n_steps)
+    raw = np.full((len(bounds), n_members, n_proc), -1, np.int8)
+    adjusted = raw.copy()
+    members = np.flatnonzero(usable)
+    for k, (name, a, b) in enumerate(bounds):
+        adfs, kpsses = [], []
+        for s in tqdm(members, desc=f"ADF/KPSS {name}", disable=not progress, leave=False):
+            d = member_series(x, s, a, b)
+            adfs.append(adf(d))
+            kpsses.append(kpss(d))
+        if not members.size:
+            continue
+        a_res, k_res = _stack(adfs), _stack(kpsses)
+        raw[k, members] = stationarity_verdict(a_res, k_res, alpha)
+        adjusted[k, members] = stationarity_verdict(a_res, k_res, alpha, adjust="fdr_bh")
+    return PhaseVerdicts(bounds, raw, adjusted)
+
+
+def verdict_fractions(codes: np.ndarray, groups: dict) -> dict[str, np.ndarray]:
+    """codes: int8 ``[S, P]`` -> verdict name -> ``[S, L]`` fraction of each member's processes in
+    each layer with that verdict (NaN rows for excluded members, code -1)."""
+    excluded = (codes < 0).all(axis=1)
+    out = {}
+    for v, name in enumerate(STATIONARITY_VERDICTS):
+        frac = np.stack([(codes[:, idx] == v).mean(axis=1) for idx in groups.values()], axis=1)
+        frac[excluded] = np.nan
+        out[name] = frac
+    return out
+
+
+# ---- the study ------------------------------------------------------------------------------
+
+class SpectraResult(NamedTuple):
+    """Everything the figures and the report need."""
+
+    run: store.Run
+    settings: SpectraSettings
+    usable: np.ndarray
+    spectra: LayerSpectra
+    verdicts: PhaseVerdicts
+    groups: dict
+
+
+def analyse(run: store.Run, settings: SpectraSettings, *, progress: bool = False) -> SpectraResult:
+    """Measure the recorded update processes of a complete run (see the module docstring)."""
+    if "updates" not in run.arrays:
+        raise ValueError(f"{run.path} has no recorded updates; record with probes=updates")
+    usable = usable_members(run)
+    x, names = run["updates"], run.probe_names["updates"]
+    start = int(settings.burn_in * x.shape[1])
+    if x.shape[1] - start < 8:
+        raise ValueError(f"{x.shape[1] - start} steps after the burn-in are too few for spectra; "
+                         "train longer (--steps) or lower --burn-in")
+    spectra = measure_layers(x, names, usable, start=start, nlags=settings.nlags,
+                             nperseg=settings.nperseg, lb_lag=settings.lb_lag, alpha=settings.alpha,
+                             progress=progress)
+    verdicts = phase_verdicts(x, usable, alpha=settings.alpha, progress=progress)
+    return SpectraResult(run, settings, usable, spectra, verdicts, layer_groups(names))
+
+
+def _smooth_word(s) -> str:
+    if not np.isfinite(s.lo):
+        return "undetermined"
+    return "smooth (low-frequency)" if s.lo > 1 else "jittery (high-frequency)" if s.hi < 1 else \
+        "neither smooth nor jittery (band ratio interval contains 1)"
+
+
+def summarise(result: SpectraResult) -> dict:
+    """The study's numbers (JSON-ready): per layer across-member summaries, verdict counts."""
+    sp, run = result.spectra, result.run
+    layers = {}
+    for l, layer in enumerate(sp.layers):
+        layers[layer] = {
+            "processes": int(sp.counts[l]),
+            "constant_fraction": across_members(sp.constant[:, l]),
+            "acf_lag1": across_members(sp.acf[:, l, 1]),
+            "acf_lag2": across_members(sp.acf[:, l, 2]) if sp.acf.shape[-1] > 2 else None,
+            "spectral_slope": across_members(sp.slope[:, l]),
+            "band_power_ratio": across_members(sp.band_ratio[:, l]),
+            "smooth_fraction": across_members(sp.smooth[:, l]),
+            "spectral_flatness": across_members(sp.flatness[:, l]),
+            "ljung_box_white_rejected_fdr": across_members(sp.white_rejected[:, l]),
+        }
+    stationarity = {}
+    for k, (name, a, b) in enumerate(result.verdicts.phases):
+        entry = {"steps": [int(run.steps[a]), int(run.steps[b - 1]) + 1]}
+        for kind in ("raw", "fdr_bh"):
+            codes = getattr(result.verdicts, kind)[k]
+            fractions = verdict_fractions(codes, result.groups)
+            entry[kind] = {layer: {
+                "counts": {v: int((codes[:, idx] == i).sum()) for i, v in enumerate(STATIONARITY_VERDICTS)},
+                "fraction": {v: across_members(f[:, l]) for v, f in fractions.items()}}
+                for l, (layer, idx) in enumerate(result.groups.items())}
+        stationarity[name] = entry
+    return {
+        "experiment": EXPERIMENT, "run": str(run.path), "config": run.config.to_dict(),
+        "settings": result.settings.to_dict(), "members": members_summary(result.usable),
+        "series_length": sp.nobs, "burn_in_steps": int(run.steps.size - sp.nobs),
+        "test_accuracy": across_members(np.where(result.usable, run.final().test_accuracy, np.nan)),
+        "layers": layers, "stationarity": stationarity,
+    }
+
+
+def figures(result: SpectraResult, folder: Path) -> dict[str, str]:
+    """Draw every figure into ``folder``; returns name -> caption."""
+    sp = result.spectra
+    n_layers = len(sp.layers)
+    lags = np.arange(sp.acf.shape[-1])
+    captions = {}
+    with plots.paper_style():
+        fig, axes = plots.subplots(1, n_layers, width="double", height=2.2, squeeze=False, sharey=True)
+        band = 1.96 / np.sqrt(sp.nobs)
+        for l, ax in enumerate(axes[0]):
+            m = across_members(sp.acf[:, l, 1:])
+            plots.plot_band(ax, lags[1:], m.mean, m.lo, m.hi, label="mean, 95% CI")
+            ax.axhspan(-band, band, color="0.85", zorder=0, label="white noise 95%")
+            ax.axhline(0, color="0.3", linewidth=0.5)
+            ax.set(title=f"{sp.layers[l]} ({sp.counts[l]} updates)", xlabel="lag (steps)")
+        axes[0, 0].set_ylabel("ACF of updates")
+        axes[0, 0].legend()
+        plots.save_figure(fig, folder, "acf_by_layer")
+        captions["acf_by_layer"] = ("ACF of parameter updates per layer: mean over the layer's "
+                                    "processes, band = 95% t-interval across members")
+
+        fig, axes = plots.subplots(1, n_layers, width="double", height=2.2, squeeze=False, sharey=True)
+        for l, ax in enumerate(axes[0]):
+            plots.plot_psd_bands(ax, sp.freqs, sp.psd[:, l], np.full(sp.freqs.shape, 2.0),
+                                 label="median", theory_label="white noise")
+            beta = across_members(sp.slope[:, l])
+            ax.set(title=f"{sp.layers[l]}: beta = {fmt(beta.mean, 2)}", xlabel="frequency (cycles/step)")
+        axes[0, 0].set_ylabel("normalised PSD")
+        axes[0, 0].legend()
+        plots.save_figure(fig, folder, "psd_by_layer")
+        captions["psd_by_layer"] = ("Welch PSD of updates normalised to unit power, per layer: median "
+                                    "over members of the layer mean, band 5-95% of members; "
+                                    "dashed: white noise")
+
+        fig, axes = plots.subplots(1, 3, width="double", height=2.0)
+        x = np.arange(n_layers)
+        for ax, values, label, ref in ((axes[0], sp.slope, "spectral slope beta", 0.0),
+                                       (axes[1], sp.band_ratio, "band-power ratio (low/high)", 1.0),
+                                       (axes[2], sp.white_rejected, "Ljung-Box rejects white (FDR)", None)):
+            m = across_members(values)
+            ax.errorbar(x, m.mean, yerr=[m.mean - m.lo, m.hi - m.mean], fmt="o", capsize=2)
+            if ref is not None:
+                ax.axhline(ref, color="k", linestyle="--", linewidth=0.8)
+            ax.set(xticks=x, xticklabels=sp.layers, ylabel=label)
+        axes[1].set_yscale("log")
+        plots.save_figure(fig, folder, "spectral_summary")
+        captions["spectral_summary"] = ("Spectral slope, band-power ratio (> 1 smooth, < 1 jittery) "
+                                        "and fraction of non-white processes per layer; mean and 95% "
+                                        "t-interval across members")
+
+        fig, axes = plots.subplots(1, n_layers, width="double", height=2.2, squeeze=False, sharey=True)
+        names = [p[0] for p in result.verdicts.phases]
+        for l, (layer, idx) in enumerate(result.groups.items()):
+            ax, bottom = axes[0, l], np.zeros(len(names))
+            for v, verdict in enumerate(STATIONARITY_VERDICTS):
+                share = np.array([np.mean(codes[:, idx][result.usable] == v) if result.usable.any()
+                                  else np.nan for codes in result.verdicts.fdr_bh])
+                ax.bar(names, share, bottom=bottom, color=VERDICT_COLORS[verdict], label=verdict)
+                bottom += np.nan_to_num(share)
+            ax.set(title=layer, ylim=(0, 1))
+        axes[0, 0].set_ylabel("fraction of update processes")
+        axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        plots.save_figure(fig, folder, "stationarity")
+        captions["stationarity"] = ("ADF + KPSS verdicts of every update process by phase, each test's "
+                                    "p-values Benjamini-Hochberg adjusted over the phase's processes")
+    return captions
+
+
+def report(result: SpectraResult, summary: dict, captions: dict, command: str | None) -> Report:
+    """The markdown report of the study."""
+    sp, s = result.spectra, result.settings
+    members = summary["members"]
+    rep = Report("Parameter updates as time series")
+    rep.text(f"{members['used']} of {members['total']} members analysed "
+             f"({members['diverged']} diverged and excluded); {sum(sp.counts)} update processes per "
+             f"member over {sp.nobs} steps after a burn-in of {summary['burn_in_steps']} steps. "
+             f"Intervals are 95% t-intervals across members. Test accuracy: "
+             f"{fmt_ci(summary['test_accuracy'])}.")
+    rep.section("Findings")
+    bullets = []
+    for layer, d in summary["layers"].items():
+        bullets.append(f"{layer}: lag-1 ACF {fmt_ci(d['acf_lag1'])}, spectral slope beta "
+                       f"{fmt_ci(d['spectral_slope'])}; band-power ratio {fmt_ci(d['band_power_ratio'])}: "
+                       f"{_smooth_word(d['band_power_ratio'])}; white noise rejected (Ljung-Box, "
+                       f"lags 1..{s.lb_lag}, FDR {s.alpha}) for {fmt_ci(d['ljung_box_white_rejected_fdr'])} "
+                       "of the processes.")
+    for phase, d in summary["stationarity"].items():
+        parts = [f"{layer} {fmt_ci(v['fraction']['stationary'])}" for layer, v in d["fdr_bh"].items()]
+        bullets.append(f"{phase} steps {d['steps'][0]}-{d['steps'][1]}: fraction stationary (ADF and "
+                       f"KPSS agree, BH-adjusted): " + ", ".join(parts) + ".")
+    rep.bullets(bullets)
+    rep.section("Autocorrelation and spectra")
+    rep.text("Processes that never change (constant: the weights of pixels that are 0 in every "
+             "image the member saw) are left out of these summaries; their share is in the table.")
+    header = ["layer", "processes", "constant", "ACF lag 1", "spectral slope", "band ratio", "smooth fraction",
+              "flatness", "non-white (FDR)"]
+    rows = [[layer, d["processes"], fmt_ci(d["constant_fraction"]), fmt_ci(d["acf_lag1"]), fmt_ci(d["spectral_slope"]),
+             fmt_ci(d["band_power_ratio"]), fmt_ci(d["smooth_fraction"]), fmt_ci(d["spectral_flatness"]),
+             fmt_ci(d["ljung_box_white_rejected_fdr"])] for layer, d in summary["layers"].items()]
+    rep.table(header, rows)
+    for name in ("acf_by_layer", "psd_by_layer", "spectral_summary"):
+        rep.figure(name, captions[name])
+    rep.section("Stationarity by phase")
+    rep.text(f"ADF (constant, AIC lag) and KPSS (level, automatic lag) per process; a test rejects at "
+             f"level {s.alpha}, raw or after Benjamini-Hochberg adjustment of its p-values over all "
+             "processes of the phase (false discovery rate control). Counts are processes summed over "
+             "members; the stationary fraction has a t-interval across members.")
+    header = ["phase", "layer", *[f"{v} (BH)" for v in STATIONARITY_VERDICTS], "stationary (raw)",
+              "stationary fraction (BH)"]
+    rows = []
+    for phase, d in summary["stationarity"].items():
+        for layer, v in d["fdr_bh"].items():
+            rows.append([f"{phase} ({d['steps'][0]}-{d['steps'][1]})", layer,
+                         *[v["counts"][k] for k in STATIONARITY_VERDICTS],
+                         d["raw"][layer]["counts"]["stationary"], fmt_ci(v["fraction"]["stationary"])])
+    rep.table(header, rows)
+    rep.figure("stationarity", captions["stationarity"])
+    rep.section("Configuration")
+    rep.config({"train": result.run.config.to_dict(), "spectra": s.to_dict()}, command)
+    return rep
+
+
+def run_study(config: TrainConfig, settings: SpectraSettings, out, *, resume: bool = False,
+              overwrite: bool = False, command: str | None = None, progress: bool = True) -> Path:
+    """Train and record (or, with ``resume``, reuse) the ensemble in ``out``, analyse it and write
+    ``summary.json``, ``report.md`` and ``figures/``; returns ``out``."""
+    out = Path(out)
+    run = record.run(config, settings.probes(), out, resume=resume, overwrite=overwrite,
+                     experiment=EXPERIMENT, command=command, progress=progress)
+    result = analyse(run, settings, progress=progress)
+    summary = summarise(result)
+    write_summary(out, summary)
+    captions = figures(result, out / "figures")
+    report(result, summary, captions, command).write(out)
+    return out
