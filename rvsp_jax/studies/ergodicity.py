@@ -1,0 +1,789 @@
+"""The ergodicity study: is one training run representative of all runs?
+
+    python -m experiments.ergodicity --seeds 256
+
+trains an ensemble (defaults: 256 members, 3,000 steps of SGD with lr 0.1 on MNIST, sigmoid,
+``vary=both``), records its trajectories, and asks of every observable whether a member's time
+average equals the ensemble average (:func:`rvsp_jax.analysis.assess_many`: variance of the time
+average against window length, the fluctuation metric Omega(t), a member's time distribution against
+the ensemble's), after a burn-in (default a quarter of the steps).
+
+What is recorded (:func:`probe_config`): the per-step loss, batch accuracy, gradient and update norms
+(every step), and every ``probe_every`` (default 5) steps the weight norm of every parameter array,
+the hidden layers' activation summaries on a fixed batch of 64 test images (mean, variance,
+saturated or zero/dead fraction), and the parameters and single-step updates of a set of entries
+that is closed under hidden-unit permutations (:func:`recorded_parameters`).
+
+What is analysed (:func:`load_groups`). Hidden units of members with different initialisations are
+not aligned, so "parameter i across members" means nothing there; the study therefore analyses
+
+- permutation-invariant observables: the metrics, weight norms, activation summaries, the output
+  biases (output units are never permuted) and sorted per-unit statistics (each hidden layer's biases
+  and outgoing weight norms, sorted per member and step);
+- per-parameter trajectories: with ``vary=data`` directly (one shared initialisation: aligned by
+  construction); with ``vary=init|both`` only after aligning every member to a reference member by
+  weight matching on the final parameters (:func:`rvsp_jax.analysis.match_weights`), applied to the
+  recorded trajectories; with ``--align none`` they are skipped. The report says which was used.
+
+Diverged members are excluded from every statistic and counted. The distribution-check p-values are
+Benjamini-Hochberg adjusted within each family (permutation-invariant observables, parameters,
+updates). :func:`run_study` does everything and writes ``summary.json``, ``report.md`` and
+``figures/`` into the run folder beside the recording.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from matplotlib import ticker
+from tqdm.auto import tqdm
+
+from rvsp_jax import plots, record, runfolder
+from rvsp_jax.analysis import (
+    ErgodicityResult, FluctuationMetric, MemberSummary, VarianceScaling, across_members, assess_many,
+    fdr_bh, fluctuation_metric, match_weights, permutation_index, variance_scaling)
+from rvsp_jax.config import TrainConfig, opt
+from rvsp_jax.data import Dataset, load
+from rvsp_jax.model import make_model
+from rvsp_jax.probes import ProbeConfig, param_shapes
+from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
+from rvsp_jax.store import METRICS, Run
+
+EXPERIMENT = "ergodicity"
+TRAIN_DEFAULTS = {"seeds": 256, "steps": 3000}
+"""Training defaults of the command that differ from :class:`TrainConfig`'s (vary both, SGD with
+lr 0.1, sigmoid, batch 32 are TrainConfig's own)."""
+ALIGNMENTS = ("weights", "none")
+PIXEL_GRID = (10, 14, 18)
+"""Rows and columns of the input pixels whose first-layer weights (to every unit) are recorded."""
+MIN_ANALYSED = 32
+"""Fewest recorded steps after burn-in (assess_many decides nothing below 32)."""
+INVARIANT_GROUPS = ("metrics", "weight norms", "activations", "output biases")
+"""Groups listed observable by observable (tables, curves); "unit statistics", "parameters" and
+"updates" are summarised per layer."""
+VERDICT_COLOURS = {"ergodic": "#cdeccd", "non-ergodic": "#f6c9c0", "inconclusive": "#e6e6e6"}
+_BLOCK = 64  # observables per assess_many call (progress granularity; results do not depend on it)
+
+
+@dataclass(frozen=True)
+class ErgodicitySettings:
+    """Options of the ergodicity study beyond training (:class:`TrainConfig`).
+
+    Example::
+
+        python -m experiments.ergodicity --seeds 256 --burn-in 1000 --align none
+    """
+
+    burn_in: int | None = opt(None, "--burn-in", "steps dropped before the analysis (default: a "
+                              "quarter of the steps, i.e. 750 of the default 3000)")
+    probe_every: int = opt(5, "--probe-every", "record weight norms, activation summaries, parameters "
+                           "and updates every n steps (loss, accuracy, gradient and update norms are "
+                           "recorded at every step)")
+    align: str = opt("weights", "--align", "per-parameter analysis under --vary init|both: weights = "
+                     "align hidden units to a reference member by weight matching (Git Re-Basin) on "
+                     "the final parameters; none = skip it (--vary data needs no alignment)",
+                     choices=ALIGNMENTS)
+    alpha: float = opt(0.05, "--alpha", "level of the tests: 1 - alpha slope intervals, the "
+                       "distribution check, and the Benjamini-Hochberg false discovery rate")
+    shown: int = opt(3, "--members-shown", "members drawn in the trajectory figure")
+
+    def __post_init__(self):
+        if self.burn_in is not None and (not isinstance(self.burn_in, int) or self.burn_in < 0):
+            raise ValueError(f"burn-in must be an integer >= 0 (steps), got {self.burn_in!r}")
+        if not isinstance(self.probe_every, int) or self.probe_every < 1:
+            raise ValueError(f"probe-every must be an integer >= 1, got {self.probe_every!r}")
+        if self.align not in ALIGNMENTS:
+            raise ValueError(f"unknown alignment {self.align!r}; valid: {', '.join(ALIGNMENTS)}")
+        if not 0 < self.alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha!r}")
+        if not isinstance(self.shown, int) or self.shown < 1:
+            raise ValueError(f"members-shown must be an integer >= 1, got {self.shown!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------
+# What to record
+
+
+def recorded_parameters(config: TrainConfig) -> list[str]:
+    """Names of the parameter entries the study records, in the store's order.
+
+    Every entry of every parameter array except the first kernel (784 x h1), of which only the rows
+    of the :data:`PIXEL_GRID` input pixels are kept (to every unit). Hidden-unit permutations move
+    entries only within this set, so the aligned trajectory of any recorded entry is recorded too.
+    """
+    pixels = [r * 28 + c for r in PIXEL_GRID for c in PIXEL_GRID]
+    names = []
+    for name, shape in param_shapes(make_model(config)).items():
+        rows = pixels if name == "Dense_0/kernel" else range(shape[0])
+        names += [f"{name}[{','.join(map(str, (r, *rest)))}]"
+                  for r in rows for rest in np.ndindex(*shape[1:])]
+    return names
+
+
+def probe_config(config: TrainConfig, settings: ErgodicitySettings) -> ProbeConfig:
+    """The recording of the study (see the module docstring)."""
+    return ProbeConfig(probes="params,updates,weight_norms,act_summary",
+                       index=" ".join(recorded_parameters(config)), every=settings.probe_every)
+
+
+def burn_in_steps(settings: ErgodicitySettings, total_steps: int) -> int:
+    """The burn-in in steps (default ``total_steps // 4``), checked against the recording length."""
+    burn = total_steps // 4 if settings.burn_in is None else settings.burn_in
+    analysed = len(range(-(-burn // settings.probe_every) * settings.probe_every, total_steps,
+                         settings.probe_every))
+    if analysed < MIN_ANALYSED:
+        raise ValueError(
+            f"burn-in {burn} of {total_steps} steps, recorded every {settings.probe_every}, leaves "
+            f"{analysed} recorded steps to analyse; the ergodicity tests need at least {MIN_ANALYSED}: "
+            "raise --steps, or lower --burn-in or --probe-every")
+    return burn
+
+
+# ------------------------------------------------------------------------------------------------
+# Observables
+
+
+class ObservableGroup(NamedTuple):
+    """Observables analysed together.
+
+    name: "metrics", "weight norms", "activations", "output biases", "unit statistics",
+      "parameters" or "updates".
+    family: the Benjamini-Hochberg family: "invariant", "parameters" or "updates".
+    x: float32 ``[S, P, T]`` (member, observable, recorded step); diverged members are NaN.
+    names: ``[P]`` observable names; layers: ``[P]`` row of the per-layer table each belongs to.
+    steps: int ``[T]`` training step of each time index; burn: first time index analysed.
+    """
+
+    name: str
+    family: str
+    x: np.ndarray
+    names: tuple
+    layers: tuple
+    steps: np.ndarray
+    burn: int
+
+
+def _columns(x: np.ndarray, positions) -> np.ndarray:
+    """``[S, T, P]`` recorded array, columns ``positions`` -> contiguous float32 ``[S, p, T]``."""
+    return np.ascontiguousarray(np.moveaxis(x[..., positions], -1, 1), dtype=np.float32)
+
+
+def _param_array(run: Run, params: np.ndarray, name: str) -> np.ndarray:
+    """Every entry of parameter array ``name`` from the recorded params ``[S, T, P]`` ->
+    ``[S, T, *shape]`` (the array must be recorded whole)."""
+    shape = run.layout.param_shapes[name]
+    names = [f"{name}[{','.join(map(str, i))}]" for i in np.ndindex(*shape)]
+    return params[..., run.index("params", names)].reshape(params.shape[:2] + tuple(shape))
+
+
+def _unit_statistics(run: Run, params: np.ndarray, n_hidden: int):
+    """Sorted per-unit statistics ``[S, T, P]`` with names and layer labels: for each hidden layer,
+    its biases and its units' outgoing weight norms (rows of the next kernel), each sorted in
+    descending order per member and step (invariant under permutations of the units)."""
+    parts, names, layers = [], [], []
+    for l in range(n_hidden):
+        stats = {"bias": _param_array(run, params, f"Dense_{l}/bias"),
+                 "outgoing norm": np.linalg.norm(_param_array(run, params, f"Dense_{l + 1}/kernel"),
+                                                 axis=-1)}
+        for stat, v in stats.items():
+            parts.append(-np.sort(-v, axis=-1))
+            names += [f"Dense_{l} unit {stat} #{r + 1}" for r in range(v.shape[-1])]
+            layers += [f"Dense_{l} units: {stat} (sorted)"] * v.shape[-1]
+    return np.concatenate(parts, axis=-1), names, layers
+
+
+def aligned_columns(run: Run, perms: list[np.ndarray]) -> np.ndarray:
+    """Column map int ``[S, P]`` of the recorded ``params``/``updates``: aligned entry ``i`` of member
+    s is recorded column ``cols[s, i]`` (take ``x[s, :, cols[s]]``). ``perms`` from
+    :func:`rvsp_jax.analysis.match_weights`. Raises ValueError when a permutation leaves the
+    recorded set (the recording is not closed under hidden-unit permutations)."""
+    shapes = run.layout.param_shapes
+    offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes.values()])
+    q = np.concatenate([off + run.layout.param_index[name] for name, off in zip(shapes, offsets)])
+    like = {}
+    for name, shape in shapes.items():
+        layer, leaf = name.split("/")
+        like.setdefault(layer, {})[leaf] = np.zeros((perms[0].shape[0], *shape), np.float32)
+    index = permutation_index(like, perms)  # [S, n_params]
+    position = np.full(offsets[-1], -1, np.int64)
+    position[q] = np.arange(q.size)
+    cols = position[index[:, q]]
+    if (cols < 0).any():
+        raise ValueError("the recorded parameters are not closed under hidden-unit permutations; "
+                         "record them with probe_config (or index=all) to align them")
+    return cols
+
+
+def _alignment(run: Run, diverged: np.ndarray, settings: ErgodicitySettings):
+    """``(cols or None, description dict)`` of the per-parameter alignment."""
+    vary = run.config.vary
+    if vary == "data":
+        return np.arange(run.layout.size("params"))[None].repeat(len(diverged), 0), {
+            "method": "none needed (vary=data: one shared initialisation, units aligned by "
+                      "construction)", "aligned": True, "reference_member": None}
+    if settings.align == "none":
+        return None, {"method": f"not aligned (vary={vary}, --align none): per-parameter analysis "
+                                "skipped", "aligned": False, "reference_member": None}
+    finite = np.flatnonzero(~diverged)
+    if finite.size == 0:
+        return None, {"method": "not aligned: every member diverged", "aligned": False,
+                      "reference_member": None}
+    ref = int(finite[0])
+    params = run.final().params
+    perms = match_weights(params, ref)
+    others = finite[finite != ref]
+    moved = np.mean([np.mean(p[others] != np.arange(p.shape[1])) for p in perms]) \
+        if others.size else 0.0
+    return aligned_columns(run, perms), {
+        "method": f"weight matching to member {ref} (Git Re-Basin, Ainsworth et al. 2023; "
+                  "per-layer linear_sum_assignment iterated over layers, on the final parameters, "
+                  "applied to the whole recorded trajectory)",
+        "aligned": True, "reference_member": ref, "units_moved_fraction": float(moved)}
+
+
+def load_groups(run: Run, settings: ErgodicitySettings, burn_in: int):
+    """Every observable group of a recorded run (see the module docstring) and the alignment used.
+
+    Returns ``(groups: list[ObservableGroup], alignment: dict, diverged: bool [S])``. Members that
+    diverged during training are set to NaN in every group (their frozen probes are not data).
+    """
+    diverged = np.asarray(run.final().diverged, bool)
+    probe_steps = run.steps
+    probe_burn = int(np.searchsorted(probe_steps, burn_in))
+    n_hidden = len(run.config.widths)
+    out_layer = f"Dense_{n_hidden}"
+
+    def group(name, family, x, names, layers, steps, burn):
+        x[diverged] = np.nan
+        return ObservableGroup(name, family, x, tuple(names), tuple(layers), steps, burn)
+
+    metric_names = [f"metrics/{m}" for m in METRICS]
+    groups = [group("metrics", "invariant",
+                    np.ascontiguousarray(np.stack([run[m][:] for m in metric_names], 1), np.float32),
+                    metric_names, ["training"] * len(METRICS), run.metric_steps, burn_in)]
+    norms = run.probe_names["weight_norms"]
+    groups.append(group("weight norms", "invariant", _columns(run["weight_norms"][:], slice(None)),
+                        norms, [n[5:-1].split("/")[0] for n in norms], probe_steps, probe_burn))
+    acts = run.probe_names["activations/summary"]
+    groups.append(group("activations", "invariant",
+                        _columns(run["activations/summary"][:], slice(None)), acts,
+                        [n.split("/")[0] for n in acts], probe_steps, probe_burn))
+    params = run["params"][:]
+    bias_names = [f"{out_layer}/bias[{k}]" for k in range(run.layout.param_shapes[f"{out_layer}/bias"][0])]
+    groups.append(group("output biases", "invariant", _columns(params, run.index("params", bias_names)),
+                        bias_names, [out_layer] * len(bias_names), probe_steps, probe_burn))
+    stats, names, layers = _unit_statistics(run, params, n_hidden)
+    groups.append(group("unit statistics", "invariant", _columns(stats, slice(None)), names, layers,
+                        probe_steps, probe_burn))
+    del stats
+    cols, alignment = _alignment(run, diverged, settings)
+    if cols is not None:
+        names = run.probe_names["params"]
+        layers = [n.split("[")[0] for n in names]
+        for kind, fam in (("params", "parameters"), ("updates", "updates")):
+            x = params if kind == "params" else run["updates"][:]
+            aligned = np.take_along_axis(x, cols[:, None, :], axis=-1)
+            groups.append(group(fam, fam, _columns(aligned, slice(None)), names, layers,
+                                probe_steps, probe_burn))
+            del x, aligned
+        last = groups[-2].x[~diverged, :, -1]
+        before = params[~diverged, -1]
+        alignment["final_variance_ratio"] = float(np.nanmean(np.var(last, axis=0))
+                                                  / np.nanmean(np.var(before, axis=0))) \
+            if (~diverged).sum() > 1 else math.nan
+    return groups, alignment, diverged
+
+
+# ------------------------------------------------------------------------------------------------
+# Analysis
+
+
+class GroupResult(NamedTuple):
+    """Verdicts of one group: ``result`` over its P observables, ``qvalue`` float ``[P]`` the
+    Benjamini-Hochberg adjusted distribution-check p-values (within the group's family), and, for the
+    :data:`INVARIANT_GROUPS`, the variance-scaling and Omega(t) curves after burn-in (else None)."""
+
+    group: ObservableGroup
+    result: ErgodicityResult
+    qvalue: np.ndarray
+    scaling: VarianceScaling | None
+    omega: FluctuationMetric | None
+
+
+class Analysis(NamedTuple):
+    """Everything the summary, figures and report are made from."""
+
+    results: dict
+    alignment: dict
+    diverged: np.ndarray
+    test_accuracy: MemberSummary
+    burn_in: int
+    alpha: float
+
+
+def _assess_blocks(x: np.ndarray, burn: int, alpha: float, bar) -> ErgodicityResult:
+    """:func:`assess_many` over ``x: [S, P, T]`` in blocks of observables (same numbers as one call:
+    its bootstrap draws are shared across observables)."""
+    parts = []
+    for i in range(0, x.shape[1], _BLOCK):
+        parts.append(assess_many(x[:, i:i + _BLOCK], burn_in=burn, alpha=alpha, rng=0))
+        bar.update(parts[-1].slope.shape[0])
+    fields = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
+              for f in dataclasses.fields(ErgodicityResult) if f.name not in ("n_steps", "alpha")}
+    return ErgodicityResult(**fields, n_steps=parts[0].n_steps, alpha=parts[0].alpha)
+
+
+def analyse(groups: list[ObservableGroup], alignment: dict, diverged: np.ndarray,
+            test_accuracy: np.ndarray, settings: ErgodicitySettings, burn_in: int, *,
+            progress: bool = True) -> Analysis:
+    """Ergodicity verdicts of every observable (float64 numerics of :mod:`rvsp_jax.analysis`)."""
+    total = sum(g.x.shape[1] for g in groups)
+    assessed = {}
+    with tqdm(total=total, desc="ergodicity analysis", unit="obs", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for g in groups:
+            assessed[g.name] = _assess_blocks(g.x, g.burn, settings.alpha, bar)
+    qvalues = {}
+    for family in dict.fromkeys(g.family for g in groups):
+        members = [g for g in groups if g.family == family]
+        q = fdr_bh(np.concatenate([assessed[g.name].ks_pvalue for g in members]),
+                   settings.alpha).pvalues_adjusted
+        for g, part in zip(members, np.split(q, np.cumsum([g.x.shape[1] for g in members])[:-1])):
+            qvalues[g.name] = part
+    results = {}
+    for g in groups:
+        curves = g.name in INVARIANT_GROUPS
+        window = g.x[..., g.burn:]
+        results[g.name] = GroupResult(
+            g, assessed[g.name], qvalues[g.name],
+            variance_scaling(window, n_boot=0) if curves else None,
+            fluctuation_metric(window) if curves else None)
+    test = np.where(diverged, np.nan, np.asarray(test_accuracy, np.float64))
+    return Analysis(results, alignment, diverged, across_members(test), burn_in, settings.alpha)
+
+
+def _plateau(res: ErgodicityResult) -> np.ndarray:
+    """True where the slope interval reaches 0 but not -1 (assess_many's plateau case, slope_tol
+    0.25): such a non-ergodic verdict does not rest on the distribution check."""
+    return (res.slope_ci_high >= -0.25) & ~(res.slope_ci_low <= -0.75)
+
+
+def _counts(verdicts) -> dict:
+    v = np.asarray(verdicts)
+    return {k: int((v == k).sum()) for k in VERDICT_COLOURS}
+
+
+def _layer_rows(gr: GroupResult, alpha: float) -> dict:
+    """Per-layer verdict counts of a group summarised per layer."""
+    res, rows = gr.result, {}
+    layers = np.asarray(gr.group.layers)
+    for layer in dict.fromkeys(gr.group.layers):
+        m = layers == layer
+        ks_only = (res.verdict[m] == "non-ergodic") & ~_plateau(res)[m]
+        rows[layer] = {"n": int(m.sum()), **_counts(res.verdict[m]),
+                       "median_slope": float(np.nanmedian(res.slope[m])) if np.isfinite(
+                           res.slope[m]).any() else None,
+                       "ks_rejections": int((res.ks_pvalue[m] < alpha).sum()),
+                       "ks_rejections_bh": int((gr.qvalue[m] < alpha).sum()),
+                       "non_ergodic_by_ks_not_surviving_bh": int((ks_only & ~(gr.qvalue[m] < alpha)).sum())}
+    return rows
+
+
+def _observable(res: ErgodicityResult, q: np.ndarray, j: int, group: str) -> dict:
+    return {"group": group, "verdict": str(res.verdict[j]), "reason": str(res.reason[j]),
+            "slope": res.slope[j], "slope_ci": [res.slope_ci_low[j], res.slope_ci_high[j]],
+            "omega_exponent": res.omega_exponent[j], "ks_stat": res.ks_stat[j],
+            "ks_pvalue": res.ks_pvalue[j], "ks_qvalue_bh": q[j], "tau_int": res.tau_int[j],
+            "fit_start": res.fit_start[j], "n_members": res.n_members[j],
+            "n_diverged": res.n_diverged[j], "n_steps": res.n_steps}
+
+
+def summarize(analysis: Analysis, config: TrainConfig, settings: ErgodicitySettings,
+              probes: ProbeConfig) -> dict:
+    """``summary.json`` content (pure numbers): per observable of the invariant groups and the unit
+    statistics its verdict and numbers; per layer of the unit statistics, parameters and updates the
+    verdict counts; per parameter (columns) its verdict, slope and p-values."""
+    observables, layers, per_parameter, counts = {}, {}, {}, {}
+    for name, gr in analysis.results.items():
+        res = gr.result
+        counts[name] = _counts(res.verdict)
+        if gr.group.family == "invariant":
+            for j, obs in enumerate(gr.group.names):
+                observables[obs] = _observable(res, gr.qvalue, j, name)
+        if name not in INVARIANT_GROUPS:
+            layers[name] = _layer_rows(gr, analysis.alpha)
+        if gr.group.family != "invariant":
+            per_parameter[name] = {"names": list(gr.group.names), "verdict": res.verdict.tolist(),
+                                   "slope": res.slope, "slope_ci_low": res.slope_ci_low,
+                                   "slope_ci_high": res.slope_ci_high, "ks_pvalue": res.ks_pvalue,
+                                   "ks_qvalue_bh": gr.qvalue, "tau_int": res.tau_int}
+    n = len(analysis.diverged)
+    return {
+        "experiment": EXPERIMENT,
+        "question": "is one training run representative of all runs (time average = ensemble "
+                    "average)?",
+        "config": config.to_dict(), "settings": settings.to_dict(),
+        "probes": {"kinds": probes.probes, "every": probes.every, "batch": probes.batch,
+                   "n_parameters_recorded": len(probes.index.split())},
+        "defaults": {**TRAIN_DEFAULTS, "burn_in": "steps // 4",
+                     **{f.name: f.default for f in dataclasses.fields(ErgodicitySettings)
+                        if f.name != "burn_in"}},
+        "burn_in": analysis.burn_in, "alpha": analysis.alpha,
+        "n_members": n, "n_diverged": int(analysis.diverged.sum()),
+        "diverged_members": np.flatnonzero(analysis.diverged).tolist(),
+        "test_accuracy": analysis.test_accuracy._asdict(),
+        "alignment": analysis.alignment,
+        "verdict_counts": counts,
+        "observables": observables, "layers": layers, "per_parameter": per_parameter,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures
+
+
+def _headline(analysis: Analysis) -> list[tuple[GroupResult, int]]:
+    """The four observables of the trajectory and histogram figures: loss, gradient norm, first
+    kernel's norm, first output bias."""
+    picks = [("metrics", "metrics/loss"), ("metrics", "metrics/grad_norm"),
+             ("weight norms", "norm(Dense_0/kernel)"), ("output biases", None)]
+    out = []
+    for group, name in picks:
+        gr = analysis.results[group]
+        out.append((gr, 0 if name is None else gr.group.names.index(name)))
+    return out
+
+
+def _shown(analysis: Analysis, k: int) -> np.ndarray:
+    return np.flatnonzero(~analysis.diverged)[:k]
+
+
+def _display(steps: np.ndarray, x: np.ndarray, points: int = 300):
+    """Block means of ``x: [..., T]`` so that at most ``points`` remain (display only)."""
+    k = max(1, -(-len(steps) // points))
+    n = len(steps) // k * k
+    block = lambda a: a[..., :n].reshape(a.shape[:-1] + (n // k, k)).mean(-1)  # noqa: E731
+    return block(steps.astype(float)), block(x)
+
+
+def _verdict_title(gr: GroupResult, j: int) -> str:
+    res = gr.result
+    return f"{gr.group.names[j]}: {res.verdict[j]}"
+
+
+def figure_trajectories(analysis: Analysis, shown: int = 3):
+    """Ensemble mean with its 5-95% member band, a few members and their time averages, per
+    headline observable."""
+    fig, axes = plots.subplots(2, 2, width="double", height=4.4)
+    members = _shown(analysis, shown)
+    for ax, (gr, j) in zip(axes.flat, _headline(analysis)):
+        g = gr.group
+        x = g.x[:, j].astype(np.float64)
+        ok = np.isfinite(x).all(-1)
+        t, xd = _display(g.steps, x)
+        lo, hi = np.nanpercentile(xd[ok], [5, 95], axis=0)
+        ax.axvspan(0, g.steps[g.burn], color="0.93", linewidth=0, label="burn-in")
+        plots.plot_band(ax, t, xd[ok].mean(0), lo, hi, label="ensemble mean, 5-95% band",
+                        color=plots.PALETTE[0])
+        t0, t1 = g.steps[g.burn], g.steps[-1]
+        for c, s in zip(plots.PALETTE[1:], members):
+            ax.plot(t, xd[s], color=c, linewidth=0.5, alpha=0.8, label=f"member {s}")
+            ax.hlines(x[s, g.burn:].mean(), t0, t1, colors=c, linestyles="--", linewidth=0.9)
+        ax.hlines(x[ok][:, g.burn:].mean(), t0, t1, colors="k", linestyles=":", linewidth=1.0,
+                  label="ensemble time average")
+        ax.set(xlabel="step", ylabel=g.names[j], title=_verdict_title(gr, j))
+    axes.flat[0].legend(loc="upper right")
+    fig.suptitle("Trajectories (members drawn as block means of at most 300 points; dashed: "
+                 "time averages after burn-in)", fontsize=8)
+    return fig
+
+
+class _PlainLog(ticker.LogFormatter):
+    """Log-axis labels as plain numbers (0.1, 2, 30), on the ticks matplotlib would label."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def _curve_panels(analysis: Analysis, kind: str):
+    fig, axes = plots.subplots(2, 2, width="double", height=4.4)
+    for ax, name in zip(axes.flat, INVARIANT_GROUPS):
+        gr = analysis.results[name]
+        every = int(gr.group.steps[1] - gr.group.steps[0]) if len(gr.group.steps) > 1 else 1
+        if kind == "scaling":
+            x_axis = gr.scaling.windows.astype(float) * every
+            y = gr.scaling.variance
+        else:
+            T = gr.omega.omega.shape[-1]
+            idx = np.unique(np.round(np.geomspace(1, T, 200)).astype(int)) - 1
+            x_axis = (idx + 1.0) * every
+            y = gr.omega.omega[:, idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = y / y[:, :1]
+        good = np.isfinite(rel).all(-1) & (rel > 0).all(-1)
+        few = good.sum() <= 6
+        for j in np.flatnonzero(good):
+            ax.plot(x_axis, rel[j], linewidth=0.7, alpha=0.8 if few else 0.4,
+                    label=gr.group.names[j] if few else None,
+                    color=None if few else plots.PALETTE[5])
+        if good.any():
+            gm = np.exp(np.log(rel[good]).mean(0))
+            plots.loglog_with_reference(ax, x_axis, gm, -1.0, label="geometric mean",
+                                        color="k" if few else plots.PALETTE[0],
+                                        ref_label="slope -1 (ergodic)")
+        else:
+            ax.text(0.5, 0.5, "no fluctuating observable", ha="center", transform=ax.transAxes)
+        ylabel = "Var(time average) / Var(W=1)" if kind == "scaling" else "Omega(t) / Omega(1)"
+        xlabel = "window W (steps)" if kind == "scaling" else "steps averaged t"
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(_PlainLog())
+            axis.set_minor_formatter(_PlainLog(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
+        ax.legend(loc="best", fontsize=6)
+    return fig
+
+
+def figure_variance_scaling(analysis: Analysis):
+    """Variance across members of the W-step time average against W (log-log, slope -1 reference)."""
+    return _curve_panels(analysis, "scaling")
+
+
+def figure_omega(analysis: Analysis):
+    """Thirumalai-Mountain fluctuation metric Omega(t) (log-log, slope -1 reference)."""
+    return _curve_panels(analysis, "omega")
+
+
+def figure_histograms(analysis: Analysis, cross_steps: int = 8):
+    """One member's time samples after burn-in against the ensemble cross-sections at
+    ``cross_steps`` steps spread over the same window (what the distribution check compares)."""
+    fig, axes = plots.subplots(2, 2, width="double", height=4.4)
+    member = int(_shown(analysis, 1)[0]) if (~analysis.diverged).any() else 0
+    for ax, (gr, j) in zip(axes.flat, _headline(analysis)):
+        g, res = gr.group, gr.result
+        window = g.x[:, j, g.burn:].astype(np.float64)
+        ok = np.isfinite(window).all(-1)
+        at = np.unique(np.linspace(0, window.shape[-1] - 1, cross_steps).round().astype(int))
+        cross = window[ok][:, at]
+        plots.hist_compare(ax, window[member], cross,
+                           labels=(f"member {member}: {window.shape[-1]} steps",
+                                   f"ensemble: {int(ok.sum())} members x {len(at)} steps"), bins=40)
+        p = res.ks_pvalue[j]
+        ax.set(xlabel=g.names[j], ylabel="density",
+               title=f"{_verdict_title(gr, j)}\nKS p = {fmt(p, 2)}, BH q = {fmt(gr.qvalue[j], 2)}")
+        ax.legend(loc="upper right")
+    return fig
+
+
+def _fixed(v: float) -> str:
+    return f"{v:.2f}" if np.isfinite(v) else "—"
+
+
+def _interval(v: float, lo: float, hi: float) -> str:
+    return f"{_fixed(v)} [{_fixed(lo)}, {_fixed(hi)}]"
+
+
+def _table_cells(gr: GroupResult, j: int) -> list[str]:
+    res = gr.result
+    return [str(res.verdict[j]),
+            _interval(res.slope[j], res.slope_ci_low[j], res.slope_ci_high[j]),
+            _fixed(res.omega_exponent[j]), fmt(res.ks_pvalue[j], 2), fmt(gr.qvalue[j], 2),
+            fmt(res.tau_int[j], 3)]
+
+
+TABLE_COLUMNS = ("verdict", "slope [CI]", "Omega exp.", "KS p", "BH q", "tau_int")
+LAYER_COLUMNS = ("n", "ergodic", "non-ergodic", "inconclusive", "median slope", "KS rej. (BH)")
+
+
+def _invariant_rows(analysis: Analysis):
+    rows, cells = [], []
+    for name in INVARIANT_GROUPS:
+        gr = analysis.results[name]
+        for j, obs in enumerate(gr.group.names):
+            rows.append(obs)
+            cells.append(_table_cells(gr, j))
+    return rows, cells
+
+
+def _layer_table(summary: dict):
+    rows, cells = [], []
+    for group, layers in summary["layers"].items():
+        for layer, r in layers.items():
+            rows.append(layer if group == "unit statistics" else f"{layer} ({group})")
+            cells.append([r["n"], r["ergodic"], r["non-ergodic"], r["inconclusive"],
+                          fmt(r["median_slope"], 2), f"{r['ks_rejections']} ({r['ks_rejections_bh']})"])
+    return rows, cells
+
+
+def figure_verdicts(analysis: Analysis):
+    """Verdict table of the permutation-invariant observables."""
+    rows, cells = _invariant_rows(analysis)
+    fig, ax = plots.subplots(width="double", height=0.6 + 0.16 * len(rows))
+    table = plots.verdict_table(ax, rows, TABLE_COLUMNS, cells, VERDICT_COLOURS)
+    table.auto_set_column_width(list(range(-1, len(TABLE_COLUMNS))))
+    return fig
+
+
+def figure_verdicts_by_layer(summary: dict):
+    """Verdict counts per layer: sorted unit statistics, aligned parameters and updates."""
+    rows, cells = _layer_table(summary)
+    fig, ax = plots.subplots(width="double", height=0.6 + 0.16 * max(1, len(rows)))
+    if rows:
+        plots.verdict_table(ax, rows, LAYER_COLUMNS, cells)
+    else:
+        ax.set_axis_off()
+    return fig
+
+
+FIGURES = {
+    "trajectories": "Ensemble mean with its 5-95% band across members, a few members (block means) "
+                    "and their time averages after burn-in (dashed), against the ensemble's time "
+                    "average (dotted).",
+    "variance_scaling": "Variance across members of the W-step time average against W, relative to "
+                        "W = 1, after burn-in; dashed: slope -1, the ergodic short-memory "
+                        "reference (a plateau means member-specific time averages).",
+    "omega": "Fluctuation metric Omega(t) (spread of the members' running time averages) relative "
+             "to t = 1, after burn-in; dashed: slope -1 (ergodic).",
+    "histograms": "One member's values over the analysed window against the ensemble's "
+                  "cross-sections at 8 steps spread over the same window (the distribution check).",
+    "verdicts": "Verdict per permutation-invariant observable: variance-scaling slope with its "
+                "bootstrap interval, Omega(t) exponent, distribution-check KS p-value and its "
+                "Benjamini-Hochberg q-value, integrated autocorrelation time (recorded steps).",
+    "verdicts_by_layer": "Verdict counts per layer: sorted per-unit statistics and (aligned) "
+                         "per-parameter trajectories; last column: KS rejections raw (after BH).",
+}
+
+
+def write_figures(analysis: Analysis, summary: dict, folder: Path, settings: ErgodicitySettings
+                  ) -> list[str]:
+    """Render every figure of :data:`FIGURES` into ``folder`` (PNG and PDF); returns their names."""
+    makers = {"trajectories": lambda: figure_trajectories(analysis, settings.shown),
+              "variance_scaling": lambda: figure_variance_scaling(analysis),
+              "omega": lambda: figure_omega(analysis),
+              "histograms": lambda: figure_histograms(analysis),
+              "verdicts": lambda: figure_verdicts(analysis),
+              "verdicts_by_layer": lambda: figure_verdicts_by_layer(summary)}
+    with plots.paper_style():
+        for name, make in makers.items():
+            plots.save_figure(make(), folder, name)
+    return list(makers)
+
+
+# ------------------------------------------------------------------------------------------------
+# Report
+
+
+def _count_text(c: dict) -> str:
+    return ", ".join(f"{v} {k}" for k, v in c.items())
+
+
+def write_report(analysis: Analysis, summary: dict, folder: Path, command: str | None) -> Path:
+    """``report.md``: findings as numbers, the tables, the figures, timings and the configuration."""
+    cfg, s = summary["config"], summary["settings"]
+    counts = summary["verdict_counts"]
+    invariant = {k: sum(counts[g][k] for g in INVARIANT_GROUPS) for k in VERDICT_COLOURS}
+    n_inv = sum(invariant.values())
+    rep = Report("Ergodicity: is one training run representative of all runs?")
+    rep.text(
+        f"{summary['n_members']} members of the {'-'.join(map(str, [784, *cfg['widths'], 10]))} "
+        f"{cfg['activation']} MLP trained for {summary['steps']:,} steps ({cfg['optimizer']}, lr "
+        f"{cfg['lr']}, batch {cfg['batch_size']}, {cfg['dataset']}, vary={cfg['vary']}); the first "
+        f"{summary['burn_in']:,} steps are burn-in. For each observable the question is whether a "
+        "member's time average equals the ensemble average, measured by how the variance of the "
+        "time average across members falls with the window length W (slope -1: ergodic; 0: "
+        "member-specific averages), by the fluctuation metric Omega(t), and by a KS comparison of "
+        "one member's time samples with the ensemble's cross-sections.")
+    rep.section("Findings")
+    acc = analysis.test_accuracy
+    rep.bullets([
+        f"Permutation-invariant observables ({n_inv}): {_count_text(invariant)}.",
+        *(f"{g}: {_count_text(counts[g])}." for g in counts if g not in INVARIANT_GROUPS),
+        f"Diverged members: {summary['n_diverged']} of {summary['n_members']} (excluded from every "
+        "statistic).",
+        f"Final test accuracy, mean over members with 95% t-interval: {fmt_ci(acc, 4)}.",
+        f"Per-parameter alignment: {analysis.alignment['method']}"
+        + (f"; {analysis.alignment['units_moved_fraction']:.0%} of member-units moved, across-member "
+           f"variance of the final recorded parameters {analysis.alignment['final_variance_ratio']:.2f}"
+           "x its unaligned value" if "units_moved_fraction" in analysis.alignment else "") + ".",
+        f"Distribution-check p-values are Benjamini-Hochberg adjusted (q) within each family "
+        f"(invariant observables, parameters, updates) at alpha = {summary['alpha']}.",
+    ])
+    rep.section("Verdicts per observable")
+    rows, cells = _invariant_rows(analysis)
+    rep.table(["observable", *TABLE_COLUMNS], [[r, *c] for r, c in zip(rows, cells)])
+    rep.text("Slope intervals are member-bootstrap intervals (1 - alpha); tau_int is in recorded "
+             "steps. The reason behind each verdict is in summary.json (`observables.<name>.reason`).")
+    rep.section("Verdicts per layer")
+    rows, cells = _layer_table(summary)
+    if rows:
+        rep.table(["layer", *LAYER_COLUMNS], [[r, *c] for r, c in zip(rows, cells)])
+    if not analysis.alignment["aligned"]:
+        rep.text("Per-parameter analysis skipped: " + analysis.alignment["method"] + ".")
+    rep.section("Figures")
+    for name, caption in FIGURES.items():
+        rep.figure(name, caption)
+    rep.section("Timings")
+    t = summary["timings"]
+    rep.table(["stage", "seconds"], [[k.removesuffix("_s"), fmt(v, 3)] for k, v in t.items()])
+    rep.section("Configuration")
+    rep.text(f"Defaults of the command: {TRAIN_DEFAULTS['seeds']} members, "
+             f"{TRAIN_DEFAULTS['steps']} steps, burn-in a quarter of the steps, probes every "
+             f"{ErgodicitySettings.probe_every} steps, vary=both, sgd lr 0.1, sigmoid, --align "
+             f"weights. This run: probes {summary['probes']['kinds']} every "
+             f"{summary['probes']['every']} steps ({summary['probes']['n_parameters_recorded']} "
+             f"parameters), burn-in {summary['burn_in']}, align {s['align']}.")
+    rep.config({"train": cfg, "ergodicity": s}, command)
+    return rep.write(folder)
+
+
+# ------------------------------------------------------------------------------------------------
+# The whole study
+
+
+class StudyResult(NamedTuple):
+    path: Path
+    summary: dict
+
+
+def run_study(config: TrainConfig, settings: ErgodicitySettings, out, *, resume: bool = False,
+              overwrite: bool = False, command: str | None = None, progress: bool = True,
+              dataset: Dataset | None = None) -> StudyResult:
+    """Train and record (or, with ``resume``, continue or reuse) the run in ``out``, analyse it, and
+    write ``summary.json``, ``report.md`` and ``figures/`` there. Timings of training, analysis and
+    figures are measured separately and stored in the summary and the manifest."""
+    out = Path(out)
+    data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
+    total = config.total_steps(int(data.train_labels.shape[0]))
+    burn_in = burn_in_steps(settings, total)
+    probes = probe_config(config, settings)
+    t0 = time.perf_counter()
+    run = record.run(config, probes, out, resume=resume, overwrite=overwrite, dataset=data,
+                     experiment=EXPERIMENT, command=command, progress=progress)
+    t1 = time.perf_counter()
+    groups, alignment, diverged = load_groups(run, settings, burn_in)
+    analysis = analyse(groups, alignment, diverged, run.final().test_accuracy, settings, burn_in,
+                       progress=progress)
+    summary = summarize(analysis, config, settings, probes)
+    summary["steps"] = total
+    t2 = time.perf_counter()
+    write_figures(analysis, summary, out / "figures", settings)
+    t3 = time.perf_counter()
+    summary["timings"] = {"training_s": t1 - t0,
+                          "training_recorded_s": run.manifest.get("timing", {}).get("seconds"),
+                          "analysis_s": t2 - t1, "figures_s": t3 - t2}
+    write_report(analysis, summary, out, command)
+    summary["timings"]["report_s"] = time.perf_counter() - t3
+    write_summary(out, summary)
+    manifest = runfolder.read_manifest(out)
+    manifest["study"] = {"settings": settings.to_dict(), "burn_in": burn_in,
+                         "timings": summary["timings"], "status": "complete"}
+    runfolder.write_manifest(out, manifest)
+    return StudyResult(out, summary)
