@@ -150,7 +150,7 @@ def member_series(x, s: int, start: int = 0, stop: int | None = None) -> np.ndar
     return np.asarray(x[s, start:stop, :], np.float64).T
 
 
-def _per_layer(values: np.ndarray, groups: dict, reduce=np.nanmean) -> np.ndarray:
+def per_layer(values: np.ndarray, groups: dict, reduce=np.nanmean) -> np.ndarray:
     """values: ``[P, ...]`` -> ``[L, ...]`` reduced over each layer's entries (NaN entries are
     skipped by the default ``nanmean``; a layer with none left is NaN, without a warning)."""
     with warnings.catch_warnings():
@@ -185,21 +185,21 @@ def measure_layers(x, names, usable: np.ndarray, *, start: int = 0, nlags: int =
     for s in tqdm(np.flatnonzero(usable), desc=desc, disable=not progress, leave=False):
         d = member_series(x, s, start)
         constant = is_constant(d)
-        out["constant"][s] = _per_layer(constant, groups)
+        out["constant"][s] = per_layer(constant, groups)
         d[constant] = np.nan  # every statistic of a constant process is NaN, and skipped
-        acfs[s] = _per_layer(acf(d, nlags), groups)
+        acfs[s] = per_layer(acf(d, nlags), groups)
         freqs, psd = welch(d, nperseg=nperseg)
-        psds[s] = _per_layer(normalised_psd(freqs, psd), groups)
+        psds[s] = per_layer(normalised_psd(freqs, psd), groups)
         ratio = band_power_ratio(freqs, psd)
-        out["slope"][s] = _per_layer(spectral_slope(freqs, psd).beta, groups)
-        out["band_ratio"][s] = _per_layer(ratio, groups, np.nanmedian)
-        out["smooth"][s] = _per_layer(np.where(np.isnan(ratio), np.nan, ratio > 1), groups)
-        out["flatness"][s] = _per_layer(spectral_flatness(psd), groups)
+        out["slope"][s] = per_layer(spectral_slope(freqs, psd).beta, groups)
+        out["band_ratio"][s] = per_layer(ratio, groups, np.nanmedian)
+        out["smooth"][s] = per_layer(np.where(np.isnan(ratio), np.nan, ratio > 1), groups)
+        out["flatness"][s] = per_layer(spectral_flatness(psd), groups)
         lb_p[s] = ljung_box(d, [lb_lag]).pvalue[:, 0]
     p = lb_p[usable]
     rejected = np.where(np.isnan(p), np.nan, fdr_bh(p, alpha).reject)
     white = np.full(shape, np.nan)
-    white[usable] = _per_layer(rejected.T, groups).T
+    white[usable] = per_layer(rejected.T, groups).T
     return LayerSpectra(tuple(groups), np.array([len(i) for i in groups.values()]), n_steps, freqs,
                         acfs, psds, white_rejected=white, **out)
 
