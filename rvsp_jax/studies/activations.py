@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from rvsp_jax import plots, record, store
 from rvsp_jax.analysis import STATIONARITY_VERDICTS, MemberSummary, across_members
 from rvsp_jax.config import TrainConfig, opt
-from rvsp_jax.data import Dataset
+from rvsp_jax.data import Dataset, load
 from rvsp_jax.probes import ProbeConfig
 from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
 from rvsp_jax.studies.pixels import pct, stationarity_codes, verdict_fractions
@@ -219,15 +219,21 @@ def phase_stationarity(series: dict[str, np.ndarray], bounds, names, excluded, a
     return out
 
 
+def check_length(recorded_steps: int, phases: int) -> None:
+    """Refuse recordings too short for ADF/KPSS in every phase (at least 10 recordings a phase)."""
+    if recorded_steps < 10 * phases:
+        raise ValueError(f"{recorded_steps} recorded steps are too few for {phases} phases of at least "
+                         "10 (ADF/KPSS); record more steps (--steps/--epochs), a smaller --probe-every "
+                         "or fewer --phases")
+
+
 def analyse(run: store.Run, settings: ActivationSettings, *, progress: bool = True) -> ActivationAnalysis:
     """Distributions, drift, phase stationarity and saturation/dead fractions of a recorded run."""
     config = run.config
     excluded = diverged_members(run)
     steps = run.steps
     t = steps.size
-    if t < 10 * settings.phases:
-        raise ValueError(f"{t} recorded steps are too few for {settings.phases} phases of at least 10 "
-                         f"(ADF/KPSS); record more steps (--steps/--epochs) or a smaller --probe-every")
+    check_length(t, settings.phases)
     layers = read_layers(run, progress=progress)
     statistics = {k: _nan_members(v, excluded) for k, v in summary_series(run).items()}
     bounds = phase_bounds(t, settings.phases)
@@ -439,6 +445,9 @@ def run(config: TrainConfig, settings: ActivationSettings, out, *, resume: bool 
     """Train and record ``config`` into the run folder ``out`` (or reuse it with ``resume``), then write
     summary.json, report.md and figures/ there."""
     out = Path(out)
+    data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
+    check_length(-(-config.total_steps(int(data.train_labels.shape[0])) // settings.probe_every),
+                 settings.phases)
     recorded = record.run(config, settings.probes(), out, resume=resume, overwrite=overwrite,
                           dataset=dataset, experiment=EXPERIMENT, command=command, progress=progress)
     analysis = analyse(recorded, settings, progress=progress)
