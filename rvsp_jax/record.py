@@ -145,20 +145,23 @@ def run(config: TrainConfig, probes: ProbeConfig = ProbeConfig(), out: str | os.
     needed = sum(s.nbytes for s in specs) * left + 3 * _state_bytes(ens)
     runfolder.check_writable(out, int(needed))
 
-    state_like = jax.eval_shape(ens.init)
-    checkpoint = None
-    if resume:
-        arrays = store.open_arrays(out, [s.name for s in specs])
-        checkpoint = store.load_checkpoint(out, state_like)
-    else:
+    if not resume:
         runfolder.create(out, overwrite)
-        arrays = store.create_arrays(out, specs)
         manifest = _manifest(config, probes, layout, specs, ens, experiment, command)
         runfolder.write_manifest(out, manifest)
-    start, host = checkpoint if checkpoint else (0, host_state(ens.init(), ens.members))
+    checkpoint = store.load_checkpoint(out, jax.eval_shape(ens.init)) if resume else None
+    if checkpoint is None:  # a new run, or one killed before its first checkpoint
+        arrays = store.create_arrays(out, specs)
+        start, host = 0, host_state(ens.init(), ens.members)
+    else:
+        arrays = store.open_arrays(out, [s.name for s in specs])
+        start, host = checkpoint
     # every start goes through put_state, so fresh and resumed runs share one compiled step
     state = ens.put_state(_padded(host, ens.padded))
+    manifest["sessions"] = [*manifest.get("sessions", []),
+                            {"started": _now(), "from_step": start, "device": dev.describe()}]
     manifest.update(steps_completed=start, updated=_now())
+    runfolder.write_manifest(out, manifest)
 
     def write(chunk: Chunk) -> None:
         try:

@@ -272,3 +272,17 @@ def test_disk_full_while_writing_stops_cleanly_and_the_run_resumes_bit_for_bit(r
     assert_same_recording(record_small(out, resume=True), reference)
     assert json.loads((out / "manifest.json").read_text())["timing"]["started_at_step"] == 10
     assert runfolder.read_manifest(out)["status"] == "complete"
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(reference, tmp_path):
+    out = tmp_path / "early"
+    shutil.copytree(reference.path, out)
+    (out / "checkpoint.npz").unlink()
+    (out / "final.npz").unlink()
+    shutil.rmtree(out / "arrays" / "params")  # arrays half created
+    manifest = runfolder.read_manifest(out)
+    manifest.update(status="running", steps_completed=0)
+    runfolder.write_manifest(out, manifest)
+    resumed = record_small(out, resume=True)
+    assert_same_recording(resumed, reference)
+    assert [s["from_step"] for s in resumed.manifest["sessions"]] == [0, 0]
