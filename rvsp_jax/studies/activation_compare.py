@@ -41,7 +41,7 @@ from rvsp_jax import plots, store
 from rvsp_jax.analysis import (
     STATIONARITY_VERDICTS, MemberSummary, across_members, band_power_ratio, spectral_slope, welch)
 from rvsp_jax.config import ACTIVATIONS, TrainConfig, opt
-from rvsp_jax.data import Dataset
+from rvsp_jax.data import Dataset, load
 from rvsp_jax.probes import ProbeConfig
 from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
 from rvsp_jax.studies.activations import diverged_members, summary_series
@@ -254,6 +254,15 @@ def _pooled_sample(x: np.ndarray, excluded: np.ndarray, rng: np.random.Generator
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
+def check_steps(total: int, burn_in: float) -> int:
+    """The burn-in in steps; refuses runs with fewer than 32 steps left after it."""
+    burn = int(round(burn_in * total))
+    if total - burn < 32:
+        raise ValueError(f"{total - burn} steps after the burn-in are too few for the spectra and "
+                         "ADF/KPSS (at least 32); train longer (--steps/--epochs) or lower --burn-in")
+    return burn
+
+
 def analyse(runs: dict[str, store.Run], settings: CompareSettings, *, progress: bool = True
             ) -> CompareAnalysis:
     """Per-member statistics of every variant, kind and layer, and the paired tests against the
@@ -262,10 +271,7 @@ def analyse(runs: dict[str, store.Run], settings: CompareSettings, *, progress: 
     baseline = variants[0]
     first = runs[baseline]
     total = int(first.manifest["total_steps"])
-    burn = int(round(settings.burn_in * total))
-    if total - burn < 32:
-        raise ValueError(f"{total - burn} steps after the burn-in are too few for the spectra and "
-                         "ADF/KPSS (at least 32); train longer (--steps/--epochs) or lower --burn-in")
+    burn = check_steps(total, settings.burn_in)
     excluded = {v: diverged_members(r) for v, r in runs.items()}
     ranges = layer_ranges(first.probe_names["grads"])
     rng = np.random.default_rng(0)
@@ -533,6 +539,8 @@ def run(config: TrainConfig, settings: CompareSettings, out, *, resume: bool = F
     """The whole comparison into the study folder ``out``: runs/<activation>/, summary.json, report.md
     and figures/."""
     out = Path(out)
+    data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
+    check_steps(config.total_steps(int(data.train_labels.shape[0])), settings.burn_in)
     runs = train(config, settings, out, resume=resume, overwrite=overwrite, command=command,
                  progress=progress, dataset=dataset)
     analysis = analyse(runs, settings, progress=progress)

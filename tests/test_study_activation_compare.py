@@ -1,0 +1,187 @@
+"""``python -m experiments.activation_compare`` end to end at tiny size (sigmoid vs ReLU), the paired
+design (same init keys, same data keys, same initial weights), its numbers against the recording, a
+diverged member dropped from its pairs, and the numerics (paired tests against scipy, per-entry
+statistics of processes with known answers)."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+
+from experiments.activation_compare import main
+from rvsp_jax.ensemble import member_keys
+from rvsp_jax.model import init_params, make_model
+from rvsp_jax.runfolder import read_manifest, write_manifest
+from rvsp_jax.store import open_run
+from rvsp_jax.studies import activation_compare as cmp
+
+from test_study_pixels import assert_finite_summary, assert_valid_figure
+
+ARGS = ["--seeds", "3", "--steps", "60", "--chunk", "20", "--block", "2", "--activations", "sigmoid,relu",
+        "--probe-index", "2", "--probe-batch", "8", "--nperseg", "32", "--devices", str(len(jax.devices()))]
+FIGURES = ("distributions", "variance_paired", "update_psd", "smoothness", "stationarity", "training")
+SETTINGS = cmp.CompareSettings(activations="sigmoid,relu", probe_index="2", probe_batch=8, nperseg=32)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "run"
+    main([*ARGS, "--out", str(out)])
+    return out
+
+
+# ---- numerics -----------------------------------------------------------------------------------
+
+def test_paired_test_equals_scipy():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=12)
+    b = a + 0.4 + rng.normal(scale=0.5, size=12)
+    t = cmp.paired_test(a, b)
+    ref = stats.ttest_rel(b, a)
+    assert t.t_stat == pytest.approx(ref.statistic, rel=1e-12)
+    assert t.t_pvalue == pytest.approx(ref.pvalue, rel=1e-10)
+    ci = ref.confidence_interval(0.95)
+    assert (t.diff.lo, t.diff.hi) == (pytest.approx(ci.low, rel=1e-10), pytest.approx(ci.high, rel=1e-10))
+    w = stats.wilcoxon(b - a)
+    assert (t.w_stat, t.w_pvalue) == (pytest.approx(w.statistic), pytest.approx(w.pvalue, rel=1e-10))
+    assert (t.n, t.excluded) == (12, 0)
+
+
+def test_paired_test_drops_pairs_with_a_diverged_member():
+    a = np.array([1.0, 2.0, np.nan, 4.0, 5.0])
+    b = np.array([1.5, 2.7, 3.0, np.inf, 5.2])
+    t = cmp.paired_test(a, b)
+    assert (t.n, t.excluded) == (3, 2)
+    assert t.diff.mean == pytest.approx(np.mean([0.5, 0.7, 0.2]))
+    assert t.t_pvalue == pytest.approx(stats.ttest_rel([1.5, 2.7, 5.2], [1.0, 2.0, 5.0]).pvalue)
+    same = cmp.paired_test(np.ones(4), np.ones(4))
+    assert (same.w_stat, same.w_pvalue) == (0.0, 1.0) and np.isnan(same.t_pvalue)
+
+
+def test_layer_ranges():
+    names = ["Dense_0/bias[1]", "Dense_0/kernel[3,2]", "Dense_1/bias[0]", "Dense_2/kernel[4,1]"]
+    assert cmp.layer_ranges(names) == {"Dense_0": (0, 2), "Dense_1": (2, 3), "Dense_2": (3, 4)}
+    with pytest.raises(ValueError, match="not contiguous"):
+        cmp.layer_ranges(["Dense_0/bias[1]", "Dense_1/bias[0]", "Dense_0/kernel[0,0]"])
+
+
+def test_entry_statistics_of_known_processes():
+    """White noise (variance 4): log10 variance log10(4), excess kurtosis 0, band-power ratio 1
+    (log 0), beta 0, stationary. AR(1) with phi = 0.7: smooth (ratio > 1). A constant entry is left out
+    of the kurtosis; an excluded member is NaN. Per member 5 entries x 2000 steps; tolerances are about
+    4 standard errors: log10 var 0.006 (SE; measured |error| <= 0.013 over three seeds), kurtosis
+    sqrt(24/10000) = 0.049 (measured <= 0.082), log band ratio ~0.008 (<= 0.023), beta ~0.02 (<= 0.041)."""
+    rng = np.random.default_rng(1)
+    s, t, p = 4, 2000, 6
+    white = 2.0 * rng.normal(size=(s, t, p))
+    white[:, :, 0] = 0.25  # a constant entry: variance 0
+    st = cmp.entry_statistics(white, np.array([False, False, False, True]), nperseg=128, alpha=0.05)
+    keep = slice(0, 3)
+    np.testing.assert_allclose(st["log10_var"][keep], np.log10(4.0 * 5 / 6), atol=0.025)
+    np.testing.assert_allclose(st["excess_kurtosis"][keep], 0.0, atol=0.2)
+    np.testing.assert_allclose(st["log10_band_power_ratio"][keep], 0.0, atol=0.03)
+    np.testing.assert_allclose(st["spectral_beta"][keep], 0.0, atol=0.08)
+    assert np.all(st["stationary_fraction"][keep] >= 4 / 6)  # the constant entry is "invalid"
+    assert np.isnan(st["log10_var"][3]) and np.isnan(st["psd"][3]).all()
+    assert st["stationarity_bh"]["n"] == 3 * p and st["stationarity_bh"]["invalid"] == pytest.approx(1 / 6)
+    e = rng.normal(size=(2, t + 200, 3))
+    ar = np.zeros_like(e)
+    for k in range(1, e.shape[1]):
+        ar[:, k] = 0.7 * ar[:, k - 1] + e[:, k]
+    smooth = cmp.entry_statistics(ar[:, 200:], nperseg=128, alpha=0.05)
+    assert np.all(smooth["log10_band_power_ratio"] > 0.5) and np.all(smooth["spectral_beta"] > 0.3)
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="unknown activation"):
+        cmp.CompareSettings(activations="sigmoid,swish")
+    with pytest.raises(ValueError, match="at least two different"):
+        cmp.CompareSettings(activations="relu,relu")
+    with pytest.raises(ValueError, match="burn_in"):
+        cmp.CompareSettings(burn_in=1.0)
+    with pytest.raises(ValueError, match="probe index"):
+        cmp.CompareSettings(probe_index="some")
+
+
+# ---- end to end ---------------------------------------------------------------------------------
+
+def test_every_promised_file_is_written(study):
+    for name in ("manifest.json", "summary.json", "report.md"):
+        assert (study / name).is_file(), name
+    for v in ("sigmoid", "relu"):
+        assert read_manifest(study / "runs" / v)["status"] == "complete"
+    for name in FIGURES:
+        assert_valid_figure(study / "figures", name)
+    manifest = read_manifest(study)
+    assert manifest["status"] == "complete" and set(manifest["runs"]) == {"sigmoid", "relu"}
+    report = (study / "report.md").read_text()
+    assert all(f"figures/{name}.png" in report for name in FIGURES)
+    assert "python -m experiments.activation_compare" in report and "paired t" in report
+
+
+def test_the_design_is_paired(study):
+    s = json.loads((study / "summary.json").read_text())
+    assert s["paired_design"] == {"vary": "both", "init_keys_identical": True, "data_keys_identical": True,
+                                  "configs_differ_only_in_activation": True}
+    # same init key and shapes -> the same initial weights whatever the activation
+    sig, relu = (open_run(study / "runs" / v).config for v in ("sigmoid", "relu"))
+    keys, _ = member_keys(sig.base_seed, jax.numpy.arange(3), sig.vary)
+    a, b = (init_params(make_model(c), keys[1]) for c in (sig, relu))  # one member (eager init is slow)
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    assert not np.array_equal(keys[0], keys[1])  # vary=both: members have their own init keys
+
+
+def test_summary_numbers_agree_with_the_recording(study):
+    s = json.loads((study / "summary.json").read_text())
+    assert s["variants"] == ["sigmoid", "relu"] and s["pairs"] == ["relu - sigmoid"]
+    assert s["burn_in_steps"] == 6 and s["analysed_steps"] == 54
+    assert s["layers"] == ["Dense_0", "Dense_1", "Dense_2"]
+    assert s["entries"] == {"Dense_0": 4, "Dense_1": 4, "Dense_2": 4}
+    logvar = {}
+    for v in ("sigmoid", "relu"):
+        g = np.asarray(open_run(study / "runs" / v)["grads"][:, 6:, 4:8], np.float64)  # Dense_1 entries
+        logvar[v] = np.log10(g.var(1, ddof=1).mean(-1))
+        got = s["grads"]["Dense_1"]["log10_var"]["by_variant"][v]
+        assert got["mean"] == pytest.approx(logvar[v].mean(), rel=1e-6) and got["n"] == 3
+    paired = s["grads"]["Dense_1"]["log10_var"]["paired"]["relu - sigmoid"]
+    ref = stats.ttest_rel(logvar["relu"], logvar["sigmoid"])
+    assert paired["t_pvalue"] == pytest.approx(ref.pvalue, rel=1e-5) and paired["n"] == 3
+    for kind in cmp.KINDS:
+        for layer in s["layers"]:
+            assert set(s[kind][layer]) == set(cmp.METRICS)
+            for v in s["variants"]:
+                f = s["stationarity_bh"][kind][layer][v]
+                assert sum(f[k] for k in ("stationary", "unit-root", "inconclusive", "invalid")) == pytest.approx(1)
+    assert set(s["activation_statistics"]["relu"]) == {"Dense_0/zero", "Dense_0/dead", "Dense_1/zero", "Dense_1/dead"}
+    assert set(s["activation_statistics"]["sigmoid"]) == {"Dense_0/saturated", "Dense_1/saturated"}
+    assert_finite_summary(s)
+
+
+def test_a_diverged_member_leaves_its_pairs(study, tmp_path):
+    copy = tmp_path / "diverged"
+    shutil.copytree(study, copy)
+    m = read_manifest(copy / "runs" / "relu")
+    m["result"]["diverged_at"] = [-1, 30, -1]
+    m["result"]["test_accuracy"][1] = float("nan")
+    write_manifest(copy / "runs" / "relu", m)
+    runs = {v: open_run(copy / "runs" / v) for v in ("sigmoid", "relu")}
+    s = cmp.analyse(runs, SETTINGS, progress=False).summary
+    assert s["members"]["relu"]["diverged"] == 1 and s["members"]["sigmoid"]["diverged"] == 0
+    d = s["updates"]["Dense_0"]["log10_var"]
+    assert d["by_variant"]["relu"].n == 2 and d["by_variant"]["sigmoid"].n == 3
+    assert (d["paired"]["relu - sigmoid"].n, d["paired"]["relu - sigmoid"].excluded) == (2, 1)
+    assert s["test_accuracy_paired"]["relu - sigmoid"].n == 2
+    assert s["stationarity_bh"]["updates"]["Dense_0"]["relu"]["n"] == 2 * 4
+
+
+def test_refusals(study, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="already exists"):
+        main([*ARGS, "--out", str(study)])
+    with pytest.raises(SystemExit, match="different settings"):
+        main([*ARGS, "--burn-in", "0.2", "--out", str(study), "--resume"])
+    with pytest.raises(SystemExit):
+        main([*ARGS, "--activations", "relu", "--out", str(tmp_path / "x")])
+    assert "at least two different" in capsys.readouterr().err
