@@ -34,7 +34,6 @@ updates). :func:`run_study` does everything and writes ``summary.json``, ``repor
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,9 +81,9 @@ class ErgodicitySettings:
 
     burn_in: int | None = opt(None, "--burn-in", "steps dropped before the analysis (default: a "
                               "quarter of the steps, i.e. 750 of the default 3000)")
-    probe_every: int = opt(5, "--probe-every", "record weight norms, activation summaries, parameters "
-                           "and updates every n steps (loss, accuracy, gradient and update norms are "
-                           "recorded at every step)")
+    probe_every: int = opt(5, "--probe-every", "record weight norms, activation summaries, "
+                           "parameters and updates every n steps (loss, accuracy, gradient and "
+                           "update norms are recorded at every step)")
     align: str = opt("weights", "--align", "per-parameter analysis under --vary init|both: weights = "
                      "align hidden units to a reference member by weight matching (Git Re-Basin) on "
                      "the final parameters; none = skip it (--vary data needs no alignment)",
@@ -143,8 +142,8 @@ def burn_in_steps(settings: ErgodicitySettings, total_steps: int) -> int:
     if analysed < MIN_ANALYSED:
         raise ValueError(
             f"burn-in {burn} of {total_steps} steps, recorded every {settings.probe_every}, leaves "
-            f"{analysed} recorded steps to analyse; the ergodicity tests need at least {MIN_ANALYSED}: "
-            "raise --steps, or lower --burn-in or --probe-every")
+            f"{analysed} recorded steps to analyse; the ergodicity tests need at least "
+            f"{MIN_ANALYSED}: raise --steps, or lower --burn-in or --probe-every")
     return burn
 
 
@@ -283,9 +282,11 @@ def load_groups(run: Run, settings: ErgodicitySettings, burn_in: int):
                         _columns(run["activations/summary"][:], slice(None)), acts,
                         [n.split("/")[0] for n in acts], probe_steps, probe_burn))
     params = run["params"][:]
-    bias_names = [f"{out_layer}/bias[{k}]" for k in range(run.layout.param_shapes[f"{out_layer}/bias"][0])]
-    groups.append(group("output biases", "invariant", _columns(params, run.index("params", bias_names)),
-                        bias_names, [out_layer] * len(bias_names), probe_steps, probe_burn))
+    n_out = run.layout.param_shapes[f"{out_layer}/bias"][0]
+    bias_names = [f"{out_layer}/bias[{k}]" for k in range(n_out)]
+    groups.append(group("output biases", "invariant",
+                        _columns(params, run.index("params", bias_names)), bias_names,
+                        [out_layer] * n_out, probe_steps, probe_burn))
     stats, names, layers = _unit_statistics(run, params, n_hidden)
     groups.append(group("unit statistics", "invariant", _columns(stats, slice(None)), names, layers,
                         probe_steps, probe_burn))
@@ -300,11 +301,10 @@ def load_groups(run: Run, settings: ErgodicitySettings, burn_in: int):
             groups.append(group(fam, fam, _columns(aligned, slice(None)), names, layers,
                                 probe_steps, probe_burn))
             del x, aligned
-        last = groups[-2].x[~diverged, :, -1]
-        before = params[~diverged, -1]
-        alignment["final_variance_ratio"] = float(np.nanmean(np.var(last, axis=0))
-                                                  / np.nanmean(np.var(before, axis=0))) \
-            if (~diverged).sum() > 1 else math.nan
+        if alignment["reference_member"] is not None:
+            after, before = groups[-2].x[~diverged, :, -1], params[~diverged, -1]
+            alignment["final_variance_ratio"] = float(np.var(after, axis=0).mean()
+                                                      / np.var(before, axis=0).mean())
     return groups, alignment, diverged
 
 
@@ -394,12 +394,14 @@ def _layer_rows(gr: GroupResult, alpha: float) -> dict:
     for layer in dict.fromkeys(gr.group.layers):
         m = layers == layer
         ks_only = (res.verdict[m] == "non-ergodic") & ~_plateau(res)[m]
+        survives = gr.qvalue[m] < alpha
+        slopes = res.slope[m]
         rows[layer] = {"n": int(m.sum()), **_counts(res.verdict[m]),
-                       "median_slope": float(np.nanmedian(res.slope[m])) if np.isfinite(
-                           res.slope[m]).any() else None,
+                       "median_slope": float(np.nanmedian(slopes)) if np.isfinite(slopes).any()
+                       else None,
                        "ks_rejections": int((res.ks_pvalue[m] < alpha).sum()),
-                       "ks_rejections_bh": int((gr.qvalue[m] < alpha).sum()),
-                       "non_ergodic_by_ks_not_surviving_bh": int((ks_only & ~(gr.qvalue[m] < alpha)).sum())}
+                       "ks_rejections_bh": int(survives.sum()),
+                       "non_ergodic_by_ks_not_surviving_bh": int((ks_only & ~survives).sum())}
     return rows
 
 
@@ -627,7 +629,8 @@ def _layer_table(summary: dict):
         for layer, r in layers.items():
             rows.append(layer if group == "unit statistics" else f"{layer} ({group})")
             cells.append([r["n"], r["ergodic"], r["non-ergodic"], r["inconclusive"],
-                          fmt(r["median_slope"], 2), f"{r['ks_rejections']} ({r['ks_rejections_bh']})"])
+                          fmt(r["median_slope"], 2),
+                          f"{r['ks_rejections']} ({r['ks_rejections_bh']})"])
     return rows, cells
 
 
@@ -698,25 +701,36 @@ def answer(summary: dict) -> str:
     """The headline answer in two or three sentences, from the per-observable verdicts."""
     obs = {k: v for k, v in summary["observables"].items() if v["group"] in INVARIANT_GROUPS}
     by = {v: [k for k, o in obs.items() if o["verdict"] == v] for v in VERDICT_COLOURS}
-    listed = lambda names: ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")  # noqa: E731
-    text = [f"**Answer.** Of {len(obs)} permutation-invariant observables, "
-            f"{len(by['ergodic'])} are ergodic" + (f" ({listed(by['ergodic'])})" if by["ergodic"] else "")
-            + f", {len(by['non-ergodic'])} non-ergodic"
-            + (f" ({listed(by['non-ergodic'])})" if by["non-ergodic"] else "")
-            + f" and {len(by['inconclusive'])} inconclusive."]
+
+    def listed(verdict: str) -> str:
+        names = by[verdict]
+        shown = f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
+        return f"{len(names)} {verdict}{shown}"
+
+    text = [f"**Answer.** Of {len(obs)} permutation-invariant observables, {listed('ergodic')}, "
+            f"{listed('non-ergodic')}, {len(by['inconclusive'])} inconclusive."]
     if by["non-ergodic"]:
-        text.append("For the non-ergodic ones a single run is not representative: its time average "
-                    "differs from the ensemble average by more than the run's own fluctuations "
-                    "explain.")
-    taus = [obs[k]["tau_int_steps"] for k in by["inconclusive"] if obs[k]["tau_int_steps"] is not None
-            and np.isfinite(obs[k]["tau_int_steps"])]
+        text.append("For the non-ergodic ones one run is not representative of the ensemble: its "
+                    "time average, or its distribution over time, differs from the ensemble's by "
+                    "more than its own fluctuations explain.")
+    taus = [obs[k]["tau_int_steps"] for k in by["inconclusive"]]
+    taus = [t for t in taus if t is not None and np.isfinite(t)]
     analysed = summary["steps"] - summary["burn_in"]
     if taus and analysed < 50 * np.median(taus):
-        text.append(f"The inconclusive ones change slowly (median tau_int {np.median(taus):.0f} "
-                    f"steps): the {analysed:,} analysed steps span about {analysed / np.median(taus):.0f} "
-                    "tau_int, fewer than the 50 needed to call a plateau non-ergodic; train longer "
-                    "(--steps) to decide them.")
+        tau = float(np.median(taus))
+        text.append(f"The inconclusive ones change slowly (median tau_int {tau:.0f} steps): the "
+                    f"{analysed:,} analysed steps span about {analysed / tau:.0f} tau_int, fewer "
+                    "than the 50 needed to call a plateau non-ergodic; train longer (--steps) to "
+                    "decide them.")
     return " ".join(text)
+
+
+def _alignment_text(alignment: dict) -> str:
+    if "units_moved_fraction" not in alignment:
+        return alignment["method"]
+    return (f"{alignment['method']}; {alignment['units_moved_fraction']:.0%} of the other members' "
+            "hidden units moved, and the across-member variance of the final recorded parameters "
+            f"fell to {alignment['final_variance_ratio']:.2f}x its unaligned value")
 
 
 def write_report(analysis: Analysis, summary: dict, folder: Path, command: str | None) -> Path:
@@ -744,10 +758,7 @@ def write_report(analysis: Analysis, summary: dict, folder: Path, command: str |
         f"Diverged members: {summary['n_diverged']} of {summary['n_members']} (excluded from every "
         "statistic).",
         f"Final test accuracy, mean over members with 95% t-interval: {fmt_ci(acc, 4)}.",
-        f"Per-parameter alignment: {analysis.alignment['method']}"
-        + (f"; {analysis.alignment['units_moved_fraction']:.0%} of member-units moved, across-member "
-           f"variance of the final recorded parameters {analysis.alignment['final_variance_ratio']:.2f}"
-           "x its unaligned value" if "units_moved_fraction" in analysis.alignment else "") + ".",
+        f"Per-parameter alignment: {_alignment_text(analysis.alignment)}.",
         f"Distribution-check p-values are Benjamini-Hochberg adjusted (q) within each family "
         f"(invariant observables, parameters, updates) at alpha = {summary['alpha']}.",
     ])
@@ -809,6 +820,9 @@ def run_study(config: TrainConfig, settings: ErgodicitySettings, out, *, resume:
                      experiment=EXPERIMENT, command=command, progress=progress)
     t1 = time.perf_counter()
     groups, alignment, diverged = load_groups(run, settings, burn_in)
+    if diverged.all():
+        raise ValueError(f"every member of {out} diverged (non-finite loss or parameters), so there "
+                         "is nothing to analyse; lower --lr")
     analysis = analyse(groups, alignment, diverged, run.final().test_accuracy, settings, burn_in,
                        progress=progress)
     summary = summarize(analysis, config, settings, probes)
