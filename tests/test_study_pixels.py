@@ -111,7 +111,7 @@ def test_streams_are_the_minibatches_the_trainer_uses():
     full = load("mnist")
     small = Dataset(full.train_images[:640], full.train_labels[:640], full.test_images[:64],
                     full.test_labels[:64], "mnist", "first 640 MNIST training images")
-    config = TrainConfig(seeds=3, steps=50, chunk=10, block=2, lr=0.01)
+    config = TrainConfig(seeds=3, steps=50, chunk=10, block=2, lr=0.01, widths=(2,))  # small: fast compile
     s = pixels.streams(config, small)
     res = train(config, small, probe=lambda ctx: {"y": ctx.y, "x": jnp.mean(ctx.x)})
     counts = (np.asarray(res.probes["y"])[..., None] == np.arange(10)).sum(-2)
