@@ -461,7 +461,9 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
     diverged = ", ".join(f"{v}: {m['diverged']}" for v, m in s["members"].items())
     rep.text(
         f"S = {c['seeds']} members per activation of the {'-'.join(map(str, [784, *c['widths'], 10]))} "
-        f"network, {c['optimizer']} lr {c['lr']} {c['opt_kwargs']}, batch {c['batch_size']}, "
+        f"network, {c['optimizer']} lr {c['lr']}"
+        + (f" {c['opt_kwargs']}" if c["opt_kwargs"] not in ("{}", "") else "")
+        + f", batch {c['batch_size']}, "
         f"{s['steps']:,} steps; the first {s['burn_in_steps']} steps are burn-in, {s['analysed_steps']:,} "
         f"are analysed. Gradients and updates of {sum(s['entries'].values())} entries are recorded "
         f"at every step ({', '.join(f'{l}: {n}' for l, n in s['entries'].items())}).",
@@ -477,7 +479,8 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
            "note that with this setting the pairs share part of their randomness, so the tests "
            "generalise over the varying part only."),
         f"Diverged members (excluded from their variant and from every pair involving them): {diverged}. "
-        "Intervals are 95% Student-t intervals across members (pairs for differences).")
+        "Intervals are 95% Student-t intervals across members (pairs for differences); p-values are "
+        "per test, not adjusted for the number of comparisons in the tables.")
     bullets = [f"Test accuracy: " + "; ".join(f"{v} {fmt_ci(s['test_accuracy'][v])}" for v in variants)
                + ". Paired differences: " + "; ".join(f"{p}: {_test_text(s['test_accuracy_paired'][p])}"
                                                       for p in pairs) + "."]

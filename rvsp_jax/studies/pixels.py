@@ -233,6 +233,7 @@ def analyse(config: TrainConfig, settings: PixelSettings, dataset: Dataset, *,
         "mean_intensity": float(moments.mean.mean()),
         "pixel_mean_max": float(moments.mean.max()), "pixel_var_max": float(moments.var.max()),
         "total_variance": float(moments.var.sum()), "constant_pixels": constant,
+        "black_pixels": int(np.sum(moments.mean == 0)),
         "class_mean_intensity": [float(np.nanmean(c)) for c in means],
     }
     pca_summary = {
@@ -432,7 +433,8 @@ def report(analysis: PixelAnalysis, command: str | None = None) -> Report:
              "members.")
     rep.section("Findings").bullets([
         f"Mean intensity {fmt(d['mean_intensity'])}; {d['constant_pixels']} of {d['pixels']} pixels "
-        f"never vary (always 0 in these images); the largest pixel variance is {fmt(d['pixel_var_max'])}.",
+        f"never vary ({d['black_pixels']} are black in every image); the largest pixel variance is "
+        f"{fmt(d['pixel_var_max'])}.",
         f"PCA: {p['components_for']['0.9']} / {p['components_for']['0.95']} / "
         f"{p['components_for']['0.99']} components explain 90 / 95 / 99% of the pixel variance; "
         f"participation ratio {fmt(p['participation_ratio'])}; eigenvalues decay as k^-{fmt(p['decay_beta'])} "
