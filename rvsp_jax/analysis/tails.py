@@ -72,8 +72,12 @@ def hill(x, k: int | None = None) -> jax.Array:
     if not (isinstance(k, int) and 1 <= k <= n - 1):
         raise ValueError(f"hill: k must be an integer in [1, n-1] = [1, {n - 1}], got k={k!r}.")
     top, _ = jax.lax.top_k(jnp.abs(x), k + 1)  # [..., k+1], decreasing
-    threshold = top[..., k]
-    gamma = jnp.mean(jnp.log(top[..., :k]), axis=-1) - jnp.log(threshold)
+    # sum_{i<=k} (log X_(i) - log X_(k+1)) over all k+1 columns (the last term is 0), and the
+    # threshold as the row minimum: slicing top's columns makes XLA:CPU lower top_k as a full sort,
+    # ~8x slower on [13002, 256]
+    threshold = jnp.min(top, axis=-1)
+    logs = jnp.log(top)
+    gamma = jnp.sum(logs - jnp.log(threshold)[..., None], axis=-1) / k
     bad = (threshold <= 0) | ~jnp.all(jnp.isfinite(x), axis=-1)
     return jnp.where(bad, jnp.nan, 1.0 / gamma)
 
