@@ -240,7 +240,8 @@ def analyse(config: TrainConfig, settings: PixelSettings, dataset: Dataset, *,
         "participation_ratio": pca.participation_ratio,
         "components_for": {str(level): px.components_for(pca.explained, level) for level in EXPLAINED_LEVELS},
         "explained_top10": pca.explained[:10],
-        "decay_beta": float(decay.beta), "decay_r2": float(decay.r2), "decay_band": list(DECAY_BAND),
+        "decay_beta": float(decay.beta), "decay_intercept": float(decay.intercept),
+        "decay_r2": float(decay.r2), "decay_band": list(DECAY_BAND),
     }
     corr_summary = {
         "mean_abs_offdiagonal": float(np.abs(corr[off]).mean()),
@@ -322,9 +323,11 @@ def figures(analysis: PixelAnalysis, folder) -> list[str]:
         fig, axes = plots.subplots(1, 2, width="double", height=2.6)
         ranks = np.arange(1, a.pca.eigenvalues.size + 1)
         shown = a.pca.eigenvalues > 1e-10 * a.pca.eigenvalues[0]  # constant pixels give rounding zeros
-        plots.loglog_with_reference(axes[0], ranks[shown], a.pca.eigenvalues[shown], -s["pca"]["decay_beta"],
-                                    label="eigenvalue",
-                                    ref_label=f"slope -{s['pca']['decay_beta']:.2f} (fit, ranks 10-100)")
+        axes[0].loglog(ranks[shown], a.pca.eigenvalues[shown], label="eigenvalue")
+        band = np.array(DECAY_BAND, float)
+        axes[0].plot(band, 10 ** s["pca"]["decay_intercept"] * band ** -s["pca"]["decay_beta"], "--",
+                     color="k", linewidth=0.8,
+                     label=f"fit k^-{s['pca']['decay_beta']:.2f} (ranks {DECAY_BAND[0]}-{DECAY_BAND[1]})")
         axes[0].set(xlabel="rank k", ylabel="variance (intensity$^2$)", title="PCA spectrum")
         axes[0].legend()
         cum = np.cumsum(a.pca.explained)
