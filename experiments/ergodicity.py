@@ -19,23 +19,10 @@ from rvsp_jax.runfolder import RunFolderError
 from rvsp_jax.store import StoreError
 from rvsp_jax.studies import ergodicity
 
-DESCRIPTION = """\
-Train an ensemble, record its trajectories, and ask of every observable whether a member's time
-average equals the ensemble average (variance of the time average vs window length, the
-fluctuation metric Omega(t), a member's time distribution vs the ensemble's), with a verdict per
-observable and per layer.
-
-Defaults: 256 members, 3000 steps of SGD (lr 0.1, batch 32) on MNIST, sigmoid, --vary both;
-burn-in a quarter of the steps (750); loss, accuracy, gradient and update norms recorded every
-step; weight norms, activation summaries and the parameters and updates of 602 entries (closed
-under hidden-unit permutations) every 5 steps. Observables analysed: the permutation-invariant
-ones (metrics, weight norms, activation summaries, output biases, sorted per-unit statistics),
-and per-parameter trajectories after weight matching (--align weights) or directly (--vary data).
-"""
-
 
 def main(argv: list[str] | None = None) -> None:
-    parser = cli.make_parser("ergodicity", DESCRIPTION, train_defaults=ergodicity.TRAIN_DEFAULTS)
+    parser = cli.make_parser("ergodicity", ergodicity.DESCRIPTION,
+                             train_defaults=ergodicity.TRAIN_DEFAULTS)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     cli.add_dataclass_arguments(parser, ergodicity.ErgodicitySettings, title="ergodicity analysis")
     args = parser.parse_args(argv)
