@@ -62,7 +62,7 @@ class Variant:
     def __post_init__(self):
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ValueError(f"variant name {self.name!r} must be a plain folder name")
-        TrainConfig(optimizer=self.optimizer, lr=self.lr, opt_kwargs=self.opt_kwargs)  # validates
+        TrainConfig(optimizer=self.optimizer, lr=self.lr, opt_kwargs=self.opt_kwargs).make_optimizer()
 
     def config(self, base: TrainConfig) -> TrainConfig:
         """``base`` with this variant's optimizer, learning rate and keyword arguments."""
@@ -197,15 +197,19 @@ class TheoryFit(NamedTuple):
     rel_error: np.ndarray
 
 
-def fit_theory(run: store.Run, variant: Variant, usable: np.ndarray, *, start: int, nperseg: int,
-               progress: bool = False) -> TheoryFit | None:
-    """Compare every recorded update PSD with the one its gradient PSD predicts (None without theory)."""
+def fit_theory(updates, grads, names, variant: Variant, usable: np.ndarray, *, start: int = 0,
+               nperseg: int = 256, progress: bool = False) -> TheoryFit | None:
+    """Compare every update PSD with the one its gradient PSD predicts (None without theory).
+
+    updates, grads: ``[S, T, P]`` (lazy zarr arrays are read one member at a time) of the same
+    parameters, named ``names`` ``[P]``; analysed from step ``start``. Processes whose updates or
+    gradients are constant are skipped.
+    """
     theory = variant.theory()
     if theory is None:
         return None
     kind, beta = theory
-    updates, grads = run["updates"], run["grads"]
-    groups = layer_groups(run.probe_names["updates"])
+    groups = layer_groups(names)
     n_members, n_steps = updates.shape[0], updates.shape[1] - start
     nperseg = min(nperseg, n_steps)
     freqs = np.fft.rfftfreq(nperseg)
@@ -247,7 +251,8 @@ def analyse_variant(run: store.Run, variant: Variant, settings: OptimizerSetting
                          "train longer (--steps) or lower --burn-in")
     spectra = measure_layers(x, run.probe_names["updates"], usable, start=start, nlags=settings.nlags,
                              nperseg=settings.nperseg, progress=progress, desc=f"spectra {variant.name}")
-    theory = fit_theory(run, variant, usable, start=start, nperseg=settings.nperseg, progress=progress)
+    theory = fit_theory(x, run["grads"], run.probe_names["updates"], variant, usable, start=start,
+                        nperseg=settings.nperseg, progress=progress)
     return VariantResult(variant, run, usable, spectra, theory)
 
 

@@ -1,0 +1,160 @@
+"""experiments.spectra end to end at tiny size (files, figures, summary, resume, refusal), and the
+study's measurements on processes with known answers (AR(1) ACF and band ratio, random walks
+vs white noise by phase, excluded members, constant processes)."""
+
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from experiments.spectra import main
+from rvsp_jax.analysis import STATIONARITY_VERDICTS
+from rvsp_jax.studies.spectra import (
+    layer_groups, layer_of, measure_layers, normalised_psd, phase_bounds, phase_verdicts,
+    verdict_fractions)
+
+FIGURES = ("acf_by_layer", "psd_by_layer", "spectral_summary", "stationarity")
+ARGS = ["--seeds", "3", "--steps", "96", "--chunk", "48", "--block", "2", "--probe-index", "2",
+        "--nlags", "10", "--nperseg", "32", "--burn-in", "0.25"]
+
+
+def assert_figures(folder, names):
+    for name in names:
+        png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        image = matplotlib.image.imread(png)
+        assert image.ndim == 3 and min(image.shape[:2]) > 100
+        data = pdf.read_bytes()
+        assert data.startswith(b"%PDF-") and b"%%EOF" in data[-64:], pdf
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("spectra") / "run"
+    main([*ARGS, "--out", str(out)])
+    return out
+
+
+def test_the_experiment_writes_every_promised_file(study):
+    for name in ("manifest.json", "summary.json", "report.md", "final.npz"):
+        assert (study / name).is_file(), name
+    assert_figures(study / "figures", FIGURES)
+    report = (study / "report.md").read_text()
+    for name in FIGURES:
+        assert f"figures/{name}.png" in report
+    assert "Configuration" in report and "python -m experiments.spectra" in report
+
+
+def test_summary_holds_finite_numbers_with_intervals_and_verdict_counts(study):
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["members"] == {"total": 3, "used": 3, "diverged": 0, "diverged_ids": []}
+    assert summary["series_length"] == 72 and summary["burn_in_steps"] == 24
+    assert set(summary["layers"]) == {"Dense_0", "Dense_1", "Dense_2"}
+    for layer, d in summary["layers"].items():
+        assert d["processes"] == 4  # 2 per parameter array, kernel and bias
+        for key in ("acf_lag1", "spectral_slope", "band_power_ratio", "spectral_flatness",
+                    "ljung_box_white_rejected_fdr", "smooth_fraction", "constant_fraction"):
+            s = d[key]
+            assert s["n"] == 3 and s["excluded"] == 0, (layer, key)
+            assert s["lo"] <= s["mean"] <= s["hi"], (layer, key)
+        assert -1 < d["acf_lag1"]["mean"] < 1
+    assert list(summary["stationarity"]) == ["early", "middle", "late"]
+    assert [p["steps"] for p in summary["stationarity"].values()] == [[0, 32], [32, 64], [64, 96]]
+    for phase in summary["stationarity"].values():
+        for kind in ("raw", "fdr_bh"):
+            for layer, v in phase[kind].items():
+                assert sum(v["counts"].values()) == 3 * 4 and set(v["counts"]) == set(STATIONARITY_VERDICTS)
+
+
+def test_resume_reuses_the_recording_and_redoes_the_analysis_and_refuses_to_overwrite(study, capsys):
+    manifest = (study / "manifest.json").read_text()
+    (study / "summary.json").unlink()
+    main([*ARGS, "--out", str(study), "--resume"])
+    assert (study / "summary.json").is_file()
+    assert (study / "manifest.json").read_text() == manifest  # nothing retrained
+    with pytest.raises(SystemExit, match="already exists"):
+        main([*ARGS, "--out", str(study)])
+    with pytest.raises(SystemExit):
+        main([*ARGS, "--burn-in", "1.5", "--out", str(study)])
+    assert "burn_in" in capsys.readouterr().err
+
+
+# ---- measurements on known processes -------------------------------------------------------------
+
+def ar1(rng, phi, shape, n):
+    e = rng.standard_normal((*shape, n))
+    x = np.empty_like(e)
+    x[..., 0] = e[..., 0] / np.sqrt(1 - phi**2)
+    for t in range(1, n):
+        x[..., t] = phi * x[..., t - 1] + e[..., t]
+    return x
+
+
+NAMES = [f"Dense_0/kernel[{i},0]" for i in range(4)] + [f"Dense_1/bias[{i}]" for i in range(3)]
+
+
+def test_layer_names_and_groups():
+    assert layer_of("Dense_12/kernel[412,3]") == "Dense_12"
+    groups = layer_groups(NAMES)
+    assert list(groups) == ["Dense_0", "Dense_1"]
+    np.testing.assert_array_equal(groups["Dense_1"], [4, 5, 6])
+    with pytest.raises(ValueError, match="layer"):
+        layer_of("bias")
+
+
+def test_measure_layers_recovers_ar1_correlation_and_smooth_vs_jittery():
+    rng = np.random.default_rng(1)
+    S, T = 4, 4096
+    smooth = ar1(rng, 0.7, (S, 4), T)  # Dense_0: phi = 0.7, low-frequency power
+    jittery = ar1(rng, -0.5, (S, 3), T)  # Dense_1: phi = -0.5, high-frequency power
+    x = np.concatenate([smooth, jittery], axis=1).transpose(0, 2, 1).astype(np.float32)  # [S, T, P]
+    x[:, :, 3] = 0.25  # a parameter that never changes
+    usable = np.array([True, True, True, False])
+    sp = measure_layers(x, NAMES, usable, start=96, nlags=5, nperseg=256)
+    assert sp.layers == ("Dense_0", "Dense_1") and list(sp.counts) == [4, 3] and sp.nobs == T - 96
+    assert np.isnan(sp.acf[3]).all() and np.isnan(sp.slope[3]).all()  # excluded member
+    # AR(1): acf phi^k (tolerance ~ 3 standard errors of the mean over 3-4 series of 4000 steps)
+    np.testing.assert_allclose(sp.acf[:3, 0, :4], np.broadcast_to(0.7 ** np.arange(4), (3, 4)), atol=0.03)
+    np.testing.assert_allclose(sp.acf[:3, 1, :4], np.broadcast_to((-0.5) ** np.arange(4), (3, 4)), atol=0.03)
+    # band power: AR(1) PSD 1/|1 - phi e^{-iw}|^2 puts more power below fs/4 for phi > 0
+    assert (sp.band_ratio[:3, 0] > 2).all() and (sp.band_ratio[:3, 1] < 0.5).all()
+    np.testing.assert_array_equal(sp.smooth[:3], [[1, 0]] * 3)
+    np.testing.assert_allclose(sp.constant[:3], [[0.25, 0]] * 3)
+    assert (sp.white_rejected[:3] == 1).all()
+    # normalised PSD integrates to 1 per series, so the layer mean does too
+    df = sp.freqs[1] - sp.freqs[0]
+    np.testing.assert_allclose(sp.psd[:3].sum(-1) * df, 1.0, rtol=1e-12)
+    assert (sp.slope[:3, 0] > 0.3).all() and (sp.slope[:3, 1] < 0).all()
+
+
+def test_white_noise_is_flat_and_rarely_rejected():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 2048, 7))
+    sp = measure_layers(x, NAMES, np.ones(3, bool), nlags=3, nperseg=128)
+    assert np.abs(sp.acf[:, :, 1]).max() < 0.05
+    np.testing.assert_allclose(np.nanmean(sp.psd, axis=(0, 1))[1:-1].mean(), 2.0, rtol=0.05)
+    assert np.abs(sp.slope).max() < 0.2 and (sp.flatness > 0.8).all()
+    assert sp.white_rejected.mean() <= 2 / 21  # FDR 0.05 over 21 true nulls: rarely any rejection
+    freqs = np.fft.rfftfreq(8)
+    np.testing.assert_allclose(normalised_psd(freqs, np.ones(5)).sum() * freqs[1], 1.0)
+
+
+def test_phase_verdicts_separate_random_walks_from_white_noise():
+    rng = np.random.default_rng(3)
+    S, T = 3, 1500
+    walks = np.cumsum(rng.standard_normal((S, T, 3)), axis=1)
+    white = rng.standard_normal((S, T, 4))
+    x = np.concatenate([white, walks], axis=2)  # Dense_0 = 4 white, Dense_1 = 3 walks
+    usable = np.array([True, False, True])
+    pv = phase_verdicts(x, usable)
+    assert [p[1:] for p in pv.phases] == [(0, 500), (500, 1000), (1000, 1500)]
+    assert pv.fdr_bh.shape == (3, S, 7) and (pv.fdr_bh[:, 1] == -1).all()
+    stationary, unit_root = STATIONARITY_VERDICTS.index("stationary"), STATIONARITY_VERDICTS.index("unit-root")
+    assert (pv.fdr_bh[:, [0, 2], :4] == stationary).mean() >= 0.9
+    assert (pv.fdr_bh[:, [0, 2], 4:] == unit_root).mean() >= 0.8
+    fractions = verdict_fractions(pv.fdr_bh[0], layer_groups(NAMES))
+    assert np.isnan(fractions["stationary"][1]).all()
+    total = sum(f[[0, 2]] for f in fractions.values())
+    np.testing.assert_allclose(total, 1.0)
+    assert phase_bounds(10) == [("early", 0, 3), ("middle", 3, 7), ("late", 7, 10)]
