@@ -145,6 +145,7 @@ def save_figure(fig: Figure, folder: str | os.PathLike, name: str) -> list[Path]
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fig.savefig(fh, format=fmt, dpi=DPI)
+                os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; figures are ordinary files
                 os.replace(tmp, final)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
@@ -154,6 +155,15 @@ def save_figure(fig: Figure, folder: str | os.PathLike, name: str) -> list[Path]
     finally:
         _close(fig)
     return paths
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def plot_band(ax, t, mean, lo, hi, label: str | None = None, *, color=None, alpha: float = 0.25):
