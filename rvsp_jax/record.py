@@ -12,9 +12,10 @@ Every experiment that needs trajectories calls :func:`run`, then analyses the fo
 
 What is recorded, and the names of the entries, is described in :mod:`rvsp_jax.probes`; the folder
 layout in :mod:`rvsp_jax.store`. The device computes chunk k+1 while a background thread writes
-chunk k (arrays, then a checkpoint of the ensemble state, then the manifest's ``steps_completed``);
-an interrupted run continues from its last checkpoint with ``resume=True`` and ends bit for bit
-equal to an uninterrupted one (the trainer's randomness depends only on config, member and step).
+chunk k: its arrays, then, after the first chunk, every ``checkpoint_seconds`` and at the end, a
+checkpoint of the ensemble state and the manifest's ``steps_completed``. An interrupted run
+continues from its last checkpoint with ``resume=True`` and ends bit for bit equal to an
+uninterrupted one (the trainer's randomness depends only on config, member and step).
 """
 
 from __future__ import annotations
@@ -113,13 +114,18 @@ def _manifest(config, probes, layout, specs, ens, experiment, command) -> dict:
 
 def run(config: TrainConfig, probes: ProbeConfig = ProbeConfig(), out: str | os.PathLike = None, *,
         resume: bool = False, overwrite: bool = False, dataset: Dataset | None = None,
-        experiment: str = "train", command: str | None = None, progress: bool = True) -> store.Run:
+        experiment: str = "train", command: str | None = None, progress: bool = True,
+        checkpoint_seconds: float = 10.0) -> store.Run:
     """Train ``config``'s ensemble, recording ``probes`` into the run folder ``out``; return it opened.
 
     resume: continue the interrupted run in ``out`` from its last checkpoint (the configuration must
       equal the manifest's; a complete run is returned as it is).
     overwrite: replace an existing run folder ``out`` (never needed for a new or empty folder).
     progress: show a tqdm bar on stderr (steps/s, and model-steps/s = steps/s x S in the postfix).
+    checkpoint_seconds: after the first chunk, checkpoint the ensemble state (and advance the
+      manifest's ``steps_completed``) at the first chunk end at least this long after the previous
+      checkpoint, and at the end; 0 checkpoints every chunk. A resumed run restarts at the last
+      checkpoint and rewrites the arrays past it.
     Raises :class:`~rvsp_jax.runfolder.RunFolderError` before training when ``out`` is taken,
     unwritable or its disk too small, and :class:`~rvsp_jax.store.StoreError` when writing fails
     during training (the run then stays resumable from its last complete chunk).
@@ -164,28 +170,35 @@ def run(config: TrainConfig, probes: ProbeConfig = ProbeConfig(), out: str | os.
     runfolder.write_manifest(out, manifest)
 
     def write(chunk: Chunk) -> None:
+        """Arrays first, then (when the chunk carries a state) checkpoint, then manifest."""
         try:
             store.write_steps(arrays, chunk.start, layout.every, chunk.metrics._asdict(),
                               chunk.probes or {})
-            store.save_checkpoint(out, chunk.stop, chunk.state)
-            manifest.update(steps_completed=chunk.stop, updated=_now())
-            runfolder.write_manifest(out, manifest)
+            if chunk.state is not None:
+                store.save_checkpoint(out, chunk.stop, chunk.state)
+                manifest.update(steps_completed=chunk.stop, updated=_now())
+                runfolder.write_manifest(out, manifest)
         except OSError as e:
             raise store.StoreError(
-                f"writing steps {chunk.start}-{chunk.stop} to {out} failed: {e}. The run stopped; "
-                f"its first {manifest['steps_completed']} steps are safely on disk. Fix the problem "
-                "(e.g. free disk space), then continue with --resume and the same options") from e
+                f"writing steps {chunk.start}-{chunk.stop} to {out} failed: {e}. The run stopped "
+                f"and can continue from step {manifest['steps_completed']}, its last checkpoint: fix "
+                "the problem (e.g. free disk space), then run again with --resume and the same "
+                "options") from e
 
     writer = store.ChunkWriter(write)
     t0 = time.perf_counter()
-    t_first = steps_first = None
+    t_first = steps_first = t_checkpoint = None
     bar = tqdm(total=ens.total_steps, initial=start, unit="step", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, desc=f"training S={ens.members}")
     try:
         for chunk in ens.chunks(state, start):
             state = chunk.state
-            # the next chunk donates the device state, so its host copy is taken now
-            writer.put(chunk._replace(state=host_state(state, ens.members)))
+            now = time.perf_counter()
+            due = (t_checkpoint is None or now - t_checkpoint >= checkpoint_seconds
+                   or chunk.stop == ens.total_steps)
+            t_checkpoint = now if due else t_checkpoint
+            # the next chunk donates the device state, so a checkpoint's host copy is taken now
+            writer.put(chunk._replace(state=host_state(state, ens.members) if due else None))
             if t_first is None:
                 t_first, steps_first = time.perf_counter(), chunk.stop
             bar.update(chunk.stop - chunk.start)

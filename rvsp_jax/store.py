@@ -66,20 +66,27 @@ class ArraySpec(NamedTuple):
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
 
+def _balanced(n: int, most: int) -> int:
+    """Chunk length <= ``most`` that splits ``n`` into equal chunks (zarr stores edge chunks at full
+    size, so 256 members in chunks of 204 would store 408)."""
+    most = int(np.clip(most, 1, n))
+    return -(-n // -(-n // most))
+
+
 def chunk_shape(shape: tuple[int, ...], step_chunk: int, itemsize: int = 4,
                 target: int = TARGET_CHUNK_BYTES) -> tuple[int, ...]:
-    """Zarr chunk of an ``[S, T(, P)]`` array: ``step_chunk`` steps, at most ``P_CHUNK`` entries
-    (fewer if one member's chunk would exceed ``target`` bytes), and as many members as keep the
-    chunk under ``target`` bytes (at least one).
+    """Zarr chunk of an ``[S, T(, P)]`` array: ``step_chunk`` steps; P split evenly into pieces of
+    at most ``P_CHUNK`` entries (fewer if one member's chunk would exceed ``target`` bytes); S split
+    evenly into pieces that keep the chunk under ``target`` bytes (at least one member).
 
     Large chunks keep zarr's per-chunk cost low when every step of all parameters is written
     (~13 MB per step at S=256); ``P_CHUNK`` keeps reading a few entries from touching all P.
     """
     s, t, *rest = shape
     t_c = max(1, min(step_chunk, t))
-    p_c = [int(np.clip(target // (t_c * itemsize), 1, min(rest[0], P_CHUNK)))] if rest else []
+    p_c = [_balanced(rest[0], min(P_CHUNK, target // (t_c * itemsize)))] if rest else []
     per_member = t_c * int(np.prod(p_c, dtype=np.int64)) * itemsize
-    return (int(np.clip(target // per_member, 1, s)), t_c, *p_c)
+    return (_balanced(s, target // per_member), t_c, *p_c)
 
 
 def array_specs(members: int, total_steps: int, step_chunk: int, layout: ProbeLayout,

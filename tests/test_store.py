@@ -45,16 +45,19 @@ def assert_same_recording(a, b):
 
 @pytest.mark.parametrize("shape, step_chunk, want", [
     ((3, 30), 10, (3, 10)),
-    ((3, 30, 13_002), 10, (3, 10, 4096)),
-    ((256, 1000, 13_002), 20, (51, 20, 4096)),   # 51 * 20 * 4096 * 4 B = 15.9 MiB
-    ((256, 1000, 1024), 200, (20, 200, 1024)),
+    ((3, 30, 13_002), 10, (3, 10, 3251)),        # 13,002 = 4 x 3251 - 2: no padded edge chunk
+    ((256, 1000, 13_002), 20, (64, 20, 3251)),   # 64 x 20 x 3251 x 4 B = 15.9 MiB
+    ((256, 1000, 1024), 200, (20, 200, 1024)),   # at most 16 MiB // 819,200 B = 20 members
     ((4, 5, 7), 10, (4, 5, 7)),                  # never larger than the array
-    ((2, 10, 10**6), 10, (2, 10, 4096)),
-    ((2, 5000, 10**6), 2000, (1, 2000, 2097)),   # one member, 16 MiB // (2000 x 4 B) entries
+    ((2, 10, 10**6), 10, (2, 10, 4082)),         # 245 even pieces of P
+    ((2, 5000, 10**6), 2000, (1, 2000, 2097)),   # one member, at most 16 MiB // (2000 x 4 B)
 ])
 def test_chunk_shape_spans_one_training_chunk_and_at_most_16_mib(shape, step_chunk, want):
     assert chunk_shape(shape, step_chunk) == want
     assert np.prod(want) * 4 <= store.TARGET_CHUNK_BYTES
+    # chunks tile the array with less than one chunk's worth of padding per axis
+    for n, c in zip(shape[:1] + shape[2:], want[:1] + want[2:]):
+        assert -(-n // c) * c - n < -(-n // c)
 
 
 def test_arrays_and_manifest_of_a_recorded_run(reference):
@@ -66,7 +69,7 @@ def test_arrays_and_manifest_of_a_recorded_run(reference):
     assert m["members"] == {"ids": [0, 1, 2], "init_keys": np.asarray(init_keys).tolist(),
                             "data_keys": np.asarray(data_keys).tolist()}
     assert set(m["versions"]) >= {"jax", "flax", "optax", "numpy", "zarr"} and m["device"].startswith("cpu")
-    assert m["arrays"]["updates"] == {"shape": [3, 30, 13_002], "chunks": [3, 10, 4096],
+    assert m["arrays"]["updates"] == {"shape": [3, 30, 13_002], "chunks": [3, 10, 3251],
                                       "dtype": "float32", "compress": "none", "time": "probe_step"}
     assert len(m["probes"]["names"]["params"]) == 13_002 and len(m["probes"]["probe_batch"]) == 8
     assert reference.config == SMALL and reference.probe_config == PROBES
@@ -262,7 +265,7 @@ def test_disk_full_while_writing_stops_cleanly_and_the_run_resumes_bit_for_bit(r
     with pytest.raises(StoreError) as info:
         record_small(out)
     message = str(info.value)
-    assert "No space left on device" in message and "first 10 steps are safely on disk" in message
+    assert "No space left on device" in message and "continue from step 10" in message
     assert "--resume" in message
     stopped = open_run(out)
     assert stopped.manifest["status"] == "running" and stopped.steps_completed == 10

@@ -1,0 +1,164 @@
+"""Cost of recording: training throughput with and without probes, bytes on disk, peak memory.
+
+    python -m benchmarks.recording                  # S=256, 200 steps (long run: 800), chunk 20
+    python -m benchmarks.recording --seeds 32 --steps 60 --long-steps 120 --rounds 1   # quick look
+
+Throughput, in one subprocess, in ``--rounds`` interleaved rounds (medians reported, so that load
+from other processes hits every mode alike) of three modes:
+
+- ``none``: the ensemble trained without any probe or store (``Ensemble.chunks``), the baseline;
+- ``probes``: ``record.run`` with 1,024 update probes per member (``--probe-index total=1024``);
+- ``full``: ``record.run`` with all 13,002 updates of every member at every step.
+
+Throughput is model-steps/s (steps/s x S) after the first chunk (compilation excluded), up to the
+moment the writer has put the last chunk on disk. Peak RSS of ``full`` is measured in two more
+subprocesses of different run lengths (it must not grow with the number of steps). Prints the
+machine and the command, and ends with ``overhead_probes=... overhead_full=...
+peak_rss_gib_short=... peak_rss_gib_long=...``, where an overhead is ``baseline rate / rate - 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODES = {"probes": ("updates", "total=1024"), "full": ("updates", "all")}
+
+
+def _disk_bytes(path: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
+
+
+def _baseline_rate(ens) -> float:
+    """Steps/s of training without recording, after the first chunk."""
+    import jax
+
+    from rvsp_jax.ensemble import host_state
+
+    first = first_stop = None
+    # started like record.run (a state placed by put_state), so both compile one step function
+    for chunk in ens.chunks(ens.put_state(host_state(ens.init()))):
+        jax.block_until_ready(chunk.state)
+        if first is None:
+            first, first_stop = time.perf_counter(), chunk.stop
+    return (ens.total_steps - first_stop) / (time.perf_counter() - first)
+
+
+def _recorded(mode: str, config, out: Path) -> dict:
+    from rvsp_jax.record import ProbeConfig, run
+
+    probes, index = MODES[mode]
+    recorded = run(config, ProbeConfig(probes=probes, index=index), out, overwrite=True, progress=False)
+    return {"steps_per_s": recorded.manifest["timing"]["steady_steps_per_second"],
+            "bytes": _disk_bytes(out), "probes": recorded["updates"].shape[2]}
+
+
+def _child(args) -> dict:
+    """One subprocess's measurements (``--child throughput`` or ``--child full``)."""
+    from rvsp_jax import devices
+    from rvsp_jax.config import TrainConfig
+
+    devices.use_host_devices(args.devices)
+    config = TrainConfig(seeds=args.seeds, steps=args.child_steps, chunk=args.chunk)
+    if args.child == "full":
+        return _recorded("full", config, args.out)
+    from rvsp_jax.ensemble import Ensemble
+
+    baseline = Ensemble(config)
+    rates: dict[str, list[float]] = {"none": [], "probes": [], "full": []}
+    sizes = {}
+    for _ in range(args.rounds):
+        rates["none"].append(_baseline_rate(baseline))
+        for mode in MODES:
+            result = _recorded(mode, config, args.out / mode)
+            rates[mode].append(result["steps_per_s"])
+            sizes[mode] = result["bytes"]
+            shutil.rmtree(args.out / mode)
+    return {"rates": rates, "bytes": sizes}
+
+
+def _spawn(kind: str, steps: int, args, out: Path) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.recording", "--child", kind, "--child-steps", str(steps),
+           "--out", str(out), "--seeds", str(args.seeds), "--chunk", str(args.chunk),
+           "--rounds", str(args.rounds)]
+    if args.devices:
+        cmd += ["--devices", str(args.devices)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"benchmark child {kind} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.platform()}; {cpu}; cpu_count={os.cpu_count()}; memory {memory:.1f} GiB"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.recording",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=256, help="ensemble members S (default 256)")
+    parser.add_argument("--steps", type=int, default=200, help="steps of the throughput and short runs")
+    parser.add_argument("--long-steps", type=int, default=800, help="steps of the long full run")
+    parser.add_argument("--chunk", type=int, default=20, help="steps per training chunk")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds")
+    parser.add_argument("--devices", type=int, default=None, help="CPU host devices (default: one per core)")
+    parser.add_argument("--child", choices=("throughput", "full"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-steps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        result = _child(args)
+        result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(json.dumps(result))
+        return
+
+    import jax
+
+    from rvsp_jax import devices
+
+    print(f"machine: {_machine()}; jax {jax.__version__}; devices {devices.describe()}")
+    print(f"load average at start (1/5/15 min): {os.getloadavg()}")
+    print(f"command: python -m benchmarks.recording {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
+    print(f"S={args.seeds}, chunk={args.chunk}, {args.rounds} round(s) of {args.steps} steps per mode; "
+          "sigmoid 784-16-16-10, SGD, batch 32", flush=True)
+    with tempfile.TemporaryDirectory(prefix="rvsp-recording-", dir=os.environ.get("RVSP_BENCH_DIR")) as tmp:
+        work = Path(tmp)
+        tp = _spawn("throughput", args.steps, args, work / "throughput")
+        median = {mode: sorted(r)[len(r) // 2] for mode, r in tp["rates"].items()}
+        for mode, rate in median.items():
+            rounds = ", ".join(f"{r * args.seeds:,.0f}" for r in tp["rates"][mode])
+            disk = tp["bytes"].get(mode, 0) / 2**20
+            print(f"  {mode:6s}: {rate * args.seeds:9,.0f} model-steps/s (median; rounds: {rounds}); "
+                  f"{args.steps} steps on disk {disk:,.1f} MiB", flush=True)
+        runs = {}
+        for steps in (args.steps, args.long_steps):
+            runs[steps] = _spawn("full", steps, args, work / f"full-{steps}")
+            shutil.rmtree(work / f"full-{steps}", ignore_errors=True)
+            print(f"  full {steps:5d} steps in its own process: peak RSS {runs[steps]['peak_rss_gib']:.2f} GiB, "
+                  f"{runs[steps]['steps_per_s'] * args.seeds:,.0f} model-steps/s, disk "
+                  f"{runs[steps]['bytes'] / 2**20:,.1f} MiB", flush=True)
+    per_step = 4 * args.seeds * 13_002
+    print(f"full updates: {per_step / 1e6:.1f} MB per step, written at "
+          f"{median['full'] * per_step / 2**20:,.0f} MiB/s")
+    overhead = {mode: median["none"] / median[mode] - 1 for mode in MODES}
+    print(f"overhead_probes={overhead['probes']:.3f} overhead_full={overhead['full']:.3f} "
+          f"peak_rss_gib_short={runs[args.steps]['peak_rss_gib']:.2f} "
+          f"peak_rss_gib_long={runs[args.long_steps]['peak_rss_gib']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
