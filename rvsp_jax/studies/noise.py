@@ -127,7 +127,8 @@ class NoiseMeasurements(NamedTuple):
       over the M minibatches). along_hill, along_simsekli: ``[S, K, G]`` tail index along iterations
       (median over the group's parameters). across_n: ``[S, K, G]`` parameters in the across sample.
     b_simple, trace_sigma, grad_sq: ``[S, K]`` per-example noise scale on the reference subset.
-    b_simple_two_batch: ``[S, K]`` two-batch estimate from the M minibatch norms and ``|G|^2``.
+    b_simple_two_batch: ``[S, K]`` two-batch estimate from the M minibatch norms and ``|G|^2``
+      (NaN unless the reference subset is larger than a minibatch).
     active: ``[S, K]`` parameters with a nonzero reference gradient.
     check: ``[S, K]`` max |rebuilt - recorded| / max |recorded| of the step's own minibatch gradient.
     example: ``(across, along)`` standardised noise of the first usable member at the last step,
@@ -195,6 +196,7 @@ def measure(run: store.Run, settings: NoiseSettings, *, dataset=None, progress: 
     ref = reference_subset(ens.n_train, min(settings.reference, ens.n_train), config.base_seed)
     x_train, y_train = inputs(data.train_images), data.train_labels
     x_ref, y_ref = x_train[ref], y_train[ref]
+    two_batch = ref.size > config.batch_size  # the two-batch estimate needs b_small < b_big
     names = run.probe_names["params"]
     groups = {"all": np.arange(len(names)), **layer_groups(names)}
     usable = usable_members(run)
@@ -218,9 +220,9 @@ def measure(run: store.Run, settings: NoiseSettings, *, dataset=None, progress: 
                 for field, v in zip(_PER_GROUP, values):
                     out[field][s, k, gi] = v
             two = two_batch_noise_scale(sample.minibatch_sq_norms, float(g_ref @ g_ref),
-                                        config.batch_size, ref.size)
+                                        config.batch_size, ref.size).b_simple if two_batch else np.nan
             own = xi[0] + g_ref  # the minibatch of step `step` itself
-            values = (*(float(v) for v in sample.scale), float(two.b_simple), active.sum(),
+            values = (*(float(v) for v in sample.scale), float(two), active.sum(),
                       np.abs(own - grads[s]).max() / np.abs(grads[s]).max())
             for field, v in zip(_PER_STEP, values):
                 out[field][s, k] = v
