@@ -11,10 +11,12 @@ from other processes hits every mode alike) of three modes:
 - ``full``: ``record.run`` with all 13,002 updates of every member at every step.
 
 Throughput is model-steps/s (steps/s x S) after the first chunk (compilation excluded), up to the
-moment the writer has put the last chunk on disk. Peak RSS of ``full`` is measured in two more
-subprocesses of different run lengths (it must not grow with the number of steps). Prints the
-machine and the command, and ends with ``overhead_probes=... overhead_full=...
-peak_rss_gib_short=... peak_rss_gib_long=...``, where an overhead is ``baseline rate / rate - 1``.
+moment the writer has put the last chunk on disk; an overhead is the median over rounds of
+``baseline rate / rate - 1`` within a round. The CPU time per step of the whole process (all
+threads) is printed too: on a machine shared with other work it varies less than wall time.
+Peak RSS of ``full`` is measured in two more subprocesses of different run lengths (it must not
+grow with the number of steps). Prints the machine and the command, and ends with ``overhead_probes=... overhead_full=...
+peak_rss_gib_short=... peak_rss_gib_long=...``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 MODES = {"probes": ("updates", "total=1024"), "full": ("updates", "all")}
 
 
@@ -38,19 +42,20 @@ def _disk_bytes(path: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
 
 
-def _baseline_rate(ens) -> float:
-    """Steps/s of training without recording, after the first chunk."""
+def _baseline(ens) -> tuple[float, float]:
+    """Steps/s and CPU seconds per step of training without recording, after the first chunk."""
     import jax
 
     from rvsp_jax.ensemble import host_state
 
-    first = first_stop = None
+    first = first_stop = cpu = None
     # started like record.run (a state placed by put_state), so both compile one step function
     for chunk in ens.chunks(ens.put_state(host_state(ens.init()))):
         jax.block_until_ready(chunk.state)
         if first is None:
-            first, first_stop = time.perf_counter(), chunk.stop
-    return (ens.total_steps - first_stop) / (time.perf_counter() - first)
+            first, first_stop, cpu = time.perf_counter(), chunk.stop, time.process_time()
+    steps = ens.total_steps - first_stop
+    return steps / (time.perf_counter() - first), (time.process_time() - cpu) / steps
 
 
 def _recorded(mode: str, config, out: Path) -> dict:
@@ -58,8 +63,9 @@ def _recorded(mode: str, config, out: Path) -> dict:
 
     probes, index = MODES[mode]
     recorded = run(config, ProbeConfig(probes=probes, index=index), out, overwrite=True, progress=False)
-    return {"steps_per_s": recorded.manifest["timing"]["steady_steps_per_second"],
-            "bytes": _disk_bytes(out), "probes": recorded["updates"].shape[2]}
+    timing = recorded.manifest["timing"]
+    return {"steps_per_s": timing["steady_steps_per_second"], "bytes": _disk_bytes(out),
+            "cpu_per_step": timing["steady_cpu_seconds_per_step"], "probes": recorded["updates"].shape[2]}
 
 
 def _child(args) -> dict:
@@ -75,15 +81,19 @@ def _child(args) -> dict:
 
     baseline = Ensemble(config)
     rates: dict[str, list[float]] = {"none": [], "probes": [], "full": []}
+    cpu: dict[str, list[float]] = {"none": [], "probes": [], "full": []}
     sizes = {}
     for _ in range(args.rounds):
-        rates["none"].append(_baseline_rate(baseline))
+        rate, cpu_per_step = _baseline(baseline)
+        rates["none"].append(rate)
+        cpu["none"].append(cpu_per_step)
         for mode in MODES:
             result = _recorded(mode, config, args.out / mode)
             rates[mode].append(result["steps_per_s"])
+            cpu[mode].append(result["cpu_per_step"])
             sizes[mode] = result["bytes"]
             shutil.rmtree(args.out / mode)
-    return {"rates": rates, "bytes": sizes}
+    return {"rates": rates, "cpu": cpu, "bytes": sizes}
 
 
 def _spawn(kind: str, steps: int, args, out: Path) -> dict:
@@ -114,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=200, help="steps of the throughput and short runs")
     parser.add_argument("--long-steps", type=int, default=800, help="steps of the long full run")
     parser.add_argument("--chunk", type=int, default=20, help="steps per training chunk")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved throughput rounds")
     parser.add_argument("--devices", type=int, default=None, help="CPU host devices (default: one per core)")
     parser.add_argument("--child", choices=("throughput", "full"), help=argparse.SUPPRESS)
     parser.add_argument("--child-steps", type=int, help=argparse.SUPPRESS)
@@ -138,12 +148,17 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="rvsp-recording-", dir=os.environ.get("RVSP_BENCH_DIR")) as tmp:
         work = Path(tmp)
         tp = _spawn("throughput", args.steps, args, work / "throughput")
-        median = {mode: sorted(r)[len(r) // 2] for mode, r in tp["rates"].items()}
-        for mode, rate in median.items():
-            rounds = ", ".join(f"{r * args.seeds:,.0f}" for r in tp["rates"][mode])
-            disk = tp["bytes"].get(mode, 0) / 2**20
-            print(f"  {mode:6s}: {rate * args.seeds:9,.0f} model-steps/s (median; rounds: {rounds}); "
-                  f"{args.steps} steps on disk {disk:,.1f} MiB", flush=True)
+        rates, cpu = ({m: np.array(v) for m, v in tp[k].items()} for k in ("rates", "cpu"))
+        for mode in rates:
+            rounds = ", ".join(f"{r * args.seeds:,.0f}" for r in rates[mode])
+            print(f"  {mode:6s}: {np.median(rates[mode]) * args.seeds:9,.0f} model-steps/s (median; "
+                  f"rounds: {rounds}); CPU {np.median(cpu[mode]) * 1e3:.1f} ms/step; "
+                  f"{args.steps} steps on disk {tp['bytes'].get(mode, 0) / 2**20:,.1f} MiB", flush=True)
+        # overhead of each round against the baseline of the same round, then the median
+        overhead = {m: float(np.median(rates["none"] / rates[m] - 1)) for m in MODES}
+        overhead_cpu = {m: float(np.median(cpu[m] / cpu["none"] - 1)) for m in MODES}
+        print(f"CPU-time overhead (all threads; less sensitive to other load): probes "
+              f"{overhead_cpu['probes']:.3f}, full {overhead_cpu['full']:.3f}", flush=True)
         runs = {}
         for steps in (args.steps, args.long_steps):
             runs[steps] = _spawn("full", steps, args, work / f"full-{steps}")
@@ -153,8 +168,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{runs[steps]['bytes'] / 2**20:,.1f} MiB", flush=True)
     per_step = 4 * args.seeds * 13_002
     print(f"full updates: {per_step / 1e6:.1f} MB per step, written at "
-          f"{median['full'] * per_step / 2**20:,.0f} MiB/s")
-    overhead = {mode: median["none"] / median[mode] - 1 for mode in MODES}
+          f"{np.median(rates['full']) * per_step / 2**20:,.0f} MiB/s")
     print(f"overhead_probes={overhead['probes']:.3f} overhead_full={overhead['full']:.3f} "
           f"peak_rss_gib_short={runs[args.steps]['peak_rss_gib']:.2f} "
           f"peak_rss_gib_long={runs[args.long_steps]['peak_rss_gib']:.2f}")

@@ -187,7 +187,7 @@ def run(config: TrainConfig, probes: ProbeConfig = ProbeConfig(), out: str | os.
 
     writer = store.ChunkWriter(write)
     t0 = time.perf_counter()
-    t_first = steps_first = t_checkpoint = None
+    t_first = steps_first = t_checkpoint = cpu_first = None
     bar = tqdm(total=ens.total_steps, initial=start, unit="step", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, desc=f"training S={ens.members}")
     try:
@@ -200,27 +200,32 @@ def run(config: TrainConfig, probes: ProbeConfig = ProbeConfig(), out: str | os.
             # the next chunk donates the device state, so a checkpoint's host copy is taken now
             writer.put(chunk._replace(state=host_state(state, ens.members) if due else None))
             if t_first is None:
-                t_first, steps_first = time.perf_counter(), chunk.stop
+                t_first, steps_first, cpu_first = time.perf_counter(), chunk.stop, time.process_time()
             bar.update(chunk.stop - chunk.start)
             rate = bar.format_dict["rate"] or (bar.n - start) / (time.perf_counter() - t0)
             bar.set_postfix_str(f"{rate * ens.members:,.0f} model-steps/s")
     finally:
         bar.close()
         writer.close()
-    t_end = time.perf_counter()
+    t_end, cpu_end = time.perf_counter(), time.process_time()
 
     test_loss, test_accuracy = ens.evaluate(state.params)
     final = host_state(state, ens.members)
     try:
         store.save_final(out, store.FinalResult(final.params, test_loss, test_accuracy,
                                                 final.diverged, final.diverged_at))
-        steady = (ens.total_steps - steps_first) / (t_end - t_first) if t_first and t_end > t_first \
-            and steps_first < ens.total_steps else None
+        steady = t_first is not None and steps_first < ens.total_steps and t_end > t_first
+        steady_steps = ens.total_steps - steps_first if steady else None
         manifest.update(status="complete", updated=_now(), result={
             "test_loss": test_loss.tolist(), "test_accuracy": test_accuracy.tolist(),
             "diverged": int(final.diverged.sum()), "diverged_at": final.diverged_at.tolist()},
-            timing={"seconds": t_end - t0, "first_chunk_seconds": None if t_first is None
-                    else t_first - t0, "steady_steps_per_second": steady, "started_at_step": start})
+            timing={"seconds": t_end - t0, "started_at_step": start,
+                    "first_chunk_seconds": None if t_first is None else t_first - t0,
+                    # after the first chunk (compilation) until the writer finished; CPU time is
+                    # this process's, all threads (device, writer, zarr) together
+                    "steady_steps_per_second": steady_steps / (t_end - t_first) if steady else None,
+                    "steady_cpu_seconds_per_step": (cpu_end - cpu_first) / steady_steps if steady
+                    else None})
         runfolder.write_manifest(out, manifest)
     except OSError as e:
         raise store.StoreError(f"writing the final results to {out} failed: {e}; fix the problem, "
