@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     devices.use_host_devices(args.devices)
     config = cli.parse_train_config(parser, args)
+    if config.optimizer != "sgd":
+        parser.error("--optimizer has no effect here: name the optimizers in --variants")
     try:
         settings = cli.dataclass_from_args(optimizers.OptimizerSettings, args)
         optimizers.parse_variants(settings.variants, config)

@@ -82,6 +82,13 @@ def test_parse_variants_presets_optax_names_learning_rates_and_json():
             parse_variants(bad, BASE)
 
 
+def test_the_command_line_refuses_optimizer_and_bad_variants(capsys):
+    for args, needle in ((["--optimizer", "adam"], "--variants"), (["--variants", "sgd,nosuch"], "unknown variant")):
+        with pytest.raises(SystemExit):
+            main(args)
+        assert needle in capsys.readouterr().err
+
+
 def test_theory_is_chosen_from_the_optimizer():
     assert PRESETS["sgd"].theory() == ("momentum", 0.0)
     assert PRESETS["momentum"].theory() == ("momentum", 0.9)

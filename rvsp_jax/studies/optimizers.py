@@ -42,7 +42,7 @@ from rvsp_jax.probes import ProbeConfig
 from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
 from rvsp_jax.studies.folder import finish_study, open_study, train_variant
 from rvsp_jax.studies.spectra import (
-    LayerSpectra, layer_groups, measure_layers, member_series, members_summary,
+    LayerSpectra, below_nyquist, layer_groups, measure_layers, member_series, members_summary,
     per_layer, usable_members)
 
 EXPERIMENT = "optimizers"
@@ -310,7 +310,8 @@ def figures(results: list[VariantResult], folder: Path) -> dict[str, str]:
         fig, axes = plots.subplots(1, len(layers), width="double", height=2.2, squeeze=False, sharey=True)
         for l, ax in enumerate(axes[0]):
             for r in results:
-                plots.plot_psd_bands(ax, r.spectra.freqs, r.spectra.psd[:, l], label=r.variant.name)
+                plots.plot_psd_bands(ax, *below_nyquist(r.spectra.freqs, r.spectra.psd[:, l]),
+                                     label=r.variant.name)
             ax.set(title=layers[l], xlabel="frequency (cycles/step)")
         axes[0, 0].set_ylabel("normalised update PSD")
         axes[0, 0].legend()
@@ -324,12 +325,13 @@ def figures(results: list[VariantResult], folder: Path) -> dict[str, str]:
                                        height=1.9 * len(fitted), squeeze=False, sharex=True)
             for i, r in enumerate(fitted):
                 for l, ax in enumerate(axes[i]):
-                    with np.errstate(invalid="ignore"):
-                        theory = np.nanmedian(r.theory.predicted[:, l], axis=0) if r.usable.any() else None
-                    plots.plot_psd_bands(ax, r.theory.freqs, r.theory.measured[:, l], theory,
-                                         label="measured", theory_label="predicted from gradients")
+                    f, measured = below_nyquist(r.theory.freqs, r.theory.measured[:, l])
+                    predicted = below_nyquist(r.theory.freqs, r.theory.predicted[:, l])[1]
+                    theory = np.nanmedian(predicted[r.usable], axis=0) if r.usable.any() else None
+                    plots.plot_psd_bands(ax, f, measured, theory, label="measured",
+                                         theory_label="predicted from gradients")
                     err = across_members(r.theory.rel_error[:, l])
-                    ax.set_title(f"{r.variant.name} {layers[l]}, err {fmt(err.mean, 2)}")
+                    ax.set_title(f"{r.variant.name}, {layers[l]}\nmedian rel. error {fmt(err.mean, 2)}")
                 axes[i, 0].set_ylabel("update PSD")
             for ax in axes[-1]:
                 ax.set_xlabel("frequency (cycles/step)")

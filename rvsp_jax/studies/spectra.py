@@ -204,6 +204,13 @@ def measure_layers(x, names, usable: np.ndarray, *, start: int = 0, nlags: int =
                         acfs, psds, white_rejected=white, **out)
 
 
+def below_nyquist(freqs: np.ndarray, psd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(freqs, psd)`` without the Nyquist bin (f = 1/2 cycle per step), for figures: a one-sided
+    density leaves that bin undoubled, so it would show as a spurious drop to half."""
+    keep = freqs < 0.5
+    return freqs[keep], psd[..., keep]
+
+
 def _stack(results: list):
     """Results (frozen dataclasses of arrays, e.g. AdfResult) of several batches stacked on a new
     axis 0; non-array fields (maxlag, regression) are taken from the first."""
@@ -368,8 +375,9 @@ def figures(result: SpectraResult, folder: Path) -> dict[str, str]:
 
         fig, axes = plots.subplots(1, n_layers, width="double", height=2.2, squeeze=False, sharey=True)
         for l, ax in enumerate(axes[0]):
-            plots.plot_psd_bands(ax, sp.freqs, sp.psd[:, l], np.full(sp.freqs.shape, 2.0),
-                                 label="median", theory_label="white noise")
+            f, p = below_nyquist(sp.freqs, sp.psd[:, l])
+            plots.plot_psd_bands(ax, f, p, np.full(f.shape, 2.0), label="median",
+                                 theory_label="white noise")
             beta = across_members(sp.slope[:, l])
             ax.set(title=f"{sp.layers[l]}: beta = {fmt(beta.mean, 2)}", xlabel="frequency (cycles/step)")
         axes[0, 0].set_ylabel("normalised PSD")
