@@ -112,68 +112,36 @@ def _manifest(config, probes, layout, specs, ens, experiment, command) -> dict:
     }
 
 
-def run(config: TrainConfig, probes: ProbeConfig = ProbeConfig(), out: str | os.PathLike = None, *,
-        resume: bool = False, overwrite: bool = False, dataset: Dataset | None = None,
-        experiment: str = "train", command: str | None = None, progress: bool = True,
-        checkpoint_seconds: float = 10.0) -> store.Run:
-    """Train ``config``'s ensemble, recording ``probes`` into the run folder ``out``; return it opened.
+def _start(out: Path, ens: Ensemble, specs, manifest: dict | None, new_manifest) -> tuple:
+    """Create (or reopen) the folder's arrays and place the starting state on the devices.
 
-    resume: continue the interrupted run in ``out`` from its last checkpoint (the configuration must
-      equal the manifest's; a complete run is returned as it is).
-    overwrite: replace an existing run folder ``out`` (never needed for a new or empty folder).
-    progress: show a tqdm bar on stderr (steps/s, and model-steps/s = steps/s x S in the postfix).
-    checkpoint_seconds: after the first chunk, checkpoint the ensemble state (and advance the
-      manifest's ``steps_completed``) at the first chunk end at least this long after the previous
-      checkpoint, and at the end; 0 checkpoints every chunk. A resumed run restarts at the last
-      checkpoint and rewrites the arrays past it.
-    Raises :class:`~rvsp_jax.runfolder.RunFolderError` before training when ``out`` is taken,
-    unwritable or its disk too small, and :class:`~rvsp_jax.store.StoreError` when writing fails
-    during training (the run then stays resumable from its last complete chunk).
+    Returns ``(manifest, arrays, start step, device state)``; ``manifest`` is None for a new run.
     """
-    if out is None:
-        raise ValueError("run needs the run folder out")
-    out = Path(out)
-    if resume and overwrite:
-        raise runfolder.RunFolderError("--resume and --overwrite exclude each other: resume continues "
-                                       "the run in --out, overwrite replaces it")
-    say = tqdm.write if progress else (lambda _: None)
-    if resume:
-        manifest = runfolder.check_resume(out, config.to_dict(), probes.to_dict())
-        if manifest["status"] == "complete":
-            say(f"run {out} is already complete ({manifest['total_steps']} steps); nothing to do")
-            return store.open_run(out)
-    else:
-        runfolder.check_new(out, overwrite)
-    ens, layout = _ensemble(config, probes, dataset)
-    specs = store.array_specs(ens.members, ens.total_steps, ens.chunk, layout, probes.compress)
-    _check_memory(ens, layout)
-    left = 1 - manifest["steps_completed"] / ens.total_steps if resume else 1
-    needed = sum(s.nbytes for s in specs) * left + 3 * _state_bytes(ens)
-    runfolder.check_writable(out, int(needed))
-
-    if not resume:
-        runfolder.create(out, overwrite)
-        manifest = _manifest(config, probes, layout, specs, ens, experiment, command)
+    checkpoint = store.load_checkpoint(out, jax.eval_shape(ens.init)) if manifest else None
+    if manifest is None:
+        manifest = new_manifest()
         runfolder.write_manifest(out, manifest)
-    checkpoint = store.load_checkpoint(out, jax.eval_shape(ens.init)) if resume else None
     if checkpoint is None:  # a new run, or one killed before its first checkpoint
         arrays = store.create_arrays(out, specs)
         start, host = 0, host_state(ens.init(), ens.members)
     else:
         arrays = store.open_arrays(out, [s.name for s in specs])
         start, host = checkpoint
-    # every start goes through put_state, so fresh and resumed runs share one compiled step
-    state = ens.put_state(_padded(host, ens.padded))
     manifest["sessions"] = [*manifest.get("sessions", []),
                             {"started": _now(), "from_step": start, "device": dev.describe()}]
     manifest.update(steps_completed=start, updated=_now())
     runfolder.write_manifest(out, manifest)
+    # every start goes through put_state, so fresh and resumed runs share one compiled step
+    return manifest, arrays, start, ens.put_state(_padded(host, ens.padded))
+
+
+def _writer(out: Path, arrays: dict, every: int, manifest: dict) -> store.ChunkWriter:
+    """A background writer of :class:`Chunk` items whose ``state`` is a host checkpoint or None."""
 
     def write(chunk: Chunk) -> None:
-        """Arrays first, then (when the chunk carries a state) checkpoint, then manifest."""
+        # arrays first; then, when the chunk carries a state, the checkpoint, then the manifest
         try:
-            store.write_steps(arrays, chunk.start, layout.every, chunk.metrics._asdict(),
-                              chunk.probes or {})
+            store.write_steps(arrays, chunk.start, every, chunk.metrics._asdict(), chunk.probes or {})
             if chunk.state is not None:
                 store.save_checkpoint(out, chunk.stop, chunk.state)
                 manifest.update(steps_completed=chunk.stop, updated=_now())
@@ -185,7 +153,69 @@ def run(config: TrainConfig, probes: ProbeConfig = ProbeConfig(), out: str | os.
                 "the problem (e.g. free disk space), then run again with --resume and the same "
                 "options") from e
 
-    writer = store.ChunkWriter(write)
+    return store.ChunkWriter(write)
+
+
+def _finish(out: Path, ens: Ensemble, state, manifest: dict, timing: dict) -> None:
+    """Evaluate the final parameters on the test split; write ``final.npz`` and mark complete."""
+    test_loss, test_accuracy = ens.evaluate(state.params)
+    final = host_state(state, ens.members)
+    try:
+        store.save_final(out, store.FinalResult(final.params, test_loss, test_accuracy,
+                                                final.diverged, final.diverged_at))
+        manifest.update(status="complete", updated=_now(), timing=timing, result={
+            "test_loss": test_loss.tolist(), "test_accuracy": test_accuracy.tolist(),
+            "diverged": int(final.diverged.sum()), "diverged_at": final.diverged_at.tolist()})
+        runfolder.write_manifest(out, manifest)
+    except OSError as e:
+        raise store.StoreError(f"writing the final results to {out} failed: {e}; fix the problem, "
+                               "then finish the run with --resume and the same options") from e
+
+
+def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, resume: bool = False,
+        overwrite: bool = False, dataset: Dataset | None = None, experiment: str = "train",
+        command: str | None = None, progress: bool = True, checkpoint_seconds: float = 10.0
+        ) -> store.Run:
+    """Train ``config``'s ensemble, recording ``probes`` into the run folder ``out``; return it opened.
+
+    resume: continue the interrupted run in ``out`` from its last checkpoint (the configuration must
+      equal the manifest's; a complete run is returned as it is).
+    overwrite: replace an existing run folder ``out`` (never needed for a new or empty folder).
+    experiment, command: recorded in the manifest.
+    progress: show a tqdm bar on stderr (steps/s, and model-steps/s = steps/s x S in the postfix).
+    checkpoint_seconds: checkpoint the ensemble state (and advance the manifest's
+      ``steps_completed``) after the first chunk, then at the first chunk end at least this long
+      after the previous checkpoint, and at the end; 0 checkpoints every chunk.
+    Raises :class:`~rvsp_jax.runfolder.RunFolderError` before training when ``out`` is taken,
+    unwritable or its disk too small, and :class:`~rvsp_jax.store.StoreError` when writing fails
+    during training (the run then stays resumable from its last checkpoint).
+    """
+    out = Path(out)
+    if resume and overwrite:
+        raise runfolder.RunFolderError("--resume and --overwrite exclude each other: resume continues "
+                                       "the run in --out, overwrite replaces it")
+    manifest = None
+    if resume:
+        manifest = runfolder.check_resume(out, config.to_dict(), probes.to_dict())
+        if manifest["status"] == "complete":
+            if progress:
+                tqdm.write(f"run {out} is already complete ({manifest['total_steps']} steps); "
+                           "nothing to do")
+            return store.open_run(out)
+    else:
+        runfolder.check_new(out, overwrite)
+    ens, layout = _ensemble(config, probes, dataset)
+    specs = store.array_specs(ens.members, ens.total_steps, ens.chunk, layout, probes.compress)
+    _check_memory(ens, layout)
+    left = 1 - manifest["steps_completed"] / ens.total_steps if manifest else 1
+    runfolder.check_writable(out, int(sum(s.nbytes for s in specs) * left + 3 * _state_bytes(ens)))
+    if not resume:
+        runfolder.create(out, overwrite)
+    manifest, arrays, start, state = _start(
+        out, ens, specs, manifest,
+        lambda: _manifest(config, probes, layout, specs, ens, experiment, command))
+
+    writer = _writer(out, arrays, layout.every, manifest)
     t0 = time.perf_counter()
     t_first = steps_first = t_checkpoint = cpu_first = None
     bar = tqdm(total=ens.total_steps, initial=start, unit="step", disable=not progress,
@@ -208,26 +238,14 @@ def run(config: TrainConfig, probes: ProbeConfig = ProbeConfig(), out: str | os.
         bar.close()
         writer.close()
     t_end, cpu_end = time.perf_counter(), time.process_time()
-
-    test_loss, test_accuracy = ens.evaluate(state.params)
-    final = host_state(state, ens.members)
-    try:
-        store.save_final(out, store.FinalResult(final.params, test_loss, test_accuracy,
-                                                final.diverged, final.diverged_at))
-        steady = t_first is not None and steps_first < ens.total_steps and t_end > t_first
-        steady_steps = ens.total_steps - steps_first if steady else None
-        manifest.update(status="complete", updated=_now(), result={
-            "test_loss": test_loss.tolist(), "test_accuracy": test_accuracy.tolist(),
-            "diverged": int(final.diverged.sum()), "diverged_at": final.diverged_at.tolist()},
-            timing={"seconds": t_end - t0, "started_at_step": start,
-                    "first_chunk_seconds": None if t_first is None else t_first - t0,
-                    # after the first chunk (compilation) until the writer finished; CPU time is
-                    # this process's, all threads (device, writer, zarr) together
-                    "steady_steps_per_second": steady_steps / (t_end - t_first) if steady else None,
-                    "steady_cpu_seconds_per_step": (cpu_end - cpu_first) / steady_steps if steady
-                    else None})
-        runfolder.write_manifest(out, manifest)
-    except OSError as e:
-        raise store.StoreError(f"writing the final results to {out} failed: {e}; fix the problem, "
-                               "then finish the run with --resume and the same options") from e
+    steady = t_first is not None and steps_first < ens.total_steps and t_end > t_first
+    _finish(out, ens, state, manifest, {
+        "seconds": t_end - t0, "started_at_step": start,
+        "first_chunk_seconds": None if t_first is None else t_first - t0,
+        # after the first chunk (compilation) until the writer finished; CPU time is this
+        # process's, all threads (device, writer, zarr) together
+        "steady_steps_per_second": (ens.total_steps - steps_first) / (t_end - t_first) if steady
+        else None,
+        "steady_cpu_seconds_per_step": (cpu_end - cpu_first) / (ens.total_steps - steps_first)
+        if steady else None})
     return store.open_run(out)
