@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.resume and args.out is None:
         parser.error("--resume needs --out, the study folder to continue")
     out = args.out or cli.default_out(optimizers.EXPERIMENT)
-    command = shlex.join(["python", "-m", "experiments.optimizers", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "experiments.optimizers",
+                          *(sys.argv[1:] if argv is None else argv)])
     try:
         optimizers.run_study(config, settings, out, resume=args.resume, overwrite=args.overwrite,
                              command=command)

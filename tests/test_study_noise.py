@@ -87,8 +87,12 @@ def test_summary_numbers(study):
     # B_simple is a ratio of noisy estimates (|G|^2 can even be negative); tr(Sigma) is a variance
     assert first["n"] == 3 and np.isfinite(first["mean"]) and scale["trace_sigma"]["first"]["lo"] > 0
     assert all(np.isfinite(s["mean"]) for s in scale["b_simple_two_batch"]["by_step"])
-    assert set(summary["xie_2023_pattern"]) == {"heavy_across_parameters", "heavy_along_iterations",
-                                                "reproduced"}
+    xie = summary["xie_2023_pattern"]
+    assert set(xie) == set(summary["groups"])
+    for group, v in xie.items():
+        assert v["reproduced"] == (v["heavy_across_parameters"] and not v["heavy_along_iterations"])
+        assert v["heavy_along_iterations"] == summary["tail_index"]["along_iterations"]["simsekli"][group][
+            "verdict"].startswith("heavier")
 
 
 def test_gaussian_references_of_the_estimators():

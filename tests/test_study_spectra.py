@@ -150,11 +150,18 @@ def test_phase_verdicts_separate_random_walks_from_white_noise():
     pv = phase_verdicts(x, usable)
     assert [p[1:] for p in pv.phases] == [(0, 500), (500, 1000), (1000, 1500)]
     assert pv.fdr_bh.shape == (3, S, 7) and (pv.fdr_bh[:, 1] == -1).all()
-    stationary, unit_root = STATIONARITY_VERDICTS.index("stationary"), STATIONARITY_VERDICTS.index("unit-root")
+    stationary = STATIONARITY_VERDICTS.index("stationary")
+    unit_root = STATIONARITY_VERDICTS.index("unit-root")
     assert (pv.fdr_bh[:, [0, 2], :4] == stationary).mean() >= 0.9
     assert (pv.fdr_bh[:, [0, 2], 4:] == unit_root).mean() >= 0.8
     fractions = verdict_fractions(pv.fdr_bh[0], layer_groups(NAMES))
+    assert set(fractions) == set(STATIONARITY_VERDICTS) - {"invalid"}
     assert np.isnan(fractions["stationary"][1]).all()
     total = sum(f[[0, 2]] for f in fractions.values())
     np.testing.assert_allclose(total, 1.0)
+    # invalid (constant) processes leave the denominator: 1 of 4 stationary among 3 testable is 1/3
+    codes = np.array([[0, 3, 2, 1, 0, 0, 3]], np.int8)
+    f = verdict_fractions(codes, layer_groups(NAMES))
+    np.testing.assert_allclose([f["stationary"][0, 0], f["unit-root"][0, 0], f["stationary"][0, 1]],
+                               [1 / 3, 1 / 3, 1.0])
     assert phase_bounds(10) == [("early", 0, 3), ("middle", 3, 7), ("late", 7, 10)]

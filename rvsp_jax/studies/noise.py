@@ -322,7 +322,8 @@ def summarise(result: NoiseResult) -> dict:
     scale = {name: {"by_step": _by_step(getattr(nz, name)), "first": across_members(getattr(nz, name)[:, 0]),
                     "last": across_members(getattr(nz, name)[:, -1])}
              for name in ("b_simple", "b_simple_two_batch", "trace_sigma", "grad_sq")}
-    heavy = {w: tails[w]["simsekli"]["all"]["verdict"].startswith("heavier") for w in tails}
+    heavy = {g: {w: tails[w]["simsekli"][g]["verdict"].startswith("heavier") for w in tails}
+             for g in nz.groups}
     return {
         "experiment": EXPERIMENT, "run": str(run.path), "config": run.config.to_dict(),
         "settings": result.settings.to_dict(), "members": members_summary(result.usable),
@@ -333,9 +334,10 @@ def summarise(result: NoiseResult) -> dict:
             float(np.nanmax(nz.check)) if np.isfinite(nz.check).any() else None,
         "test_accuracy": across_members(np.where(result.usable, run.final().test_accuracy, np.nan)),
         "tail_index": tails, "gaussian_reference": result.gaussian,
-        "xie_2023_pattern": {"heavy_across_parameters": heavy["across_parameters"],
-                             "heavy_along_iterations": heavy["along_iterations"],
-                             "reproduced": heavy["across_parameters"] and not heavy["along_iterations"]},
+        "xie_2023_pattern": {g: {"heavy_across_parameters": h["across_parameters"],
+                                 "heavy_along_iterations": h["along_iterations"],
+                                 "reproduced": h["across_parameters"] and not h["along_iterations"]}
+                             for g, h in heavy.items()},
         "noise_scale": scale,
     }
 
@@ -438,19 +440,22 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
                          for est, d in by_estimator.items())
         bullets.append(f"All parameters, {where.replace('_', ' ')}: {text}.")
     xie = summary["xie_2023_pattern"]
+    yes = [g for g, v in xie.items() if v["reproduced"]]
+    no = [f"{g} (heavy across: {'yes' if v['heavy_across_parameters'] else 'no'}, heavy along: "
+          f"{'yes' if v['heavy_along_iterations'] else 'no'})" for g, v in xie.items() if not v["reproduced"]]
     bullets.append(
-        "Xie et al. (2023) find heavy tails across parameters but not along iterations; by the "
-        "block-sum estimator against its Gaussian reference this run is heavy-tailed across parameters: "
-        f"{'yes' if xie['heavy_across_parameters'] else 'no'}, along iterations: "
-        f"{'yes' if xie['heavy_along_iterations'] else 'no'} "
-        f"({'the same pattern' if xie['reproduced'] else 'not the same pattern'}; per layer below).")
+        "Xie et al. (2023) find heavy tails across parameters but not along iterations. By the "
+        "block-sum estimator against its Gaussian reference, this pattern holds for: "
+        f"{', '.join(yes) or 'no group'}; not for: {', '.join(no) or 'no group'}.")
     bullets.append(f"B_simple (per-example) {fmt_ci(scale['b_simple']['first'])} at step 0 and "
                    f"{fmt_ci(scale['b_simple']['last'])} at step {last} (batch size "
-                   f"{summary['batch_size']}); two-batch estimate {fmt_ci(scale['b_simple_two_batch']['first'])} "
-                   f"and {fmt_ci(scale['b_simple_two_batch']['last'])}.")
+                   f"{summary['batch_size']}); two-batch estimate "
+                   f"{fmt_ci(scale['b_simple_two_batch']['first'])} and "
+                   f"{fmt_ci(scale['b_simple_two_batch']['last'])}.")
     rep.bullets(bullets)
     rep.section("Tail index by parameter group")
-    header = ["group", "where", "Hill", "Hill, Gaussian", "block sums", "block sums, Gaussian", "verdict (block sums)"]
+    header = ["group", "where", "Hill", "Hill, Gaussian", "block sums", "block sums, Gaussian",
+              "verdict (block sums)"]
     rows = [[group, where.replace("_", " "), fmt_ci(tails[where]["hill"][group]["overall"]),
              fmt(tails[where]["hill"][group]["gaussian_reference"]),
              fmt_ci(tails[where]["simsekli"][group]["overall"]),
@@ -462,8 +467,9 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
     rep.text(f"Across parameters the sample is at most {result.settings.tail_sample} parameters with a "
              f"nonzero reference gradient (n per group in the Gaussian columns: "
              + ", ".join(f"{k} {v['n']}" for k, v in g["across_parameters"].items())
-             + f"); along iterations n = {summary['minibatches']} minibatches, each parameter's noise centred by "
-             "its mean over them (the reference gradient is not the full-data one). Each estimate is a median (over "
+             + f"); along iterations n = {summary['minibatches']} minibatches, each parameter's noise "
+             "centred by its mean over them (the reference gradient is not the full-data one). Each "
+             "estimate is a median (over "
              "minibatches across parameters, over parameters along iterations); Gaussian references are "
              f"medians over at least 256 standard normal samples of the same size (Hill's estimate "
              "grows with n for light tails; the block-sum estimate is near 2). A verdict calls a tail "
@@ -472,7 +478,8 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
     rep.figure("tail_by_layer", captions["tail_by_layer"])
     rep.section("Tail index over training (all parameters)")
     header = ["step", "across: Hill", "across: block sums", "along: Hill", "along: block sums"]
-    rows = [[int(step), *[fmt_ci(tails[w][e]["all"]["by_step"][k]) for w in _TAILS for e in ("hill", "simsekli")]]
+    rows = [[int(step), *[fmt_ci(tails[w][e]["all"]["by_step"][k])
+                          for w in _TAILS for e in ("hill", "simsekli")]]
             for k, step in enumerate(summary["steps"])]
     rep.table(header, rows)
     rep.figure("tail_index", captions["tail_index"])

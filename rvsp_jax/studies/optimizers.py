@@ -46,8 +46,9 @@ from rvsp_jax.studies.spectra import (
     per_layer, usable_members)
 
 EXPERIMENT = "optimizers"
-TRAIN_DEFAULTS = {"seeds": 16, "steps": 3000, "chunk": 500}
-"""16 members and 3,000 steps per variant (about three minutes for three variants on 2 CPU cores)."""
+TRAIN_DEFAULTS = {"seeds": 16, "steps": 4000, "chunk": 500}
+"""16 members and 4,000 steps per variant (MEASURE for the three default variants on 2 shared CPU
+cores)."""
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,9 @@ from rvsp_jax.probes import ProbeConfig
 from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
 
 EXPERIMENT = "spectra"
-TRAIN_DEFAULTS = {"seeds": 16, "steps": 3000, "chunk": 500}
-"""Defaults of this experiment's training flags: 16 members, 3,000 steps (1.6 epochs) of the
-sigmoid 784-16-16-10 network with SGD at lr 0.1 (about a minute of training on 2 CPU cores)."""
+TRAIN_DEFAULTS = {"seeds": 32, "steps": 4000, "chunk": 500}
+"""Defaults of this experiment's training flags: 32 members, 4,000 steps (2.1 epochs) of the
+sigmoid 784-16-16-10 network with SGD at lr 0.1 (MEASURE on 2 shared CPU cores)."""
 PHASES = ("early", "middle", "late")
 VERDICT_COLORS = {"stationary": plots.PALETTE[2], "unit-root": plots.PALETTE[1],
                   "inconclusive": "0.75", "invalid": "0.2"}
@@ -268,14 +268,18 @@ def phase_verdicts(x, usable: np.ndarray, *, alpha: float = 0.05, progress: bool
 
 
 def verdict_fractions(codes: np.ndarray, groups: dict) -> dict[str, np.ndarray]:
-    """codes: int8 ``[S, P]`` -> verdict name -> ``[S, L]`` fraction of each member's processes in
-    each layer with that verdict (NaN rows for excluded members, code -1)."""
-    excluded = (codes < 0).all(axis=1)
+    """codes: int8 ``[S, P]`` -> verdict name -> ``[S, L]`` fraction of each member's testable
+    processes in each layer with that verdict, for the verdicts other than ``invalid`` (constant
+    processes cannot be tested and are left out of the denominator; NaN where a member is excluded,
+    code -1, or has no testable process in the layer)."""
+    invalid = STATIONARITY_VERDICTS.index("invalid")
     out = {}
     for v, name in enumerate(STATIONARITY_VERDICTS):
-        frac = np.stack([(codes[:, idx] == v).mean(axis=1) for idx in groups.values()], axis=1)
-        frac[excluded] = np.nan
-        out[name] = frac
+        if v == invalid:
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name] = np.stack([(c == v).sum(1) / ((c >= 0) & (c != invalid)).sum(1)
+                                  for c in (codes[:, idx] for idx in groups.values())], axis=1)
     return out
 
 
@@ -340,7 +344,7 @@ def summarise(result: SpectraResult) -> dict:
             fractions = verdict_fractions(codes, result.groups)
             entry[kind] = {layer: {
                 "counts": {v: int((codes[:, idx] == i).sum()) for i, v in enumerate(STATIONARITY_VERDICTS)},
-                "fraction": {v: across_members(f[:, l]) for v, f in fractions.items()}}
+                "fraction_of_testable": {v: across_members(f[:, l]) for v, f in fractions.items()}}
                 for l, (layer, idx) in enumerate(result.groups.items())}
         stationarity[name] = entry
     return {
@@ -440,18 +444,20 @@ def report(result: SpectraResult, summary: dict, captions: dict, command: str | 
                        f"lags 1..{s.lb_lag}, FDR {s.alpha}) for {fmt_ci(d['ljung_box_white_rejected_fdr'])} "
                        "of the processes.")
     for phase, d in summary["stationarity"].items():
-        parts = [f"{layer} {fmt_ci(v['fraction']['stationary'])}" for layer, v in d["fdr_bh"].items()]
-        bullets.append(f"{phase} steps {d['steps'][0]}-{d['steps'][1]}: fraction stationary (ADF and "
+        parts = [f"{layer} {fmt_ci(v['fraction_of_testable']['stationary'])}"
+                 for layer, v in d["fdr_bh"].items()]
+        bullets.append(f"{phase} steps {d['steps'][0]}-{d['steps'][1]}: fraction of the non-constant "
+                       f"processes that are stationary (ADF and "
                        f"KPSS agree, BH-adjusted): " + ", ".join(parts) + ".")
     rep.bullets(bullets)
     rep.section("Autocorrelation and spectra")
     rep.text("Processes that never change (constant: the weights of pixels that are 0 in every "
              "image the member saw) are left out of these summaries; their share is in the table.")
-    header = ["layer", "processes", "constant", "ACF lag 1", "spectral slope", "band ratio", "smooth fraction",
-              "flatness", "non-white (FDR)"]
-    rows = [[layer, d["processes"], fmt_ci(d["constant_fraction"]), fmt_ci(d["acf_lag1"]), fmt_ci(d["spectral_slope"]),
-             fmt_ci(d["band_power_ratio"]), fmt_ci(d["smooth_fraction"]), fmt_ci(d["spectral_flatness"]),
-             fmt_ci(d["ljung_box_white_rejected_fdr"])] for layer, d in summary["layers"].items()]
+    header = ["layer", "processes", "constant", "ACF lag 1", "spectral slope", "band ratio",
+              "smooth fraction", "flatness", "non-white (FDR)"]
+    rows = [[layer, d["processes"], *(fmt_ci(d[k]) for k in (
+        "constant_fraction", "acf_lag1", "spectral_slope", "band_power_ratio", "smooth_fraction",
+        "spectral_flatness", "ljung_box_white_rejected_fdr"))] for layer, d in summary["layers"].items()]
     rep.table(header, rows)
     for name in ("acf_by_layer", "psd_by_layer", "spectral_summary"):
         rep.figure(name, captions[name])
@@ -459,7 +465,8 @@ def report(result: SpectraResult, summary: dict, captions: dict, command: str | 
     rep.text(f"ADF (constant, AIC lag) and KPSS (level, automatic lag) per process; a test rejects at "
              f"level {s.alpha}, raw or after Benjamini-Hochberg adjustment of its p-values over all "
              "processes of the phase (false discovery rate control). Counts are processes summed over "
-             "members; the stationary fraction has a t-interval across members.")
+             "members; the stationary fraction is of each member's non-constant (testable) processes, "
+             "with a t-interval across members.")
     header = ["phase", "layer", *[f"{v} (BH)" for v in STATIONARITY_VERDICTS], "stationary (raw)",
               "stationary fraction (BH)"]
     rows = []
@@ -467,7 +474,8 @@ def report(result: SpectraResult, summary: dict, captions: dict, command: str | 
         for layer, v in d["fdr_bh"].items():
             rows.append([f"{phase} ({d['steps'][0]}-{d['steps'][1]})", layer,
                          *[v["counts"][k] for k in STATIONARITY_VERDICTS],
-                         d["raw"][layer]["counts"]["stationary"], fmt_ci(v["fraction"]["stationary"])])
+                         d["raw"][layer]["counts"]["stationary"],
+                         fmt_ci(v["fraction_of_testable"]["stationary"])])
     rep.table(header, rows)
     rep.figure("stationarity", captions["stationarity"])
     rep.section("Configuration")
