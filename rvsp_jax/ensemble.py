@@ -148,8 +148,9 @@ class Ensemble:
         images = self.dataset.train_images.reshape(self.n_train, -1)
         self._images = dev.put_replicated(images, self.mesh)
         self._labels = dev.put_replicated(self.dataset.train_labels, self.mesh)
-        self._init = jax.jit(self._init_fn)
-        self._run = jax.jit(self._run_fn, donate_argnums=(0,))
+        self._init = jax.jit(self._init_fn, out_shardings=dev.member_sharding(self.mesh))
+        # not donated: the state a chunk starts from is still handed to the caller while it runs
+        self._run = jax.jit(self._run_fn)
         self._evaluate = jax.jit(jax.vmap(partial(loss_and_accuracy, self.model), in_axes=(0, None, None)))
 
     # ---- pure functions (traced once) -------------------------------------------------------
@@ -273,9 +274,11 @@ class Ensemble:
 
         ``start`` must be a chunk boundary of an earlier run (0, chunk, 2*chunk, ...) for the
         trajectory to equal an uninterrupted one bit for bit; that is what resuming uses.
+        The next chunk is dispatched before the previous one is copied to the host, so the device
+        computes chunk k+1 while the caller handles chunk k.
         """
         stop = self.total_steps if stop is None else min(stop, self.total_steps)
-        orders, orders_epoch = None, None
+        orders, orders_epoch, pending = None, None, None
         step = start
         while step < stop:
             epoch = step // self.steps_per_epoch
@@ -284,12 +287,19 @@ class Ensemble:
             state, metrics, probes = self._run(state, orders, jnp.int32(step), jnp.int32(epoch),
                                                self._images, self._labels)
             end = min(step + self.chunk, self.total_steps)
-            keep = partial(_host_members, members=self.members, steps=end - step)
-            keep_probed = partial(_host_members, members=self.members,
-                                  steps=-(-(end - step) // self.probe_every))
-            yield Chunk(step, end, jax.tree_util.tree_map(keep, metrics),
-                        jax.tree_util.tree_map(keep_probed, probes), state)
+            if pending is not None:
+                yield self._to_host(*pending)
+            pending = (step, end, metrics, probes, state)
             step = end
+        if pending is not None:
+            yield self._to_host(*pending)
+
+    def _to_host(self, start, stop, metrics, probes, state) -> Chunk:
+        keep = partial(_host_members, members=self.members, steps=stop - start)
+        keep_probed = partial(_host_members, members=self.members,
+                              steps=-(-(stop - start) // self.probe_every))
+        return Chunk(start, stop, jax.tree_util.tree_map(keep, metrics),
+                     jax.tree_util.tree_map(keep_probed, probes), state)
 
     def evaluate(self, params, split: str = "test"):
         """Loss and accuracy ``[S]`` of each member on the whole test (or train) split (float32)."""
