@@ -1,7 +1,7 @@
 """The optimizer as a stochastic process: minibatch gradient noise, its tail index across parameters
 vs along iterations, and the gradient noise scale B_simple over training (section 6 of the RVSP study).
 
-    python -m experiments.noise                          # 16 members, 3,000 SGD steps (~2 min, 2 cores)
+    python -m experiments.noise                          # 16 members, 3,000 SGD steps (~1 min, 2 cores)
     python -m experiments.noise --seeds 32 --noise-steps 20 --minibatches 512 --batch-size 64
     python -m experiments.noise --out results/noise/run1 --resume     # reuse the recording, re-analyse
 

