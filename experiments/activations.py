@@ -12,41 +12,23 @@ report.md and figures/ to --out (default results/activations/<timestamp>).
 
 from __future__ import annotations
 
-import shlex
-import sys
-
-from rvsp_jax import cli, devices
-from rvsp_jax.runfolder import RunFolderError
-from rvsp_jax.store import StoreError
+from rvsp_jax import cli
 from rvsp_jax.studies import activations
 
 DEFAULTS = {"seeds": 16, "epochs": 2.0}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = cli.make_parser("activations", "Hidden activations as transformed random variables.",
-                             train_defaults=DEFAULTS)
-    cli.add_dataclass_arguments(parser, activations.ActivationSettings, title="activations study")
-    args = parser.parse_args(argv)
-    devices.use_host_devices(args.devices)
-    config = cli.parse_train_config(parser, args)
-    try:
-        settings = cli.dataclass_from_args(activations.ActivationSettings, args)
-    except ValueError as e:
-        parser.error(str(e))
-    if args.resume and args.out is None:
-        parser.error("--resume needs --out, the run folder to continue")
-    out = args.out or cli.default_out("activations")
-    command = shlex.join(["python", "-m", "experiments.activations", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        analysis = activations.run(config, settings, out, resume=args.resume, overwrite=args.overwrite,
-                                   command=command)
-    except (RunFolderError, StoreError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    run = cli.parse_experiment("activations", "Hidden activations as transformed random variables.",
+                               activations.ActivationSettings, argv, train_defaults=DEFAULTS,
+                               settings_title="activations study")
+    with cli.exit_on_user_error():
+        analysis = activations.run(run.config, run.settings, run.out, resume=run.args.resume,
+                                   overwrite=run.args.overwrite, command=run.command)
     s = analysis.summary
-    print(f"activations ({config.activation}): S={config.seeds} ({s['members']['diverged']} diverged), "
-          f"{s['recorded_steps']} recordings; test accuracy {s['test_accuracy'].mean:.4f}")
-    print(f"report: {out}/report.md  summary: {out}/summary.json  figures: {out}/figures/")
+    print(f"activations ({run.config.activation}): S={run.config.seeds} ({s['members']['diverged']} "
+          f"diverged), {s['recorded_steps']} recordings; test accuracy {s['test_accuracy'].mean:.4f}")
+    print(f"report: {run.out}/report.md  summary: {run.out}/summary.json  figures: {run.out}/figures/")
 
 
 if __name__ == "__main__":

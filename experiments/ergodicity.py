@@ -10,44 +10,22 @@ summary.json, report.md and figures/*.png|pdf. See :mod:`rvsp_jax.studies.ergodi
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
-
-from rvsp_jax import cli, devices
-from rvsp_jax.runfolder import RunFolderError
-from rvsp_jax.store import StoreError
+from rvsp_jax import cli
 from rvsp_jax.studies import ergodicity
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = cli.make_parser("ergodicity", ergodicity.DESCRIPTION,
-                             train_defaults=ergodicity.TRAIN_DEFAULTS)
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    cli.add_dataclass_arguments(parser, ergodicity.ErgodicitySettings, title="ergodicity analysis")
-    args = parser.parse_args(argv)
-    devices.use_host_devices(args.devices)
-    config = cli.parse_train_config(parser, args)
-    try:
-        settings = cli.dataclass_from_args(ergodicity.ErgodicitySettings, args)
-    except ValueError as e:
-        parser.error(str(e))
-    if args.resume and args.out is None:
-        parser.error("--resume needs --out, the run folder to continue")
-    out = args.out or cli.default_out("ergodicity")
-    argv = sys.argv[1:] if argv is None else argv
-    command = shlex.join(["python", "-m", "experiments.ergodicity", *argv])
-    try:
-        result = ergodicity.run_study(config, settings, out, resume=args.resume,
-                                      overwrite=args.overwrite, command=command)
-    except (RunFolderError, StoreError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    counts = result.summary["verdict_counts"]
-    print(f"run: {out} ({result.summary['n_members']} members, {result.summary['n_diverged']} "
+    run = cli.parse_experiment("ergodicity", ergodicity.DESCRIPTION, ergodicity.ErgodicitySettings, argv,
+                               train_defaults=ergodicity.TRAIN_DEFAULTS, raw_description=True,
+                               settings_title="ergodicity analysis")
+    with cli.exit_on_user_error():
+        result = ergodicity.run_study(run.config, run.settings, run.out, resume=run.args.resume,
+                                      overwrite=run.args.overwrite, command=run.command)
+    print(f"run: {run.out} ({result.summary['n_members']} members, {result.summary['n_diverged']} "
           "diverged)")
-    for group, c in counts.items():
+    for group, c in result.summary["verdict_counts"].items():
         print(f"  {group}: " + ", ".join(f"{v} {k}" for k, v in c.items()))
-    print(f"report: {out}/report.md")
+    print(f"report: {run.out}/report.md")
 
 
 if __name__ == "__main__":

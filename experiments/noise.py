@@ -12,35 +12,17 @@ run folder (manifest, recorded parameters and gradients), summary.json, report.m
 
 from __future__ import annotations
 
-import shlex
-import sys
-
-from rvsp_jax import cli, devices
-from rvsp_jax.runfolder import RunFolderError
-from rvsp_jax.store import StoreError
+from rvsp_jax import cli
 from rvsp_jax.studies import noise
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = cli.make_parser(noise.EXPERIMENT, __doc__.splitlines()[0], noise.TRAIN_DEFAULTS)
-    cli.add_dataclass_arguments(parser, noise.NoiseSettings, title="gradient noise")
-    args = parser.parse_args(argv)
-    devices.use_host_devices(args.devices)
-    config = cli.parse_train_config(parser, args)
-    try:
-        settings = cli.dataclass_from_args(noise.NoiseSettings, args)
-    except ValueError as e:
-        parser.error(str(e))
-    if args.resume and args.out is None:
-        parser.error("--resume needs --out, the run folder to continue")
-    out = args.out or cli.default_out(noise.EXPERIMENT)
-    command = shlex.join(["python", "-m", "experiments.noise", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        noise.run_study(config, settings, out, resume=args.resume, overwrite=args.overwrite,
-                        command=command)
-    except (RunFolderError, StoreError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    print(f"noise: {out}\n  report: {out / 'report.md'}\n  summary: {out / 'summary.json'}")
+    run = cli.parse_experiment(noise.EXPERIMENT, __doc__.splitlines()[0], noise.NoiseSettings, argv,
+                               train_defaults=noise.TRAIN_DEFAULTS, settings_title="gradient noise")
+    with cli.exit_on_user_error():
+        noise.run_study(run.config, run.settings, run.out, resume=run.args.resume,
+                        overwrite=run.args.overwrite, command=run.command)
+    print(f"noise: {run.out}\n  report: {run.out / 'report.md'}\n  summary: {run.out / 'summary.json'}")
 
 
 if __name__ == "__main__":

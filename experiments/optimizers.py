@@ -13,39 +13,24 @@ report.md and figures/.
 
 from __future__ import annotations
 
-import shlex
-import sys
-
-from rvsp_jax import cli, devices
-from rvsp_jax.runfolder import RunFolderError
-from rvsp_jax.store import StoreError
+from rvsp_jax import cli
 from rvsp_jax.studies import optimizers
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = cli.make_parser(optimizers.EXPERIMENT, __doc__.splitlines()[0], optimizers.TRAIN_DEFAULTS)
-    cli.add_dataclass_arguments(parser, optimizers.OptimizerSettings, title="comparison")
-    args = parser.parse_args(argv)
-    devices.use_host_devices(args.devices)
-    config = cli.parse_train_config(parser, args)
+def _validate(config, settings) -> None:
     if config.optimizer != "sgd":
-        parser.error("--optimizer has no effect here: name the optimizers in --variants")
-    try:
-        settings = cli.dataclass_from_args(optimizers.OptimizerSettings, args)
-        optimizers.parse_variants(settings.variants, config)
-    except ValueError as e:
-        parser.error(str(e))
-    if args.resume and args.out is None:
-        parser.error("--resume needs --out, the study folder to continue")
-    out = args.out or cli.default_out(optimizers.EXPERIMENT)
-    command = shlex.join(["python", "-m", "experiments.optimizers",
-                          *(sys.argv[1:] if argv is None else argv)])
-    try:
-        optimizers.run_study(config, settings, out, resume=args.resume, overwrite=args.overwrite,
-                             command=command)
-    except (RunFolderError, StoreError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    print(f"optimizers: {out}\n  report: {out / 'report.md'}\n  summary: {out / 'summary.json'}")
+        raise ValueError("--optimizer has no effect here: name the optimizers in --variants")
+    optimizers.parse_variants(settings.variants, config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run = cli.parse_experiment(optimizers.EXPERIMENT, __doc__.splitlines()[0], optimizers.OptimizerSettings,
+                               argv, train_defaults=optimizers.TRAIN_DEFAULTS, settings_title="comparison",
+                               validate=_validate)
+    with cli.exit_on_user_error():
+        optimizers.run_study(run.config, run.settings, run.out, resume=run.args.resume,
+                             overwrite=run.args.overwrite, command=run.command)
+    print(f"optimizers: {run.out}\n  report: {run.out / 'report.md'}\n  summary: {run.out / 'summary.json'}")
 
 
 if __name__ == "__main__":

@@ -12,35 +12,17 @@ the run folder (manifest, recorded updates), summary.json, report.md and figures
 
 from __future__ import annotations
 
-import shlex
-import sys
-
-from rvsp_jax import cli, devices
-from rvsp_jax.runfolder import RunFolderError
-from rvsp_jax.store import StoreError
+from rvsp_jax import cli
 from rvsp_jax.studies import spectra
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = cli.make_parser(spectra.EXPERIMENT, __doc__.splitlines()[0], spectra.TRAIN_DEFAULTS)
-    cli.add_dataclass_arguments(parser, spectra.SpectraSettings, title="analysis")
-    args = parser.parse_args(argv)
-    devices.use_host_devices(args.devices)
-    config = cli.parse_train_config(parser, args)
-    try:
-        settings = cli.dataclass_from_args(spectra.SpectraSettings, args)
-    except ValueError as e:
-        parser.error(str(e))
-    if args.resume and args.out is None:
-        parser.error("--resume needs --out, the run folder to continue")
-    out = args.out or cli.default_out(spectra.EXPERIMENT)
-    command = shlex.join(["python", "-m", "experiments.spectra", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        spectra.run_study(config, settings, out, resume=args.resume, overwrite=args.overwrite,
-                          command=command)
-    except (RunFolderError, StoreError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    print(f"spectra: {out}\n  report: {out / 'report.md'}\n  summary: {out / 'summary.json'}")
+    run = cli.parse_experiment(spectra.EXPERIMENT, __doc__.splitlines()[0], spectra.SpectraSettings, argv,
+                               train_defaults=spectra.TRAIN_DEFAULTS)
+    with cli.exit_on_user_error():
+        spectra.run_study(run.config, run.settings, run.out, resume=run.args.resume,
+                          overwrite=run.args.overwrite, command=run.command)
+    print(f"spectra: {run.out}\n  report: {run.out / 'report.md'}\n  summary: {run.out / 'summary.json'}")
 
 
 if __name__ == "__main__":

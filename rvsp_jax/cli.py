@@ -8,11 +8,16 @@ options and :func:`dataclass_from_args` reads them back, so a flag means the sam
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as _dt
+import shlex
+import sys
 import typing
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
+from rvsp_jax import devices
 from rvsp_jax.config import TrainConfig
 
 
@@ -88,3 +93,57 @@ def parse_train_config(parser: argparse.ArgumentParser, args: argparse.Namespace
         return dataclass_from_args(TrainConfig, args)
     except ValueError as e:
         parser.error(str(e))
+
+
+class Invocation(NamedTuple):
+    """A parsed experiment command line: the training config, the study settings, the raw arguments,
+    the run folder and the command as it would be typed (for manifests and reports)."""
+
+    config: TrainConfig
+    settings: Any
+    args: argparse.Namespace
+    out: Path
+    command: str
+
+
+def parse_experiment(experiment: str, description: str, settings_cls=None, argv: list[str] | None = None,
+                     *, train_defaults: dict | None = None, settings_title: str = "analysis",
+                     raw_description: bool = False,
+                     validate: Callable[[TrainConfig, Any], None] | None = None) -> Invocation:
+    """Parse ``python -m experiments.<experiment>``: every TrainConfig flag, the run-folder flags and
+    the flags of the dataclass ``settings_cls``; set the host devices; invalid values (including a
+    ValueError from ``validate(config, settings)``) exit with the parser's message."""
+    parser = make_parser(experiment, description, train_defaults)
+    if raw_description:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    if settings_cls is not None:
+        add_dataclass_arguments(parser, settings_cls, title=settings_title)
+    args = parser.parse_args(argv)
+    devices.use_host_devices(args.devices)
+    config = parse_train_config(parser, args)
+    try:
+        settings = dataclass_from_args(settings_cls, args) if settings_cls is not None else None
+        if validate is not None:
+            validate(config, settings)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.resume and args.out is None:
+        parser.error("--resume needs --out, the run folder to continue")
+    out = args.out or default_out(experiment)
+    typed = sys.argv[1:] if argv is None else argv
+    return Invocation(config, settings, args, out,
+                      shlex.join(["python", "-m", f"experiments.{experiment}", *typed]))
+
+
+@contextlib.contextmanager
+def exit_on_user_error():
+    """Turn the errors a user can fix (run folder taken or unwritable, disk full, bad data, bad values)
+    into ``error: <message>`` and exit status 1, without a traceback."""
+    from rvsp_jax.data import DataError
+    from rvsp_jax.runfolder import RunFolderError
+    from rvsp_jax.store import StoreError
+
+    try:
+        yield
+    except (RunFolderError, StoreError, DataError, ValueError) as e:
+        sys.exit(f"error: {e}")
