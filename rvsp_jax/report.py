@@ -57,6 +57,11 @@ def fmt(x, digits: int = 3) -> str:
     return f"{float(x):.{digits}g}"
 
 
+def pct(x) -> str:
+    """A fraction as a percentage (``0.25`` -> ``25%``); None/NaN as an em dash."""
+    return "—" if x is None or not np.isfinite(x) else f"{100 * x:.0f}%"
+
+
 def fmt_ci(s: MemberSummary, digits: int = 3) -> str:
     """``mean [lo, hi]`` of a :class:`MemberSummary` (with ``n=…`` when members were excluded)."""
     text = f"{fmt(s.mean, digits)} [{fmt(s.lo, digits)}, {fmt(s.hi, digits)}]"

@@ -373,3 +373,19 @@ def test_leading_axes_dtypes_and_jax_input():
     np.testing.assert_allclose(a.stat[1, 2], ref.statistic, rtol=1e-6)
     one = adf(x[0, 0])
     assert one.stat.shape == () and int(one.usedlag) == flat_a.usedlag[0]
+
+
+def test_stationarity_verdicts_and_fractions_on_known_processes():
+    """White noise is called stationary and random walks unit-root, raw and BH-adjusted; the
+    fractions count each verdict (statsmodels-equal ADF/KPSS are tested above)."""
+    from rvsp_jax.analysis import STATIONARITY_VERDICTS, stationarity_verdicts, verdict_fractions
+
+    rng = np.random.default_rng(11)
+    noise = rng.normal(size=(50, 400))
+    walks = np.cumsum(rng.normal(size=(50, 400)), axis=-1)
+    raw, bh = stationarity_verdicts(np.concatenate([noise, walks]))
+    assert raw.shape == bh.shape == (100,)
+    f_noise, f_walk = verdict_fractions(bh[:50]), verdict_fractions(bh[50:])
+    assert f_noise["n"] == 50 and f_noise["stationary"] >= 0.9
+    assert f_walk["unit-root"] >= 0.7
+    assert abs(sum(f_noise[v] for v in STATIONARITY_VERDICTS) - 1) < 1e-12

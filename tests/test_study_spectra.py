@@ -12,7 +12,7 @@ from experiments.spectra import main
 from rvsp_jax.analysis import STATIONARITY_VERDICTS
 from rvsp_jax.studies.spectra import (
     layer_groups, layer_of, measure_layers, normalised_psd, phase_bounds, phase_verdicts,
-    verdict_fractions)
+    layer_verdict_fractions)
 
 FIGURES = ("acf_by_layer", "psd_by_layer", "spectral_summary", "stationarity")
 ARGS = ["--seeds", "3", "--steps", "96", "--chunk", "48", "--block", "2", "--probe-index", "2",
@@ -154,14 +154,14 @@ def test_phase_verdicts_separate_random_walks_from_white_noise():
     unit_root = STATIONARITY_VERDICTS.index("unit-root")
     assert (pv.fdr_bh[:, [0, 2], :4] == stationary).mean() >= 0.9
     assert (pv.fdr_bh[:, [0, 2], 4:] == unit_root).mean() >= 0.8
-    fractions = verdict_fractions(pv.fdr_bh[0], layer_groups(NAMES))
+    fractions = layer_verdict_fractions(pv.fdr_bh[0], layer_groups(NAMES))
     assert set(fractions) == set(STATIONARITY_VERDICTS) - {"invalid"}
     assert np.isnan(fractions["stationary"][1]).all()
     total = sum(f[[0, 2]] for f in fractions.values())
     np.testing.assert_allclose(total, 1.0)
     # invalid (constant) processes leave the denominator: 1 of 4 stationary among 3 testable is 1/3
     codes = np.array([[0, 3, 2, 1, 0, 0, 3]], np.int8)
-    f = verdict_fractions(codes, layer_groups(NAMES))
+    f = layer_verdict_fractions(codes, layer_groups(NAMES))
     np.testing.assert_allclose([f["stationary"][0, 0], f["unit-root"][0, 0], f["stationary"][0, 1]],
                                [1 / 3, 1 / 3, 1.0])
     assert phase_bounds(10) == [("early", 0, 3), ("middle", 3, 7), ("late", 7, 10)]

@@ -35,6 +35,7 @@ from rvsp_jax.analysis.spectral import (
     LjungBoxResult, SpectralSlope, acf, acf_confint, band_power_ratio, is_constant, ljung_box, pacf,
     periodogram, spectral_flatness, spectral_slope, welch)
 from rvsp_jax.analysis.stationarity import VERDICTS as STATIONARITY_VERDICTS
-from rvsp_jax.analysis.stationarity import AdfResult, KpssResult, adf, kpss, stationarity_verdict
+from rvsp_jax.analysis.stationarity import (
+    AdfResult, KpssResult, adf, kpss, stationarity_verdict, stationarity_verdicts, verdict_fractions)
 from rvsp_jax.analysis.summary import MemberSummary, across_members
 from rvsp_jax.analysis.tails import default_hill_k, hill, simsekli_alpha

@@ -57,6 +57,8 @@ __all__ = [
     "adf",
     "kpss",
     "stationarity_verdict",
+    "stationarity_verdicts",
+    "verdict_fractions",
 ]
 
 _ADF_REGRESSIONS = {"n": 0, "c": 1, "ct": 2, "ctt": 3}  # regression -> number of trend terms
@@ -629,3 +631,19 @@ def stationarity_verdict(
     code = np.where(adf_rejects == kpss_rejects, 2, np.where(adf_rejects, 0, 1)).astype(np.int8)
     code[np.isnan(p_adf) | np.isnan(p_kpss)] = 3
     return code
+
+
+def stationarity_verdicts(x, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Joint ADF + KPSS verdict codes (both ``regression="c"``, defaults otherwise) of every series
+    ``x: [..., T]``: ``(raw, bh)`` int8 ``[...]``, the second with each test's p-values
+    Benjamini-Hochberg adjusted over all the series given (see :func:`stationarity_verdict`)."""
+    a, k = adf(x), kpss(x)
+    return stationarity_verdict(a, k, alpha), stationarity_verdict(a, k, alpha, adjust="fdr_bh")
+
+
+def verdict_fractions(codes) -> dict:
+    """Fraction of the series with each verdict of :data:`VERDICTS` (codes as returned by
+    :func:`stationarity_verdict`), and ``n`` the number of series."""
+    c = np.asarray(codes).ravel()
+    counts = np.bincount(c.astype(np.int64), minlength=len(VERDICTS))
+    return {**{name: counts[i] / max(c.size, 1) for i, name in enumerate(VERDICTS)}, "n": int(c.size)}

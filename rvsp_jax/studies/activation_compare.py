@@ -39,14 +39,14 @@ from tqdm.auto import tqdm
 
 from rvsp_jax import plots, store
 from rvsp_jax.analysis import (
-    STATIONARITY_VERDICTS, MemberSummary, across_members, band_power_ratio, spectral_slope, welch)
+    STATIONARITY_VERDICTS, MemberSummary, across_members, band_power_ratio, spectral_slope,
+    stationarity_verdicts, verdict_fractions, welch)
 from rvsp_jax.config import ACTIVATIONS, TrainConfig, opt
 from rvsp_jax.data import Dataset, load
 from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, write_summary
 from rvsp_jax.studies.activations import diverged_members, summary_series
 from rvsp_jax.studies.folder import finish_study, open_study, train_variant
-from rvsp_jax.studies.pixels import pct, stationarity_codes, verdict_fractions
 
 EXPERIMENT = "activation_compare"
 KINDS = ("grads", "updates")
@@ -192,7 +192,7 @@ def entry_statistics(x, excluded=None, *, nperseg: int, alpha: float) -> dict:
     stationary = np.full(x.shape[0], np.nan)
     bh = np.zeros((0,), np.int8)
     if (~excluded).any():
-        raw, bh = stationarity_codes(series[~excluded], alpha)
+        raw, bh = stationarity_verdicts(series[~excluded], alpha)
         stationary[~excluded] = (raw == 0).mean(-1)
     out = {
         "log10_var": np.log10(var.mean(-1)),

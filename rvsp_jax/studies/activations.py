@@ -31,12 +31,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rvsp_jax import plots, record, store
-from rvsp_jax.analysis import STATIONARITY_VERDICTS, MemberSummary, across_members
+from rvsp_jax.analysis import (
+    STATIONARITY_VERDICTS, MemberSummary, across_members, stationarity_verdicts, verdict_fractions)
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
 from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
-from rvsp_jax.studies.pixels import pct, stationarity_codes, verdict_fractions
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, write_summary
 
 EXPERIMENT = "activations"
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -214,7 +214,7 @@ def phase_stationarity(series: dict[str, np.ndarray], bounds, names, excluded, a
         x = np.asarray(x, np.float64)[~excluded]
         out[family] = {}
         for name, (a, b) in zip(names, bounds):
-            raw, bh = stationarity_codes(x[..., a:b], alpha)
+            raw, bh = stationarity_verdicts(x[..., a:b], alpha)
             out[family][name] = {"raw": verdict_fractions(raw), "bh": verdict_fractions(bh)}
     return out
 

@@ -29,13 +29,13 @@ from tqdm.auto import tqdm
 
 from rvsp_jax import plots
 from rvsp_jax.analysis import (
-    STATIONARITY_VERDICTS, across_members, acf, adf, band_power_ratio, fdr_bh, kpss, ljung_box,
-    spectral_slope, stationarity_verdict, welch)
+    STATIONARITY_VERDICTS, across_members, acf, band_power_ratio, fdr_bh, ljung_box, spectral_slope,
+    stationarity_verdicts, verdict_fractions, welch)
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
 from rvsp_jax.data import pixels as px
 from rvsp_jax.ensemble import Ensemble
-from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, write_summary
 from rvsp_jax.studies.folder import finish_study, open_study
 
 EXPERIMENT = "pixels"
@@ -70,28 +70,6 @@ class PixelSettings:
 
 
 # ---- shared by the sections: verdict fractions -------------------------------------------------
-
-def stationarity_codes(x, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Joint ADF + KPSS verdict codes (level, ``regression="c"``) of every series ``x: [..., T]``:
-    ``(raw, bh)`` int8 ``[...]``, the second with each test's p-values Benjamini-Hochberg adjusted over
-    all the series given (see :func:`rvsp_jax.analysis.stationarity_verdict`)."""
-    a, k = adf(x), kpss(x)
-    return stationarity_verdict(a, k, alpha), stationarity_verdict(a, k, alpha, adjust="fdr_bh")
-
-
-def verdict_fractions(codes) -> dict:
-    """Fraction of series with each verdict of :data:`~rvsp_jax.analysis.STATIONARITY_VERDICTS`,
-    and ``n`` the number of series."""
-    c = np.asarray(codes).ravel()
-    counts = np.bincount(c.astype(np.int64), minlength=len(STATIONARITY_VERDICTS))
-    return {**{name: counts[i] / max(c.size, 1) for i, name in enumerate(STATIONARITY_VERDICTS)},
-            "n": int(c.size)}
-
-
-def pct(x) -> str:
-    """A fraction as a percentage (``0.25`` -> ``25%``); None/NaN as an em dash."""
-    return "—" if x is None or not np.isfinite(x) else f"{100 * x:.0f}%"
-
 
 # ---- the streams -------------------------------------------------------------------------------
 
@@ -156,7 +134,7 @@ def stream_statistics(x: np.ndarray, *, nlags: int, nperseg: int, alpha: float,
         log_ratio = np.log10(ratio)
     var = x.var(-1, ddof=1)
     lb = ljung_box(x, min(10, nlags)).pvalue[..., -1]
-    codes_raw, codes_bh = stationarity_codes(x, alpha)
+    codes_raw, codes_bh = stationarity_verdicts(x, alpha)
     summary = {
         "time_mean": across_members(_per_member(x.mean(-1))),
         "time_var": across_members(_per_member(var)),

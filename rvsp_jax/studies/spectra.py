@@ -267,7 +267,7 @@ def phase_verdicts(x, usable: np.ndarray, *, alpha: float = 0.05, progress: bool
     return PhaseVerdicts(bounds, raw, adjusted)
 
 
-def verdict_fractions(codes: np.ndarray, groups: dict) -> dict[str, np.ndarray]:
+def layer_verdict_fractions(codes: np.ndarray, groups: dict) -> dict[str, np.ndarray]:
     """codes: int8 ``[S, P]`` -> verdict name -> ``[S, L]`` fraction of each member's testable
     processes in each layer with that verdict, for the verdicts other than ``invalid`` (constant
     processes cannot be tested and are left out of the denominator; NaN where a member is excluded,
@@ -341,7 +341,7 @@ def summarise(result: SpectraResult) -> dict:
         entry = {"steps": [int(run.steps[a]), int(run.steps[b - 1]) + 1]}
         for kind in ("raw", "fdr_bh"):
             codes = getattr(result.verdicts, kind)[k]
-            fractions = verdict_fractions(codes, result.groups)
+            fractions = layer_verdict_fractions(codes, result.groups)
             entry[kind] = {layer: {
                 "counts": {v: int((codes[:, idx] == i).sum()) for i, v in enumerate(STATIONARITY_VERDICTS)},
                 "fraction_of_testable": {v: across_members(f[:, l]) for v, f in fractions.items()}}
