@@ -227,7 +227,7 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
             due = (t_checkpoint is None or now - t_checkpoint >= checkpoint_seconds
                    or chunk.stop == ens.total_steps)
             t_checkpoint = now if due else t_checkpoint
-            # the next chunk donates the device state, so a checkpoint's host copy is taken now
+            # a checkpoint takes its host copy of the state now, while the next chunk computes
             writer.put(chunk._replace(state=host_state(state, ens.members) if due else None))
             if t_first is None:
                 t_first, steps_first, cpu_first = time.perf_counter(), chunk.stop, time.process_time()
