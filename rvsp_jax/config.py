@@ -8,6 +8,7 @@ name and its help text.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -40,6 +41,7 @@ INITIALIZERS = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def optimizer_names() -> tuple[str, ...]:
     """Every optax optimizer constructor that takes a ``learning_rate`` (sgd, adam, adamw, ...)."""
     names = []
@@ -59,6 +61,17 @@ def optimizer_names() -> tuple[str, ...]:
 def _choice(value, choices, what):
     if value not in choices:
         raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(map(str, choices))}")
+
+
+def from_fields(cls, d: dict):
+    """``cls(**d)`` for a frozen config dataclass, refusing keys that are not its fields (tuple-typed
+    fields are rebuilt from JSON lists)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cls(**d)
 
 
 def opt(default, flag, help, **extra):
@@ -161,14 +174,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        d = dict(d)
-        if "widths" in d:
-            d["widths"] = tuple(d["widths"])
-        return cls(**d)
+        return from_fields(cls, d)
 
     def digest(self) -> str:
         """sha256 (first 16 hex digits) of the canonical JSON of the config, for manifests."""

@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rvsp_jax.config import TrainConfig, opt
+from rvsp_jax.config import TrainConfig, from_fields, opt
 from rvsp_jax.data import Dataset, to_model_inputs
 from rvsp_jax.model import MLP, init_params
 
@@ -119,11 +119,7 @@ class ProbeConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProbeConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown ProbeConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return from_fields(cls, d)
 
 
 @dataclass(frozen=True, eq=False)
