@@ -321,8 +321,7 @@ def host_state(state: EnsembleState, members: int | None = None) -> EnsembleStat
 
 
 def train(config: TrainConfig, dataset: Dataset | None = None, *, probe: Probe | None = None,
-          probe_every: int = 1, devices=None, on_chunk: Callable[[Chunk], None] | None = None
-          ) -> TrainResult:
+          probe_every: int = 1, devices=None) -> TrainResult:
     """Train the whole ensemble and return its trajectories (see :class:`TrainResult`)."""
     ens = Ensemble(config, dataset, probe=probe, probe_every=probe_every, devices=devices)
     t0 = time.perf_counter()
@@ -331,8 +330,6 @@ def train(config: TrainConfig, dataset: Dataset | None = None, *, probe: Probe |
     for chunk in ens.chunks(state):
         state = chunk.state
         parts.append((chunk.metrics, chunk.probes))
-        if on_chunk is not None:
-            on_chunk(chunk)
     jax.block_until_ready(state)
     seconds = time.perf_counter() - t0
     cat = lambda *xs: np.concatenate(xs, axis=1)  # noqa: E731
