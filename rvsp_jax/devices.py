@@ -19,6 +19,8 @@ the mesh spans them all (multi-machine runs need no other change).
 from __future__ import annotations
 
 import os
+import weakref
+from typing import Callable
 
 import jax
 import numpy as np
@@ -111,6 +113,72 @@ def fetch(x) -> np.ndarray:
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
+
+class MemberParts:
+    """A host array ``[S, ...]`` held as consecutive parts along its member axis, each a numpy array.
+
+    :func:`member_parts` makes them zero-copy views of the device shards that computed the members,
+    so large outputs (every parameter at every step) reach the store without being copied on the
+    host. ``numpy.asarray(parts)`` concatenates them into one array.
+    """
+
+    def __init__(self, parts):
+        self.parts = tuple(parts)
+        if not self.parts:
+            raise ValueError("MemberParts needs at least one part")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (sum(p.shape[0] for p in self.parts), *self.parts[0].shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.parts[0].dtype
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        """Index of the first member of every part."""
+        return tuple(np.cumsum([0] + [p.shape[0] for p in self.parts[:-1]]).tolist())
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"MemberParts(shape={self.shape}, dtype={self.dtype}, parts={len(self.parts)})"
+
+
+def member_parts(x, members: int, steps: int | None = None) -> MemberParts:
+    """The first ``members`` members (and first ``steps`` entries of axis 1) of a member-split array
+    ``x: [S_pad, T, ...]`` on the host.
+
+    In a single process every part is a read-only, zero-copy view of one device's shard (on a CPU
+    the device memory is host memory), which keeps that device buffer alive while it is referenced;
+    with several processes the array is gathered (:func:`fetch`) into one part.
+    """
+    cut = (slice(None),) if steps is None else (slice(None), slice(0, steps))
+    if jax.process_count() > 1:
+        return MemberParts([fetch(x)[:members][cut]])
+    parts, taken = [], 0
+    for shard in sorted(x.addressable_shards, key=lambda sh: sh.index[0].start or 0):
+        if taken >= members:
+            break
+        part = np.asarray(shard.data)[: members - taken][cut]
+        parts.append(part)
+        taken += part.shape[0]
+    return MemberParts(parts)
+
+
+def views_released(parts: MemberParts) -> Callable[[], bool]:
+    """A function telling whether every numpy array viewing ``parts`` is gone (the parts themselves,
+    any slice of them, ``MemberParts`` holding them), i.e. whether their memory may be reused."""
+    refs = []
+    for part in parts.parts:
+        while isinstance(part.base, np.ndarray):  # a slice of a view: follow it to the viewed array
+            part = part.base
+        refs.append(weakref.ref(part))
+    return lambda: all(r() is None for r in refs)
 
 
 def describe() -> str:

@@ -38,6 +38,10 @@ from rvsp_jax.data import Dataset, load, to_model_inputs
 from rvsp_jax.model import init_params, loss_and_accuracy, make_model
 
 
+SPARE_CHUNKS = 4
+"""Finished chunks whose probe buffers :meth:`Ensemble.chunks` keeps for reuse by later chunks."""
+
+
 class EnsembleState(NamedTuple):
     """Training state, every leaf with a leading member axis ``[S_pad, ...]``."""
 
@@ -73,8 +77,9 @@ Probe = Callable[[StepContext], Any]
 
 
 class Chunk(NamedTuple):
-    """One finished chunk, on the host: steps ``[start, stop)``; metrics are ``[S, stop - start]``,
-    probes ``[S, ceil((stop - start) / probe_every), ...]`` (None without a probe)."""
+    """One finished chunk, on the host: steps ``[start, stop)``; metrics are ``[S, stop - start]``
+    numpy arrays, probes :class:`~rvsp_jax.devices.MemberParts` ``[S, ceil((stop - start) /
+    probe_every), ...]`` (None without a probe); ``state`` is still on the devices."""
 
     start: int
     stop: int
@@ -149,8 +154,10 @@ class Ensemble:
         self._images = dev.put_replicated(images, self.mesh)
         self._labels = dev.put_replicated(self.dataset.train_labels, self.mesh)
         self._init = jax.jit(self._init_fn, out_shardings=dev.member_sharding(self.mesh))
-        # not donated: the state a chunk starts from is still handed to the caller while it runs
-        self._run = jax.jit(self._run_fn)
+        # the state is not donated (the state a chunk starts from is still handed to the caller while
+        # it runs); the probe buffers are (see _run_fn and chunks)
+        self._run = jax.jit(self._run_fn, donate_argnums=(1,))
+        self._new_outs = jax.jit(self._new_outs_fn, out_shardings=dev.member_sharding(self.mesh))
         self._evaluate = jax.jit(jax.vmap(partial(loss_and_accuracy, self.model), in_axes=(0, None, None)))
 
     # ---- pure functions (traced once) -------------------------------------------------------
@@ -206,23 +213,42 @@ class Ensemble:
         return (new_params, new_opt, diverged | now_diverged,
                 jnp.where(now_diverged, step, diverged_at), metrics, probes)
 
-    def _run_fn(self, state: EnsembleState, orders, start, first_epoch, images, labels):
+    def _probe_shapes(self):
+        """Shapes and dtypes of one member's probe output (a pytree of ``jax.ShapeDtypeStruct``)."""
+        if self.probe is None:
+            return None
+        params = jax.eval_shape(partial(init_params, self.model), jax.random.PRNGKey(0))
+        b = self.config.batch_size
+        ctx = StepContext(params, params, params,
+                          jax.ShapeDtypeStruct((b, self._images.shape[1]), jnp.float32),
+                          jax.ShapeDtypeStruct((b,), self._labels.dtype))
+        return jax.eval_shape(self.probe, ctx)
+
+    def _run_fn(self, state: EnsembleState, outs, orders, start, first_epoch, images, labels):
         """Run ``self.chunk`` steps from ``start``; steps at or past ``total_steps`` are no-ops.
 
-        Each device loops (``lax.map``) over its members in blocks of ``config.block``; inside a block
-        the steps are scanned and the members vmapped. Every member is therefore always computed by
-        the same compiled block, whatever S and the device count, which makes its trajectory
-        bit-identical across ensemble sizes (XLA picks different dot kernels for different batch
-        sizes, so a plain vmap over all members is not).
+        Each device loops over its members in blocks of ``config.block``; inside a block the steps
+        are scanned and the members vmapped. Every member is therefore always computed by the same
+        compiled block, whatever S and the device count, which makes its trajectory bit-identical
+        across ensemble sizes (XLA picks different dot kernels for different batch sizes, so a plain
+        vmap over all members is not).
+
+        Probe values are written, as they are computed, into ``outs``: one buffer per probe leaf,
+        ``[S_pad, chunk // probe_every, ...]``, carried through both loops so that XLA updates it in
+        place. ``outs`` is donated: the caller passes the buffers of a chunk it has finished with
+        (:meth:`chunks` does), so recording every parameter at every step writes each value once
+        into memory that is already mapped, instead of stacking and reordering the loops' outputs
+        into freshly allocated buffers (at S=256 on 2 cores those copies and the page faults of the
+        new memory took more CPU time than training itself).
         """
         m, every = self.config.block, self.probe_every
+        n_rec = self.chunk // every
         in_axes = (0, 0, 0, 0, 0, None, None, None, None, None)
-        steps = start + jnp.arange(self.chunk, dtype=jnp.int32)
         plain = jax.vmap(self._member_step, in_axes=in_axes)
         probed = jax.vmap(partial(self._member_step, with_probe=self.probe is not None), in_axes=in_axes)
-
-        def run_block(block, images, labels):
-            st, block_orders = block
+        firsts = start + every * jnp.arange(n_rec, dtype=jnp.int32)
+        def run_block(outs, block, images, labels):
+            b, st, block_orders = block
 
             def one_step(step_fn, st: EnsembleState, step):
                 epoch = step // self.steps_per_epoch
@@ -230,35 +256,53 @@ class Ensemble:
                 active = step < self.total_steps
                 *new, metrics, probes = step_fn(*st, order, step, step % self.steps_per_epoch,
                                                 active, images, labels)
-                return EnsembleState(*new), (metrics, probes)
+                return EnsembleState(*new), metrics, probes
 
-            def group(st: EnsembleState, first):
+            def record(outs, r, probes):
+                # outs leaves [blocks, M, n_rec, ...] <- probes leaves [M, ...] at (block b, step r)
+                return jax.tree_util.tree_map(
+                    lambda buf, v: jax.lax.dynamic_update_slice(
+                        buf, v[None, :, None].astype(buf.dtype), (b, 0, r) + (0,) * (v.ndim - 1)),
+                    outs, probes)
+
+            def group(carry, xs):
                 # the first step of every group of `every` steps is probed, the others are not
-                st, (m0, probes) = one_step(probed, st, first)
-                st, (rest, _) = jax.lax.scan(partial(one_step, plain), st,
-                                             first + 1 + jnp.arange(every - 1, dtype=jnp.int32))
-                metrics = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), m0, rest)
-                return st, (metrics, probes)
+                st, outs = carry
+                r, first = xs
+                st, metrics, probes = one_step(probed, st, first)
+                if probes is not None:
+                    outs = record(outs, r, probes)
+                metrics = jax.tree_util.tree_map(lambda a: a[None], metrics)
+                if every > 1:
+                    st, rest = jax.lax.scan(lambda s, t: one_step(plain, s, t)[:2], st,
+                                            first + 1 + jnp.arange(every - 1, dtype=jnp.int32))
+                    metrics = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), metrics, rest)
+                return (st, outs), metrics
 
-            if every == 1:
-                st, (metrics, probes) = jax.lax.scan(partial(one_step, probed), st, steps)
-                return st, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), (metrics, probes))
-            firsts = start + every * jnp.arange(self.chunk // every, dtype=jnp.int32)
-            st, (metrics, probes) = jax.lax.scan(group, st, firsts)
-            # metrics: [groups, every, M] -> [M, chunk]; probes: [groups, M, ...] -> [M, groups, ...]
-            metrics = jax.tree_util.tree_map(lambda a: a.reshape(-1, m).swapaxes(0, 1), metrics)
-            return st, (metrics, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), probes))
+            (st, outs), metrics = jax.lax.scan(group, (st, outs), (jnp.arange(n_rec), firsts))
+            # metrics: [n_rec, every, M] -> [M, chunk]
+            return outs, (st, jax.tree_util.tree_map(lambda a: a.reshape(-1, m).swapaxes(0, 1), metrics))
 
-        def local(state, orders, images, labels):
+        def local(state, outs, orders, images, labels):
             to_blocks = partial(jax.tree_util.tree_map, lambda a: a.reshape(-1, m, *a.shape[1:]))
             from_blocks = partial(jax.tree_util.tree_map, lambda a: a.reshape(-1, *a.shape[2:]))
-            state, outputs = jax.lax.map(partial(run_block, images=images, labels=labels),
-                                         to_blocks((state, orders)))
-            return from_blocks(state), *from_blocks(outputs)
+            blocks = orders.shape[0] // m
+            outs, (state, metrics) = jax.lax.scan(
+                partial(run_block, images=images, labels=labels), to_blocks(outs),
+                (jnp.arange(blocks), to_blocks(state), to_blocks(orders)))
+            return from_blocks(state), from_blocks(metrics), from_blocks(outs)
 
         spec = PartitionSpec(dev.MEMBER_AXIS)
-        return jax.shard_map(local, mesh=self.mesh, in_specs=(spec, spec, PartitionSpec(), PartitionSpec()),
-                             out_specs=(spec, spec, spec))(state, orders, images, labels)
+        return jax.shard_map(local, mesh=self.mesh,
+                             in_specs=(spec, spec, spec, PartitionSpec(), PartitionSpec()),
+                             out_specs=(spec, spec, spec))(state, outs, orders, images, labels)
+
+    def _new_outs_fn(self):
+        """Probe buffers ``[S_pad, chunk // probe_every, ...]`` of one chunk (zeros; None without a
+        probe), split over the mesh."""
+        n_rec = self.chunk // self.probe_every
+        return jax.tree_util.tree_map(lambda s: jnp.zeros((self.padded, n_rec, *s.shape), s.dtype),
+                                      self._probe_shapes())
 
     # ---- driver (host side) -----------------------------------------------------------------
     def init(self) -> EnsembleState:
@@ -276,30 +320,51 @@ class Ensemble:
         trajectory to equal an uninterrupted one bit for bit; that is what resuming uses.
         The next chunk is dispatched before the previous one is copied to the host, so the device
         computes chunk k+1 while the caller handles chunk k.
+
+        Probes arrive as :class:`~rvsp_jax.devices.MemberParts`, zero-copy views of the device
+        buffers. Once the caller holds no view of a chunk's probes any more, the trainer writes a
+        later chunk's probes into the same buffers (up to :data:`SPARE_CHUNKS` finished chunks are
+        kept for that); a chunk whose views are still held is never reused, so keeping them is
+        safe, it only costs fresh memory for the chunks that follow.
         """
         stop = self.total_steps if stop is None else min(stop, self.total_steps)
         orders, orders_epoch, pending = None, None, None
+        spare: list = []  # (device probe buffers, released) of chunks handed out, oldest first
         step = start
         while step < stop:
             epoch = step // self.steps_per_epoch
             if orders_epoch != epoch:
                 orders, orders_epoch = dev.put_members(self.orders(epoch), self.mesh), epoch
-            state, metrics, probes = self._run(state, orders, jnp.int32(step), jnp.int32(epoch),
-                                               self._images, self._labels)
+            state, metrics, probes = self._run(state, self._buffers(spare), orders, jnp.int32(step),
+                                               jnp.int32(epoch), self._images, self._labels)
             end = min(step + self.chunk, self.total_steps)
             if pending is not None:
-                yield self._to_host(*pending)
+                yield self._to_host(*pending, spare)
             pending = (step, end, metrics, probes, state)
             step = end
         if pending is not None:
-            yield self._to_host(*pending)
+            yield self._to_host(*pending, spare)
 
-    def _to_host(self, start, stop, metrics, probes, state) -> Chunk:
-        keep = partial(_host_members, members=self.members, steps=stop - start)
-        keep_probed = partial(_host_members, members=self.members,
-                              steps=-(-(stop - start) // self.probe_every))
-        return Chunk(start, stop, jax.tree_util.tree_map(keep, metrics),
-                     jax.tree_util.tree_map(keep_probed, probes), state)
+    def _buffers(self, spare: list):
+        """Probe buffers for the next chunk: those of a handed-out chunk that the caller has
+        released, else new ones."""
+        for i, (outs, released) in enumerate(spare):
+            if released():
+                del spare[i]
+                return outs
+        del spare[: max(0, len(spare) - SPARE_CHUNKS + 1)]
+        return self._new_outs()
+
+    def _to_host(self, start, stop, metrics, probes, state, spare: list) -> Chunk:
+        n = stop - start
+        host_metrics = jax.tree_util.tree_map(lambda a: dev.fetch(a)[: self.members, :n], metrics)
+        host_probes = jax.tree_util.tree_map(
+            lambda a: dev.member_parts(a, self.members, -(-n // self.probe_every)), probes)
+        if probes is not None:
+            watches = [dev.views_released(p) for p in jax.tree_util.tree_leaves(
+                host_probes, is_leaf=lambda x: isinstance(x, dev.MemberParts))]
+            spare.append((probes, lambda: all(w() for w in watches)))
+        return Chunk(start, stop, host_metrics, host_probes, state)
 
     def evaluate(self, params, split: str = "test"):
         """Loss and accuracy ``[S]`` of each member on the whole test (or train) split (float32)."""
@@ -309,10 +374,6 @@ class Ensemble:
         y = dev.put_replicated(labels, self.mesh)
         loss, acc = self._evaluate(params, x, y)
         return dev.fetch(loss)[: self.members], dev.fetch(acc)[: self.members]
-
-
-def _host_members(a, members: int, steps: int) -> np.ndarray:
-    return dev.fetch(a)[:members, :steps]
 
 
 def host_state(state: EnsembleState, members: int | None = None) -> EnsembleState:
@@ -329,7 +390,8 @@ def train(config: TrainConfig, dataset: Dataset | None = None, *, probe: Probe |
     parts = []
     for chunk in ens.chunks(state):
         state = chunk.state
-        parts.append((chunk.metrics, chunk.probes))
+        # copied, so that the trainer can reuse the chunk's buffers
+        parts.append((chunk.metrics, jax.tree_util.tree_map(np.array, chunk.probes)))
     jax.block_until_ready(state)
     seconds = time.perf_counter() - t0
     cat = lambda *xs: np.concatenate(xs, axis=1)  # noqa: E731

@@ -36,6 +36,7 @@ import zarr
 import zarr.codecs
 
 from rvsp_jax.config import TrainConfig
+from rvsp_jax.devices import MemberParts
 from rvsp_jax.probes import ProbeConfig, ProbeLayout
 from rvsp_jax.runfolder import read_manifest
 
@@ -134,14 +135,43 @@ def write_steps(arrays: dict[str, zarr.Array], start: int, every: int, metrics: 
                 ) -> None:
     """Write the steps ``[start, start + n)`` of one training chunk.
 
-    metrics: name -> ``[S, n]``; probes: array name -> ``[S, ceil(n / every), P]``; ``start`` is a
-    multiple of ``every``.
+    metrics: name -> ``[S, n]``; probes: array name -> ``[S, ceil(n / every), P]`` (numpy arrays or
+    :class:`~rvsp_jax.devices.MemberParts`); ``start`` is a multiple of ``every``.
     """
     for name, x in metrics.items():
         arrays[f"metrics/{name}"][:, start:start + x.shape[1]] = x
     r0 = start // every
     for name, x in probes.items():
-        arrays[name][:, r0:r0 + x.shape[1]] = x
+        write_by_chunk(arrays[name], r0, x)
+
+
+def _members(x, a: int, b: int) -> np.ndarray:
+    """Members ``[a, b)`` of ``x`` (an array or MemberParts): a view when one part holds them all."""
+    if not isinstance(x, MemberParts):
+        return x[a:b]
+    pieces = [part[max(a, s) - s:min(b, s + len(part)) - s]
+              for s, part in zip(x.starts, x.parts) if max(a, s) < min(b, s + len(part))]
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def write_by_chunk(array: zarr.Array, r0: int, x) -> None:
+    """Write ``x: [S, n, ...]`` into ``array[:, r0:r0 + n]`` one zarr chunk at a time.
+
+    Handing zarr exactly one chunk per call lets it store that piece of ``x`` as it is; a call that
+    spans several chunks makes zarr allocate every chunk, fill it and copy the data in. With members
+    chunked along the parts of a :class:`~rvsp_jax.devices.MemberParts` (see :func:`array_specs`) and
+    P in one chunk, recording writes the trainer's buffers to disk without a host copy.
+    """
+    s, n = x.shape[:2]
+    s_c, _, *rest = array.chunks
+    p, p_c = (x.shape[2], rest[0]) if rest else (1, 1)
+    for a in range(0, s, s_c):
+        piece = _members(x, a, min(a + s_c, s))
+        if not rest:
+            array[a:a + len(piece), r0:r0 + n] = piece
+            continue
+        for p0 in range(0, p, p_c):
+            array[a:a + len(piece), r0:r0 + n, p0:p0 + p_c] = piece[:, :, p0:p0 + p_c]
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
