@@ -8,15 +8,19 @@ from other processes hits every mode alike) of three modes:
 
 - ``none``: the ensemble trained without any probe or store (``Ensemble.chunks``), the baseline;
 - ``probes``: ``record.run`` with 1,024 update probes per member (``--probe-index total=1024``);
-- ``full``: ``record.run`` with all 13,002 updates of every member at every step.
+- ``full``: ``record.run`` with all 13,002 updates of every member at every step;
+- ``full-unwritten``: the ensemble with the ``full`` probe, its chunks handed to the host and
+  dropped: the cost of recording that is in this library's hands, without the file system's.
 
 Throughput is model-steps/s (steps/s x S) after the first chunk (compilation excluded), up to the
 moment the writer has put the last chunk on disk; an overhead is the median over rounds of
 ``baseline rate / rate - 1`` within a round. The CPU time per step of the whole process (all
 threads) is printed too: on a machine shared with other work it varies less than wall time.
 Peak RSS of ``full`` is measured in two more subprocesses of different run lengths (it must not
-grow with the number of steps). Prints the machine and the command, and ends with ``overhead_probes=... overhead_full=...
-peak_rss_gib_short=... peak_rss_gib_long=...``.
+grow with the number of steps). Then the sustained write bandwidth of the disk under the benchmark's
+folder (``--disk-gib`` written and synced): ``full`` writes 13.3 MB per step at S=256, so that
+bandwidth bounds its throughput whatever the software does. Prints the machine and the command, and
+ends with ``overhead_probes=... overhead_full=... peak_rss_gib_short=... peak_rss_gib_long=...``.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ def _disk_bytes(path: Path) -> int:
 
 
 def _baseline(ens) -> tuple[float, float]:
-    """Steps/s and CPU seconds per step of training without recording, after the first chunk."""
+    """Steps/s, CPU and system (kernel) CPU seconds per step of training ``ens`` without a store,
+    after the first chunk."""
     import jax
 
     from rvsp_jax.ensemble import host_state
@@ -53,9 +58,28 @@ def _baseline(ens) -> tuple[float, float]:
     for chunk in ens.chunks(ens.put_state(host_state(ens.init()))):
         jax.block_until_ready(chunk.state)
         if first is None:
-            first, first_stop, cpu = time.perf_counter(), chunk.stop, time.process_time()
+            first, first_stop, cpu = time.perf_counter(), chunk.stop, os.times()
     steps = ens.total_steps - first_stop
-    return steps / (time.perf_counter() - first), (time.process_time() - cpu) / steps
+    end = os.times()
+    return (steps / (time.perf_counter() - first),
+            (end.user + end.system - cpu.user - cpu.system) / steps, (end.system - cpu.system) / steps)
+
+
+def _disk_bandwidth(folder: Path, gib: float) -> tuple[float, float, float]:
+    """Bytes/s and seconds of writing ``gib`` GiB to a new file in ``folder`` and syncing it, and
+    the kernel CPU seconds per byte that this process spent on it."""
+    block = np.random.default_rng(0).integers(0, 256, 64 << 20, dtype=np.uint8)
+    path = folder / "disk-bandwidth.bin"
+    blocks = max(1, int(gib * 16))
+    t0, cpu0 = time.perf_counter(), os.times()
+    with open(path, "wb", buffering=0) as f:
+        for _ in range(blocks):
+            f.write(block.data)
+        os.fsync(f.fileno())
+    seconds, kernel = time.perf_counter() - t0, os.times().system - cpu0.system
+    path.unlink()
+    written = blocks * block.nbytes
+    return written / seconds, seconds, kernel / written
 
 
 def _recorded(mode: str, config, out: Path) -> dict:
@@ -65,7 +89,8 @@ def _recorded(mode: str, config, out: Path) -> dict:
     recorded = run(config, ProbeConfig(probes=probes, index=index), out, overwrite=True, progress=False)
     timing = recorded.manifest["timing"]
     return {"steps_per_s": timing["steady_steps_per_second"], "bytes": _disk_bytes(out),
-            "cpu_per_step": timing["steady_cpu_seconds_per_step"], "probes": recorded["updates"].shape[2]}
+            "cpu_per_step": timing["steady_cpu_seconds_per_step"],
+            "sys_per_step": timing["steady_system_seconds_per_step"], "probes": recorded["updates"].shape[2]}
 
 
 def _child(args) -> dict:
@@ -78,22 +103,32 @@ def _child(args) -> dict:
     if args.child == "full":
         return _recorded("full", config, args.out)
     from rvsp_jax.ensemble import Ensemble
+    from rvsp_jax.model import make_model
+    from rvsp_jax.probes import ProbeConfig, make_probe
 
     baseline = Ensemble(config)
-    rates: dict[str, list[float]] = {"none": [], "probes": [], "full": []}
-    cpu: dict[str, list[float]] = {"none": [], "probes": [], "full": []}
+    full_probe, _ = make_probe(ProbeConfig(probes="updates", index="all"), make_model(config),
+                               baseline.dataset, config)
+    unwritten = Ensemble(config, baseline.dataset, probe=full_probe)
+    modes = ("none", "probes", "full", "full-unwritten")
+    rates: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    system: dict[str, list[float]] = {m: [] for m in modes}
     sizes = {}
     for _ in range(args.rounds):
-        rate, cpu_per_step = _baseline(baseline)
-        rates["none"].append(rate)
-        cpu["none"].append(cpu_per_step)
+        for mode, ens in (("none", baseline), ("full-unwritten", unwritten)):
+            rate, cpu_per_step, sys_per_step = _baseline(ens)
+            rates[mode].append(rate)
+            cpu[mode].append(cpu_per_step)
+            system[mode].append(sys_per_step)
         for mode in MODES:
             result = _recorded(mode, config, args.out / mode)
             rates[mode].append(result["steps_per_s"])
             cpu[mode].append(result["cpu_per_step"])
+            system[mode].append(result["sys_per_step"])
             sizes[mode] = result["bytes"]
             shutil.rmtree(args.out / mode)
-    return {"rates": rates, "cpu": cpu, "bytes": sizes}
+    return {"rates": rates, "cpu": cpu, "system": system, "bytes": sizes}
 
 
 def _spawn(kind: str, steps: int, args, out: Path) -> dict:
@@ -126,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=20, help="steps per training chunk")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved throughput rounds")
     parser.add_argument("--devices", type=int, default=None, help="CPU host devices (default: one per core)")
+    parser.add_argument("--disk-gib", type=float, default=4.0,
+                        help="GiB written to measure the disk's sustained write bandwidth (0: skip)")
     parser.add_argument("--child", choices=("throughput", "full"), help=argparse.SUPPRESS)
     parser.add_argument("--child-steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -148,17 +185,20 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="rvsp-recording-", dir=os.environ.get("RVSP_BENCH_DIR")) as tmp:
         work = Path(tmp)
         tp = _spawn("throughput", args.steps, args, work / "throughput")
-        rates, cpu = ({m: np.array(v) for m, v in tp[k].items()} for k in ("rates", "cpu"))
+        rates, cpu, system = ({m: np.array(v) for m, v in tp[k].items()} for k in ("rates", "cpu", "system"))
         for mode in rates:
             rounds = ", ".join(f"{r * args.seeds:,.0f}" for r in rates[mode])
-            print(f"  {mode:6s}: {np.median(rates[mode]) * args.seeds:9,.0f} model-steps/s (median; "
-                  f"rounds: {rounds}); CPU {np.median(cpu[mode]) * 1e3:.1f} ms/step; "
+            print(f"  {mode:14s}: {np.median(rates[mode]) * args.seeds:9,.0f} model-steps/s (median; "
+                  f"rounds: {rounds}); CPU {np.median(cpu[mode]) * 1e3:.1f} ms/step, of which kernel "
+                  f"{np.median(system[mode]) * 1e3:.1f}; "
                   f"{args.steps} steps on disk {tp['bytes'].get(mode, 0) / 2**20:,.1f} MiB", flush=True)
         # overhead of each round against the baseline of the same round, then the median
-        overhead = {m: float(np.median(rates["none"] / rates[m] - 1)) for m in MODES}
-        overhead_cpu = {m: float(np.median(cpu[m] / cpu["none"] - 1)) for m in MODES}
-        print(f"CPU-time overhead (all threads; less sensitive to other load): probes "
-              f"{overhead_cpu['probes']:.3f}, full {overhead_cpu['full']:.3f}", flush=True)
+        overhead = {m: float(np.median(rates["none"] / rates[m] - 1)) for m in rates if m != "none"}
+        overhead_cpu = {m: float(np.median(cpu[m] / cpu["none"] - 1)) for m in rates if m != "none"}
+        print("CPU-time overhead (all threads; less sensitive to other load): "
+              + ", ".join(f"{m} {v:.3f}" for m, v in overhead_cpu.items()), flush=True)
+        print(f"overhead of full-unwritten (training, the probe and the hand-over to the host, no "
+              f"file system): {overhead['full-unwritten']:.3f}", flush=True)
         runs = {}
         for steps in (args.steps, args.long_steps):
             runs[steps] = _spawn("full", steps, args, work / f"full-{steps}")
@@ -166,9 +206,19 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  full {steps:5d} steps in its own process: peak RSS {runs[steps]['peak_rss_gib']:.2f} GiB, "
                   f"{runs[steps]['steps_per_s'] * args.seeds:,.0f} model-steps/s, disk "
                   f"{runs[steps]['bytes'] / 2**20:,.1f} MiB", flush=True)
-    per_step = 4 * args.seeds * 13_002
-    print(f"full updates: {per_step / 1e6:.1f} MB per step, written at "
-          f"{np.median(rates['full']) * per_step / 2**20:,.0f} MiB/s")
+        per_step = 4 * args.seeds * 13_002
+        print(f"full updates: {per_step / 1e6:.1f} MB per step, written at "
+              f"{np.median(rates['full']) * per_step / 2**20:,.0f} MiB/s", flush=True)
+        if args.disk_gib > 0:
+            bandwidth, seconds, kernel = _disk_bandwidth(work, args.disk_gib)
+            ceiling = bandwidth / per_step * args.seeds
+            print(f"disk: {bandwidth / 2**20:,.0f} MiB/s sustained ({args.disk_gib:g} GiB written and "
+                  f"synced in {seconds:.1f} s, {kernel * 2**20 * 1e3:.2f} ms of kernel CPU per MiB; full "
+                  f"recording's kernel CPU: {np.median(system['full'] - system['none']) / per_step * 2**20 * 1e3:.2f} "
+                  f"ms per MiB); at {per_step / 1e6:.1f} MB per step it sustains at most "
+                  f"{ceiling:,.0f} model-steps/s of full recording, an overhead of at least "
+                  f"{max(0.0, np.median(rates['none']) * args.seeds / ceiling - 1):.3f} once the page "
+                  "cache is full", flush=True)
     print(f"overhead_probes={overhead['probes']:.3f} overhead_full={overhead['full']:.3f} "
           f"peak_rss_gib_short={runs[args.steps]['peak_rss_gib']:.2f} "
           f"peak_rss_gib_long={runs[args.long_steps]['peak_rss_gib']:.2f}")

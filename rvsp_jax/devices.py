@@ -142,7 +142,17 @@ class MemberParts:
         return tuple(np.cumsum([0] + [p.shape[0] for p in self.parts[:-1]]).tolist())
 
     def __array__(self, dtype=None, copy=None):
-        whole = self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
+        # numpy's protocol: copy=True must return new memory, copy=False must not copy
+        if len(self.parts) == 1 and not copy:
+            whole = self.parts[0]
+            if dtype is not None and np.dtype(dtype) != whole.dtype:
+                if copy is False:
+                    raise ValueError(f"MemberParts of {whole.dtype} cannot become {dtype} without a copy")
+                whole = whole.astype(dtype)
+            return whole
+        if copy is False:
+            raise ValueError(f"MemberParts of {len(self.parts)} parts cannot become one array without a copy")
+        whole = np.concatenate(self.parts) if len(self.parts) > 1 else self.parts[0].copy()
         return whole if dtype is None else whole.astype(dtype, copy=False)
 
     def __repr__(self) -> str:

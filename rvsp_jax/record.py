@@ -41,9 +41,10 @@ from rvsp_jax.probes import ProbeConfig, ProbeLayout, make_probe
 
 __all__ = ["ProbeConfig", "ProbeLayout", "make_probe", "run"]
 
-IN_FLIGHT_CHUNKS = 4
-"""Copies of one chunk's probes that can be alive at once: device output, host copy, queued, being
-written (the writer's queue holds one)."""
+IN_FLIGHT_CHUNKS = 5
+"""Buffers of one chunk's probes that can be alive at once: being computed, handed to this thread,
+queued, being written (the writer's queue holds one), and one released, waiting to be reused by the
+trainer (the host works on zero-copy views of the trainer's buffers, see ``Ensemble.chunks``)."""
 
 _CACHE: dict = {}
 _CACHE_SIZE = 2
@@ -205,7 +206,8 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
     else:
         runfolder.check_new(out, overwrite)
     ens, layout = _ensemble(config, probes, dataset)
-    specs = store.array_specs(ens.members, ens.total_steps, ens.chunk, layout, probes.compress)
+    specs = store.array_specs(ens.members, ens.total_steps, ens.chunk, layout, probes.compress,
+                              member_part=ens.padded // ens.mesh.size)
     _check_memory(ens, layout)
     left = 1 - manifest["steps_completed"] / ens.total_steps if manifest else 1
     runfolder.check_writable(out, int(sum(s.nbytes for s in specs) * left + 3 * _state_bytes(ens)))
@@ -230,22 +232,26 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
             # a checkpoint takes its host copy of the state now, while the next chunk computes
             writer.put(chunk._replace(state=host_state(state, ens.members) if due else None))
             if t_first is None:
-                t_first, steps_first, cpu_first = time.perf_counter(), chunk.stop, time.process_time()
+                t_first, steps_first, cpu_first = time.perf_counter(), chunk.stop, os.times()
             bar.update(chunk.stop - chunk.start)
             rate = bar.format_dict["rate"] or (bar.n - start) / (time.perf_counter() - t0)
             bar.set_postfix_str(f"{rate * ens.members:,.0f} model-steps/s")
     finally:
         bar.close()
         writer.close()
-    t_end, cpu_end = time.perf_counter(), time.process_time()
+    t_end, cpu_end = time.perf_counter(), os.times()
     steady = t_first is not None and steps_first < ens.total_steps and t_end > t_first
+    per_step = (lambda seconds: seconds / (ens.total_steps - steps_first)) if steady else (lambda _: None)
     _finish(out, ens, state, manifest, {
         "seconds": t_end - t0, "started_at_step": start,
         "first_chunk_seconds": None if t_first is None else t_first - t0,
         # after the first chunk (compilation) until the writer finished; CPU time is this
-        # process's, all threads (device, writer, zarr) together
+        # process's, all threads (device, writer, zarr) together, user + system; the system part
+        # is mostly the kernel taking the written data into its page cache
         "steady_steps_per_second": (ens.total_steps - steps_first) / (t_end - t_first) if steady
         else None,
-        "steady_cpu_seconds_per_step": (cpu_end - cpu_first) / (ens.total_steps - steps_first)
+        "steady_cpu_seconds_per_step": per_step(
+            cpu_end.user + cpu_end.system - cpu_first.user - cpu_first.system) if steady else None,
+        "steady_system_seconds_per_step": per_step(cpu_end.system - cpu_first.system)
         if steady else None})
     return store.open_run(out)

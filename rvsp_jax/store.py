@@ -75,10 +75,14 @@ def _balanced(n: int, most: int) -> int:
 
 
 def chunk_shape(shape: tuple[int, ...], step_chunk: int, itemsize: int = 4,
-                target: int = TARGET_CHUNK_BYTES) -> tuple[int, ...]:
+                target: int = TARGET_CHUNK_BYTES, member_part: int | None = None) -> tuple[int, ...]:
     """Zarr chunk of an ``[S, T(, P)]`` array: ``step_chunk`` steps; P split evenly into pieces of
     at most ``P_CHUNK`` entries (fewer if one member's chunk would exceed ``target`` bytes); S split
     evenly into pieces that keep the chunk under ``target`` bytes (at least one member).
+
+    ``member_part``: the trainer hands members over in parts of this many (one per device, see
+    :class:`~rvsp_jax.devices.MemberParts`); the member chunk is then a divisor of it, so that no
+    chunk straddles two parts (which would cost a copy to join them).
 
     Large chunks keep zarr's per-chunk cost low when every step of all parameters is written
     (~13 MB per step at S=256); ``P_CHUNK`` keeps reading a few entries from touching all P.
@@ -87,14 +91,18 @@ def chunk_shape(shape: tuple[int, ...], step_chunk: int, itemsize: int = 4,
     t_c = max(1, min(step_chunk, t))
     p_c = [_balanced(rest[0], min(P_CHUNK, target // (t_c * itemsize)))] if rest else []
     per_member = t_c * int(np.prod(p_c, dtype=np.int64)) * itemsize
-    return (_balanced(s, target // per_member), t_c, *p_c)
+    most = max(1, target // per_member)
+    if member_part is not None and member_part < s:
+        return (max(d for d in range(1, min(most, member_part) + 1) if member_part % d == 0), t_c, *p_c)
+    return (_balanced(s, most), t_c, *p_c)
 
 
 def array_specs(members: int, total_steps: int, step_chunk: int, layout: ProbeLayout,
-                compress: str = "none") -> list[ArraySpec]:
+                compress: str = "none", member_part: int | None = None) -> list[ArraySpec]:
     """Every array of a run: metrics ``[S, T]`` (zstd) and probes ``[S, ceil(T / every), P]``.
 
-    ``step_chunk`` is the trainer's chunk length (a multiple of ``layout.every``).
+    ``step_chunk`` is the trainer's chunk length (a multiple of ``layout.every``); ``member_part``
+    the members per device (see :func:`chunk_shape`).
     """
     specs = []
     for name in METRICS:
@@ -103,7 +111,8 @@ def array_specs(members: int, total_steps: int, step_chunk: int, layout: ProbeLa
     t_rec = -(-total_steps // layout.every)
     for name, names in layout.arrays.items():
         shape = (members, t_rec, len(names))
-        specs.append(ArraySpec(name, shape, chunk_shape(shape, step_chunk // layout.every),
+        specs.append(ArraySpec(name, shape, chunk_shape(shape, step_chunk // layout.every,
+                                                        member_part=member_part),
                                "float32", compress))
     return specs
 

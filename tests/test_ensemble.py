@@ -170,3 +170,28 @@ def test_one_epoch_on_full_mnist_reaches_measured_accuracy(kwargs, floor):
     r = train(TrainConfig(seeds=1, epochs=1, chunk=625, **kwargs))
     assert r.metrics.loss.shape == (1, 1875)
     assert r.test_accuracy[0] >= floor, r.test_accuracy
+
+
+# ---- probe buffers: reused once released, never while a view of them is held ----------------------
+
+def _address(parts):
+    return [p.__array_interface__["data"][0] for p in parts.parts]
+
+
+def test_released_probe_buffers_are_reused_and_held_ones_are_never_overwritten(four):
+    cfg = TrainConfig(seeds=4, **{**SMALL, "steps": 64})  # 8 chunks of 8 steps
+    ens = Ensemble(cfg, probe=batch_probe)
+    # the caller copies each chunk and lets it go: later chunks are written into earlier buffers
+    copies, addresses = [], []
+    for chunk in ens.chunks(ens.init()):
+        addresses.append(_address(chunk.probes["w0"]))
+        copies.append(np.array(chunk.probes["w0"]))
+        del chunk
+    assert len({tuple(a) for a in addresses}) < len(addresses)
+    # the caller keeps every chunk's views: nothing is reused, and every view keeps its values
+    held = [chunk.probes["w0"] for chunk in ens.chunks(ens.init())]
+    assert len({tuple(_address(h)) for h in held}) == len(held)
+    for kept, copy in zip(held, copies):
+        np.testing.assert_array_equal(np.asarray(kept), copy)
+    # and both equal train() (which copies), the first 24 steps of which are `four`'s
+    np.testing.assert_array_equal(np.concatenate(copies, axis=1)[:, :24], four.probes["w0"])

@@ -8,11 +8,13 @@ import shutil
 import threading
 from types import SimpleNamespace
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import zarr.storage
 
+from rvsp_jax import devices as dev
 from rvsp_jax import runfolder, store
 from rvsp_jax.ensemble import member_keys
 from rvsp_jax.probes import ProbeConfig
@@ -60,6 +62,42 @@ def test_chunk_shape_spans_one_training_chunk_and_at_most_16_mib(shape, step_chu
         assert -(-n // c) * c - n < -(-n // c)
 
 
+def test_member_chunks_never_straddle_two_devices_parts():
+    # S=100 on 2 devices in blocks of 8: parts of 56 and 44 members; chunks divide 56
+    assert chunk_shape((100, 1000, 13_002), 20, member_part=56) == (56, 20, 3251)  # 14.6 MB
+    assert chunk_shape((300, 1000, 13_002), 20, member_part=150) == (50, 20, 3251)  # 64 fit; 50 | 150
+    assert chunk_shape((100, 1000, 1024), 20, member_part=56) == (56, 20, 1024)
+    assert chunk_shape((3, 30, 10), 10, member_part=16) == (3, 10, 10)  # one part holds them all
+    assert chunk_shape((256, 1000, 13_002), 20, member_part=128) == (64, 20, 3251)
+
+
+@pytest.mark.parametrize("chunks", [(4, 6, 10), (3, 6, 4), (8, 6, 10), (5, 6, 10), (2, 6, 3)])
+def test_writing_member_parts_chunk_by_chunk_equals_writing_the_whole_array(tmp_path, chunks):
+    x = np.random.default_rng(0).standard_normal((8, 6, 10)).astype(np.float32)
+    parts = dev.MemberParts([x[:5], x[5:]])  # parts that some chunks straddle
+    assert parts.shape == (8, 6, 10) and parts.starts == (0, 5) and parts.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(parts), x)
+    with pytest.raises(ValueError, match="without a copy"):
+        np.asarray(parts, copy=False)
+    spec = store.ArraySpec("a", (8, 15, 10), chunks, "float32", "none")
+    array = store.create_arrays(tmp_path, [spec])["a"]
+    store.write_by_chunk(array, 6, parts)               # steps 6-11
+    store.write_by_chunk(array, 12, dev.MemberParts([x[:5, :3], x[5:, :3]]))  # a short last chunk
+    got = array[:]
+    assert np.isnan(got[:, :6]).all()
+    np.testing.assert_array_equal(got[:, 6:12], x)
+    np.testing.assert_array_equal(got[:, 12:], x[:, :3])
+
+
+def test_one_part_is_handed_out_as_is_unless_a_copy_is_asked_for():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    parts = dev.MemberParts([x])
+    assert np.asarray(parts) is x
+    copied = np.array(parts)  # numpy asks for a copy
+    assert not np.shares_memory(copied, x)
+    np.testing.assert_array_equal(copied, x)
+
+
 def test_arrays_and_manifest_of_a_recorded_run(reference):
     m = reference.manifest
     assert m["status"] == "complete" and m["steps_completed"] == m["total_steps"] == 30
@@ -69,7 +107,9 @@ def test_arrays_and_manifest_of_a_recorded_run(reference):
     assert m["members"] == {"ids": [0, 1, 2], "init_keys": np.asarray(init_keys).tolist(),
                             "data_keys": np.asarray(data_keys).tolist()}
     assert set(m["versions"]) >= {"jax", "flax", "optax", "numpy", "zarr"} and m["device"].startswith("cpu")
-    assert m["arrays"]["updates"] == {"shape": [3, 30, 13_002], "chunks": [3, 10, 3251],
+    # members chunked along the devices' parts: blocks of 2 padded to 2 x devices, split evenly
+    part = dev.padded_members(3, dev.member_mesh(), SMALL.block) // len(jax.devices())
+    assert m["arrays"]["updates"] == {"shape": [3, 30, 13_002], "chunks": [min(part, 3), 10, 3251],
                                       "dtype": "float32", "compress": "none", "time": "probe_step"}
     assert len(m["probes"]["names"]["params"]) == 13_002 and len(m["probes"]["probe_batch"]) == 8
     assert reference.config == SMALL and reference.probe_config == PROBES
@@ -117,7 +157,9 @@ def test_slicing_one_probe_reads_only_its_own_chunks(reference, monkeypatch):
     assert sorted(reads) == [(name, "zarr.json") for name in ("grads", "params", "updates")]
     reads.clear()
     column = run_["updates"][:, :, 5]  # one parameter's [S, T] series
-    assert sorted(reads) == [("updates", f"c/0/{t}/0") for t in range(3)]  # 3 step chunks, P chunk 0
+    member_chunks = -(-3 // run_["updates"].chunks[0])
+    # every member chunk of the 3 step chunks, P chunk 0 only
+    assert sorted(reads) == [("updates", f"c/{i}/{t}/0") for i in range(member_chunks) for t in range(3)]
     np.testing.assert_array_equal(column, reference["updates"][:, :, 5])
 
 
