@@ -17,15 +17,16 @@ moment the writer has put the last chunk on disk; an overhead is the median over
 ``baseline rate / rate - 1`` within a round. The CPU time per step of the whole process (all
 threads) is printed too: on a machine shared with other work it varies less than wall time.
 Peak RSS of ``full`` is measured in two more subprocesses of different run lengths (it must not
-grow with the number of steps). Then the sustained write bandwidth of the disk under the benchmark's
-folder (``--disk-gib`` written and synced): ``full`` writes 13.3 MB per step at S=256, so that
-bandwidth bounds its throughput whatever the software does. Prints the machine and the command, and
+grow with the number of steps). Last, plain file writes (64 MiB blocks, no zarr) are timed while the
+ensemble trains without recording (``--beside-steps``): ``full`` writes 13.3 MB per step at S=256,
+so the rate any writer gets next to the training bounds its throughput whatever this library does. Prints the machine and the command, and
 ends with ``overhead_probes=... overhead_full=... peak_rss_gib_short=... peak_rss_gib_long=...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -65,21 +66,37 @@ def _baseline(ens) -> tuple[float, float]:
             (end.user + end.system - cpu.user - cpu.system) / steps, (end.system - cpu.system) / steps)
 
 
-def _disk_bandwidth(folder: Path, gib: float) -> tuple[float, float, float]:
-    """Bytes/s and seconds of writing ``gib`` GiB to a new file in ``folder`` and syncing it, and
-    the kernel CPU seconds per byte that this process spent on it."""
+def _write_beside(ens, folder: Path) -> tuple[float, float]:
+    """Train ``ens`` without recording while a thread writes 64 MiB blocks to new files in ``folder``
+    as fast as it can; return (bytes/s written, model-steps/s of the training, after its first
+    chunk). The write rate is what any writer gets from this machine next to the training: an
+    upper bound for recording, which also writes while the ensemble trains."""
+    import threading
+
     block = np.random.default_rng(0).integers(0, 256, 64 << 20, dtype=np.uint8)
-    path = folder / "disk-bandwidth.bin"
-    blocks = max(1, int(gib * 16))
-    t0, cpu0 = time.perf_counter(), os.times()
-    with open(path, "wb", buffering=0) as f:
-        for _ in range(blocks):
-            f.write(block.data)
-        os.fsync(f.fileno())
-    seconds, kernel = time.perf_counter() - t0, os.times().system - cpu0.system
-    path.unlink()
-    written = blocks * block.nbytes
-    return written / seconds, seconds, kernel / written
+    stop, written, index = threading.Event(), [0], [0]
+
+    def write() -> None:
+        while not stop.is_set():
+            path = folder / f"block-{index[0]}.bin"
+            with open(path, "wb", buffering=0) as f:
+                f.write(block.data)
+            written[0] += block.nbytes
+            index[0] += 1
+            if index[0] % 16 == 0:  # keep at most 1 GiB of these files on disk
+                for old in range(index[0] - 16, index[0] - 8):
+                    (folder / f"block-{old}.bin").unlink(missing_ok=True)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    thread = threading.Thread(target=write, daemon=True)
+    t0 = time.perf_counter()
+    thread.start()
+    rate, _, _ = _baseline(ens)
+    stop.set()
+    thread.join()
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(folder, ignore_errors=True)
+    return written[0] / seconds, rate * ens.members
 
 
 def _recorded(mode: str, config, out: Path) -> dict:
@@ -128,13 +145,17 @@ def _child(args) -> dict:
             system[mode].append(result["sys_per_step"])
             sizes[mode] = result["bytes"]
             shutil.rmtree(args.out / mode)
-    return {"rates": rates, "cpu": cpu, "system": system, "bytes": sizes}
+    beside = None
+    if args.beside_steps:
+        beside = _write_beside(Ensemble(dataclasses.replace(config, steps=args.beside_steps)),
+                               args.out / "beside")
+    return {"rates": rates, "cpu": cpu, "system": system, "bytes": sizes, "beside": beside}
 
 
 def _spawn(kind: str, steps: int, args, out: Path) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.recording", "--child", kind, "--child-steps", str(steps),
            "--out", str(out), "--seeds", str(args.seeds), "--chunk", str(args.chunk),
-           "--rounds", str(args.rounds)]
+           "--rounds", str(args.rounds), "--beside-steps", str(args.beside_steps)]
     if args.devices:
         cmd += ["--devices", str(args.devices)]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -161,8 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=20, help="steps per training chunk")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved throughput rounds")
     parser.add_argument("--devices", type=int, default=None, help="CPU host devices (default: one per core)")
-    parser.add_argument("--disk-gib", type=float, default=4.0,
-                        help="GiB written to measure the disk's sustained write bandwidth (0: skip)")
+    parser.add_argument("--beside-steps", type=int, default=2000,
+                        help="steps of the training run beside which plain file writes are timed (0: skip)")
     parser.add_argument("--child", choices=("throughput", "full"), help=argparse.SUPPRESS)
     parser.add_argument("--child-steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -209,16 +230,14 @@ def main(argv: list[str] | None = None) -> None:
         per_step = 4 * args.seeds * 13_002
         print(f"full updates: {per_step / 1e6:.1f} MB per step, written at "
               f"{np.median(rates['full']) * per_step / 2**20:,.0f} MiB/s", flush=True)
-        if args.disk_gib > 0:
-            bandwidth, seconds, kernel = _disk_bandwidth(work, args.disk_gib)
-            ceiling = bandwidth / per_step * args.seeds
-            print(f"disk: {bandwidth / 2**20:,.0f} MiB/s sustained ({args.disk_gib:g} GiB written and "
-                  f"synced in {seconds:.1f} s, {kernel * 2**20 * 1e3:.2f} ms of kernel CPU per MiB; full "
-                  f"recording's kernel CPU: {np.median(system['full'] - system['none']) / per_step * 2**20 * 1e3:.2f} "
-                  f"ms per MiB); at {per_step / 1e6:.1f} MB per step it sustains at most "
-                  f"{ceiling:,.0f} model-steps/s of full recording, an overhead of at least "
-                  f"{max(0.0, np.median(rates['none']) * args.seeds / ceiling - 1):.3f} once the page "
-                  "cache is full", flush=True)
+        if tp["beside"]:
+            write_rate, train_rate = tp["beside"]
+            ceiling = write_rate / per_step * args.seeds
+            print(f"plain file writes beside the training (no recording, {args.beside_steps} steps): "
+                  f"{write_rate / 2**20:,.0f} MiB/s while it trains at {train_rate:,.0f} model-steps/s; "
+                  f"at {per_step / 1e6:.1f} MB per step that write rate carries at most {ceiling:,.0f} "
+                  f"model-steps/s of full recording (overhead >= "
+                  f"{max(0.0, np.median(rates['none']) * args.seeds / ceiling - 1):.3f})", flush=True)
     print(f"overhead_probes={overhead['probes']:.3f} overhead_full={overhead['full']:.3f} "
           f"peak_rss_gib_short={runs[args.steps]['peak_rss_gib']:.2f} "
           f"peak_rss_gib_long={runs[args.long_steps]['peak_rss_gib']:.2f}")

@@ -89,6 +89,24 @@ def test_writing_member_parts_chunk_by_chunk_equals_writing_the_whole_array(tmp_
     np.testing.assert_array_equal(got[:, 12:], x[:, :3])
 
 
+def test_a_failed_chunk_write_on_a_writer_thread_reaches_the_caller(tmp_path, monkeypatch):
+    x = np.ones((8, 6, 10), np.float32)
+    array = store.create_arrays(tmp_path, [store.ArraySpec("a", (8, 6, 10), (2, 6, 10), "float32",
+                                                           "none")])["a"]
+    original, calls = zarr.storage.LocalStore.set, []
+
+    async def full_disk_on_the_third_chunk(self, key, value):
+        calls.append(key)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await original(self, key, value)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", full_disk_on_the_third_chunk)
+    with pytest.raises(OSError, match="No space left"):
+        store.write_by_chunk(array, 0, x)
+    assert len(calls) == 4  # the four member chunks were written side by side
+
+
 def test_one_part_is_handed_out_as_is_unless_a_copy_is_asked_for():
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     parts = dev.MemberParts([x])
