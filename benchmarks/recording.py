@@ -66,37 +66,42 @@ def _baseline(ens) -> tuple[float, float]:
             (end.user + end.system - cpu.user - cpu.system) / steps, (end.system - cpu.system) / steps)
 
 
-def _write_beside(ens, folder: Path) -> tuple[float, float]:
-    """Train ``ens`` without recording while a thread writes 64 MiB blocks to new files in ``folder``
-    as fast as it can; return (bytes/s written, model-steps/s of the training, after its first
-    chunk). The write rate is what any writer gets from this machine next to the training: an
-    upper bound for recording, which also writes while the ensemble trains."""
+def _plain_writes(folder: Path, ens=None, gib: int = 4) -> dict:
+    """Write 64 MiB blocks to new files in ``folder`` on a thread: ``gib`` GiB with nothing else
+    running (``ens`` None), or for as long as ``ens`` trains without recording beside them.
+
+    Returns the write rate (bytes/s), the kernel CPU seconds per byte written (the process's system
+    time; training alone uses almost none) and, beside training, its model-steps/s after its first
+    chunk. The rate beside training is what any writer gets from this machine while the ensemble
+    trains: an upper bound for recording, which also writes while it trains.
+    """
     import threading
 
     block = np.random.default_rng(0).integers(0, 256, 64 << 20, dtype=np.uint8)
-    stop, written, index = threading.Event(), [0], [0]
+    stop, written = threading.Event(), [0]
 
     def write() -> None:
-        while not stop.is_set():
-            path = folder / f"block-{index[0]}.bin"
-            with open(path, "wb", buffering=0) as f:
+        index = 0
+        while not stop.is_set() and (ens is not None or index < gib * 16):
+            with open(folder / f"block-{index}.bin", "wb", buffering=0) as f:
                 f.write(block.data)
             written[0] += block.nbytes
-            index[0] += 1
-            if index[0] % 16 == 0:  # keep at most 1 GiB of these files on disk
-                for old in range(index[0] - 16, index[0] - 8):
+            index += 1
+            if index % 16 == 0:  # keep at most 1 GiB of these files on disk
+                for old in range(index - 16, index - 8):
                     (folder / f"block-{old}.bin").unlink(missing_ok=True)
 
     folder.mkdir(parents=True, exist_ok=True)
     thread = threading.Thread(target=write, daemon=True)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), os.times()
     thread.start()
-    rate, _, _ = _baseline(ens)
+    rate = _baseline(ens)[0] * ens.members if ens is not None else None
     stop.set()
     thread.join()
-    seconds = time.perf_counter() - t0
+    seconds, kernel = time.perf_counter() - t0, os.times().system - cpu0.system
     shutil.rmtree(folder, ignore_errors=True)
-    return written[0] / seconds, rate * ens.members
+    return {"bytes_per_s": written[0] / seconds, "kernel_per_byte": kernel / written[0],
+            "model_steps_per_s": rate}
 
 
 def _recorded(mode: str, config, out: Path) -> dict:
@@ -145,11 +150,12 @@ def _child(args) -> dict:
             system[mode].append(result["sys_per_step"])
             sizes[mode] = result["bytes"]
             shutil.rmtree(args.out / mode)
-    beside = None
+    writes = {}
     if args.beside_steps:
-        beside = _write_beside(Ensemble(dataclasses.replace(config, steps=args.beside_steps)),
-                               args.out / "beside")
-    return {"rates": rates, "cpu": cpu, "system": system, "bytes": sizes, "beside": beside}
+        writes["alone"] = _plain_writes(args.out / "alone")
+        writes["beside"] = _plain_writes(args.out / "beside", Ensemble(
+            dataclasses.replace(config, steps=args.beside_steps), baseline.dataset))
+    return {"rates": rates, "cpu": cpu, "system": system, "bytes": sizes, "writes": writes}
 
 
 def _spawn(kind: str, steps: int, args, out: Path) -> dict:
@@ -230,14 +236,19 @@ def main(argv: list[str] | None = None) -> None:
         per_step = 4 * args.seeds * 13_002
         print(f"full updates: {per_step / 1e6:.1f} MB per step, written at "
               f"{np.median(rates['full']) * per_step / 2**20:,.0f} MiB/s", flush=True)
-        if tp["beside"]:
-            write_rate, train_rate = tp["beside"]
-            ceiling = write_rate / per_step * args.seeds
-            print(f"plain file writes beside the training (no recording, {args.beside_steps} steps): "
-                  f"{write_rate / 2**20:,.0f} MiB/s while it trains at {train_rate:,.0f} model-steps/s; "
-                  f"at {per_step / 1e6:.1f} MB per step that write rate carries at most {ceiling:,.0f} "
-                  f"model-steps/s of full recording (overhead >= "
-                  f"{max(0.0, np.median(rates['none']) * args.seeds / ceiling - 1):.3f})", flush=True)
+        if tp["writes"]:
+            alone, beside = tp["writes"]["alone"], tp["writes"]["beside"]
+            ceiling = beside["bytes_per_s"] / per_step * args.seeds
+            print(f"plain file writes (64 MiB blocks, no zarr): alone {alone['bytes_per_s'] / 2**20:,.0f} "
+                  f"MiB/s, {alone['kernel_per_byte'] * 2**20 * 1e3:.2f} ms of kernel CPU per MiB; beside "
+                  f"the training ({args.beside_steps} steps, no recording) "
+                  f"{beside['bytes_per_s'] / 2**20:,.0f} MiB/s, "
+                  f"{beside['kernel_per_byte'] * 2**20 * 1e3:.2f} ms per MiB, while it trains at "
+                  f"{beside['model_steps_per_s']:,.0f} model-steps/s. At {per_step / 1e6:.1f} MB per step "
+                  f"that rate carries at most {ceiling:,.0f} model-steps/s of full recording (overhead >= "
+                  f"{max(0.0, np.median(rates['none']) * args.seeds / ceiling - 1):.3f}); full recording's "
+                  f"kernel CPU: {np.median(system['full'] - system['none']) / per_step * 2**20 * 1e3:.2f} "
+                  "ms per MiB", flush=True)
     print(f"overhead_probes={overhead['probes']:.3f} overhead_full={overhead['full']:.3f} "
           f"peak_rss_gib_short={runs[args.steps]['peak_rss_gib']:.2f} "
           f"peak_rss_gib_long={runs[args.long_steps]['peak_rss_gib']:.2f}")
