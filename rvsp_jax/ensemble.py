@@ -239,7 +239,7 @@ class Ensemble:
         (:meth:`chunks` does), so recording every parameter at every step writes each value once
         into memory that is already mapped, instead of stacking and reordering the loops' outputs
         into freshly allocated buffers (at S=256 on 2 cores those copies and the page faults of the
-        new memory took more CPU time than training itself).
+        new memory took nearly as much CPU time as training itself; see docs/benchmarks.md).
         """
         m, every = self.config.block, self.probe_every
         n_rec = self.chunk // every

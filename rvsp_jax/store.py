@@ -156,9 +156,9 @@ def write_steps(arrays: dict[str, zarr.Array], start: int, every: int, metrics: 
 
 
 WRITE_THREADS = int(os.environ.get("RVSP_JAX_WRITE_THREADS", 0)) or 4
-"""Threads that write the chunks of one array at once (env ``RVSP_JAX_WRITE_THREADS``). More than
-the cores help: much of a write is the kernel taking pages into its cache (measured on 2 cores,
-S=256, every parameter every step: 8,400 model-steps/s with 1 thread, 9,800 with 2, 10,300 with 4)."""
+"""Threads that write the chunks of one array at once (env ``RVSP_JAX_WRITE_THREADS``). More threads
+than cores help: much of a write is the kernel taking the pages into its cache, and while one thread
+waits there another can copy (docs/benchmarks.md, "Recording", compares 1 and 4)."""
 _POOL: ThreadPoolExecutor | None = None
 
 
