@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Callable
+from typing import Callable, Iterable
 
 import jax
 import numpy as np
@@ -180,11 +180,11 @@ def member_parts(x, members: int, steps: int | None = None) -> MemberParts:
     return MemberParts(parts)
 
 
-def views_released(parts: MemberParts) -> Callable[[], bool]:
-    """A function telling whether every numpy array viewing ``parts`` is gone (the parts themselves,
-    any slice of them, ``MemberParts`` holding them), i.e. whether their memory may be reused."""
+def views_released(arrays: Iterable[MemberParts]) -> Callable[[], bool]:
+    """A function telling whether every numpy array viewing ``arrays`` is gone (their parts, any
+    slice of them, a ``MemberParts`` holding them), i.e. whether their memory may be reused."""
     refs = []
-    for part in parts.parts:
+    for part in (part for parts in arrays for part in parts.parts):
         while isinstance(part.base, np.ndarray):  # a slice of a view: follow it to the viewed array
             part = part.base
         refs.append(weakref.ref(part))

@@ -247,6 +247,7 @@ class Ensemble:
         plain = jax.vmap(self._member_step, in_axes=in_axes)
         probed = jax.vmap(partial(self._member_step, with_probe=self.probe is not None), in_axes=in_axes)
         firsts = start + every * jnp.arange(n_rec, dtype=jnp.int32)
+
         def run_block(outs, block, images, labels):
             b, st, block_orders = block
 
@@ -361,9 +362,8 @@ class Ensemble:
         host_probes = jax.tree_util.tree_map(
             lambda a: dev.member_parts(a, self.members, -(-n // self.probe_every)), probes)
         if probes is not None:
-            watches = [dev.views_released(p) for p in jax.tree_util.tree_leaves(
-                host_probes, is_leaf=lambda x: isinstance(x, dev.MemberParts))]
-            spare.append((probes, lambda: all(w() for w in watches)))
+            spare.append((probes, dev.views_released(jax.tree_util.tree_leaves(
+                host_probes, is_leaf=lambda x: isinstance(x, dev.MemberParts)))))
         return Chunk(start, stop, host_metrics, host_probes, state)
 
     def evaluate(self, params, split: str = "test"):

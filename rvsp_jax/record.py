@@ -241,17 +241,15 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
         writer.close()
     t_end, cpu_end = time.perf_counter(), os.times()
     steady = t_first is not None and steps_first < ens.total_steps and t_end > t_first
-    per_step = (lambda seconds: seconds / (ens.total_steps - steps_first)) if steady else (lambda _: None)
+    n = ens.total_steps - steps_first if steady else None
     _finish(out, ens, state, manifest, {
         "seconds": t_end - t0, "started_at_step": start,
         "first_chunk_seconds": None if t_first is None else t_first - t0,
         # after the first chunk (compilation) until the writer finished; CPU time is this
         # process's, all threads (device, writer, zarr) together, user + system; the system part
         # is mostly the kernel taking the written data into its page cache
-        "steady_steps_per_second": (ens.total_steps - steps_first) / (t_end - t_first) if steady
-        else None,
-        "steady_cpu_seconds_per_step": per_step(
-            cpu_end.user + cpu_end.system - cpu_first.user - cpu_first.system) if steady else None,
-        "steady_system_seconds_per_step": per_step(cpu_end.system - cpu_first.system)
-        if steady else None})
+        "steady_steps_per_second": n / (t_end - t_first) if steady else None,
+        "steady_cpu_seconds_per_step": (cpu_end.user + cpu_end.system - cpu_first.user
+                                        - cpu_first.system) / n if steady else None,
+        "steady_system_seconds_per_step": (cpu_end.system - cpu_first.system) / n if steady else None})
     return store.open_run(out)

@@ -188,16 +188,13 @@ def write_by_chunk(array: zarr.Array, r0: int, x) -> None:
     """
     s, n = x.shape[:2]
     s_c, _, *rest = array.chunks
-    p, p_c = (x.shape[2], rest[0]) if rest else (1, 1)
+    # the P chunks of a [S, T, P] array; a [S, T] array has none
+    p_slices = [(slice(p0, p0 + rest[0]),) for p0 in range(0, x.shape[2], rest[0])] if rest else [()]
     jobs = []
     for a in range(0, s, s_c):
         piece = _members(x, a, min(a + s_c, s))
-        if not rest:
-            jobs.append(((slice(a, a + len(piece)), slice(r0, r0 + n)), piece))
-            continue
-        for p0 in range(0, p, p_c):
-            jobs.append(((slice(a, a + len(piece)), slice(r0, r0 + n), slice(p0, p0 + p_c)),
-                         piece[:, :, p0:p0 + p_c]))
+        jobs += [((slice(a, a + len(piece)), slice(r0, r0 + n), *p), piece[(slice(None), slice(None), *p)])
+                 for p in p_slices]
     if len(jobs) == 1 or WRITE_THREADS == 1:
         for where, piece in jobs:
             array[where] = piece

@@ -481,7 +481,7 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
         f"Diverged members (excluded from their variant and from every pair involving them): {diverged}. "
         "Intervals are 95% Student-t intervals across members (pairs for differences); p-values are "
         "per test, not adjusted for the number of comparisons in the tables.")
-    bullets = [f"Test accuracy: " + "; ".join(f"{v} {fmt_ci(s['test_accuracy'][v])}" for v in variants)
+    bullets = ["Test accuracy: " + "; ".join(f"{v} {fmt_ci(s['test_accuracy'][v])}" for v in variants)
                + ". Paired differences: " + "; ".join(f"{p}: {_test_text(s['test_accuracy_paired'][p])}"
                                                       for p in pairs) + "."]
     for layer in layers:
