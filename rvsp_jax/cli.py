@@ -62,10 +62,16 @@ def dataclass_from_args(cls, args: argparse.Namespace):
     return cls(**{n: getattr(args, n) for n in names})
 
 
+def _out_path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; name the run folder, e.g. --out results/train/run1")
+    return Path(text)
+
+
 def add_run_arguments(parser: argparse.ArgumentParser, experiment: str) -> None:
     """The run-folder options every experiment shares: --out, --resume, --overwrite, --devices."""
     group = parser.add_argument_group("run folder")
-    group.add_argument("--out", type=Path, default=None,
+    group.add_argument("--out", type=_out_path, default=None,
                        help=f"run folder (default: results/{experiment}/<timestamp>)")
     group.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     group.add_argument("--overwrite", action="store_true", help="replace an existing run folder")

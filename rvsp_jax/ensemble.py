@@ -33,6 +33,7 @@ import optax
 from jax.sharding import PartitionSpec
 
 from rvsp_jax import devices as dev
+from rvsp_jax import footprint
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import Dataset, load, to_model_inputs
 from rvsp_jax.model import init_params, loss_and_accuracy, make_model
@@ -147,6 +148,7 @@ class Ensemble:
         self.probe, self.probe_every = probe, probe_every
         chunk = min(config.chunk, self.steps_per_epoch)
         self.chunk = max(probe_every, chunk // probe_every * probe_every)
+        self._check_footprint()
         self._member_ids = dev.put_members(np.arange(self.padded, dtype=np.int32), self.mesh)
         _, data_keys = member_keys(config.base_seed, jnp.arange(self.padded), config.vary)
         self._data_keys = np.asarray(jax.device_get(data_keys))
@@ -159,6 +161,22 @@ class Ensemble:
         self._run = jax.jit(self._run_fn, donate_argnums=(1,))
         self._new_outs = jax.jit(self._new_outs_fn, out_shardings=dev.member_sharding(self.mesh))
         self._evaluate = jax.jit(jax.vmap(partial(loss_and_accuracy, self.model), in_axes=(0, None, None)))
+
+    def footprint(self) -> footprint.Footprint:
+        """Estimated peak memory of training this ensemble (from shapes only; nothing allocated)."""
+        one = jax.eval_shape(self._init_fn, jax.ShapeDtypeStruct((1,), jnp.int32))
+        state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(one))
+        probe = self._probe_shapes()
+        probe_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(probe))
+        d = self.dataset
+        data_bytes = sum(a.nbytes for a in (d.train_images, d.train_labels, d.test_images, d.test_labels))
+        return footprint.estimate(
+            padded=self.padded, state_bytes_per_member=state_bytes, n_train=self.n_train,
+            chunk=self.chunk, probe_bytes_per_step=probe_bytes, probe_every=self.probe_every,
+            data_bytes=data_bytes, devices=self.mesh.size)
+
+    def _check_footprint(self) -> None:
+        footprint.check(self.footprint(), self.mesh.devices.flat, members=self.members)
 
     # ---- pure functions (traced once) -------------------------------------------------------
     def _init_fn(self, member_ids):
@@ -219,9 +237,10 @@ class Ensemble:
             return None
         params = jax.eval_shape(partial(init_params, self.model), jax.random.PRNGKey(0))
         b = self.config.batch_size
+        pixels = int(np.prod(self.dataset.train_images.shape[1:]))
         ctx = StepContext(params, params, params,
-                          jax.ShapeDtypeStruct((b, self._images.shape[1]), jnp.float32),
-                          jax.ShapeDtypeStruct((b,), self._labels.dtype))
+                          jax.ShapeDtypeStruct((b, pixels), jnp.float32),
+                          jax.ShapeDtypeStruct((b,), self.dataset.train_labels.dtype))
         return jax.eval_shape(self.probe, ctx)
 
     def _run_fn(self, state: EnsembleState, outs, orders, start, first_epoch, images, labels):

@@ -41,11 +41,6 @@ from rvsp_jax.probes import ProbeConfig, ProbeLayout, make_probe
 
 __all__ = ["ProbeConfig", "ProbeLayout", "make_probe", "run"]
 
-IN_FLIGHT_CHUNKS = 5
-"""Buffers of one chunk's probes that can be alive at once: being computed, handed to this thread,
-queued, being written (the writer's queue holds one), and one released, waiting to be reused by the
-trainer (the host works on zero-copy views of the trainer's buffers, see ``Ensemble.chunks``)."""
-
 _CACHE: dict = {}
 _CACHE_SIZE = 2
 
@@ -80,17 +75,6 @@ def _state_bytes(ens: Ensemble) -> int:
     shapes = jax.eval_shape(ens.init)
     return ens.members * sum(int(np.prod(x.shape[1:])) * x.dtype.itemsize
                              for x in jax.tree_util.tree_leaves(shapes))
-
-
-def _check_memory(ens: Ensemble, layout: ProbeLayout) -> None:
-    per_chunk = ens.members * (ens.chunk // layout.every) * 4 * sum(map(len, layout.arrays.values()))
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if IN_FLIGHT_CHUNKS * per_chunk > physical // 2:
-        raise ValueError(
-            f"one training chunk of {ens.chunk} steps records {runfolder.human_bytes(per_chunk)}, and "
-            f"up to {IN_FLIGHT_CHUNKS} chunks are in memory at once, more than half of this machine's "
-            f"{runfolder.human_bytes(physical)}; lower --chunk, or record less (--probe-index, "
-            "--probe-every)")
 
 
 def _manifest(config, probes, layout, specs, ens, experiment, command) -> dict:
@@ -208,14 +192,18 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
     ens, layout = _ensemble(config, probes, dataset)
     specs = store.array_specs(ens.members, ens.total_steps, ens.chunk, layout, probes.compress,
                               member_part=ens.padded // ens.mesh.size)
-    _check_memory(ens, layout)
     left = 1 - manifest["steps_completed"] / ens.total_steps if manifest else 1
     runfolder.check_writable(out, int(sum(s.nbytes for s in specs) * left + 3 * _state_bytes(ens)))
-    if not resume:
-        runfolder.create(out, overwrite)
-    manifest, arrays, start, state = _start(
-        out, ens, specs, manifest,
-        lambda: _manifest(config, probes, layout, specs, ens, experiment, command))
+    aside = runfolder.create(out, overwrite) if not resume else None
+    try:
+        manifest, arrays, start, state = _start(
+            out, ens, specs, manifest,
+            lambda: _manifest(config, probes, layout, specs, ens, experiment, command))
+    except BaseException:
+        runfolder.restore(out, aside)
+        raise
+    # the replaced run (moved aside by create) is deleted once the new one has its manifest
+    runfolder.discard(aside)
 
     writer = _writer(out, arrays, layout.every, manifest)
     t0 = time.perf_counter()

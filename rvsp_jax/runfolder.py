@@ -1,9 +1,13 @@
 """Run-folder lifecycle: the manifest (atomic JSON) and the checks made before training starts.
 
-An existing run folder is never replaced without ``overwrite``, and only if it is a run folder
-(it has ``manifest.json``) or empty; ``resume`` needs the same configuration as the manifest. A
-folder that cannot be written, or a disk without room for the estimated size of the recording, is
-refused before any training, with the estimate in the message.
+An existing run folder is never replaced without ``overwrite``, and only if it is one of ours: its
+``manifest.json`` carries this package's format name (:data:`FORMAT`) and every other entry in it is
+one a run writes (:data:`RUN_ENTRIES`). ``overwrite`` also refuses an empty ``--out``, the current
+directory or one of its parents, the file-system root and the home folder. The old run is first
+moved aside (:func:`create`) and deleted only once the new one has started (:func:`discard`), so a
+refusal or a crash in between loses nothing. ``resume`` needs the same configuration as the
+manifest. A folder that cannot be written, or a disk without room for the estimated size of the
+recording, is refused before any training, with the estimate in the message.
 """
 
 from __future__ import annotations
@@ -16,6 +20,14 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 FORMAT = "rvsp-jax run 1"
+RUN_ENTRIES = frozenset({
+    MANIFEST, "arrays", "checkpoint.npz", "final.npz", "summary.json", "report.md", "figures", "runs",
+    "lock",
+})
+"""Names a run folder (or a study folder) holds; with ``overwrite`` anything else makes it refuse.
+Temporary files of atomic writes (``*.tmp``) are also accepted."""
+ASIDE_PREFIX = ".replaced-"
+"""Moved-aside old runs are ``<parent>/.<name>.replaced-<pid>`` until the new run has started."""
 DISK_MARGIN = 1.1
 DISK_SLACK = 32 << 20  # bytes added to every estimate (manifests, zarr metadata, filesystem blocks)
 
@@ -89,14 +101,45 @@ def _status(folder: Path) -> str:
     return f"status {m.get('status')}, {m.get('steps_completed')}/{m.get('total_steps')} steps"
 
 
-def check_new(out: Path, overwrite: bool) -> None:
-    """Refuse to start a new run in ``out`` if that would replace something without ``overwrite``.
+def _unsafe_target(out: Path) -> str | None:
+    """Why ``out`` must never be replaced (root, home, the working directory or a parent of it)."""
+    if str(out).strip() == "" or str(out) == ".":
+        return "it is empty or '.', the current directory"
+    resolved = Path(os.path.realpath(out))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    if resolved == cwd or resolved in cwd.parents:
+        return f"it is the current directory {cwd} or one of its parents"
+    if resolved == Path(resolved.anchor) or len(resolved.parts) <= 2:
+        return f"it resolves to {resolved}, the file-system root or a folder just below it"
+    home = Path(os.path.realpath(os.path.expanduser("~")))
+    if resolved == home or resolved in home.parents:
+        return f"it is the home folder {home} or one of its parents"
+    return None
 
-    A missing or empty folder is fine; with ``overwrite`` a run folder (one with a manifest) is too.
+
+def _foreign_entries(out: Path) -> list[str]:
+    """Entries of ``out`` that no run writes (see :data:`RUN_ENTRIES`)."""
+    return sorted(e.name for e in out.iterdir()
+                  if e.name not in RUN_ENTRIES and not e.name.endswith(".tmp"))
+
+
+def check_new(out: Path, overwrite: bool) -> None:
+    """Refuse to start a new run in ``out`` if that would replace something without ``overwrite``,
+    or anything that is not one of our run folders even with it.
+
+    A missing or empty folder is fine; with ``overwrite`` so is a run folder whose manifest has our
+    format and which holds nothing but what a run writes.
     """
     out = Path(out)
+    if str(out).strip() == "":
+        raise RunFolderError("--out is empty; name the run folder, e.g. --out results/train/run1")
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"{out} exists and is not a folder; choose another --out")
+    if overwrite:
+        reason = _unsafe_target(out)
+        if reason is not None:
+            raise RunFolderError(f"--overwrite refuses --out {str(out)!r}: {reason}; name a run "
+                                 "folder of its own, e.g. --out results/train/run1")
     if not out.exists() or not any(out.iterdir()):
         return
     if not overwrite:
@@ -105,6 +148,16 @@ def check_new(out: Path, overwrite: bool) -> None:
     if not (out / MANIFEST).exists():
         raise RunFolderError(f"{out} is not empty and has no {MANIFEST}: it is not a run folder, "
                              "so --overwrite will not delete it; choose another --out")
+    try:
+        read_manifest(out)
+    except RunFolderError as e:
+        raise RunFolderError(f"{e}; it is not an rvsp-jax run folder, so --overwrite will not delete "
+                             "it; choose another --out") from None
+    foreign = _foreign_entries(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise RunFolderError(f"{out} holds files a run does not write ({shown}), so --overwrite will "
+                             "not delete it; move them out or choose another --out")
 
 
 def check_resume(out: Path, config: dict, probe_config: dict) -> dict:
@@ -153,12 +206,44 @@ def check_writable(out: Path, needed_bytes: int) -> None:
             "less (--probe-index, --probe-every, --probes, --steps)")
 
 
-def create(out: Path, overwrite: bool) -> None:
-    """Make an empty run folder ``out`` (replacing a previous run folder when ``overwrite``)."""
+def create(out: Path, overwrite: bool) -> Path | None:
+    """Make an empty run folder ``out``; with ``overwrite``, first move the previous run folder
+    aside (call :func:`check_new` before). Returns where the old run went (None if there was none);
+    pass it to :func:`discard` once the new run has started, or to :func:`restore` if it failed."""
     out = Path(out)
-    if overwrite and (out / MANIFEST).exists():
-        shutil.rmtree(out)
+    aside = None
+    if overwrite and out.is_dir() and any(out.iterdir()):
+        aside = out.with_name(f".{out.name}{ASIDE_PREFIX}{os.getpid()}")
+        if aside.exists():
+            raise RunFolderError(f"cannot move the old run {out} aside: {aside} exists (left by an "
+                                 "earlier --overwrite that was interrupted); check it, remove it, "
+                                 "then run again")
+        try:
+            os.rename(out, aside)
+        except OSError as e:
+            raise RunFolderError(f"cannot move the old run {out} aside to {aside}: {e}") from None
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        restore(out, aside)
         raise RunFolderError(f"cannot create run folder {out}: {e}") from None
+    return aside
+
+
+def discard(aside: Path | None) -> None:
+    """Delete an old run moved aside by :func:`create` (only such a folder: its name says so)."""
+    if aside is not None and aside.name.startswith(".") and ASIDE_PREFIX in aside.name:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def restore(out: Path, aside: Path | None) -> None:
+    """Put an old run moved aside by :func:`create` back in ``out`` (after the new run failed to
+    start); what the new run had written in ``out`` is removed first (only files a run writes)."""
+    if aside is None or not aside.exists():
+        return
+    out = Path(out)
+    if out.exists():
+        if _foreign_entries(out):
+            return  # someone put files there meanwhile: leave both folders as they are
+        shutil.rmtree(out, ignore_errors=True)
+    os.rename(aside, out)

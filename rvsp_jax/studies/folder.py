@@ -42,12 +42,19 @@ def open_study(out, experiment: str, settings: dict, *, resume: bool = False, ov
     else:
         runfolder.check_new(out, overwrite)
         runfolder.check_writable(out, 0)
-        runfolder.create(out, overwrite)
+        aside = runfolder.create(out, overwrite)
         manifest = {"format": runfolder.FORMAT, "experiment": experiment, "command": command,
                     "created": _now(), "settings": settings, "runs": {},
                     "versions": runfolder.versions(), "device": dev.describe()}
     manifest.update(status="running", updated=_now())
-    runfolder.write_manifest(out, manifest)
+    try:
+        runfolder.write_manifest(out, manifest)
+    except BaseException:
+        if not resume:
+            runfolder.restore(out, aside)
+        raise
+    if not resume:
+        runfolder.discard(aside)  # the replaced study, moved aside, once the new one has started
     (out / "figures").mkdir(exist_ok=True)
     return out
 
