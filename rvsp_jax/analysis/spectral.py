@@ -38,6 +38,9 @@ import scipy.stats
 
 __all__ = [
     "LjungBoxResult",
+    "SHAPE_MODELS",
+    "SHAPE_VERDICTS",
+    "SpectralShape",
     "SpectralSlope",
     "acf",
     "acf_confint",
@@ -47,6 +50,7 @@ __all__ = [
     "pacf",
     "periodogram",
     "spectral_flatness",
+    "spectral_shape",
     "spectral_slope",
     "welch",
 ]
@@ -83,13 +87,56 @@ class LjungBoxResult(NamedTuple):
 class SpectralSlope(NamedTuple):
     """Power-law fit ``psd ~ 10**intercept * f**(-beta)`` by least squares in log10-log10.
 
-    beta, intercept, r2: [...]; nbins: [...] number of bins used in the fit.
+    beta, intercept, r2: [...]; nbins: [...] number of bins used in the fit; f_lo, f_hi: [...] the
+    lowest and highest frequency of those bins (the fit range; NaN where the fit is NaN). A slope
+    is a summary of the log-log shape over that range, not evidence of a power law: compare models
+    with :func:`spectral_shape` first.
     """
 
     beta: np.ndarray
     intercept: np.ndarray
     r2: np.ndarray
     nbins: np.ndarray
+    f_lo: np.ndarray | None = None
+    f_hi: np.ndarray | None = None
+
+
+SHAPE_MODELS = ("white", "lorentzian", "power-law")
+"""Spectral models of :func:`spectral_shape`, in the order of its ``aic`` axis."""
+SHAPE_VERDICTS = ("white", "lorentzian", "power-law", "indistinguishable")
+"""Verdict codes of :func:`spectral_shape` (indices into this tuple)."""
+
+
+class SpectralShape(NamedTuple):
+    """Whittle maximum-likelihood fits of three spectral models per series, compared by AIC.
+
+    Models (``S(f)`` the one-sided spectral density, ``w = 2 pi f / fs``):
+
+    - ``white``: ``S = c`` (1 parameter);
+    - ``lorentzian``: the AR(1) spectrum ``S = c / |1 - phi e^{-iw}|^2`` (2 parameters; the
+      discrete-time Lorentzian, flat below its corner frequency);
+    - ``power-law``: ``S = c f^(-beta)`` (2 parameters).
+
+    phi, beta: [...] fitted AR(1) coefficient and power-law exponent (Whittle, not least squares).
+    aic: [..., 3] AIC of each model in :data:`SHAPE_MODELS` order, ``2 k + 2 NLL``.
+    delta_aic: [...] ``AIC(lorentzian) - AIC(power-law)``: > 0 favours the power law.
+    best: int8 [...] index into :data:`SHAPE_MODELS` of the lowest AIC (-1 for a NaN series).
+    verdict: int8 [...] index into :data:`SHAPE_VERDICTS` by the rule of :func:`spectral_shape`
+      (-1 for a NaN series).
+    nbins: [...] bins fitted; f_lo, f_hi: the fit range; dof, margin: as passed.
+    """
+
+    phi: np.ndarray
+    beta: np.ndarray
+    aic: np.ndarray
+    delta_aic: np.ndarray
+    best: np.ndarray
+    verdict: np.ndarray
+    nbins: np.ndarray
+    f_lo: float
+    f_hi: float
+    dof: float
+    margin: float
 
 
 # ----------------------------------------------------------------------------------------------
@@ -574,8 +621,10 @@ def spectral_slope(freqs, psd, band: tuple[float, float] | None = None) -> Spect
     log10(psd) on log10(f) over the bins with ``band[0] <= f <= band[1]`` (default: every bin) and
     ``f > 0``; bins where psd <= 0 are left out of that series' fit (they have no log-power), a
     NaN bin makes that series' result NaN. beta = -slope (white noise 0, pink 1, random walk 2 at
-    low frequency). r2 is the coefficient of determination of the fit; fewer than two usable
-    bins give NaN. Float64.
+    low frequency). r2 is the coefficient of determination of the fit, f_lo and f_hi the lowest and
+    highest frequency fitted; fewer than two usable bins give NaN. Float64. The slope of an AR(1)
+    spectrum is not 0 either (phi = 0.9 gives about 1.5 over a Welch band): say which model fits
+    (:func:`spectral_shape`) before reading beta as a power-law exponent.
     """
     f, p = _check_spectrum(freqs, psd)
     lo, hi = (0.0, np.inf) if band is None else (float(band[0]), float(band[1]))
@@ -600,11 +649,16 @@ def spectral_slope(freqs, psd, band: tuple[float, float] | None = None) -> Spect
         slope = sxy / sxx
         r2 = np.where(syy > 0, sxy * sxy / (sxx * syy), 1.0)  # an exactly flat fit is perfect
     bad = (n < 2) | ~(sxx > 0) | np.isnan(slope)
+    used = np.broadcast_to(w > 0, p.shape)
+    f_lo = np.where(used, f, np.inf).min(axis=-1)
+    f_hi = np.where(used, f, -np.inf).max(axis=-1)
     return SpectralSlope(
         beta=np.where(bad, np.nan, -slope),
         intercept=np.where(bad, np.nan, my - slope * mx),
         r2=np.where(bad, np.nan, r2),
         nbins=n.astype(np.int64),
+        f_lo=np.where(bad, np.nan, f_lo),
+        f_hi=np.where(bad, np.nan, f_hi),
     )
 
 
@@ -651,3 +705,104 @@ def spectral_flatness(psd, *, drop_dc: bool = True) -> np.ndarray:
         raise ValueError("psd has no frequency bins left to measure flatness.")
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.exp(np.log(p).mean(axis=-1)) / p.mean(axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Spectral shape: white vs Lorentzian (AR(1)) vs power law, by Whittle likelihood and AIC
+
+_PHI_GRID = np.tanh(np.linspace(-5.0, 5.0, 501))  # |phi| up to 0.99991, dense near +-1
+_BETA_GRID = np.linspace(-2.0, 5.0, 351)
+_GRID_BLOCK = 32
+
+
+def _profile_nll(p: np.ndarray, w: np.ndarray, log_g: np.ndarray) -> np.ndarray:
+    """Whittle NLL per bin-count unit of ``S = c / g`` with c profiled out, for every grid row of
+    ``log_g: [G, F]``: ``n log(mean(p g)) - sum(log g) + n`` -> ``[..., G]`` (w: bin weights)."""
+    n = w.sum(axis=-1, keepdims=True)
+    out = []
+    for lo in range(0, log_g.shape[0], _GRID_BLOCK):
+        lg = log_g[lo:lo + _GRID_BLOCK]  # [g, F]
+        c = (p[..., None, :] * np.exp(lg) * w[..., None, :]).sum(axis=-1) / n  # [..., g]
+        out.append(n * np.log(c) - (lg * w[..., None, :]).sum(axis=-1) + n)
+    return np.concatenate(out, axis=-1)
+
+
+def _refine(grid: np.ndarray, nll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grid minimum of ``nll: [..., G]`` refined by the parabola through it and its neighbours;
+    returns ``(argument, nll at the grid minimum)`` (the parabola moves at most one grid step)."""
+    filled = np.where(np.isnan(nll), np.inf, nll)
+    k = np.clip(filled.argmin(axis=-1), 1, grid.size - 2)
+    y0, y1, y2 = (np.take_along_axis(nll, (k + d)[..., None], -1)[..., 0] for d in (-1, 0, 1))
+    den = y0 - 2 * y1 + y2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = np.where(den > 0, 0.5 * (y0 - y2) / den, 0.0)
+    shift = np.clip(np.nan_to_num(shift), -1.0, 1.0)
+    x = grid[k] + shift * np.where(shift >= 0, grid[np.minimum(k + 1, grid.size - 1)] - grid[k],
+                                   grid[k] - grid[k - 1])
+    best = np.min(filled, axis=-1)
+    return x, np.where(np.isfinite(best), best, np.nan)
+
+
+def spectral_shape(freqs, psd, *, fs: float = 1.0, dof: float = 2.0, band=None,
+                   margin: float = 2.0) -> SpectralShape:
+    """Which spectral model fits each series: white, Lorentzian (AR(1)) or power law.
+
+    freqs: [F], psd: [..., F] -> :class:`SpectralShape` of [...] arrays (float64). Each model is
+    fitted by maximising the Whittle likelihood of the estimate, which treats each bin as
+    ``S(f) chi^2_dof / dof``: ``NLL = (dof / 2) sum_f [log S(f) + psd(f) / S(f)]`` over the bins
+    with ``f > 0`` (and inside ``band``, if given). The scale c is profiled out in closed form;
+    phi (tanh-spaced grid, |phi| <= 0.9999) and beta (grid on [-2, 5] in steps of 0.02) are
+    minimised on a grid refined by a parabola. ``AIC = 2 k + 2 NLL`` with k = 1, 2, 2.
+
+    Pass a raw periodogram (:func:`periodogram`, boxcar window: independent bins, ``dof=2``) for
+    the likelihood to be exact asymptotically; a Welch estimate of K non-overlapping segments has
+    ``dof = 2K`` but correlated neighbouring bins (overlap, window), which inflates the AIC
+    differences.
+
+    Verdict rule (``margin`` in AIC units, default 2): the model with the lowest AIC wins if it
+    beats both others by more than ``margin``; if it is the Lorentzian or the power law and beats
+    white but not the other by ``margin``, the verdict is ``indistinguishable``; if the best is
+    within ``margin`` of white, the verdict is ``white`` (the simpler model). A constant series
+    (all-zero psd) or a NaN bin gives code -1 and NaN fits.
+    """
+    f, p = _check_spectrum(freqs, psd)
+    if not dof > 0 or not margin >= 0:
+        raise ValueError(f"dof must be > 0 and margin >= 0; got dof={dof}, margin={margin}.")
+    lo, hi = (0.0, np.inf) if band is None else (float(band[0]), float(band[1]))
+    keep = (f > 0) & (f >= lo) & (f <= hi)
+    if keep.sum() < 3:
+        raise ValueError(f"spectral_shape needs at least 3 bins with f > 0 in band {band!r}; "
+                         f"got {int(keep.sum())}.")
+    f, p = f[keep], p[..., keep]
+    lead = p.shape[:-1]
+    p = p.reshape(-1, f.size)
+    bad = np.isnan(p).any(axis=-1) | ~(np.nan_to_num(p).sum(axis=-1) > 0)
+    p = np.where(bad[:, None], 1.0, p)
+    w = np.ones_like(p)
+    n = float(f.size)
+    s2 = np.sin(np.pi * f / fs) ** 2
+    log_g_phi = np.log((1.0 - _PHI_GRID[:, None]) ** 2 + 4.0 * _PHI_GRID[:, None] * s2)  # [G, F]
+    log_g_beta = _BETA_GRID[:, None] * np.log(f / fs)[None, :]  # S = c f^-beta <=> g = f^beta
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        nll_white = n * np.log(p.mean(axis=-1)) + n
+        phi, nll_lor = _refine(_PHI_GRID, _profile_nll(p, w, log_g_phi))
+        beta, nll_pow = _refine(_BETA_GRID, _profile_nll(p, w, log_g_beta))
+    scale = dof / 2.0
+    aic = np.stack([2 * 1 + 2 * scale * nll_white, 2 * 2 + 2 * scale * nll_lor,
+                    2 * 2 + 2 * scale * nll_pow], axis=-1)
+    best = aic.argmin(axis=-1)
+    srt = np.sort(aic, axis=-1)
+    gap_next = srt[:, 1] - srt[:, 0]
+    gap_white = aic[:, 0] - srt[:, 0]
+    verdict = np.where(best == 0, 0, np.where(gap_white <= margin, 0,
+                                              np.where(gap_next > margin, best, 3)))
+    # best == 0 with the others within margin is still white (the simpler model)
+    codes = np.where(bad, -1, verdict).astype(np.int8)
+    nan = lambda x: np.where(bad, np.nan, x).reshape(lead)  # noqa: E731
+    return SpectralShape(
+        phi=nan(phi), beta=nan(beta),
+        aic=np.where(bad[:, None], np.nan, aic).reshape(*lead, 3),
+        delta_aic=nan(aic[:, 1] - aic[:, 2]),
+        best=np.where(bad, -1, best).astype(np.int8).reshape(lead), verdict=codes.reshape(lead),
+        nbins=np.full(lead, f.size, np.int64), f_lo=float(f[0]), f_hi=float(f[-1]),
+        dof=float(dof), margin=float(margin))
