@@ -215,3 +215,104 @@ def test_noise_scale_input_validation():
         two_batch_noise_scale(np.ones(3), np.ones(3), 8, 8)
     with pytest.raises(ValueError, match="axis=None"):
         two_batch_noise_scale(jnp.float32(1.0), jnp.float32(0.5), 1, 2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# tail_verdict (known answers on fixed seeds; rates measured with these seeds, calibration with
+# 1,000 series per case in docs/calibration_tails.md, python -m benchmarks.tail_calibration)
+
+from scipy import stats  # noqa: E402
+
+from rvsp_jax.analysis import tail_verdict  # noqa: E402
+from rvsp_jax.analysis.tails import TAIL_VERDICTS, TailVerdict  # noqa: E402
+
+
+def _rates(x, **kwargs):
+    return tail_verdict(x, **kwargs).fractions()
+
+
+def test_tail_verdict_gaussian_is_gaussian_at_one_minus_alpha():
+    x = np.random.default_rng(0).standard_normal((400, 512))
+    r = _rates(x)
+    # measured 0.938 (1 - alpha = 0.95); the rest split between heavy-tailed and inconclusive
+    assert 0.92 <= r["gaussian"] <= 0.98 and r["infinite-variance"] == 0
+
+
+@pytest.mark.parametrize("case", ["t3", "t4", "lnmix0.5", "lnmix1"])
+def test_tail_verdict_never_calls_finite_variance_infinite(case):
+    rng = np.random.default_rng(1)
+    shape = (100, 4096)
+    x = {"t3": lambda: rng.standard_t(3, shape), "t4": lambda: rng.standard_t(4, shape),
+         "lnmix0.5": lambda: rng.standard_normal(shape) * np.exp(0.5 * rng.standard_normal(shape)),
+         "lnmix1": lambda: rng.standard_normal(shape) * np.exp(rng.standard_normal(shape))}[case]()
+    r = _rates(x)
+    # measured: infinite-variance 0 (t3, t4, lnmix0.5) and 0.02 (lnmix1); heavy-tailed 0.89 (t3),
+    # 0.99 (t4), 1.0 (lnmix0.5), 0.01 (lnmix1, otherwise inconclusive: its Hill interval contains 2)
+    assert r["infinite-variance"] <= 0.05 and r["gaussian"] == 0
+    if case != "lnmix1":
+        assert r["heavy-tailed"] >= 0.8
+
+
+@pytest.mark.parametrize("a, floor", [(1.0, 0.98), (1.5, 0.85)])
+def test_tail_verdict_calls_stable_infinite_variance(a, floor):
+    x = levy_stable.rvs(a, 0.0, size=(100, 4096), random_state=7)
+    r = _rates(x)
+    # measured: 1.0 (alpha 1) and 0.90 (alpha 1.5); the rest inconclusive, never finite-variance
+    assert r["infinite-variance"] >= floor and r["heavy-tailed"] == 0 and r["gaussian"] == 0
+
+
+def test_tail_verdict_batched_axis_and_evidence_match_per_series():
+    rng = np.random.default_rng(2)
+    x = rng.standard_t(3, (300, 2, 3))  # samples on axis 0
+    r = tail_verdict(x, axis=0)
+    assert isinstance(r, TailVerdict) and r.verdict.shape == (2, 3) and r.hill.shape == (2, 3, 2)
+    assert r.n == 300 and r.hill_k == (17, 15) and set(r.verdict.ravel()) <= set(TAIL_VERDICTS)
+    for i in range(2):
+        for j in range(3):
+            one = tail_verdict(x[:, i, j])
+            assert one.verdict.shape == () and one.verdict == r.verdict[i, j]
+            np.testing.assert_allclose(one.hill, r.hill[i, j])
+            ref = stats.normaltest(x[:, i, j])
+            np.testing.assert_allclose([r.normality_stat[i, j], r.normality_pvalue[i, j]],
+                                       [ref.statistic, ref.pvalue], rtol=1e-10)
+            np.testing.assert_allclose(r.excess_kurtosis[i, j], stats.kurtosis(x[:, i, j]), rtol=1e-10)
+            np.testing.assert_allclose(r.block_sum_alpha[i, j],
+                                       simsekli_reference(x[:, i, j] - np.median(x[:, i, j]), 17), rtol=1e-8)
+    # the Hill estimates are those of the JAX estimator at the same k
+    for c, k in enumerate(r.hill_k):
+        np.testing.assert_allclose(r.hill[..., c], np.asarray(hill(np.moveaxis(x, 0, -1), k)), rtol=1e-5)
+    np.testing.assert_array_equal(r.tail_index, r.hill[..., 0])  # k = 17 is the larger threshold
+
+
+def test_tail_index_bounds_are_exact_for_pareto_tails():
+    # Pareto(1.5): the one-sided 95% bounds each miss the true index 5% of the time (Renyi).
+    x = np.random.default_rng(3).pareto(1.5, size=(4000, 400)) + 1.0
+    r = tail_verdict(x)
+    miss_hi = np.mean(r.hill_hi < 1.5, axis=0)
+    miss_lo = np.mean(r.hill_lo > 1.5, axis=0)
+    # measured: 0.049 and 0.056 (both thresholds are k = 20 at n = 400); binomial sd 0.0034
+    assert np.all(np.abs(miss_hi - 0.05) < 0.015) and np.all(np.abs(miss_lo - 0.05) < 0.015)
+    assert np.all(r.tail_index_lo <= r.tail_index) and np.all(r.tail_index <= r.tail_index_hi)
+
+
+def test_tail_verdict_inconclusive_cases_carry_reasons():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 200))
+    x[0, 3] = np.nan
+    x[1] = 2.0
+    x[2] = rng.uniform(-1, 1, 200)  # light tails: not Gaussian, not heavy
+    x[3, :190] = 0.0  # zeros below the tail
+    x[3, 190:] = rng.standard_cauchy(10)
+    r = tail_verdict(x)
+    assert list(r.verdict[:4]) == ["inconclusive"] * 4
+    assert "non-finite" in r.reason[0] and "constant" in r.reason[1]
+    assert "excess kurtosis <= 0" in r.reason[2] and "zeros" in r.reason[3]
+    few = tail_verdict(rng.standard_normal((2, 12)))
+    assert list(few.verdict) == ["inconclusive"] * 2 and "more samples" in few.reason[0]
+    assert tail_verdict(x).summary().endswith("infinite-variance 0, inconclusive 4")
+    with pytest.raises(ValueError, match="alpha"):
+        tail_verdict(x, alpha=0.7)
+    with pytest.raises(ValueError, match="sample axis"):
+        tail_verdict(1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        tail_verdict(np.ones((3, 1)))

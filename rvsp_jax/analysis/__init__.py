@@ -39,3 +39,4 @@ from rvsp_jax.analysis.stationarity import (
     AdfResult, KpssResult, adf, kpss, stationarity_verdict, stationarity_verdicts, verdict_fractions)
 from rvsp_jax.analysis.summary import MemberSummary, across_members
 from rvsp_jax.analysis.tails import default_hill_k, hill, simsekli_alpha
+from rvsp_jax.analysis.tails import TailVerdict, tail_verdict
