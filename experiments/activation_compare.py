@@ -7,8 +7,11 @@
 
 Trains one ensemble per activation with otherwise identical flags (same seeds: same initial weights
 and same minibatch order for member s of every variant), recording gradients and updates every step;
-reports per-layer distributions, variances with paired tests, update PSDs and smooth-vs-jittery
-scores, and stationarity fractions. Writes runs/<activation>/, summary.json, report.md and figures/ to
+reports per-layer distributions, variances next to kurtosis with paired tests, update PSDs and
+smooth-vs-jittery scores and stationarity fractions, at equal steps, in loss-matched windows and in a
+stationarity-accepted window (--window steps), plus a like-for-like inactive fraction (phi' below
+the same fraction of its maximum for every activation; exact zeros separately). The report states
+its windows and the rule behind every sentence. Writes runs/<activation>/, summary.json, report.md and figures/ to
 --out (default results/activation_compare/<timestamp>). --activation is ignored (see --activations).
 """
 

@@ -121,3 +121,35 @@ class Report:
         tmp.write_text(self.markdown())
         os.replace(tmp, path)
         return path
+
+
+def proportion_summary(x, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> MemberSummary:
+    """Mean over members of per-member proportions ``x: [S, ...]`` with a percentile bootstrap
+    interval (members resampled with replacement, ``n_boot`` times, numpy ``default_rng(seed)``).
+
+    Unlike a t-interval the bootstrap interval of a mean of values in [0, 1] stays inside [0, 1]
+    (it never reaches below 0 when a proportion is near 0). ``sem`` is the bootstrap standard error;
+    non-finite members are excluded and counted as in
+    :func:`~rvsp_jax.analysis.summary.across_members`; fewer than two finite members give a NaN
+    interval. Float64.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    x = np.asarray(x, np.float64)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"x must have a members axis of length >= 1, got shape {x.shape}")
+    flat = x.reshape(x.shape[0], -1)
+    rng = np.random.default_rng(seed)
+    out = np.full((4, flat.shape[1]), np.nan)
+    n = np.isfinite(flat).sum(0)
+    for j in range(flat.shape[1]):
+        v = flat[np.isfinite(flat[:, j]), j]
+        if v.size:
+            out[0, j] = v.mean()
+        if v.size >= 2:
+            means = v[rng.integers(0, v.size, (n_boot, v.size))].mean(-1)
+            out[1, j] = means.std(ddof=1)
+            out[2:, j] = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    shape = x.shape[1:]
+    mean, sem, lo, hi = (o.reshape(shape)[()] for o in out)
+    return MemberSummary(mean, sem, lo, hi, n.reshape(shape)[()], (x.shape[0] - n).reshape(shape)[()])

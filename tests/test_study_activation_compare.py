@@ -22,7 +22,8 @@ from test_study_pixels import assert_finite_summary, assert_valid_figure
 
 ARGS = ["--seeds", "3", "--steps", "60", "--chunk", "20", "--block", "2", "--activations", "sigmoid,relu",
         "--probe-index", "2", "--probe-batch", "8", "--nperseg", "32", "--devices", str(len(jax.devices()))]
-FIGURES = ("distributions", "variance_paired", "update_psd", "smoothness", "stationarity", "training")
+FIGURES = ("distributions", "variance_paired", "update_psd", "smoothness", "stationarity", "training",
+           "inactivity", "windows")
 SETTINGS = cmp.CompareSettings(activations="sigmoid,relu", probe_index="2", probe_batch=8, nperseg=32)
 
 
@@ -95,6 +96,35 @@ def test_entry_statistics_of_known_processes():
     assert np.all(smooth["log10_band_power_ratio"] > 0.5) and np.all(smooth["spectral_beta"] > 0.3)
 
 
+def test_relative_derivative_matches_the_recorded_thresholds():
+    """phi' < 0.19 max phi' is exactly the recorded summaries: sigmoid y < 0.05 or y > 0.95, tanh
+    |y| > 0.9, relu y == 0 (away from the boundary itself, where rounding decides)."""
+    y = np.linspace(0.001, 0.999, 2001)
+    y = y[np.abs(np.abs(y - 0.5) - 0.45) > 1e-6]
+    np.testing.assert_array_equal(cmp.relative_derivative(y, "sigmoid") < 0.19, (y < 0.05) | (y > 0.95))
+    t = np.linspace(-0.999, 0.999, 2001)
+    t = t[np.abs(np.abs(t) - 0.9) > 1e-6]
+    np.testing.assert_array_equal(cmp.relative_derivative(t, "tanh") < 0.19, np.abs(t) > 0.9)
+    r = np.array([0.0, 0.0, 1e-30, 2.0])
+    np.testing.assert_array_equal(cmp.relative_derivative(r, "relu"), [0, 0, 1, 1])
+    out = cmp.inactivity(np.array([[[0.0, 1.0], [0.5, 0.97]]], np.float32), "sigmoid", (0.05, 0.19, 0.5))
+    np.testing.assert_allclose(out["below"], [[0.5, 0.75, 0.75]])  # 4 y (1-y) = 0, 0, 1, 0.116
+    assert out["exact_zero"][0] == 0.5
+
+
+def test_loss_matched_windows_find_the_same_loss():
+    """Two exponential loss curves, one twice as fast: the target is the slow curve's lowest loss
+    after the start; each window is centred on its curve's first crossing, kept inside the steps."""
+    t = np.arange(400.0)
+    curves = {"slow": np.exp(-t / 200), "fast": np.exp(-t / 100)}
+    target, windows, crossing = cmp.loss_matched_windows(curves, 10, 64)
+    assert target == pytest.approx(np.exp(-399 / 200))
+    assert crossing == {"slow": 399, "fast": 200}
+    assert windows == {"slow": (336, 400), "fast": (168, 232)}
+    assert cmp.window_length(400, 40) == 100 and cmp.window_length(60, 6) == 32
+    assert cmp.window_length(60, 6, 100) == 54
+
+
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="unknown activation"):
         cmp.CompareSettings(activations="sigmoid,swish")
@@ -120,6 +150,44 @@ def test_every_promised_file_is_written(study):
     report = (study / "report.md").read_text()
     assert all(f"figures/{name}.png" in report for name in FIGURES)
     assert "python -m experiments.activation_compare" in report and "paired t" in report
+
+
+def test_windows_rules_and_like_for_like_inactivity_are_reported(study):
+    s = json.loads((study / "summary.json").read_text())
+    sel = s["window_selection"]
+    assert set(s["windows"]) >= {"equal_steps", "loss_matched"}
+    assert s["windows"]["equal_steps"]["steps"] == {"sigmoid": [6, 60], "relu": [6, 60]}
+    for v, (a, b) in s["windows"]["loss_matched"]["steps"].items():
+        assert b - a == sel["width"] == 32 and 6 <= a and b <= 60
+        assert sel["loss_matched_mean_loss"][v]["n"] == 3
+    assert isinstance(sel["loss_matched"], bool) and sel["stationary_accept"] == cmp.STATIONARY_ACCEPT
+    assert [b["steps"] for b in sel["stationary_candidates"]] == [[6, 38]]
+    assert ("stationary" in s["windows"]) == sel["stationary_candidates"][0]["accepted"]
+    assert set(s["rules"]) >= {"difference", "variance", "intermittency", "stationarity", "loss_matched",
+                               "inactivity"}
+    for w in s["windows"].values():
+        for kind in cmp.KINDS:
+            for layer in s["layers"]:
+                assert set(w["metrics"][kind][layer]) == set(cmp.METRICS)
+                frac = w["metrics"][kind][layer]["stationary_fraction"]["by_variant"]
+                assert all(0 <= f["lo"] <= f["mean"] <= f["hi"] <= 1 for f in frac.values())
+    inact = s["inactivity"]
+    assert inact["thresholds"] == list(cmp.INACTIVE_THRESHOLDS) and set(inact["layers"]) == {"Dense_0", "Dense_1"}
+    for layer, d in inact["layers"].items():
+        for when in ("start", "end"):
+            assert set(d[when]["below"]) == {f"{c:g}" for c in cmp.INACTIVE_THRESHOLDS}
+            relu = d[when]["below"]["0.19"]["by_variant"]["relu"]
+            assert relu["mean"] == pytest.approx(d[when]["exact_zero"]["by_variant"]["relu"]["mean"])
+    # the like-for-like fraction at the initial weights equals the recorded step-0 summaries
+    for v, stat in (("sigmoid", "saturated"), ("relu", "zero")):
+        rec = s["activation_statistics"][v][f"Dense_1/{stat}"]["start"]["mean"]
+        assert inact["layers"]["Dense_1"]["start"]["below"]["0.19"]["by_variant"][v]["mean"] == pytest.approx(rec)
+    report = (study / "report.md").read_text()
+    for text in ("## Rules", "## Analysed windows", "loss-matched", "stationarity-accepted", "target loss",
+                 "Inactive units, like for like", "exact zero", "Diverged members", "sigmoid: 0 of 3",
+                 "by the stationarity rule"):
+        assert text in report, text
+    assert "more stable" not in report.replace("does not call a variant 'more stable'", "")
 
 
 def test_the_design_is_paired(study):
@@ -175,6 +243,17 @@ def test_a_diverged_member_leaves_its_pairs(study, tmp_path):
     assert (d["paired"]["relu - sigmoid"].n, d["paired"]["relu - sigmoid"].excluded) == (2, 1)
     assert s["test_accuracy_paired"]["relu - sigmoid"].n == 2
     assert s["stationarity_bh"]["updates"]["Dense_0"]["relu"]["n"] == 2 * 4
+
+
+def test_a_variant_with_every_member_diverged_is_refused_in_one_line(study, tmp_path):
+    copy = tmp_path / "all_diverged"
+    shutil.copytree(study, copy)
+    m = read_manifest(copy / "runs" / "relu")
+    m["result"]["diverged_at"] = [3, 5, 7]
+    write_manifest(copy / "runs" / "relu", m)
+    runs = {v: open_run(copy / "runs" / v) for v in ("sigmoid", "relu")}
+    with pytest.raises(ValueError, match=r"every member diverged .* relu \(3 of 3\).*lower --lr"):
+        cmp.analyse(runs, SETTINGS, progress=False)
 
 
 def test_refusals(study, tmp_path, capsys):

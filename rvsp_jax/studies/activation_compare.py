@@ -12,18 +12,33 @@ of both init and data order, so the tests speak about the population of networks
 ``vary=data`` all pairs share one init and the conclusions hold for that init only.
 
 Recorded per variant, at every step: the gradients and updates of ``--probe-index`` entries of every
-parameter array, and the layer activation summaries. After a burn-in, per member and per layer
-(Dense_0, Dense_1 hidden, Dense_2 output; kernel and bias entries together):
+parameter array, the training loss, and the layer activation summaries. Per member and per layer
+(Dense_0, Dense_1 hidden, Dense_2 output; kernel and bias entries together), in three kinds of
+window (:func:`choose_windows`):
 
-- the distribution of gradients and updates (figure; pooled excess kurtosis of the entry-standardised
-  values);
-- their variance: log10 of the mean over the layer's entries of each entry's variance over steps;
-- the update (and gradient) PSD (Welch), the smooth-vs-jittery score (log10 of the low/high band-power
-  ratio, :func:`~rvsp_jax.analysis.band_power_ratio`) and the spectral slope beta;
-- the fraction of entries whose series ADF + KPSS judge stationary.
+- ``equal_steps``: every step after the burn-in, the same steps for every variant;
+- ``loss_matched``: for each variant the ``--window`` steps around the first step (after the
+  burn-in) where its median training loss reaches the lowest loss every variant reaches, so the
+  variants are compared at the same training progress rather than the same step;
+- ``stationary``: the latest block of ``--window`` steps after the burn-in (the same steps for every
+  variant) in which, for every variant, at least :data:`STATIONARY_ACCEPT` of the testable gradient
+  and update entries pass ADF + KPSS and the median relative variance drift is at most
+  :data:`DRIFT_ACCEPT` (:func:`window_acceptance`); none if no block qualifies.
+
+In each window: the log10 variance (mean over entries of each entry's variance over steps), the
+excess kurtosis (intermittency) of the entry-standardised values, the smooth-vs-jittery score
+(log10 band-power ratio), the spectral slope, the relative variance drift and the stationary
+fraction; proportions get percentile-bootstrap intervals across members (never outside [0, 1]),
+other statistics t-intervals.
+
+Inactive units are measured like for like (:func:`relative_derivative`): for every activation the
+fraction of (probe image, unit) pairs whose derivative phi'(z) is below a fraction c of its maximum,
+for the thresholds :data:`INACTIVE_THRESHOLDS` at the initial and final weights, and over training at
+c = 0.19 (the recorded layer summaries: sigmoid/tanh ``saturated`` and ReLU ``zero`` are exactly
+phi' < 0.19 max phi'); exact zeros (phi' = 0: no gradient passes) are counted separately.
 
 A member that diverged in a variant is excluded from that variant's numbers and from every paired test
-involving it, and counted.
+involving it, and counted; a variant with no member left stops the analysis with an error.
 """
 
 from __future__ import annotations
@@ -37,14 +52,20 @@ import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm
 
+import jax
+import jax.numpy as jnp
+from scipy.ndimage import uniform_filter1d
+
 from rvsp_jax import plots, store
 from rvsp_jax.analysis import (
-    STATIONARITY_VERDICTS, MemberSummary, across_members, band_power_ratio, spectral_slope,
-    stationarity_verdicts, verdict_fractions, welch)
+    STATIONARITY_VERDICTS, MemberSummary, across_members, band_power_ratio, measure_drift,
+    spectral_slope, stationarity_verdicts, verdict_fractions, welch)
 from rvsp_jax.config import ACTIVATIONS, TrainConfig, opt
-from rvsp_jax.data import Dataset, load
+from rvsp_jax.data import Dataset, load, to_model_inputs
+from rvsp_jax.ensemble import member_keys
+from rvsp_jax.model import init_params, make_model
 from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, proportion_summary, write_summary
 from rvsp_jax.studies.activations import diverged_members, summary_series
 from rvsp_jax.studies.folder import finish_study, open_study, train_variant
 
@@ -54,9 +75,28 @@ METRICS = {
     "log10_var": "log10 variance over steps (mean over entries)",
     "excess_kurtosis": "excess kurtosis (entry-standardised, pooled)",
     "log10_band_power_ratio": "log10 low/high band-power ratio (smooth > 0 > jittery)",
-    "spectral_beta": "spectral slope beta (PSD ~ f^-beta)",
+    "spectral_beta": "spectral slope beta (OLS log-log over all bins f > 0; a shape summary)",
+    "variance_drift": "median relative variance drift over the window (0: steady)",
     "stationary_fraction": "fraction of entries stationary (ADF + KPSS, raw)",
 }
+PROPORTIONS = ("stationary_fraction",)
+"""Metrics that are proportions: percentile-bootstrap intervals across members (inside [0, 1])."""
+WINDOWS = {"equal_steps": "equal steps (all steps after the burn-in)",
+           "loss_matched": "loss-matched (same training loss, each variant's own steps)",
+           "stationary": "stationarity-accepted (same steps, stationary for every variant)"}
+STATIONARY_ACCEPT = 0.8
+"""A window is accepted as stationary when at least this fraction of a variant's testable gradient
+and update entries pass ADF + KPSS (raw, level alpha) ..."""
+DRIFT_ACCEPT = 0.5
+"""... and the median over its entries of |relative variance drift| (:func:`measure_drift` over
+4 sub-windows) is at most this."""
+LOSS_MATCH_TOL = 0.1
+"""Loss-matched windows count as matched when every variant's mean loss in its window is within
+this relative distance of the baseline's."""
+INACTIVE_THRESHOLDS = (0.01, 0.05, 0.19, 0.5)
+"""Fractions c of the derivative's maximum below which a (probe image, unit) pair is inactive."""
+RECORDED_THRESHOLD = 0.19
+"""The threshold of the recorded per-step summaries (sigmoid/tanh ``saturated``, ReLU ``zero``)."""
 HIST_SAMPLES = 20_000
 """Values per member, kind, layer and variant kept for the distribution figure."""
 LOSS_WINDOW = 25
@@ -77,6 +117,8 @@ class CompareSettings:
     burn_in: float = opt(0.1, "--burn-in", "fraction of the steps left out at the start")
     nperseg: int = opt(256, "--nperseg", "Welch segment length (at most the analysed steps)")
     alpha: float = opt(0.05, "--alpha", "level of the ADF/KPSS tests")
+    window: int = opt(0, "--window", "steps of the loss-matched and stationarity-accepted windows "
+                      "(0: a quarter of the steps, at least 32)")
 
     def __post_init__(self):
         names = self.variants
@@ -92,6 +134,8 @@ class CompareSettings:
             raise ValueError(f"nperseg must be >= 8, got {self.nperseg}")
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if self.window != 0 and self.window < 32:
+            raise ValueError(f"window must be 0 (automatic) or at least 32 steps, got {self.window}")
         self.probes()  # validates probe_index and probe_batch
 
     @property
@@ -171,8 +215,9 @@ def entry_statistics(x, excluded=None, *, nperseg: int, alpha: float) -> dict:
     Returns ``[S]`` arrays ``log10_var`` (log10 of the mean over entries of the variance over steps,
     ddof 1), ``excess_kurtosis`` (of all values after standardising each entry over steps; entries with
     zero variance, e.g. a dead ReLU unit's weights, are left out), ``log10_band_power_ratio`` and
-    ``spectral_beta`` (means over entries, Welch PSD), ``stationary_fraction`` (raw ADF + KPSS
-    verdicts); ``psd [S, F]`` (mean over entries of each entry's PSD normalised to unit total power),
+    ``spectral_beta`` (means over entries, Welch PSD), ``variance_drift`` (median over entries of
+    the absolute relative variance drift of :func:`~rvsp_jax.analysis.measure_drift` over 4
+    sub-windows), ``stationary_fraction`` (raw ADF + KPSS verdicts); ``psd [S, F]`` (mean over entries of each entry's PSD normalised to unit total power),
     ``freqs [F]``, and ``stationarity_bh`` (:func:`verdict_fractions` of the BH-adjusted verdicts of
     all analysed members' S x P series). Members marked in ``excluded: bool [S]`` get NaN and are
     left out of the tests.
@@ -189,6 +234,9 @@ def entry_statistics(x, excluded=None, *, nperseg: int, alpha: float) -> dict:
         ratio = np.log10(band_power_ratio(freqs, psd))
         norm = psd / psd.sum(-1, keepdims=True)
     ratio = np.where(np.isfinite(ratio), ratio, np.nan)
+    with np.errstate(invalid="ignore"):
+        drift = np.abs(measure_drift(series, max(2, x.shape[1] // 4)).var_drift)
+    drift = np.where(np.isfinite(drift), drift, np.nan)
     stationary = np.full(x.shape[0], np.nan)
     bh = np.zeros((0,), np.int8)
     if (~excluded).any():
@@ -199,6 +247,7 @@ def entry_statistics(x, excluded=None, *, nperseg: int, alpha: float) -> dict:
         "excess_kurtosis": kurt,
         "log10_band_power_ratio": _nanmean(ratio),
         "spectral_beta": _nanmean(spectral_slope(freqs, psd).beta),
+        "variance_drift": _nanmedian(drift),
         "stationary_fraction": stationary,
         "psd": _nanmean(np.moveaxis(norm, 1, -1)),
     }
@@ -206,11 +255,154 @@ def entry_statistics(x, excluded=None, *, nperseg: int, alpha: float) -> dict:
     return {**out, "freqs": freqs, "stationarity_bh": verdict_fractions(bh)}
 
 
+def _nanmedian(x: np.ndarray) -> np.ndarray:
+    """Median over the last axis ignoring NaN; NaN (no warning) where a row has no finite value."""
+    out = np.full(x.shape[:-1], np.nan)
+    ok = np.isfinite(x).any(-1)
+    if ok.any():
+        out[ok] = np.nanmedian(x[ok], axis=-1)
+    return out
+
+
 def _nanmean(x: np.ndarray) -> np.ndarray:
     """Mean over the last axis ignoring NaN; NaN (no warning) where a row has no finite value."""
     ok = np.isfinite(x)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(ok, x, 0).sum(-1) / ok.sum(-1)
+
+
+# ---- windows and inactivity ---------------------------------------------------------------------
+
+def window_length(total: int, burn: int, window: int = 0) -> int:
+    """Steps of the loss-matched and stationarity-accepted windows: ``window``, or (0) a quarter of
+    the steps but at least 32, never more than the steps after the burn-in."""
+    w = window or max(32, total // 4)
+    return int(min(w, total - burn))
+
+
+def median_loss_curve(loss, excluded, width: int = LOSS_WINDOW) -> np.ndarray:
+    """``loss: [S, T]`` -> ``[T]``: the median over analysed members of each member's centred
+    ``width``-step running mean (edges use the nearest value). NaN if no member is analysed."""
+    loss = np.asarray(loss, np.float64)
+    keep = loss[~np.asarray(excluded, bool)]
+    if not keep.shape[0]:
+        return np.full(loss.shape[-1], np.nan)
+    return np.median(uniform_filter1d(keep, size=min(width, loss.shape[-1]), axis=-1, mode="nearest"),
+                     axis=0)
+
+
+def loss_matched_windows(curves: dict, start: int, width: int) -> tuple[float, dict, dict]:
+    """The target loss, each variant's ``[a, b)`` window of ``width`` steps and its crossing step.
+
+    curves: variant -> ``[T]`` median loss curve. The target is the lowest loss every variant
+    reaches after ``start`` (``max_v min_{t >= start} curve_v``); each variant's window is centred
+    on the first step ``t >= start`` where its curve is at or below the target, shifted to lie
+    inside ``[start, T)``.
+    """
+    target = max(float(np.min(c[start:])) for c in curves.values())
+    windows, crossings = {}, {}
+    for v, c in curves.items():
+        t = start + int(np.argmax(c[start:] <= target))
+        a = int(np.clip(t - width // 2, start, c.size - width))
+        windows[v], crossings[v] = (a, a + width), t
+    return target, windows, crossings
+
+
+def window_acceptance(series, excluded, alpha: float) -> tuple[float, float]:
+    """``(stationary fraction, median |variance drift|)`` of a variant's entries in one window.
+
+    series: ``[S, P, T]`` every recorded gradient and update entry; excluded members are left out.
+    The stationary fraction is of the testable (non-constant) series, raw ADF + KPSS at ``alpha``;
+    the drift is :func:`~rvsp_jax.analysis.measure_drift`'s relative variance drift over 4
+    sub-windows, median over series.
+    """
+    x = np.asarray(series, np.float64)[~np.asarray(excluded, bool)]
+    if not x.shape[0]:
+        return float("nan"), float("nan")
+    raw, _ = stationarity_verdicts(x, alpha)
+    invalid = STATIONARITY_VERDICTS.index("invalid")
+    testable = raw != invalid
+    frac = float((raw == 0).sum() / max(1, testable.sum()))
+    with np.errstate(invalid="ignore"):
+        drift = np.abs(measure_drift(x, max(2, x.shape[-1] // 4)).var_drift)
+    drift = drift[np.isfinite(drift)]
+    return frac, float(np.median(drift)) if drift.size else float("nan")
+
+
+def relative_derivative(y, activation: str) -> np.ndarray:
+    """``phi'(z) / max phi'`` from the post-activation ``y = phi(z)`` (float64, same shape).
+
+    sigmoid ``4 y (1 - y)`` (max 1/4 at z = 0), tanh ``1 - y^2`` (max 1), relu ``1[y > 0]``
+    (0 or 1; relu'(0) = 0 as in ``jax.grad``). ``phi' < 0.19 max`` is then exactly the recorded
+    summaries: sigmoid ``y < 0.05 or y > 0.95``, tanh ``|y| > 0.9``, relu ``y == 0``.
+    """
+    y = np.asarray(y, np.float64)
+    if activation == "sigmoid":
+        return 4.0 * y * (1.0 - y)
+    if activation == "tanh":
+        return 1.0 - y * y
+    if activation == "relu":
+        return (y > 0).astype(np.float64)
+    raise ValueError(f"no derivative rule for activation {activation!r}; known: sigmoid, tanh, relu")
+
+
+def inactivity(y, activation: str, thresholds=INACTIVE_THRESHOLDS) -> dict:
+    """Like-for-like inactive fractions of post-activations ``y: [S, B, h]`` (float32, as computed).
+
+    Returns ``below: [S, C]`` fraction of (image, unit) pairs with ``phi' < c max phi'`` for each
+    threshold c, and ``exact_zero: [S]`` the fraction whose float32 derivative is exactly 0 (relu:
+    y == 0; sigmoid: y rounded to exactly 0 or 1; tanh: |y| == 1), i.e. no gradient passes at all.
+    """
+    y = np.asarray(y)
+    r = relative_derivative(y, activation)
+    below = np.stack([(r < c).mean(axis=(1, 2)) for c in thresholds], axis=-1)
+    if activation == "relu":
+        zero = y == 0
+    elif activation == "sigmoid":
+        zero = (y == 0) | (y == 1)
+    else:
+        zero = np.abs(y) == 1
+    return {"below": below, "exact_zero": zero.mean(axis=(1, 2)).astype(np.float64)}
+
+
+_NUMPY_ACTIVATIONS = {"sigmoid": lambda z: 1 / (1 + np.exp(-z)), "tanh": np.tanh,
+                      "relu": lambda z: np.maximum(z, 0)}
+
+
+def hidden_post(params: dict, x: np.ndarray, activation: str, n_hidden: int) -> dict[str, np.ndarray]:
+    """Post-activations ``{layer: [S, B, h]}`` (float32, numpy) of stacked member parameters
+    ``params["Dense_l"]["kernel"]: [S, d_in, h]`` on inputs ``x: [B, 784]``."""
+    act = _NUMPY_ACTIVATIONS[activation]
+    h = np.broadcast_to(np.asarray(x, np.float32), (np.shape(params["Dense_0"]["kernel"])[0], *np.shape(x)))
+    out = {}
+    with np.errstate(over="ignore", invalid="ignore"):
+        for l in range(n_hidden):
+            layer = params[f"Dense_{l}"]
+            h = act(h @ np.asarray(layer["kernel"], np.float32)
+                    + np.asarray(layer["bias"], np.float32)[:, None, :]).astype(np.float32)
+            out[f"Dense_{l}"] = h
+    return out
+
+
+def initial_params(run: store.Run) -> dict:
+    """Every member's initial parameters (numpy ``[S, ...]``), rebuilt from its init key; the same
+    for every variant of the comparison (the initialiser does not depend on the activation)."""
+    config = run.config
+    model = make_model(config)
+    keys, _ = member_keys(config.base_seed, jnp.arange(run.final().diverged.shape[0]), config.vary)
+    return jax.device_get(jax.jit(jax.vmap(lambda k: init_params(model, k)))(keys))
+
+
+def start_end_activations(run: store.Run, dataset: Dataset, start: dict | None = None
+                          ) -> dict[str, dict[str, np.ndarray]]:
+    """Post-activations ``{"start"|"end": {layer: [S, B, h]}}`` of every member on the run's probe
+    batch at its initial weights (``start``, default :func:`initial_params`) and its final weights."""
+    config = run.config
+    start = initial_params(run) if start is None else start
+    x = to_model_inputs(dataset.test_images[run.layout.probe_batch])
+    n = len(config.widths)
+    return {"start": hidden_post(start, x, config.activation, n),
+            "end": hidden_post(run.final().params, x, config.activation, n)}
 
 
 # ---- train and analyse -------------------------------------------------------------------------
@@ -238,11 +430,13 @@ class CompareAnalysis:
     """``summary`` (numbers, JSON-ready) and the arrays the figures draw."""
 
     summary: dict
-    values: dict  # kind -> layer -> metric -> variant -> [S] (NaN for excluded members)
-    psd: dict  # kind -> layer -> variant -> (freqs [F], psd [S, F])
-    samples: dict  # kind -> layer -> variant -> pooled values [n] for histograms
+    values: dict  # window -> kind -> layer -> metric -> variant -> [S] (NaN for excluded members)
+    psd: dict  # kind -> layer -> variant -> (freqs [F], psd [S, F]) (equal steps)
+    samples: dict  # kind -> layer -> variant -> pooled values [n] for histograms (equal steps)
     loss: dict  # variant -> (steps [K], loss [S, K]) block means
-    inactive: dict  # variant -> layer -> (name, [S, T]) saturated (sigmoid/tanh) or zero (relu) fraction
+    inactive: dict  # variant -> layer -> [S, T] fraction with phi' < 0.19 max phi' over training
+    inactive_ends: dict  # variant -> layer -> {"start"|"end": inactivity() dict}
+    windows: dict  # window -> variant -> (a, b) or None
 
 
 def _pooled_sample(x: np.ndarray, excluded: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -263,35 +457,92 @@ def check_steps(total: int, burn_in: float) -> int:
     return burn
 
 
-def analyse(runs: dict[str, store.Run], settings: CompareSettings, *, progress: bool = True
-            ) -> CompareAnalysis:
-    """Per-member statistics of every variant, kind and layer, and the paired tests against the
-    baseline (the first variant)."""
+def check_members(excluded: dict) -> None:
+    """Refuse an analysis in which some variant has no member left (all diverged)."""
+    dead = [v for v, ex in excluded.items() if ex.all()]
+    if dead:
+        raise ValueError(
+            "every member diverged (non-finite loss or parameters) in variant(s) "
+            + ", ".join(f"{v} ({int(excluded[v].size)} of {int(excluded[v].size)})" for v in dead)
+            + "; nothing is left to compare: lower --lr (or use a gentler --optimizer) and run again")
+
+
+def choose_windows(runs: dict, excluded: dict, burn: int, width: int, alpha: float) -> tuple[dict, dict]:
+    """The analysed windows (see the module docstring) and how they were chosen.
+
+    Returns ``windows: {name: {variant: (a, b)} or None}`` and ``info``: the target loss, each
+    variant's mean loss in its loss-matched window, and every candidate stationary block with its
+    stationary fraction and variance drift per variant.
+    """
+    variants = list(runs)
+    total = int(runs[variants[0]].manifest["total_steps"])
+    losses = {v: np.asarray(r["metrics/loss"][:], np.float64) for v, r in runs.items()}
+    curves = {v: median_loss_curve(losses[v], excluded[v]) for v in variants}
+    target, matched, crossings = loss_matched_windows(curves, burn, width)
+    mean_loss = {v: across_members(np.where(excluded[v], np.nan, losses[v][:, a:b].mean(-1)))
+                 for v, (a, b) in matched.items()}
+    base = mean_loss[variants[0]].mean
+    is_matched = bool(all(abs(m.mean / base - 1) <= LOSS_MATCH_TOL for m in mean_loss.values()))
+    candidates = [(a, a + width) for a in range(burn, total - width + 1, width)]
+    blocks = []
+    for a, b in candidates:
+        per = {}
+        for v, run in runs.items():
+            x = np.concatenate([np.asarray(run[k][:, a:b], np.float64) for k in KINDS], axis=-1)
+            frac, drift = window_acceptance(np.swapaxes(x, 1, 2), excluded[v], alpha)
+            per[v] = {"stationary_fraction": frac, "variance_drift": drift,
+                      "accepted": bool(frac >= STATIONARY_ACCEPT and drift <= DRIFT_ACCEPT)}
+        blocks.append({"steps": [a, b], "by_variant": per,
+                       "accepted": all(p["accepted"] for p in per.values())})
+    accepted = [blk for blk in blocks if blk["accepted"]]
+    stationary = {v: tuple(accepted[-1]["steps"]) for v in variants} if accepted else None
+    windows = {"equal_steps": {v: (burn, total) for v in variants}, "loss_matched": matched,
+               "stationary": stationary}
+    info = {"width": width, "target_loss": target, "loss_matched_mean_loss": mean_loss,
+            "loss_crossing_step": crossings,
+            "loss_matched": is_matched, "loss_match_tolerance": LOSS_MATCH_TOL,
+            "stationary_candidates": blocks, "stationary_accept": STATIONARY_ACCEPT,
+            "drift_accept": DRIFT_ACCEPT}
+    return windows, info
+
+
+def analyse(runs: dict[str, store.Run], settings: CompareSettings, *, progress: bool = True,
+            dataset: Dataset | None = None) -> CompareAnalysis:
+    """Per-member statistics of every variant, window, kind and layer, the paired tests against
+    the baseline (the first variant) and the like-for-like inactive fractions."""
     variants = list(runs)
     baseline = variants[0]
     first = runs[baseline]
     total = int(first.manifest["total_steps"])
     burn = check_steps(total, settings.burn_in)
     excluded = {v: diverged_members(r) for v, r in runs.items()}
+    check_members(excluded)
     ranges = layer_ranges(first.probe_names["grads"])
+    width = window_length(total, burn, settings.window)
+    windows, window_info = choose_windows(runs, excluded, burn, width, settings.alpha)
     rng = np.random.default_rng(0)
-    values: dict = {k: {layer: {m: {} for m in METRICS} for layer in ranges} for k in KINDS}
+    values: dict = {w: {k: {layer: {m: {} for m in METRICS} for layer in ranges} for k in KINDS}
+                    for w in WINDOWS if windows[w] is not None}
     psd: dict = {k: {layer: {} for layer in ranges} for k in KINDS}
     samples: dict = {k: {layer: {} for layer in ranges} for k in KINDS}
     stationarity: dict = {k: {layer: {} for layer in ranges} for k in KINDS}
-    jobs = [(v, k, layer) for v in variants for k in KINDS for layer in ranges]
-    for v, kind, layer in tqdm(jobs, desc="analysing variants", disable=not progress):
+    jobs = [(w, v, k, layer) for w in values for v in variants for k in KINDS for layer in ranges]
+    for w, v, kind, layer in tqdm(jobs, desc="analysing variants", disable=not progress):
         lo, hi = ranges[layer]
-        x = np.asarray(runs[v][kind][:, burn:, lo:hi])
+        a, b = windows[w][v]
+        x = np.asarray(runs[v][kind][:, a:b, lo:hi])
         ex = excluded[v]
         st = entry_statistics(x, ex, nperseg=settings.nperseg, alpha=settings.alpha)
         for m in METRICS:
-            values[kind][layer][m][v] = st[m]
-        psd[kind][layer][v] = (st["freqs"], st["psd"][~ex])
-        samples[kind][layer][v] = _pooled_sample(x, ex, rng)
-        stationarity[kind][layer][v] = st["stationarity_bh"]
+            values[w][kind][layer][m][v] = st[m]
+        if w == "equal_steps":
+            psd[kind][layer][v] = (st["freqs"], st["psd"][~ex])
+            samples[kind][layer][v] = _pooled_sample(x, ex, rng)
+            stationarity[kind][layer][v] = st["stationarity_bh"]
 
-    loss, inactive, accuracy, act_stats = {}, {}, {}, {}
+    data = dataset if dataset is not None else load(first.config.dataset, data_dir=first.config.data_dir)
+    start_params = initial_params(first)
+    loss, inactive, inactive_ends, accuracy, act_stats = {}, {}, {}, {}, {}
     for v, run in runs.items():
         ex = excluded[v]
         lossx = np.asarray(run["metrics/loss"][:], np.float64)
@@ -299,24 +550,43 @@ def analyse(runs: dict[str, store.Run], settings: CompareSettings, *, progress: 
         blocks = lossx[:, :k * LOSS_WINDOW].reshape(lossx.shape[0], k, LOSS_WINDOW).mean(-1)
         loss[v] = (np.arange(k) * LOSS_WINDOW + (LOSS_WINDOW - 1) / 2, np.where(ex[:, None], np.nan, blocks))
         series = summary_series(run)
-        inactive[v] = {}
-        act_stats[v] = {}
+        inactive[v], act_stats[v] = {}, {}
         for name, x in series.items():
             layer, stat = name.split("/", 1)
             x = np.where(ex[:, None], np.nan, np.asarray(x, np.float64))
             if stat in ("saturated", "zero"):
-                inactive[v][layer] = (stat, x)
+                inactive[v][layer] = x
             if stat in ("saturated", "zero", "dead"):
-                act_stats[v][name] = {"start": across_members(x[:, 0]), "end": across_members(x[:, -1])}
+                act_stats[v][name] = {"start": proportion_summary(x[:, 0]), "end": proportion_summary(x[:, -1])}
+        ends = start_end_activations(run, data, start_params)
+        inactive_ends[v] = {layer: {when: {k2: np.where(ex.reshape(-1, *[1] * (a.ndim - 1)), np.nan, a)
+                                           for k2, a in inactivity(ends[when][layer], v).items()}
+                                    for when in ("start", "end")} for layer in ends["start"]}
         accuracy[v] = np.where(ex, np.nan, np.asarray(run.manifest["result"]["test_accuracy"], np.float64))
 
     pairs = [f"{v} - {baseline}" for v in variants[1:]]
-    metrics_summary = {
-        kind: {layer: {m: {"by_variant": {v: across_members(values[kind][layer][m][v]) for v in variants},
-                           "paired": {p: paired_test(values[kind][layer][m][baseline], values[kind][layer][m][v])
-                                      for p, v in zip(pairs, variants[1:])}}
-                       for m in METRICS} for layer in ranges}
-        for kind in KINDS}
+
+    def compare(per_variant: dict, proportion: bool) -> dict:
+        summarise = proportion_summary if proportion else across_members
+        return {"by_variant": {v: summarise(per_variant[v]) for v in variants},
+                "paired": {p: paired_test(per_variant[baseline], per_variant[v])
+                           for p, v in zip(pairs, variants[1:])}}
+
+    window_summary = {}
+    for w, vals in values.items():
+        window_summary[w] = {
+            "description": WINDOWS[w],
+            "steps": {v: list(windows[w][v]) for v in variants},
+            "metrics": {kind: {layer: {m: compare(vals[kind][layer][m], m in PROPORTIONS) for m in METRICS}
+                               for layer in ranges} for kind in KINDS}}
+    inactive_summary = {
+        "thresholds": INACTIVE_THRESHOLDS, "recorded_threshold": RECORDED_THRESHOLD,
+        "layers": {layer: {when: {
+            "below": {f"{c:g}": compare({v: inactive_ends[v][layer][when]["below"][:, i] for v in variants},
+                                        True) for i, c in enumerate(INACTIVE_THRESHOLDS)},
+            "exact_zero": compare({v: inactive_ends[v][layer][when]["exact_zero"] for v in variants},
+                                  True)}
+            for when in ("start", "end")} for layer in inactive_ends[baseline]}}
     manifests = [r.manifest["members"] for r in runs.values()]
     summary = {
         "experiment": EXPERIMENT, "config": variant_config(first.config, baseline).to_dict(),
@@ -332,16 +602,42 @@ def analyse(runs: dict[str, store.Run], settings: CompareSettings, *, progress: 
                 variant_config(r.config, baseline) == variant_config(first.config, baseline)
                 for r in runs.values()),
         },
-        "members": {v: {"total": int(ex.size), "diverged": int(ex.sum()), "diverged_ids": np.flatnonzero(ex)}
-                    for v, ex in excluded.items()},
+        "members": {v: {"total": int(ex.size), "diverged": int(ex.sum()), "analysed": int((~ex).sum()),
+                        "diverged_ids": np.flatnonzero(ex)} for v, ex in excluded.items()},
         "test_accuracy": {v: across_members(a) for v, a in accuracy.items()},
         "test_accuracy_paired": {p: paired_test(accuracy[baseline], accuracy[v])
                                  for p, v in zip(pairs, variants[1:])},
         "activation_statistics": act_stats,
-        **metrics_summary,
+        "inactivity": inactive_summary,
+        "window_selection": window_info,
+        "windows": window_summary,
+        "rules": RULES,
+        **window_summary["equal_steps"]["metrics"],
         "stationarity_bh": stationarity,
     }
-    return CompareAnalysis(summary, values, psd, samples, loss, inactive)
+    return CompareAnalysis(summary, values, psd, samples, loss, inactive, inactive_ends, windows)
+
+
+RULES = {
+    "difference": "a paired difference (b - a) is reported as a direction ('larger', 'smaller') only "
+                  "when its 95% t-interval across pairs excludes 0; otherwise 'no difference resolved'",
+    "variance": "'larger gradient variance' is the difference rule on log10 variance; a variance "
+                "comparison in a window whose median relative variance drift exceeds "
+                f"{DRIFT_ACCEPT} (either variant) is flagged 'drifting window'",
+    "intermittency": "'more intermittent (heavier-tailed)' is the difference rule on the excess "
+                     "kurtosis of the entry-standardised gradients",
+    "smoothness": "'smoother updates' is the difference rule on the log10 band-power ratio",
+    "stationarity": f"a window is 'stationary' when, for every variant, at least {STATIONARY_ACCEPT:.0%} "
+                    "of the testable gradient and update entries pass ADF + KPSS (raw) and the median "
+                    f"|relative variance drift| is at most {DRIFT_ACCEPT}",
+    "loss_matched": f"loss-matched windows are 'matched' when every variant's mean loss in its window "
+                    f"is within {LOSS_MATCH_TOL:.0%} of the baseline's",
+    "inactivity": f"'more inactive' is the difference rule on the fraction of (probe image, unit) "
+                  f"pairs with phi' < {RECORDED_THRESHOLD} max phi' (the same rule for every activation); "
+                  "exact zeros (phi' = 0) are a separate count",
+    "stability": "the report does not call a variant 'more stable': variance, intermittency and "
+                 "stationarity are reported separately",
+}
 
 
 # ---- figures -----------------------------------------------------------------------------------
@@ -362,12 +658,18 @@ def _paired_panel(ax, by_variant: dict[str, np.ndarray], ylabel: str) -> None:
     ax.set(ylabel=ylabel)
 
 
+def _yerr(m: MemberSummary):
+    return [[max(0.0, m.mean - m.lo) if np.isfinite(m.lo) else 0.0],
+            [max(0.0, m.hi - m.mean) if np.isfinite(m.hi) else 0.0]]
+
+
 def figures(analysis: CompareAnalysis, folder) -> list[str]:
     """Write the comparison's figures into ``folder`` (png + pdf); return their names."""
     a, s = analysis, analysis.summary
     variants, layers = s["variants"], s["layers"]
     nl = len(layers)
     names = []
+    equal = a.values["equal_steps"]
 
     def save(fig, name):
         plots.save_figure(fig, folder, name)
@@ -380,6 +682,7 @@ def figures(analysis: CompareAnalysis, folder) -> list[str]:
                 ax = axes[i, j]
                 pooled = [a.samples[kind][layer][v] for v in variants]
                 allv = np.concatenate(pooled)
+                allv = allv[np.isfinite(allv)]
                 if allv.size == 0:
                     continue
                 lo, hi = np.percentile(allv, [0.5, 99.5])
@@ -391,11 +694,12 @@ def figures(analysis: CompareAnalysis, folder) -> list[str]:
         axes[0, 0].legend()
         save(fig, "distributions")
 
-        fig, axes = plots.subplots(len(KINDS), nl, width="double", height=2.0 * len(KINDS) + 0.3,
-                                   squeeze=False)
-        for i, kind in enumerate(KINDS):
+        rows = (("grads", "log10_var", "log10 var (grads)"), ("grads", "excess_kurtosis", "excess kurtosis (grads)"),
+                ("updates", "log10_var", "log10 var (updates)"))
+        fig, axes = plots.subplots(len(rows), nl, width="double", height=2.0 * len(rows) + 0.3, squeeze=False)
+        for i, (kind, metric, label) in enumerate(rows):
             for j, layer in enumerate(layers):
-                _paired_panel(axes[i, j], a.values[kind][layer]["log10_var"], f"log10 var ({kind})")
+                _paired_panel(axes[i, j], equal[kind][layer][metric], label)
                 axes[i, j].set_title(layer)
         save(fig, "variance_paired")
 
@@ -411,17 +715,17 @@ def figures(analysis: CompareAnalysis, folder) -> list[str]:
 
         fig, axes = plots.subplots(1, nl, width="double", height=2.3, squeeze=False)
         for ax, layer in zip(axes[0], layers):
-            _paired_panel(ax, a.values["updates"][layer]["log10_band_power_ratio"], "log10 band-power ratio")
+            _paired_panel(ax, equal["updates"][layer]["log10_band_power_ratio"], "log10 band-power ratio")
             ax.axhline(0, color="0.6", linewidth=0.5, linestyle="--")
             ax.set_title(f"{layer} updates")
         save(fig, "smoothness")
 
-        rows = [f"{kind}: {v}" for kind in KINDS for v in variants]
+        rows_t = [f"{kind}: {v}" for kind in KINDS for v in variants]
         cells = [[pct(s["stationarity_bh"][kind][layer][v]["stationary"]) for layer in layers]
                  for kind in KINDS for v in variants]
-        fig, ax = plots.subplots(width="double", height=0.3 * len(rows) + 0.8)
-        plots.verdict_table(ax, rows, layers, cells)
-        ax.set_title("entries judged stationary (ADF + KPSS, BH over each cell's series)")
+        fig, ax = plots.subplots(width="double", height=0.3 * len(rows_t) + 0.8)
+        plots.verdict_table(ax, rows_t, layers, cells)
+        ax.set_title("entries judged stationary (ADF + KPSS, BH over each cell's series; equal steps)")
         save(fig, "stationarity")
 
         hidden = [l for l in layers if any(l in a.inactive[v] for v in variants)]
@@ -429,19 +733,64 @@ def figures(analysis: CompareAnalysis, folder) -> list[str]:
         for k, v in enumerate(variants):
             t, x = a.loss[v]
             m = across_members(x)
-            plots.plot_band(axes[0, 0], t, m.mean, m.lo, m.hi, label=v, color=plots.PALETTE[k])
+            color = plots.PALETTE[k]
+            plots.plot_band(axes[0, 0], t, m.mean, m.lo, m.hi, label=v, color=color)
+            lo_, hi_ = a.windows["loss_matched"][v]
+            axes[0, 0].axvspan(lo_, hi_, color=color, alpha=0.12, linewidth=0)
             for ax, layer in zip(axes[0, 1:], hidden):
                 if layer in a.inactive[v]:
-                    stat, y = a.inactive[v][layer]
+                    y = a.inactive[v][layer]
                     m = across_members(y)
-                    plots.plot_band(ax, np.arange(y.shape[1]), m.mean, m.lo, m.hi,
-                                    label=f"{v} ({stat})", color=plots.PALETTE[k])
+                    plots.plot_band(ax, np.arange(y.shape[1]), m.mean, np.clip(m.lo, 0, 1),
+                                    np.clip(m.hi, 0, 1), label=v, color=color)
+        if a.windows["stationary"] is not None:
+            lo_, hi_ = next(iter(a.windows["stationary"].values()))
+            axes[0, 0].axvspan(lo_, hi_, facecolor="none", edgecolor="0.3", hatch="//", linewidth=0.5,
+                               label="stationary window")
         axes[0, 0].set(xlabel="step", ylabel=f"training loss ({LOSS_WINDOW}-step mean)", yscale="log")
         axes[0, 0].legend()
         for ax, layer in zip(axes[0, 1:], hidden):
-            ax.set(xlabel="step", ylabel="inactive fraction", title=layer)
+            ax.set(xlabel="step", ylabel=f"fraction with phi' < {RECORDED_THRESHOLD:g} max", title=layer)
             ax.legend()
         save(fig, "training")
+
+        inact = s["inactivity"]
+        labels = ["exact 0", *[f"< {c:g}" for c in INACTIVE_THRESHOLDS]]
+        fig, axes = plots.subplots(1, len(inact["layers"]), width="double", height=2.5, squeeze=False)
+        xs = np.arange(len(labels))
+        for ax, (layer, d) in zip(axes[0], inact["layers"].items()):
+            for k, v in enumerate(variants):
+                for when, style, dx in (("start", "s--", -0.12), ("end", "o-", 0.12)):
+                    ms = [d[when]["exact_zero"]["by_variant"][v],
+                          *[d[when]["below"][f"{c:g}"]["by_variant"][v] for c in INACTIVE_THRESHOLDS]]
+                    y = np.array([m.mean for m in ms], float)
+                    err = np.array([_yerr(m) for m in ms])[:, :, 0].T
+                    ax.errorbar(xs + dx + 0.04 * k, y, yerr=err, fmt=style, color=plots.PALETTE[k],
+                                capsize=2, markersize=3, linewidth=0.8,
+                                label=f"{v} ({'initial' if when == 'start' else 'final'} weights)")
+            ax.axvline(0.5, color="0.7", linewidth=0.5)
+            ax.set_xticks(xs, labels)
+            ax.set(xlabel="phi'(z) / max phi'", ylabel="fraction of (image, unit) pairs", title=layer,
+                   ylim=(-0.02, 1.02))
+        axes[0, 0].legend(fontsize=6)
+        save(fig, "inactivity")
+
+        wins = [w for w in WINDOWS if w in a.values]
+        rows = (("grads", "log10_var", "log10 var (grads)"), ("grads", "excess_kurtosis", "excess kurtosis (grads)"))
+        fig, axes = plots.subplots(len(rows), nl, width="double", height=2.1 * len(rows) + 0.3, squeeze=False)
+        for i, (kind, metric, label) in enumerate(rows):
+            for j, layer in enumerate(layers):
+                ax = axes[i, j]
+                for k, v in enumerate(variants):
+                    ms = [s["windows"][w]["metrics"][kind][layer][metric]["by_variant"][v] for w in wins]
+                    y = np.array([m.mean for m in ms], float)
+                    err = np.array([_yerr(m) for m in ms])[:, :, 0].T
+                    ax.errorbar(np.arange(len(wins)) + 0.1 * (k - (len(variants) - 1) / 2), y, yerr=err,
+                                fmt="o", color=plots.PALETTE[k], capsize=2, label=v)
+                ax.set_xticks(np.arange(len(wins)), [w.replace("_", " ") for w in wins])
+                ax.set(ylabel=label, title=layer)
+        axes[0, 0].legend()
+        save(fig, "windows")
     return names
 
 
@@ -452,20 +801,106 @@ def _test_text(t) -> str:
             + (f" ({t.excluded} pair(s) excluded)" if t.excluded else ""))
 
 
+def direction(t: PairedTest, larger: str = "larger", smaller: str = "smaller") -> str:
+    """The word the difference rule gives a paired test: ``larger`` when the 95% interval of the
+    difference lies above 0, ``smaller`` below, else ``no difference resolved``."""
+    if not (np.isfinite(t.diff.lo) and np.isfinite(t.diff.hi)):
+        return "undetermined (fewer than two pairs)"
+    return larger if t.diff.lo > 0 else smaller if t.diff.hi < 0 else "no difference resolved"
+
+
+def _window_drifting(w: dict, kind: str, layer: str) -> bool:
+    by = w["metrics"][kind][layer]["variance_drift"]["by_variant"]
+    return any(np.isfinite(m.mean) and m.mean > DRIFT_ACCEPT for m in by.values())
+
+
+def _findings(s: dict, wname: str) -> list[str]:
+    w = s["windows"][wname]
+    out = []
+    for p, v in zip(s["pairs"], s["variants"][1:]):
+        base = s["baseline"]
+        for layer in s["layers"]:
+            g = w["metrics"]["grads"][layer]
+            t = g["log10_var"]["paired"][p]
+            ratio = [10 ** t.diff.mean, 10 ** t.diff.lo, 10 ** t.diff.hi]
+            var_word = direction(t)
+            drift = " (drifting window: variance not steady)" if _window_drifting(w, "grads", layer) else ""
+            k = g["excess_kurtosis"]["paired"][p]
+            kurt_word = direction(k, "more intermittent (heavier-tailed)", "less intermittent")
+            kb, kv = g["excess_kurtosis"]["by_variant"][base], g["excess_kurtosis"]["by_variant"][v]
+            out.append(
+                f"{layer}, {v} vs {base}: gradient variance {var_word}{drift}, ratio {fmt(ratio[0])} "
+                f"[{fmt(ratio[1])}, {fmt(ratio[2])}]; gradients {kurt_word}: excess kurtosis {fmt(kv.mean)} "
+                f"vs {fmt(kb.mean)} (difference {fmt_ci(k.diff)}).")
+        parts = []
+        for layer in s["layers"]:
+            t = w["metrics"]["updates"][layer]["log10_band_power_ratio"]["paired"][p]
+            st = w["metrics"]["grads"][layer]["stationary_fraction"]["paired"][p]
+            parts.append(f"{layer} updates {direction(t, 'smoother', 'more jittery')} "
+                         f"({fmt_ci(t.diff)}), gradients {direction(st, 'more often stationary', 'less often stationary')} "
+                         f"({fmt_ci(st.diff)})")
+        out.append(f"{v} vs {base}: " + "; ".join(parts) + ".")
+    return out
+
+
+def _unmatched_reason(s: dict) -> str:
+    early = [v for v, t in s["window_selection"]["loss_crossing_step"].items() if t == s["burn_in_steps"]]
+    return (f" ({', '.join(early)} already below the target at the first analysed step, step "
+            f"{s['burn_in_steps']}: lower --burn-in or train the slower variant longer)" if early else
+            " (the loss changes faster than the window is long: use a shorter --window)")
+
+
+def _window_text(s: dict) -> list[str]:
+    info = s["window_selection"]
+    lines = []
+    for wname, desc in WINDOWS.items():
+        if wname not in s["windows"]:
+            cands = "; ".join(
+                f"steps {b['steps'][0]}-{b['steps'][1]}: " + ", ".join(
+                    f"{v} {pct(d['stationary_fraction'])} stationary, drift {fmt(d['variance_drift'], 2)}"
+                    for v, d in b["by_variant"].items()) for b in info["stationary_candidates"])
+            lines.append(f"**{desc}**: none. No block of {info['width']} steps after the burn-in passes "
+                         f"the stationarity rule for every variant ({cands or 'no candidate block'}); the "
+                         "comparisons below are therefore all made over windows that are not stationary.")
+            continue
+        steps = s["windows"][wname]["steps"]
+        text = f"**{desc}**: " + ", ".join(f"{v} steps {a}-{b}" for v, (a, b) in steps.items())
+        if wname == "loss_matched":
+            ml = info["loss_matched_mean_loss"]
+            text += (f"; target loss {fmt(info['target_loss'])} (the lowest median loss every variant "
+                     "reaches); mean training loss in the windows " + ", ".join(
+                         f"{v} {fmt_ci(m)}" for v, m in ml.items())
+                     + (": matched" if info["loss_matched"] else
+                        f": NOT matched within {info['loss_match_tolerance']:.0%}" + _unmatched_reason(s)))
+        w = s["windows"][wname]["metrics"]
+        stat = {v: proportion_summary(np.array([w[k][l]["stationary_fraction"]["by_variant"][v].mean
+                                                for k in KINDS for l in s["layers"]])).mean
+                for v in s["variants"]}
+        drifts = {v: max(w[k][l]["variance_drift"]["by_variant"][v].mean for k in KINDS for l in s["layers"])
+                  for v in s["variants"]}
+        verdict = all(stat[v] >= STATIONARY_ACCEPT and drifts[v] <= DRIFT_ACCEPT for v in s["variants"])
+        text += (". Stationary fraction of the entries (mean over kinds and layers): "
+                 + ", ".join(f"{v} {pct(x)}" for v, x in stat.items())
+                 + "; largest layer median variance drift: " + ", ".join(f"{v} {fmt(x, 2)}" for v, x in drifts.items())
+                 + f": {'stationary' if verdict else 'not stationary'} by the stationarity rule.")
+        lines.append(text)
+    return lines
+
+
 def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
     """The markdown report of the activation comparison."""
     s = analysis.summary
     c, design = s["config"], s["paired_design"]
     variants, pairs, layers = s["variants"], s["pairs"], s["layers"]
     rep = Report(f"Activation functions as a paired design: {' vs '.join(variants)}")
-    diverged = ", ".join(f"{v}: {m['diverged']}" for v, m in s["members"].items())
+    diverged = ", ".join(f"{v}: {m['diverged']} of {m['total']}" for v, m in s["members"].items())
     rep.text(
         f"S = {c['seeds']} members per activation of the {'-'.join(map(str, [784, *c['widths'], 10]))} "
         f"network, {c['optimizer']} lr {c['lr']}"
         + (f" {c['opt_kwargs']}" if c["opt_kwargs"] not in ("{}", "") else "")
         + f", batch {c['batch_size']}, "
-        f"{s['steps']:,} steps; the first {s['burn_in_steps']} steps are burn-in, {s['analysed_steps']:,} "
-        f"are analysed. Gradients and updates of {sum(s['entries'].values())} entries are recorded "
+        f"{s['steps']:,} steps; the first {s['burn_in_steps']} steps are burn-in. Gradients and updates "
+        f"of {sum(s['entries'].values())} entries are recorded "
         f"at every step ({', '.join(f'{l}: {n}' for l, n in s['entries'].items())}).",
         "**Design.** The variants share the configuration except the activation "
         f"(checked: {design['configs_differ_only_in_activation']}), so member s has the same init key "
@@ -478,46 +913,66 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
            "for that init only)." if design["vary"] == "both" else
            "note that with this setting the pairs share part of their randomness, so the tests "
            "generalise over the varying part only."),
-        f"Diverged members (excluded from their variant and from every pair involving them): {diverged}. "
-        "Intervals are 95% Student-t intervals across members (pairs for differences); p-values are "
-        "per test, not adjusted for the number of comparisons in the tables.")
+        f"**Diverged members** (excluded from their variant and from every pair involving them): {diverged}. "
+        "Intervals are 95% Student-t intervals across members (pairs for differences), except for "
+        "proportions (stationary and inactive fractions), whose intervals are 95% percentile-bootstrap "
+        "intervals over members and stay inside [0, 1]; p-values are per test, not adjusted for the "
+        "number of comparisons in the tables.")
+    rep.section("Rules")
+    rep.text("Every sentence of the findings follows from the numbers by one of these rules "
+             "(also in summary.json under `rules`):")
+    rep.bullets([f"{name}: {rule}." for name, rule in RULES.items()])
+    rep.section("Analysed windows")
+    rep.bullets(_window_text(s))
     bullets = ["Test accuracy: " + "; ".join(f"{v} {fmt_ci(s['test_accuracy'][v])}" for v in variants)
                + ". Paired differences: " + "; ".join(f"{p}: {_test_text(s['test_accuracy_paired'][p])}"
                                                       for p in pairs) + "."]
-    for layer in layers:
-        for p in pairs:
-            t = s["grads"][layer]["log10_var"]["paired"][p]
-            ratio = [10 ** t.diff.mean, 10 ** t.diff.lo, 10 ** t.diff.hi]
-            bullets.append(f"{layer} gradient variance, {p}: log10 ratio {_test_text(t)} (ratio "
-                           f"{fmt(ratio[0])} [{fmt(ratio[1])}, {fmt(ratio[2])}]).")
-    for p in pairs:
-        bullets.append(f"Update smoothness, {p} (difference of log10 band-power ratios): "
-                       + "; ".join(f"{layer} {_test_text(s['updates'][layer]['log10_band_power_ratio']['paired'][p])}"
-                                   for layer in layers) + ".")
-    rep.section("Findings").bullets(bullets)
+    inact = s["inactivity"]["layers"]
+    key = f"{RECORDED_THRESHOLD:g}"
+    for p, v in zip(pairs, variants[1:]):
+        for layer, d in inact.items():
+            t = d["end"]["below"][key]["paired"][p]
+            by = d["end"]["below"][key]["by_variant"]
+            z = d["end"]["exact_zero"]["by_variant"]
+            bullets.append(
+                f"{layer} at the final weights, {v} vs {s['baseline']}: {direction(t, 'more inactive', 'less inactive')} "
+                f"(phi' < {key} max phi': {v} {fmt_ci(by[v])}, {s['baseline']} {fmt_ci(by[s['baseline']])}; "
+                f"difference {fmt_ci(t.diff)}); exact zeros (phi' = 0) {v} {fmt_ci(z[v])}, "
+                f"{s['baseline']} {fmt_ci(z[s['baseline']])}.")
+    rep.section("Findings")
+    rep.bullets(bullets)
+    for wname in WINDOWS:
+        if wname in s["windows"]:
+            rep.section(f"Findings in the {WINDOWS[wname]} window", 3).bullets(_findings(s, wname))
     if c["optimizer"] == "sgd" and c["opt_kwargs"] in ("{}", ""):
         rep.text("With plain SGD an update is -lr x the gradient (up to float32 rounding), so the update "
                  "statistics repeat the gradient ones scaled by lr (log10 variance shifted by "
                  "2 log10 lr); they differ under momentum or adaptive optimizers (--optimizer).")
-    for kind in KINDS:
-        rep.section(f"{kind.capitalize()} per layer")
-        header = ["layer", "statistic", *variants, *[f"{p} (paired)" for p in pairs]]
-        rows = []
-        for layer in layers:
-            for m, label in METRICS.items():
-                d = s[kind][layer][m]
-                rows.append([layer, label, *[fmt_ci(d["by_variant"][v]) for v in variants],
-                             *[_test_text(d["paired"][p]) for p in pairs]])
-        rep.table(header, rows)
-    rep.figure("distributions", "Pooled distributions of gradient and update values per layer (after "
-               "burn-in, all analysed members; log density).")
-    rep.figure("variance_paired", "log10 variance per member (grey lines join a member's values across "
-               "activations) with each activation's mean and 95% t-interval.")
+    for wname in WINDOWS:
+        if wname not in s["windows"]:
+            continue
+        for kind in KINDS:
+            rep.section(f"{kind.capitalize()} per layer, {WINDOWS[wname]} window")
+            header = ["layer", "statistic", *variants, *[f"{p} (paired)" for p in pairs]]
+            rows = []
+            for layer in layers:
+                for m, label in METRICS.items():
+                    d = s["windows"][wname]["metrics"][kind][layer][m]
+                    rows.append([layer, label, *[fmt_ci(d["by_variant"][v]) for v in variants],
+                                 *[_test_text(d["paired"][p]) for p in pairs]])
+            rep.table(header, rows)
+    rep.figure("windows", "Gradient log10 variance and excess kurtosis per layer in each analysed window "
+               "(mean and 95% t-interval across members): a difference that changes with the window is "
+               "a difference of training progress or of non-stationarity, not of the activation alone.")
+    rep.figure("distributions", "Pooled distributions of gradient and update values per layer (equal-steps "
+               "window, all analysed members; log density).")
+    rep.figure("variance_paired", "log10 variance and excess kurtosis per member (grey lines join a member's "
+               "values across activations) with each activation's mean and 95% t-interval (equal steps).")
     rep.figure("update_psd", "Update PSD per layer (each entry's PSD normalised to unit power, mean over "
-               "entries; median across members with the 5-95% band).")
+               "entries; median across members with the 5-95% band; equal steps).")
     rep.figure("smoothness", "Smooth-vs-jittery score of the updates: log10 of low- over high-frequency "
                "power per unit bandwidth (0: white; > 0 smooth; < 0 jittery), paired by member.")
-    rep.section("Stationarity")
+    rep.section("Stationarity (equal-steps window)")
     rep.table(["kind", "activation", *[f"{layer}: " + "/".join(STATIONARITY_VERDICTS) for layer in layers]],
               [[kind, v, *[" / ".join(pct(s["stationarity_bh"][kind][layer][v][k]) for k in STATIONARITY_VERDICTS)
                            for layer in layers]] for kind in KINDS for v in variants])
@@ -525,13 +980,33 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
              "training image (their gradient is exactly 0) or of a dead ReLU unit.")
     rep.figure("stationarity", "Fraction of gradient and update entries judged stationary (ADF + KPSS, "
                "level, Benjamini-Hochberg over each cell's member x entry series).")
-    rep.section("Training and inactive units")
+    rep.section("Inactive units, like for like")
+    rep.text("For every activation the same measure: the fraction of (probe image, unit) pairs whose "
+             "derivative phi'(z) is below a fraction c of its maximum (sigmoid 4y(1-y), tanh 1-y^2, "
+             "relu 1[y > 0]), at the initial and the final weights. Exact zeros (phi' = 0 in float32: "
+             "no gradient passes) are a separate row; for ReLU every phi' < c is an exact zero, for "
+             "sigmoid and tanh a small derivative still passes gradient.")
+    rows = []
+    for layer, d in inact.items():
+        for when in ("start", "end"):
+            for label, e in [("exact zero", d[when]["exact_zero"]),
+                             *[(f"phi' < {c:g} max", d[when]["below"][f"{c:g}"]) for c in INACTIVE_THRESHOLDS]]:
+                rows.append([layer, "initial" if when == "start" else "final", label,
+                             *[fmt_ci(e["by_variant"][v]) for v in variants],
+                             *[fmt_ci(e["paired"][p].diff) for p in pairs]])
+    rep.table(["layer", "weights", "measure", *variants, *[f"{p} (paired)" for p in pairs]], rows)
+    rep.figure("inactivity", "Like-for-like inactive fraction: exact zeros, then phi' below 1%, 5%, 19% "
+               "and 50% of its maximum, at the initial (squares, dashed) and final (circles) weights; "
+               "mean and 95% bootstrap interval across members.")
     rows = [[v, name, fmt_ci(st["start"]), fmt_ci(st["end"])]
             for v, by in s["activation_statistics"].items() for name, st in by.items()]
     if rows:
-        rep.table(["activation", "statistic", "step 0", "last step"], rows)
-    rep.figure("training", "Training loss and the inactive fraction of each hidden layer on the probe "
-               "batch: saturated (sigmoid/tanh) or exactly zero (ReLU); mean across members, 95% t-interval.")
+        rep.table(["activation", "recorded statistic", "step 0", "last step"], rows)
+    rep.figure("training", f"Training loss (shaded: each variant's loss-matched window; hatched: the "
+               f"stationarity-accepted window, if any) and, per hidden layer, the fraction of (probe image, "
+               f"unit) pairs with phi' < {RECORDED_THRESHOLD:g} max phi' (the same rule for every "
+               "activation; recorded as 'saturated' for sigmoid/tanh and 'zero' for ReLU); mean across "
+               "members, 95% t-interval.")
     rep.config({"train (baseline variant)": s["config"], "compare": s["settings"]}, command)
     return rep
 
@@ -545,8 +1020,8 @@ def run(config: TrainConfig, settings: CompareSettings, out, *, resume: bool = F
     data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
     check_steps(config.total_steps(int(data.train_labels.shape[0])), settings.burn_in)
     runs = train(config, settings, out, resume=resume, overwrite=overwrite, command=command,
-                 progress=progress, dataset=dataset)
-    analysis = analyse(runs, settings, progress=progress)
+                 progress=progress, dataset=data)
+    analysis = analyse(runs, settings, progress=progress, dataset=data)
     write_summary(out, analysis.summary)
     figures(analysis, out / "figures")
     report(analysis, command).write(out)
