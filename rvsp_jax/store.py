@@ -19,14 +19,27 @@ manifest do the same), so a killed process leaves whole files only.
 
 Reading is lazy: :func:`open_run` parses the manifest; ``run["updates"]`` opens one zarr array
 (metadata only) and slicing it reads only the chunk files that the slice touches.
+
+Integrity: every chunk ends in a CRC-32C checksum (zarr's ``crc32c`` codec, the last codec of every
+array created here; runs recorded before it read as they are, unchecked), and ``checkpoint.npz`` and
+``final.npz`` are zip files with a CRC-32 per entry, loaded without pickle. Reading through
+:class:`Run` turns every problem into a :class:`StoreError` that names the file and the remedy: a
+chunk file that the manifest's ``steps_completed`` says was written but is missing (zarr alone would
+read it as NaN), a chunk whose checksum does not match (a flipped byte), a truncated or undecodable
+chunk. :attr:`Run.complete` also checks that the files are all there (:meth:`Run.problems`), and
+:func:`verify_chunks` lets ``--resume`` refuse a folder that lost chunks before its checkpoint.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
+import json
+import math
 import os
 import queue
 import threading
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -35,6 +48,7 @@ import jax
 import numpy as np
 import zarr
 import zarr.codecs
+import zarr.storage
 
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.devices import MemberParts
@@ -51,7 +65,21 @@ chunks are never all NaN, so the scan is pure cost (measured: it more than doubl
 
 
 class StoreError(RuntimeError):
-    """Recording could not be written (disk full, folder removed, ...); the message says what to do."""
+    """Recording could not be written (disk full, folder removed, ...) or a file of a run folder is
+    missing or damaged; the message names the file and says what to do."""
+
+
+class MissingFileError(StoreError, FileNotFoundError):
+    """A file a run folder needs does not exist (also a ``FileNotFoundError``)."""
+
+
+CHUNK_LOST = ("its data is lost: restore the run folder from a backup, or record the run anew with "
+              "the same options and --overwrite")
+"""Remedy in the message of a missing or damaged chunk (the steps in it cannot be recomputed from a
+later checkpoint)."""
+FINAL_REMEDY = "run again with --resume and the same options to rebuild it from the last checkpoint"
+CHECKPOINT_REMEDY = ("delete it and run again with --resume and the same options to restart the run "
+                     "from step 0 (the steps recorded so far are computed and written again)")
 
 
 class ArraySpec(NamedTuple):
@@ -118,16 +146,22 @@ def array_specs(members: int, total_steps: int, step_chunk: int, layout: ProbeLa
     return specs
 
 
-def _compressors(compress: str):
+def _compressors(compress: str) -> list:
+    """Bytes-to-bytes codecs of an array: the compressor (if any), then the CRC-32C of the stored
+    bytes, so that every chunk file is checked when it is read (4 bytes per chunk; writing computes
+    the checksum and copies the chunk once more, about 3 ms per 16 MiB chunk)."""
     if compress == "none":
-        return None
-    if compress == "zstd":
-        return zarr.codecs.ZstdCodec(level=1)
-    return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=4)
+        codecs = []
+    elif compress == "zstd":
+        codecs = [zarr.codecs.ZstdCodec(level=1)]
+    else:
+        codecs = [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=4)]
+    return [*codecs, zarr.codecs.Crc32cCodec()]
 
 
 def create_arrays(folder: Path, specs: list[ArraySpec]) -> dict[str, zarr.Array]:
-    """Create the ``arrays/`` zarr group of a new run (every array full size, fill value NaN)."""
+    """Create the ``arrays/`` zarr group of a new run (every array full size, fill value NaN, a
+    checksum per chunk)."""
     group = zarr.open_group(Path(folder) / "arrays", mode="w")
     return {s.name: group.create_array(s.name, shape=s.shape, chunks=s.chunks, dtype=s.dtype,
                                        fill_value=np.nan, compressors=_compressors(s.compress),
@@ -223,22 +257,64 @@ def save_checkpoint(folder: Path, step: int, state) -> None:
                   {"step": np.int64(step), **{f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}})
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _npz_entries(path: Path, damaged: Callable[[str], StoreError]) -> dict[str, np.ndarray]:
+    """Every entry of the ``.npz`` file ``path``, read without pickle and checked against the CRC-32
+    of each zip entry; ``damaged(why)`` is raised for anything else (not a zip file, truncated,
+    corrupt, pickled objects)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head not in _ZIP_MAGIC:
+            raise damaged(f"it is not an npz (zip) file: it starts with {head!r}")
+        with np.load(path, allow_pickle=False) as f:
+            return {key: f[key] for key in f.files}
+    except StoreError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e):  # numpy's message would invite allow_pickle=True, which is never used
+            raise damaged("it holds pickled Python objects, which are never loaded") from None
+        raise damaged(f"{type(e).__name__}: {e}") from None
+    except Exception as e:  # noqa: BLE001 -- BadZipFile, EOFError, zlib.error, OSError, ...
+        raise damaged(f"{type(e).__name__}: {e}") from None
+
+
 def load_checkpoint(folder: Path, like) -> tuple[int, Any] | None:
     """``(step, state)`` from ``checkpoint.npz`` with the tree structure of ``like`` (a pytree of
-    arrays or shape structs with a leading member axis of any size); None when there is none."""
+    arrays or shape structs with a leading member axis of any size); None when there is none.
+
+    The file is read without pickle; a damaged one (not a zip file, truncated, a CRC mismatch,
+    pickled objects, entries missing or of the wrong shape) raises :class:`StoreError` naming it and
+    the remedy: delete it and ``--resume``, which restarts from step 0 like a run killed before its
+    first checkpoint.
+    """
     path = Path(folder) / "checkpoint.npz"
     if not path.exists():
         return None
+
+    def damaged(why: str) -> StoreError:
+        return StoreError(f"{path} is damaged ({why}); {CHECKPOINT_REMEDY}")
+
     leaves, treedef = jax.tree_util.tree_flatten(like)
-    with np.load(path) as f:
-        stored = [f[f"leaf_{i:05d}"] for i in range(len(leaves)) if f"leaf_{i:05d}" in f]
-        step = int(f["step"])
-        extra = len(f.files) - 1 - len(leaves)
+    entries = _npz_entries(path, damaged)
+    step = entries.pop("step", None)
+    if step is None or step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
+        raise damaged("no step count: its 'step' entry is missing or not a non-negative integer")
+    names = [f"leaf_{i:05d}" for i in range(len(leaves))]
+    stored = [entries[n] for n in names if n in entries]
+    extra = sorted(set(entries) - set(names))
     if len(stored) != len(leaves) or extra or any(
-            s.shape[1:] != tuple(x.shape[1:]) or s.dtype != x.dtype for s, x in zip(stored, leaves)):
-        raise StoreError(f"{path} does not match this configuration's training state; the run "
-                         "folder belongs to another model or optimizer (start anew with --overwrite)")
-    return step, jax.tree_util.tree_unflatten(treedef, stored)
+            s.ndim != len(x.shape) or s.shape[1:] != tuple(x.shape[1:]) or s.dtype != x.dtype
+            for s, x in zip(stored, leaves)) or len({s.shape[0] for s in stored if s.ndim}) > 1:
+        held = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in list(entries.items())[:4])
+        raise StoreError(
+            f"{path} does not match this configuration's training state ({len(leaves)} arrays "
+            f"expected; it holds {len(entries)}: {held}{', ...' if len(entries) > 4 else ''}): it is "
+            f"damaged or belongs to another model or optimizer. Either {CHECKPOINT_REMEDY}, or "
+            "start anew with --overwrite")
+    return int(step), jax.tree_util.tree_unflatten(treedef, stored)
 
 
 class FinalResult(NamedTuple):
@@ -258,6 +334,349 @@ def save_final(folder: Path, final: FinalResult) -> None:
     params = {"params/" + "/".join(k.key for k in path): np.asarray(x) for path, x in flat}
     _savez_atomic(Path(folder) / "final.npz", {
         **params, **{k: np.asarray(getattr(final, k)) for k in FinalResult._fields[1:]}})
+
+
+def load_final(folder: Path, remedy: str = FINAL_REMEDY) -> FinalResult:
+    """``final.npz`` of a run folder, read without pickle and checked (CRC of every entry, every
+    field present with one entry per member).
+
+    Raises :class:`MissingFileError` (also a ``FileNotFoundError``) when it does not exist and
+    :class:`StoreError` when it is damaged; both messages name the file and end in ``remedy``
+    (default: :data:`FINAL_REMEDY`, rebuild it with ``--resume``).
+    """
+    path = Path(folder) / "final.npz"
+    if not path.exists():
+        raise MissingFileError(f"{path} does not exist; {remedy}")
+
+    def damaged(why: str) -> StoreError:
+        return StoreError(f"{path} is damaged ({why}); {remedy}")
+
+    entries = _npz_entries(path, damaged)
+    fields = FinalResult._fields[1:]
+    lacking = [k for k in fields if k not in entries]
+    if lacking or not any(k.startswith("params/") for k in entries):
+        raise damaged(f"it lacks {', '.join(lacking) or 'the parameters'}")
+    members = {entries[k].shape[:1] for k in entries if k in fields or k.startswith("params/")}
+    if len(members) != 1 or any(entries[k].ndim != 1 for k in fields) or () in members:
+        raise damaged("its entries do not all have one row per member")
+    params: dict = {}
+    for key, value in entries.items():
+        if key.startswith("params/"):
+            *outer, leaf = key.split("/")[1:]
+            node = params
+            for part in outer:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return FinalResult(params, *(entries[k] for k in fields))
+
+
+def final_ok(folder: Path) -> bool:
+    """Whether ``final.npz`` of ``folder`` exists and reads back whole (see :func:`load_final`)."""
+    try:
+        load_final(folder)
+    except StoreError:
+        return False
+    return True
+
+
+def _final_problem(folder: Path, remedy: str = FINAL_REMEDY) -> str | None:
+    """Why ``final.npz`` is unusable, from its zip directory alone (cheap; no data read), or None."""
+    path = Path(folder) / "final.npz"
+    if not path.exists():
+        return f"{path} does not exist; {remedy}"
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = {n.removesuffix(".npy") for n in z.namelist()}
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        return f"{path} is damaged ({type(e).__name__}: {e}); {remedy}"
+    lacking = [k for k in FinalResult._fields[1:] if k not in names]
+    if lacking or not any(n.startswith("params/") for n in names):
+        return f"{path} is damaged (it lacks {', '.join(lacking) or 'the parameters'}); {remedy}"
+    return None
+
+
+# ---- chunk files: which must exist, and reads that check them -------------------------------------
+
+class _ChunkGrid:
+    """The chunk files of one stored array (from its ``zarr.json``) and the steps each one holds."""
+
+    def __init__(self, folder: Path, name: str, manifest: dict):
+        self.folder, self.name = Path(folder), name
+        self.dir = self.folder / "arrays" / name
+        meta_path = self.dir / "zarr.json"
+        try:
+            meta = json.loads(meta_path.read_bytes())
+            self.shape = tuple(int(n) for n in meta["shape"])
+            self.chunks = tuple(int(n) for n in meta["chunk_grid"]["configuration"]["chunk_shape"])
+            encoding = meta.get("chunk_key_encoding") or {"name": "default"}
+            kind = encoding.get("name", "default")
+            self._sep = (encoding.get("configuration") or {}).get(
+                "separator", "/" if kind == "default" else ".")
+        except FileNotFoundError:
+            raise MissingFileError(f"{meta_path} is missing: array {name!r} of {self.folder} has "
+                                   f"no metadata, so none of it can be read; {CHUNK_LOST}") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise StoreError(f"{meta_path} is damaged ({type(e).__name__}: {e}): array {name!r} of "
+                             f"{self.folder} cannot be read; {CHUNK_LOST}") from None
+        self._prefix = "c" + self._sep if kind == "default" else ""
+        self.grid = tuple(-(-n // c) for n, c in zip(self.shape, self.chunks))
+        info = manifest.get("arrays", {}).get(name) or {}
+        time = info.get("time", "step" if name.startswith("metrics/") else "probe_step")
+        self.every = 1 if time == "step" else int(manifest["probes"]["every"])
+        self.total_steps = int(manifest["total_steps"])
+
+    def key(self, index: tuple[int, ...]) -> str:
+        return self._prefix + self._sep.join(map(str, index))
+
+    def path(self, index: tuple[int, ...]) -> Path:
+        return self.dir.joinpath(*self.key(index).split("/"))
+
+    def index(self, key: str) -> tuple[int, ...] | None:
+        """The chunk index of a store key, or None when it names no chunk (metadata, temporaries)."""
+        if not key.startswith(self._prefix):
+            return None
+        try:
+            index = tuple(int(i) for i in key[len(self._prefix):].split(self._sep))
+        except ValueError:
+            return None
+        return index if len(index) == len(self.grid) else None
+
+    def written(self, steps: int) -> int:
+        """Chunks along the time axis (axis 1) that the first ``steps`` steps filled."""
+        if len(self.grid) < 2:
+            return 1 if steps > 0 else 0
+        records = -(-steps // self.every)  # entries along the time axis
+        return min(self.grid[1], -(-records // self.chunks[1]))
+
+    def expected(self, index: tuple[int, ...], steps: int) -> bool:
+        return len(index) < 2 or index[1] < self.written(steps)
+
+    def present(self) -> set[tuple[int, ...]]:
+        """Indices of the chunk files on disk (one walk of the array's folder, no file read)."""
+        found = set()
+        for root, _, files in os.walk(self.dir):
+            rel = os.path.relpath(root, self.dir)
+            for f in files:
+                index = self.index(f if rel == "." else "/".join([*Path(rel).parts, f]))
+                if index is not None:
+                    found.add(index)
+        return found
+
+    def missing(self, steps: int) -> list[tuple[int, ...]]:
+        """Indices of the chunks that the first ``steps`` steps wrote but that are not on disk."""
+        ranges = [range(n) for n in self.grid]
+        if len(ranges) >= 2:
+            ranges[1] = range(self.written(steps))
+        elif steps <= 0:
+            return []
+        present = self.present()
+        return [i for i in itertools.product(*ranges) if i not in present]
+
+    def describe(self, index: tuple[int, ...]) -> str:
+        """``chunk (0, 1, 0) of array 'updates' (steps 10-19)``."""
+        if len(index) < 2:
+            return f"chunk {index} of array {self.name!r}"
+        t0 = index[1] * self.chunks[1]
+        t1 = min(t0 + self.chunks[1], self.shape[1]) - 1
+        return (f"chunk {index} of array {self.name!r} (steps {t0 * self.every}-"
+                f"{min(t1 * self.every, self.total_steps - 1)})")
+
+    def missing_message(self, index: tuple[int, ...], steps: int, more: int = 0) -> str:
+        also = f" (and {more} more missing chunk files of this array)" if more else ""
+        return (f"{self.path(index)} is missing: {self.describe(index)} is part of the {steps} "
+                f"steps that the manifest of {self.folder} records as completed{also}; {CHUNK_LOST}")
+
+    def region(self, index: tuple[int, ...]) -> tuple[slice, ...]:
+        return tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, self.chunks, self.shape))
+
+
+def missing_chunks(folder: Path, manifest: dict, upto_step: int) -> list[tuple[str, tuple[int, ...], Path]]:
+    """``(array, chunk index, file)`` of every chunk that steps ``[0, upto_step)`` wrote and that is
+    not on disk, over all arrays of ``manifest`` (one listing of each array's folder; no data read).
+
+    Raises :class:`StoreError` when an array's ``zarr.json`` is missing or damaged."""
+    out = []
+    for name in manifest["arrays"]:
+        grid = _ChunkGrid(folder, name, manifest)
+        out += [(name, i, grid.path(i)) for i in grid.missing(upto_step)]
+    return out
+
+
+def verify_chunks(folder: Path, manifest: dict, upto_step: int) -> None:
+    """Raise :class:`StoreError` unless every chunk file of the steps ``[0, upto_step)`` is on disk
+    (and every array's ``zarr.json``); chunks past ``upto_step`` are not looked at.
+
+    Cheap: one listing of each array's folder, no data read (damaged bytes are found when read).
+    The message names the array, the chunk, its file and the remedy (:data:`CHUNK_LOST`).
+    """
+    total = 0
+    first = None
+    for name in manifest["arrays"]:
+        grid = _ChunkGrid(folder, name, manifest)
+        missing = grid.missing(upto_step)
+        if missing and first is None:
+            first = grid, missing[0]
+        total += len(missing)
+    if first is not None:
+        grid, index = first
+        more = f"; {total - 1} more chunk files are missing" if total > 1 else ""
+        raise StoreError(f"{grid.path(index)} is missing: {grid.describe(index)} of the run in "
+                         f"{grid.folder} lies before step {upto_step}, where it would continue, so "
+                         f"resuming would leave it NaN{more}; {CHUNK_LOST}")
+
+
+class _CheckedStore(zarr.storage.WrapperStore):
+    """A local store whose reads of a missing chunk file call ``check(key)`` (which raises when the
+    chunk should exist) instead of silently giving zarr the fill value."""
+
+    def __init__(self, store, check: Callable[[str], None] | None = None):
+        super().__init__(store)
+        self._check = check
+
+    def _with_store(self, store):
+        return type(self)(store, self._check)
+
+    async def get(self, key, prototype, byte_range=None):
+        value = await self._store.get(key, prototype, byte_range)
+        if value is None and self._check is not None:
+            self._check(key)
+        return value
+
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        values = await self._store.get_partial_values(prototype, key_ranges)
+        for (key, _), value in zip(key_ranges, values):
+            if value is None and self._check is not None:
+                self._check(key)
+        return values
+
+    async def _get_many(self, requests):
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
+
+
+class StoredArray:
+    """One recorded array, read-only, sliced like a numpy array: ``x[:, 100:, :10]``,
+    ``np.asarray(x)``, ``x.oindex[...]``, ``x.vindex[...]``; ``shape``, ``dtype``, ``chunks``, and
+    any other attribute of the underlying ``zarr.Array`` (``x.zarr``).
+
+    Every read raises :class:`StoreError` naming the chunk and its file when a chunk that the run
+    wrote (by the manifest's ``steps_completed``) is missing, or when a chunk cannot be decoded (a
+    checksum mismatch, a truncated or corrupt file). Chunks past ``steps_completed`` of an unfinished
+    run read as NaN. Reads through ``x.zarr`` are checked for missing chunks only.
+    """
+
+    def __init__(self, array: zarr.Array, grid: _ChunkGrid):
+        self._array, self._grid = array, grid
+
+    @property
+    def zarr(self) -> zarr.Array:
+        return self._array
+
+    @property
+    def name(self) -> str:
+        return self._grid.name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._array.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._array.dtype
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return self._array.chunks
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return getattr(self._array, attr)
+
+    def __getitem__(self, selection):
+        return self._read(lambda: self._array[selection], selection, "any")
+
+    @property
+    def oindex(self) -> "_Indexed":
+        return _Indexed(self, "oindex")
+
+    @property
+    def vindex(self) -> "_Indexed":
+        return _Indexed(self, "vindex")
+
+    def __array__(self, dtype=None, copy=None):
+        x = np.asarray(self[...])
+        return x if dtype is None else x.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"<StoredArray {self.name!r} {self.shape} {self.dtype} chunks={self.chunks} in {self._grid.folder}>"
+
+    def _read(self, read: Callable[[], Any], selection, kind: str):
+        try:
+            return read()
+        except StoreError:
+            raise
+        except Exception as e:
+            found = self._damaged_chunk(selection, kind)
+            if found is None:
+                raise  # not a damaged chunk: a bad selection, say
+            raise found from e
+
+    def _touched(self, selection, kind: str):
+        """Chunk indices a selection reads (zarr's own indexers), or None for a bad selection."""
+        from zarr.core import indexing as ix
+        kinds = {"any": (ix.BasicIndexer, ix.OrthogonalIndexer, ix.CoordinateIndexer),
+                 "oindex": (ix.OrthogonalIndexer,),
+                 "vindex": (ix.CoordinateIndexer, ix.MaskIndexer)}[kind]
+        grid = self._array.metadata.chunk_grid
+        for indexer in kinds:
+            try:
+                return [tuple(p.chunk_coords) for p in indexer(selection, self.shape, grid)]
+            except Exception:  # noqa: BLE001 -- not this kind of selection; try the next
+                continue
+        return None
+
+    def _damaged_chunk(self, selection, kind: str) -> StoreError | None:
+        """The first chunk of ``selection`` that cannot be read on its own, as a StoreError."""
+        touched = self._touched(selection, kind)
+        for index in dict.fromkeys(touched or ()):
+            if not self._grid.path(index).exists():
+                continue
+            try:
+                self._array[self._grid.region(index)]
+            except StoreError as e:
+                return e
+            except Exception as e:  # noqa: BLE001 -- whatever the codecs raise for damaged bytes
+                return StoreError(f"{self._grid.path(index)} is damaged: {self._grid.describe(index)} "
+                                  f"cannot be read ({type(e).__name__}: {e}); {CHUNK_LOST}")
+        return None
+
+
+class _Indexed:
+    """``x.oindex`` / ``x.vindex`` of a :class:`StoredArray`, with its checked reads."""
+
+    def __init__(self, array: StoredArray, kind: str):
+        self._array, self._kind = array, kind
+
+    def __getitem__(self, selection):
+        inner = getattr(self._array.zarr, self._kind)
+        return self._array._read(lambda: inner[selection], selection, self._kind)
 
 
 class ChunkWriter:
@@ -309,9 +728,11 @@ class ChunkWriter:
 class Run:
     """A recorded run, read lazily (nothing but the manifest is read until an array is sliced).
 
-    ``run["updates"]`` is a read-only ``zarr.Array`` ``[S, T_rec, P]`` (``run["metrics/loss"]``:
-    ``[S, T]``); slicing it reads only the chunks the slice touches. ``run.probe_names[name]`` names
-    the P entries; ``run.steps`` are the recorded probe steps, ``run.metric_steps`` every step.
+    ``run["updates"]`` is a read-only :class:`StoredArray` ``[S, T_rec, P]`` (``run["metrics/loss"]``:
+    ``[S, T]``); slicing it reads only the chunks the slice touches, and raises :class:`StoreError`
+    naming the chunk file when one that the run wrote is missing or damaged. ``run.probe_names[name]``
+    names the P entries; ``run.steps`` are the recorded probe steps, ``run.metric_steps`` every step.
+    :attr:`complete` needs the manifest's word and every file (:meth:`problems`).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -321,7 +742,7 @@ class Run:
         self.probe_config = ProbeConfig.from_dict(self.manifest["probe_config"])
         self.layout = ProbeLayout.from_dict(self.manifest["probes"])
         self.probe_names: dict[str, tuple[str, ...]] = self.layout.arrays
-        self._arrays: dict[str, zarr.Array] = {}
+        self._arrays: dict[str, StoredArray] = {}
 
     @property
     def arrays(self) -> tuple[str, ...]:
@@ -330,7 +751,51 @@ class Run:
 
     @property
     def complete(self) -> bool:
-        return self.manifest["status"] == "complete"
+        """The manifest says complete and every file is there (see :meth:`problems`)."""
+        return self.manifest["status"] == "complete" and not self.problems()
+
+    def problems(self) -> list[str]:
+        """Why the files fall short of the manifest, one message per problem (empty when none): an
+        array without ``zarr.json``, missing chunk files of the steps completed (one message per
+        array, with the count), and for a complete run a missing or damaged ``final.npz``.
+
+        Cheap: one listing of each array's folder and the zip directory of ``final.npz``; no data is
+        read, so damaged bytes inside a file are found when it is read (or by ``verify(data=True)``).
+        """
+        found = []
+        steps = self.steps_completed
+        for name in self.arrays:
+            try:
+                grid = _ChunkGrid(self.path, name, self.manifest)
+            except StoreError as e:
+                found.append(str(e))
+                continue
+            missing = grid.missing(steps)
+            if missing:
+                found.append(grid.missing_message(missing[0], steps, len(missing) - 1))
+        if self.manifest["status"] == "complete":
+            final = _final_problem(self.path)
+            if final:
+                found.append(final)
+        return found
+
+    def verify(self, data: bool = False) -> None:
+        """Raise :class:`StoreError` with the first of :meth:`problems` (and how many there are).
+
+        ``data=True`` also reads every chunk file that is on disk (checking its checksum, for runs
+        recorded with one) and all of ``final.npz``: a full read of the run.
+        """
+        found = self.problems()
+        if found:
+            more = f" ({len(found) - 1} more problems: see run.problems())" if len(found) > 1 else ""
+            raise StoreError(found[0] + more)
+        if data:
+            for name in self.arrays:
+                x = self[name]
+                for index in sorted(x._grid.present()):
+                    x[x._grid.region(index)]
+            if self.manifest["status"] == "complete":
+                load_final(self.path)
 
     @property
     def steps_completed(self) -> int:
@@ -351,11 +816,25 @@ class Run:
         """Training steps of the ``metrics/*`` time axis: ``0 .. T-1``."""
         return np.arange(self.manifest["total_steps"])
 
-    def __getitem__(self, name: str) -> zarr.Array:
+    def __getitem__(self, name: str) -> StoredArray:
         if name not in self.manifest["arrays"]:
             raise KeyError(f"no array {name!r} in {self.path}; it has {', '.join(self.arrays)}")
         if name not in self._arrays:
-            self._arrays[name] = zarr.open_array(self.path / "arrays" / name, mode="r", zarr_format=3)
+            grid = _ChunkGrid(self.path, name, self.manifest)
+            steps = self.steps_completed
+
+            def check(key: str) -> None:
+                index = grid.index(key)
+                if index is not None and grid.expected(index, steps):
+                    raise StoreError(grid.missing_message(index, steps))
+
+            try:
+                array = zarr.open_array(store=_CheckedStore(
+                    zarr.storage.LocalStore(grid.dir, read_only=True), check), mode="r", zarr_format=3)
+            except Exception as e:  # noqa: BLE001 -- zarr's errors for unreadable metadata
+                raise StoreError(f"{grid.dir / 'zarr.json'} cannot be read as zarr metadata "
+                                 f"({type(e).__name__}: {e}); {CHUNK_LOST}") from e
+            self._arrays[name] = StoredArray(array, grid)
         return self._arrays[name]
 
     def index(self, name: str, entries) -> np.ndarray:
@@ -367,22 +846,15 @@ class Run:
         return np.array([where[e] for e in entries], dtype=np.int64)
 
     def final(self) -> FinalResult:
-        """Final parameters and test metrics (only for a complete run)."""
-        path = self.path / "final.npz"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: the run is {self.manifest['status']} "
-                                    f"({self.steps_completed}/{self.manifest['total_steps']} steps); "
-                                    "finish it with --resume")
-        with np.load(path) as f:
-            params: dict = {}
-            for key in f.files:
-                if key.startswith("params/"):
-                    *outer, leaf = key.split("/")[1:]
-                    node = params
-                    for part in outer:
-                        node = node.setdefault(part, {})
-                    node[leaf] = f[key]
-            return FinalResult(params, *(f[k] for k in FinalResult._fields[1:]))
+        """Final parameters and test metrics (only for a complete run).
+
+        Raises :class:`MissingFileError` (a ``FileNotFoundError``) when ``final.npz`` is missing and
+        :class:`StoreError` when it is damaged, with the remedy: ``--resume`` (which finishes an
+        unfinished run, and rebuilds ``final.npz`` of a complete one from its last checkpoint)."""
+        if self.manifest["status"] == "complete":
+            return load_final(self.path)
+        return load_final(self.path, f"the run is {self.manifest['status']} ({self.steps_completed}/"
+                                     f"{self.manifest['total_steps']} steps); finish it with --resume")
 
     def to_xarray(self):
         """Every array as an ``xarray.Dataset`` (loads them into memory; needs xarray installed)."""
