@@ -269,7 +269,11 @@ def tail_verdict(x, *, axis: int = -1, alpha: float = 0.05) -> TailVerdict:
     ks = (min(n - 1, math.isqrt(n)), min(n - 1, max(1, int(TAIL_FRACTION * n))))
     finite = np.isfinite(x).all(-1)
     xf = np.where(finite[..., None], x, 0.0)
-    a = -np.sort(-np.abs(xf), axis=-1)
+    top = max(ks) + 1  # only the largest k + 1 values are needed: partition, then sort those
+    a = np.abs(xf)
+    if top < n:
+        a = np.partition(a, n - top, axis=-1)[..., n - top:]
+    a = -np.sort(-a, axis=-1)
     hills = [_hill_bounds(a, k, alpha) for k in ks]
     est, lo, hi = (np.stack([h[i] for h in hills], -1) for i in range(3))
     main = int(np.argmax(ks))

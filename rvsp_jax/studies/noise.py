@@ -4,37 +4,48 @@ The ensemble is recorded with every parameter (``params``, and the trainer's ``g
 at a dozen steps spread over training. At each such step ``t`` and for each member the gradient
 noise is rebuilt after training (:mod:`rvsp_jax.gradient_noise`): the gradients of the member's
 next M minibatches at the frozen weights ``theta_t`` minus the mean gradient ``G`` over a fixed
-subset of the training set, ``xi_m = g_m - G`` (``[M, P]``). Then:
+subset of the training set, ``xi_m = g_m - G`` (``[M, P]``), then centred per parameter by its mean
+over the M minibatches (the reference gradient is not the full-data one; the offset would bias the
+block-sum estimator towards 1). With the weights frozen the M draws are exchangeable: each noise
+step is a stationary sample by construction; across noise steps the distribution drifts, so
+windows of steps (all, early half, late half of training) are summarised separately.
 
-- **tail index across parameters**: for each minibatch m, the tail index of ``xi_m[i]`` pooled over
-  parameters i (a random sample of ``tail_sample`` parameters with ``G_i != 0``; parameters of
-  pixels that are 0 in the whole reference subset have no noise at all), median over the M
-  minibatches; Simsekli et al. (2019) pool the noise over parameters this way;
-- **tail index along iterations**: for each parameter i, the tail index of ``xi_m[i]`` over the M
-  minibatches, centred by their mean (each parameter's noise has mean ``G_full - G`` over
-  minibatches, an offset of about sqrt(B / n) noise standard deviations that would otherwise bias the
-  block-sum estimator towards 1), then the median over parameters; this is the comparison of Xie et
-  al. (2023), "On
-  the Overlooked Structure of Stochastic Gradients" (NeurIPS), who find heavy tails across
-  parameters ("dimension-wise") but not along iterations ("iteration-wise");
-- both with Hill's estimator (``k = sqrt(n)`` upper order statistics) and the block-sum estimator
-  used by Simsekli et al. (2019) (alpha = 2 for Gaussian data), each next to its median on Gaussian
-  samples of the same size: Hill's estimate of a Gaussian sample is not 2 but grows with n, and the
-  block-sum estimate of a small sample is skewed (at n = 64 its mean is far above 2, its median
-  near 2), so medians are compared with medians;
-- **gradient noise scale** ``B_simple = tr(Sigma) / |G|^2`` (McCandlish et al. 2018) from the
-  reference subset's per-example gradients, with the two-batch estimate from the M minibatch
-  gradient norms (batch B) and ``|G|^2`` (batch n) as a cross-check.
+Parameter groups: all parameters, each layer, and the first layer's weights stratified by how often
+their pixel is lit (> 0) in the training images (< 5%, 5-50%, > 50%): a weight's gradient is its
+unit's error times its pixel, so a rarely lit pixel gives a mostly-zero noise with rare spikes.
+
+- **Across parameters** (Simsekli et al. 2019 pool the noise over parameters): for each minibatch,
+  the tail index of the noise over a random sample of the group's parameters (``tail_sample``,
+  among those with a nonzero reference gradient), median over minibatches. Parameters have very
+  different scales, and a Gaussian with heterogeneous scales is a scale mixture with a heavy tail,
+  so two controls: the **scale-matched Gaussian null** (each parameter Gaussian with its own
+  robust scale, one replicate per member and step, compared paired) and **per-parameter
+  standardisation** (each parameter's noise divided by its robust scale, MAD / 0.6745 over the M
+  minibatches, compared with Gaussian samples standardised the same way).
+- **Along iterations** (Xie et al. 2023, "On the Overlooked Structure of Stochastic Gradients",
+  NeurIPS, find heavy tails across parameters but Gaussian-like noise along iterations): for each
+  parameter the tail index of its M centred noise values, median over the group's parameters.
+- Estimators: Hill (``k = sqrt n``) and the block-sum estimator of Simsekli et al. (2019),
+  each next to its value on Gaussian samples of the same size (with an interval), and the
+  verdict :func:`rvsp_jax.analysis.tail_verdict` (fraction of minibatches or parameters called
+  gaussian / heavy-tailed / infinite-variance / inconclusive; its size and power are in
+  docs/calibration.md, "Tails").
+- **Gradient noise scale** ``B_simple = tr(Sigma) / |G|^2`` (McCandlish et al. 2018) from the
+  reference subset's per-example gradients, per member and as the ratio of the means over members
+  (the ratio of two noisy estimates is biased when ``|G|^2`` is small; steps where the reference
+  subset is not much larger than ``B_simple`` are flagged), with the two-batch estimate as a
+  cross-check.
 
 Every number is per member first; intervals are 95% t-intervals across members, and diverged members
-are excluded and counted. One run folder: the recording, ``summary.json``, ``report.md``,
-``figures/``.
+are excluded and counted (none left: :class:`NoUsableMembersError`). One run folder: the recording,
+``summary.json``, ``report.md``, ``figures/``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -45,27 +56,47 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rvsp_jax import plots, record, store
-from rvsp_jax.analysis import across_members, hill, simsekli_alpha, two_batch_noise_scale
+from rvsp_jax.analysis import across_members, fdr_bh, hill, simsekli_alpha, tail_verdict, two_batch_noise_scale
+from rvsp_jax.analysis.tails import TAIL_VERDICTS
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import load
 from rvsp_jax.ensemble import Ensemble
 from rvsp_jax.gradient_noise import inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn
 from rvsp_jax.model import make_model
 from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, write_summary
 from rvsp_jax.studies.spectra import layer_groups, members_summary, usable_members
 
 EXPERIMENT = "noise"
 TRAIN_DEFAULTS = {"seeds": 16, "steps": 3000}
-"""16 members, 3,000 SGD steps (1.6 epochs) of the sigmoid 784-16-16-10 network (55 s in all,
-measured on 2 shared CPU cores, most of it measuring the noise)."""
+"""16 members, 3,000 SGD steps (1.6 epochs) of the sigmoid 784-16-16-10 network (about 4 min in
+all on 2 shared CPU cores, most of it measuring the noise)."""
 _SUBSAMPLE_STREAM = 0x7461696C  # "tail": stream tag of the across-parameter subsample
-_GAUSS_VALUES = 1 << 20
-"""Standard normal values drawn per Gaussian reference: ``max(256, 2^20 / n)`` samples of size n, so
-the reference median is within about 0.01 of its limit."""
-GAUSSIAN_MARGIN = 0.05
-"""A tail index is called heavier (lighter) than Gaussian when its whole interval lies more than 5%
-below (above) the Gaussian reference, and close to Gaussian otherwise."""
+_NULL_STREAM = 0x6E756C6C  # "null": stream tag of the scale-matched Gaussian null
+_REFERENCE_SEED = 0
+ALPHA = 0.05
+"""Level of every tail verdict and of the rules below."""
+MARGIN = 0.05
+"""A tail index is heavier (lighter) than its Gaussian reference when its whole interval lies more
+than 5% below (above) the reference interval."""
+GAUSSIAN_ALONG = 1 - 2 * ALPHA
+"""Along iterations a group is "Gaussian" when the upper end of the interval of its fraction of
+parameters called ``gaussian`` reaches 0.90 (Gaussian data give 0.95: at most alpha more rejections)."""
+N_OVER_B = 10
+"""B_simple is flagged at a step where the reference subset n < 10 x B_simple (n not >> B_simple)."""
+VERDICT_MINIBATCHES = 16
+"""Minibatches per member and step whose across-parameter sample gets a tail verdict."""
+LIT_STRATA = (("<5%", 0.0, 0.05), ("5-50%", 0.05, 0.5), (">50%", 0.5, 1.0 + 1e-9))
+"""Strata of first-layer weights by the fraction of training images in which their pixel is lit."""
+ACROSS_KINDS = ("raw", "null", "standardised")
+"""Across-parameter samples: the measured noise, the scale-matched Gaussian null, the measured noise
+standardised per parameter."""
+WINDOWS = ("all", "early", "late")
+"""Windows of noise steps: every noise step; steps in the first half of training; the second half."""
+
+
+class NoUsableMembersError(ValueError):
+    """Every member of the run diverged: nothing is left to analyse."""
 
 
 @dataclass(frozen=True)
@@ -118,59 +149,187 @@ def _simsekli(x, block_size=None):
     return simsekli_alpha(x, block_size)
 
 
+# ---------------------------------------------------------------------------------------------------
+# parameter groups
+
+
+_KERNEL = re.compile(r"^([^/]+)/kernel\[(\d+),(\d+)\]$")
+
+
+def pixel_lit_fraction(images: np.ndarray) -> np.ndarray:
+    """float64 ``[H*W]``: fraction of ``images`` (uint8 ``[N, H, W]``) in which each pixel is > 0."""
+    images = np.asarray(images)
+    return (images.reshape(images.shape[0], -1) > 0).mean(0)
+
+
+def parameter_groups(names, lit: np.ndarray) -> dict[str, np.ndarray]:
+    """Group -> positions int64 in ``names``: ``all``, each layer, and after the first layer its
+    kernel weights by the lit fraction of their input pixel (``lit: [784]``, :data:`LIT_STRATA`)."""
+    layers = layer_groups(names)
+    first = next(iter(layers))
+    groups = {"all": np.arange(len(names), dtype=np.int64)}
+    for layer, idx in layers.items():
+        groups[layer] = idx
+        if layer != first:
+            continue
+        pixel = np.full(len(names), -1)
+        for j in idx:
+            m = _KERNEL.match(names[j])
+            if m:
+                pixel[j] = int(m.group(2))
+        kernel = idx[pixel[idx] >= 0]
+        if kernel.size and pixel.max() < lit.size:
+            frac = lit[pixel[kernel]]
+            for label, lo, hi in LIT_STRATA:
+                groups[f"{first} lit {label}"] = kernel[(frac >= lo) & (frac < hi)]
+    return groups
+
+
+# ---------------------------------------------------------------------------------------------------
+# Gaussian references (cached, a fixed seed)
+
+
+def _median_interval(pool: np.ndarray, count: int, seed: int, resamples: int = 400) -> dict:
+    """Median of ``pool`` and the central 95% of the median of ``count`` draws from it (bootstrap)."""
+    pool = pool[np.isfinite(pool)]
+    if not pool.size:
+        return {"median": np.nan, "lo": np.nan, "hi": np.nan}
+    rng = np.random.default_rng(seed)
+    count = max(1, int(count))
+    medians = np.array([np.median(pool[rng.integers(0, pool.size, count)]) for _ in range(resamples)])
+    lo, hi = np.quantile(medians, [0.025, 0.975])
+    return {"median": float(np.median(pool)), "lo": float(lo), "hi": float(hi)}
+
+
+def _robust_scale(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``[M, n]``: MAD / 0.6745 (the sd of a Gaussian), the sd where the MAD is 0
+    (a mostly-constant column); and bool ``[n]`` where the sd was used."""
+    mad = np.median(np.abs(centred - np.median(centred, axis=0)), axis=0) / 0.6745
+    fallback = mad <= 0
+    return np.where(fallback, centred.std(axis=0), mad), fallback
+
+
+def _standardise(centred: np.ndarray) -> np.ndarray:
+    scale, _ = _robust_scale(centred)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scale > 0, centred / scale, np.nan)
+
+
+@lru_cache(maxsize=64)
+def across_reference(m: int, n: int, count: int | None = None) -> dict:
+    """Gaussian references of the across-parameter statistics for M = ``m`` minibatches of ``n``
+    parameters: ``{"plain", "standardised"}`` -> ``{"hill", "simsekli"}`` -> median and 95%
+    interval of the median over ``count`` (default ``m``) minibatches, plus ``"verdicts"`` (fraction
+    of rows per tail verdict). ``plain``: i.i.d. N(0, 1) rows; ``standardised``: N(0, 1) blocks
+    ``[m, n]`` centred and divided per column by its robust scale over the m rows, as the measured
+    noise is."""
+    count = count or m
+    blocks = max(2, -(-2048 // m))
+    key = jax.random.PRNGKey(_REFERENCE_SEED)
+    z = np.asarray(jax.random.normal(key, (blocks, m, n)), np.float64)
+    plain = z.reshape(-1, n)
+    centred = z - z.mean(axis=1, keepdims=True)
+    std = np.concatenate([_standardise(b) for b in centred]).astype(np.float32)
+    out = {}
+    for name, rows in (("plain", plain.astype(np.float32)), ("standardised", std)):
+        h, b = np.asarray(_hill(rows), np.float64), np.asarray(_simsekli(rows), np.float64)
+        out[name] = {"n": n, "hill": _median_interval(h, count, 1), "simsekli": _median_interval(b, count, 2)}
+        if n >= 20:
+            out[name]["verdicts"] = tail_verdict(rows[: 16 * VERDICT_MINIBATCHES], alpha=ALPHA).fractions()
+    return out
+
+
+@lru_cache(maxsize=16)
+def _along_pool(m: int) -> tuple:
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(_REFERENCE_SEED + 1), (max(4096, 2**21 // m), m)))
+    z = (z - z.mean(axis=-1, keepdims=True)).astype(np.float32)
+    fractions = tail_verdict(z, alpha=ALPHA).fractions() if m >= 20 else {}
+    return np.asarray(_hill(z), np.float64), np.asarray(_simsekli(z), np.float64), fractions
+
+
+def along_reference(m: int, count: int) -> dict:
+    """Gaussian references of the along-iteration statistics: series of ``m`` centred N(0, 1)
+    values, median over ``count`` parameters (median and 95% interval), and the fraction of series
+    per tail verdict."""
+    h, b, fractions = _along_pool(m)
+    return {"n": m, "hill": _median_interval(h, count, 3), "simsekli": _median_interval(b, count, 4),
+            "verdicts": fractions}
+
+
 @lru_cache(maxsize=64)
 def gaussian_reference(n: int, *, centred: bool = False, repeats: int | None = None,
                        seed: int = 0) -> tuple[float, float]:
     """Median (Hill, block-sum) tail-index estimates of ``repeats`` (default ``max(256, 2^20 / n)``)
     standard normal samples of size ``n`` (float32, ``jax.random.normal`` from ``seed``; each sample
-    minus its mean if ``centred``, as the along-iteration noise is): what the estimators give
-    without heavy tails."""
-    repeats = repeats or max(256, _GAUSS_VALUES // n)
+    minus its mean if ``centred``): what the estimators give without heavy tails."""
+    repeats = repeats or max(256, (1 << 20) // n)
     x = jax.random.normal(jax.random.PRNGKey(seed), (repeats, n))
     if centred:
         x = x - x.mean(axis=-1, keepdims=True)
     return float(np.median(_hill(x))), float(np.median(_simsekli(x)))
 
 
+# ---------------------------------------------------------------------------------------------------
+# measurement
+
+
 class NoiseMeasurements(NamedTuple):
     """Per member, noise step and parameter group (float64; excluded members NaN).
 
-    steps: int ``[K]`` training steps; batch, minibatches, reference: minibatch size B, minibatches
-      per step M (at most one epoch's), reference-subset size n.
-    groups: names ``[G]``: ``all`` parameters, then each layer (``Dense_0``, ...).
-    across_hill, across_simsekli: ``[S, K, G]`` tail index across the group's parameters (median
-      over the M minibatches). along_hill, along_simsekli: ``[S, K, G]`` tail index along iterations
-      (median over the group's parameters). across_n: ``[S, K, G]`` parameters in the across sample.
+    steps: int ``[K]`` training steps; total_steps: steps of the run; batch, minibatches, reference:
+      minibatch size B, minibatches per step M (at most one epoch's), reference-subset size n.
+    groups: names ``[G]`` (:func:`parameter_groups`); group_sizes: int ``[G]`` parameters per group.
+    across: ``{kind: {"hill" | "simsekli": [S, K, G]}}`` for kind in :data:`ACROSS_KINDS`: tail
+      index across the group's sampled parameters, median over the M minibatches.
+    across_verdicts: ``{kind: [S, K, G, 4]}`` fraction of the first ``VERDICT_MINIBATCHES``
+      minibatches per tail verdict (order :data:`TAIL_VERDICTS`).
+    across_n: ``[S, K, G]`` parameters in the across sample; scale_fallback: ``[S, K, G]`` fraction
+      of them whose robust scale fell back to the sd (MAD 0).
+    along: ``{"hill" | "simsekli": [S, K, G]}`` tail index along iterations, median over the group's
+      active parameters; along_verdicts: ``[S, K, G, 4]`` fraction of them per tail verdict;
+      along_bh: ``[S, K, G]`` fraction whose normality is rejected under Benjamini-Hochberg (FDR
+      5%) within the group; along_n: ``[S, K, G]`` active parameters.
     b_simple, trace_sigma, grad_sq: ``[S, K]`` per-example noise scale on the reference subset.
     b_simple_two_batch: ``[S, K]`` two-batch estimate from the M minibatch norms and ``|G|^2``
       (NaN unless the reference subset is larger than a minibatch).
     active: ``[S, K]`` parameters with a nonzero reference gradient.
     check: ``[S, K]`` max |rebuilt - recorded| / max |recorded| of the step's own minibatch gradient.
-    example: ``(across, along)`` standardised noise of the first usable member at the last step,
+    lit: ``[784]`` pixel lit fractions of the training images.
+    example: ``(across, standardised, along)`` noise of the first usable member at the last step,
       for the distribution figure.
     """
 
     steps: np.ndarray
+    total_steps: int
     batch: int
     minibatches: int
     reference: int
     groups: tuple
-    across_hill: np.ndarray
-    across_simsekli: np.ndarray
-    along_hill: np.ndarray
-    along_simsekli: np.ndarray
+    group_sizes: np.ndarray
+    across: dict
+    across_verdicts: dict
     across_n: np.ndarray
+    scale_fallback: np.ndarray
+    along: dict
+    along_verdicts: np.ndarray
+    along_bh: np.ndarray
+    along_n: np.ndarray
     b_simple: np.ndarray
     trace_sigma: np.ndarray
     grad_sq: np.ndarray
     b_simple_two_batch: np.ndarray
     active: np.ndarray
     check: np.ndarray
+    lit: np.ndarray
     example: tuple
 
 
-_PER_GROUP = ("across_hill", "across_simsekli", "along_hill", "along_simsekli", "across_n")
 _PER_STEP = ("b_simple", "trace_sigma", "grad_sq", "b_simple_two_batch", "active", "check")
+
+
+def _fractions(verdicts) -> np.ndarray:
+    v = np.asarray(verdicts).ravel()
+    return np.array([np.mean(v == name) if v.size else np.nan for name in TAIL_VERDICTS])
 
 
 def _standardised(xi: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,15 +342,66 @@ def _standardised(xi: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.nd
     return across, along[:, np.isfinite(along).all(0)].ravel()
 
 
-def _tails(xi: np.ndarray, along: tuple, pool: np.ndarray, size: int, rng) -> tuple:
-    """(across Hill, across block-sum, along Hill, along block-sum, n) of the parameters ``pool``."""
-    if pool.size < 4:
-        return (np.nan,) * 4 + (pool.size,)
-    chosen = rng.choice(pool, min(size, pool.size), replace=False)
-    sample = xi[:, chosen]
-    with np.errstate(invalid="ignore"):
-        return (np.nanmedian(np.asarray(_hill(sample))), np.nanmedian(np.asarray(_simsekli(sample))),
-                np.nanmedian(along[0][pool]), np.nanmedian(along[1][pool]), chosen.size)
+def measure_step(xi: np.ndarray, g_ref: np.ndarray, groups: dict, tail_sample: int,
+                 rng: np.random.Generator) -> dict:
+    """Every tail statistic of one member at one step.
+
+    xi: ``[M, P]`` noise; g_ref: ``[P]`` reference gradient; groups: name -> positions.
+    Returns ``{"across": {kind: {est: [G]}}, "across_verdicts": {kind: [G, 4]}, "across_n": [G],
+    "scale_fallback": [G], "along": {est: [G]}, "along_verdicts": [G, 4], "along_bh": [G],
+    "along_n": [G], "example": (...)}``.
+    """
+    m, _ = xi.shape
+    n_groups = len(groups)
+    active = g_ref != 0
+    centred = (xi - xi.mean(axis=0)).astype(np.float32)  # [M, P]
+    scale, fallback = _robust_scale(centred)
+    z = rng.standard_normal(centred.shape, dtype=np.float32)
+    null = (z - z.mean(axis=0)) * scale  # each parameter Gaussian with its own robust scale
+    with np.errstate(divide="ignore", invalid="ignore"):
+        std = np.where(scale > 0, centred / scale, np.nan).astype(np.float32)
+    samples = {"raw": centred, "null": null, "standardised": std}
+    along_h = np.asarray(_hill(centred.T))
+    along_b = np.asarray(_simsekli(centred.T))
+    verdict = tail_verdict(centred, axis=0, alpha=ALPHA)
+    nan = np.full(n_groups, np.nan)
+    out = {"across": {k: {"hill": nan.copy(), "simsekli": nan.copy()} for k in ACROSS_KINDS},
+           "across_verdicts": {k: np.full((n_groups, 4), np.nan) for k in ACROSS_KINDS},
+           "across_n": np.zeros(n_groups), "scale_fallback": nan.copy(),
+           "along": {"hill": nan.copy(), "simsekli": nan.copy()},
+           "along_verdicts": np.full((n_groups, 4), np.nan), "along_bh": nan.copy(),
+           "along_n": np.zeros(n_groups)}
+    v_rows = min(m, VERDICT_MINIBATCHES)
+    for gi, idx in enumerate(groups.values()):
+        pool = idx[active[idx]]
+        out["along_n"][gi] = pool.size
+        if pool.size == 0:
+            continue
+        with np.errstate(invalid="ignore"):
+            out["along"]["hill"][gi] = np.nanmedian(along_h[pool]) if np.isfinite(along_h[pool]).any() else np.nan
+            out["along"]["simsekli"][gi] = (np.nanmedian(along_b[pool]) if np.isfinite(along_b[pool]).any()
+                                            else np.nan)
+        out["along_verdicts"][gi] = _fractions(verdict.verdict[pool])
+        p = verdict.normality_pvalue[pool]
+        if np.isfinite(p).any():
+            out["along_bh"][gi] = fdr_bh(p).reject[np.isfinite(p)].mean()
+        pool = pool[scale[pool] > 0]  # a parameter without noise in these M minibatches has no scale
+        if pool.size < 4:
+            continue
+        chosen = np.sort(rng.choice(pool, min(tail_sample, pool.size), replace=False))
+        out["across_n"][gi] = chosen.size
+        out["scale_fallback"][gi] = fallback[chosen].mean()
+        for kind, x in samples.items():
+            sample = x[:, chosen]
+            with np.errstate(invalid="ignore"):
+                h, b = np.asarray(_hill(sample)), np.asarray(_simsekli(sample))
+                out["across"][kind]["hill"][gi] = np.nanmedian(h) if np.isfinite(h).any() else np.nan
+                out["across"][kind]["simsekli"][gi] = np.nanmedian(b) if np.isfinite(b).any() else np.nan
+            out["across_verdicts"][kind][gi] = _fractions(tail_verdict(sample[:v_rows], alpha=ALPHA).verdict)
+    a = active & (scale > 0)
+    out["example"] = (centred[0, a] / centred[0, a].std(), std[0, a],
+                      _standardised(xi, active)[1])
+    return out
 
 
 def measure(run: store.Run, settings: NoiseSettings, *, dataset=None, progress: bool = False
@@ -202,6 +412,7 @@ def measure(run: store.Run, settings: NoiseSettings, *, dataset=None, progress: 
                 math.prod(s) for s in run.layout.param_shapes.values()):
             raise ValueError(f"{run.path} must record every parameter's {name} (probes params,grads, "
                              "index all)")
+    usable = _require_usable(run)
     config = run.config
     data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
     ens = Ensemble(config, data)
@@ -213,12 +424,17 @@ def measure(run: store.Run, settings: NoiseSettings, *, dataset=None, progress: 
     x_ref, y_ref = x_train[ref], y_train[ref]
     two_batch = ref.size > config.batch_size  # the two-batch estimate needs b_small < b_big
     names = run.probe_names["params"]
-    groups = {"all": np.arange(len(names)), **layer_groups(names)}
-    usable = usable_members(run)
+    lit = pixel_lit_fraction(data.train_images)
+    groups = parameter_groups(names, lit)
     steps = run.steps
-    out = {f: np.full((config.seeds, steps.size, len(groups)), np.nan) for f in _PER_GROUP}
-    out.update({f: np.full((config.seeds, steps.size), np.nan) for f in _PER_STEP})
-    example = (np.zeros(0), np.zeros(0))
+    shape = (config.seeds, steps.size, len(groups))
+    full = lambda *extra: np.full(shape + extra, np.nan)  # noqa: E731
+    out = {"across": {k: {"hill": full(), "simsekli": full()} for k in ACROSS_KINDS},
+           "across_verdicts": {k: full(4) for k in ACROSS_KINDS}, "across_n": full(),
+           "scale_fallback": full(), "along": {"hill": full(), "simsekli": full()},
+           "along_verdicts": full(4), "along_bh": full(), "along_n": full()}
+    per_step = {f: np.full((config.seeds, steps.size), np.nan) for f in _PER_STEP}
+    example = (np.zeros(0),) * 3
     bar = tqdm(total=int(usable.sum()) * steps.size, desc="gradient noise", disable=not progress,
                leave=False)
     for k, step in enumerate(steps):
@@ -227,27 +443,40 @@ def measure(run: store.Run, settings: NoiseSettings, *, dataset=None, progress: 
         for s in np.flatnonzero(usable):
             sample = noise_fn(unravel(params[s]), x_train[batches[s]], y_train[batches[s]], x_ref, y_ref)
             xi, g_ref = np.asarray(sample.noise), np.asarray(sample.reference_grad)
-            active = g_ref != 0
-            centred = (xi - xi.mean(axis=0)).T  # [P, M]: each parameter's noise over minibatches
-            along = (np.asarray(_hill(centred)), np.asarray(_simsekli(centred)))  # [P] each
             rng = np.random.default_rng([_SUBSAMPLE_STREAM, config.base_seed % 2**64, int(s), k])
-            for gi, idx in enumerate(groups.values()):
-                values = _tails(xi, along, idx[active[idx]], settings.tail_sample, rng)
-                for field, v in zip(_PER_GROUP, values):
-                    out[field][s, k, gi] = v
+            one = measure_step(xi, g_ref, groups, settings.tail_sample, rng)
+            for kind in ACROSS_KINDS:
+                out["across_verdicts"][kind][s, k] = one["across_verdicts"][kind]
+                for est in ("hill", "simsekli"):
+                    out["across"][kind][est][s, k] = one["across"][kind][est]
+            for est in ("hill", "simsekli"):
+                out["along"][est][s, k] = one["along"][est]
+            for f in ("across_n", "scale_fallback", "along_verdicts", "along_bh", "along_n"):
+                out[f][s, k] = one[f]
             two = two_batch_noise_scale(sample.minibatch_sq_norms, float(g_ref @ g_ref),
                                         config.batch_size, ref.size).b_simple if two_batch else np.nan
             own = xi[0] + g_ref  # the minibatch of step `step` itself
-            values = (*(float(v) for v in sample.scale), float(two), active.sum(),
+            values = (*(float(v) for v in sample.scale), float(two), (g_ref != 0).sum(),
                       np.abs(own - grads[s]).max() / np.abs(grads[s]).max())
             for field, v in zip(_PER_STEP, values):
-                out[field][s, k] = v
+                per_step[field][s, k] = v
             if k == steps.size - 1 and not example[0].size:
-                example = _standardised(xi, active)
+                example = one["example"]
             bar.update()
     bar.close()
-    return NoiseMeasurements(steps, config.batch_size, m, int(ref.size), tuple(groups),
-                             example=example, **out)
+    sizes = np.array([idx.size for idx in groups.values()])
+    return NoiseMeasurements(steps, int(run.manifest["total_steps"]), config.batch_size, m,
+                             int(ref.size), tuple(groups), sizes, lit=lit, example=example,
+                             **out, **per_step)
+
+
+def _require_usable(run: store.Run) -> np.ndarray:
+    usable = usable_members(run)
+    if not usable.any():
+        raise NoUsableMembersError(
+            f"noise: all {usable.size} members of {run.path} diverged (NaN/inf); no gradient noise "
+            "left to analyse; rerun with a smaller --lr (or another --optimizer)")
+    return usable
 
 
 class NoiseResult(NamedTuple):
@@ -261,85 +490,241 @@ class NoiseResult(NamedTuple):
 def analyse(run: store.Run, settings: NoiseSettings, *, dataset=None, progress: bool = False
             ) -> NoiseResult:
     """Measure the noise (:func:`measure`) and the estimators' values on Gaussian samples of the
-    same sizes: ``gaussian[where][group] = {"n", "hill", "simsekli"}``."""
+    same sizes: ``gaussian["across_parameters"][group] = {"plain", "standardised"}`` and
+    ``gaussian["along_iterations"][group]`` (:func:`across_reference`, :func:`along_reference`).
+
+    Raises :class:`NoUsableMembersError` (a ValueError) when every member diverged."""
+    _require_usable(run)
     noise = measure(run, settings, dataset=dataset, progress=progress)
     gaussian: dict = {"across_parameters": {}, "along_iterations": {}}
     for gi, group in enumerate(noise.groups):
         sizes = noise.across_n[..., gi]
-        n_across = int(np.nanmax(sizes)) if np.isfinite(sizes).any() else 0
-        for where, n in (("across_parameters", n_across), ("along_iterations", noise.minibatches)):
-            h, b = gaussian_reference(n, centred=where == "along_iterations") if n >= 4 else (np.nan, np.nan)
-            gaussian[where][group] = {"n": n, "hill": h, "simsekli": b}
+        n_across = int(min(np.nanmax(sizes), settings.tail_sample)) if np.isfinite(sizes).any() else 0
+        along_count = int(np.nanmedian(sizes)) if np.isfinite(sizes).any() else 0
+        gaussian["across_parameters"][group] = (across_reference(noise.minibatches, n_across)
+                                                if n_across >= 4 else None)
+        gaussian["along_iterations"][group] = (along_reference(noise.minibatches, along_count)
+                                               if along_count >= 1 else None)
     return NoiseResult(run, settings, usable_members(run), noise, gaussian)
 
 
-_TAILS = {"across_parameters": ("across_hill", "across_simsekli"),
-          "along_iterations": ("along_hill", "along_simsekli")}
+# ---------------------------------------------------------------------------------------------------
+# summary and rules
+
+
+def window_steps(steps: np.ndarray, total_steps: int) -> dict[str, np.ndarray]:
+    """Window -> bool ``[K]`` over the noise steps: ``all``; ``early`` (step < total / 2);
+    ``late`` (step >= total / 2). Empty windows are left out."""
+    half = total_steps / 2
+    masks = {"all": np.ones(steps.size, bool), "early": steps < half, "late": steps >= half}
+    return {w: m for w, m in masks.items() if m.any()}
+
+
+def _per_member(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """x: ``[S, K, ...]`` -> ``[S, ...]`` mean over the window's noise steps (NaN steps skipped)."""
+    x = x[:, mask]
+    finite = np.isfinite(x)
+    total = np.where(finite, x, 0.0).sum(1)
+    return np.where(finite.any(1), total / np.maximum(finite.sum(1), 1), np.nan)
 
 
 def _by_step(x: np.ndarray) -> list:
     return [across_members(x[:, k]) for k in range(x.shape[1])]
 
 
-def _overall_per_member(x: np.ndarray) -> np.ndarray:
-    """x: ``[S, K]`` -> ``[S]`` mean over the noise steps (NaN steps skipped; NaN if none)."""
-    finite = np.isfinite(x)
-    total = np.where(finite, x, 0.0).sum(1)
-    return np.where(finite.any(1), total / np.maximum(finite.sum(1), 1), np.nan)
+def _below(s, ref: dict | None) -> bool:
+    """Whole interval of ``s`` more than MARGIN below the reference interval's lower end."""
+    return bool(ref is not None and np.isfinite(s.hi) and np.isfinite(ref["lo"])
+                and s.hi < ref["lo"] * (1 - MARGIN))
 
 
-def _overall(x: np.ndarray):
-    """Per member mean over the noise steps, then across members (:class:`MemberSummary`)."""
-    return across_members(_overall_per_member(x))
+def _above(s, ref: dict | None) -> bool:
+    return bool(ref is not None and np.isfinite(s.lo) and np.isfinite(ref["hi"])
+                and s.lo > ref["hi"] * (1 + MARGIN))
 
 
-def _compare(s, reference: float) -> str:
-    """The verdict of a tail-index summary against its Gaussian reference (:data:`GAUSSIAN_MARGIN`)."""
-    if not (np.isfinite(s.lo) and np.isfinite(reference)):
+def _compare(s, ref: dict | None) -> str:
+    if ref is None or not (np.isfinite(s.lo) and np.isfinite(ref["lo"])):
         return "undetermined"
-    if s.hi < reference * (1 - GAUSSIAN_MARGIN):
-        return "heavier-tailed than Gaussian samples of the same size"
-    if s.lo > reference * (1 + GAUSSIAN_MARGIN):
-        return "lighter-tailed than Gaussian samples of the same size"
-    return "close to Gaussian samples of the same size"
+    if _below(s, ref):
+        return "heavier than Gaussian"
+    if _above(s, ref):
+        return "lighter than Gaussian"
+    return "close to Gaussian"
+
+
+def pooled_noise_scale(trace: np.ndarray, grad_sq: np.ndarray, n_ref: int, *, seed: int = 0,
+                       resamples: int = 2000) -> dict:
+    """Ratio of means over members per step, ``mean tr(Sigma) / mean |G|^2`` (``[S, K]`` inputs),
+    with a 95% percentile bootstrap interval over members and a flag where ``n_ref < N_OVER_B x``
+    the ratio or the mean ``|G|^2`` is not positive."""
+    ok = np.isfinite(trace) & np.isfinite(grad_sq)
+    k_steps = trace.shape[1]
+    rng = np.random.default_rng(seed)
+    ratio, lo, hi, flag = (np.full(k_steps, np.nan) for _ in range(4))
+    for k in range(k_steps):
+        t, g = trace[ok[:, k], k], grad_sq[ok[:, k], k]
+        if not t.size:
+            continue
+        ratio[k] = t.mean() / g.mean() if g.mean() > 0 else np.nan
+        flag[k] = float(not (g.mean() > 0 and n_ref >= N_OVER_B * ratio[k]))
+        if t.size >= 2:
+            pick = rng.integers(0, t.size, (resamples, t.size))
+            tg = t[pick].mean(1), g[pick].mean(1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                boot = np.where(tg[1] > 0, tg[0] / tg[1], np.inf)
+            lo[k], hi[k] = np.quantile(boot, [0.025, 0.975], method="inverted_cdf")
+    return {"ratio": ratio, "lo": lo, "hi": np.where(np.isinf(hi), np.nan, hi),
+            "flagged": flag.astype(bool) & np.isfinite(flag), "n_reference": n_ref}
+
+
+def fraction_summary(x: np.ndarray):
+    """:func:`across_members` of per-member fractions ``[S, ...]``, the interval clipped to [0, 1]."""
+    m = across_members(x)
+    return m._replace(lo=np.clip(m.lo, 0.0, 1.0), hi=np.clip(m.hi, 0.0, 1.0))
+
+
+def _verdict_summary(fractions: np.ndarray) -> dict:
+    """``[S, 4]`` per-member fractions -> verdict -> MemberSummary (interval within [0, 1])."""
+    return {name: fraction_summary(fractions[:, i]) for i, name in enumerate(TAIL_VERDICTS)}
+
+
+def decide(group: dict, gaussian_across: dict | None, gaussian_along: dict | None) -> dict:
+    """The rules of the report applied to one group in one window (``group`` from :func:`summarise`)."""
+    across, along = group["across_parameters"], group["along_iterations"]
+    plain = gaussian_across["plain"]["simsekli"] if gaussian_across else None
+    std_ref = gaussian_across["standardised"]["simsekli"] if gaussian_across else None
+    diff = across["raw_minus_null"]["simsekli"]
+    null = across["null"]["simsekli"]
+    iv_std = across["verdicts"]["standardised"]["infinite-variance"]
+    iv_along = along["verdicts"]["infinite-variance"]
+    g_along = along["verdicts"]["gaussian"]
+    heavier_raw = _below(across["raw"]["simsekli"], plain)
+    beyond_scales = bool(np.isfinite(diff.hi) and np.isfinite(null.mean) and diff.hi < -MARGIN * null.mean)
+    std_heavier = _below(across["standardised"]["simsekli"], std_ref)
+    std_iv = bool(np.isfinite(iv_std.lo) and iv_std.lo > ALPHA)
+    along_iv = bool(np.isfinite(iv_along.lo) and iv_along.lo > ALPHA)
+    along_gauss = bool(np.isfinite(g_along.hi) and g_along.hi >= GAUSSIAN_ALONG)
+    no_iv = all(np.isfinite(s.hi) and s.hi <= ALPHA for s in (iv_std, iv_along))
+    simsekli = "supported" if (std_iv or along_iv) else ("not supported" if no_iv else "undetermined")
+    xie = "reproduced" if ((beyond_scales or std_heavier) and along_gauss) else "not reproduced"
+    return {"across_heavier_than_gaussian_uncontrolled": heavier_raw,
+            "across_heavier_than_scale_matched_gaussian": beyond_scales,
+            "across_standardised_heavier_than_gaussian": std_heavier,
+            "across_standardised_infinite_variance": std_iv,
+            "along_infinite_variance": along_iv, "along_gaussian": along_gauss,
+            "scale_heterogeneity_explains_across": heavier_raw and not beyond_scales and not std_heavier,
+            "simsekli_2019": simsekli, "xie_2023": xie}
 
 
 def summarise(result: NoiseResult) -> dict:
-    """The study's numbers (JSON-ready): tail indices per parameter group, noise scale by step."""
+    """The study's numbers (JSON-ready): per window and group the tail statistics with their Gaussian
+    references and the rules' decisions; the noise scale by step."""
     nz, run = result.noise, result.run
-    tails: dict = {}
-    for where, fields in _TAILS.items():
-        tails[where] = {}
-        for estimator, field in zip(("hill", "simsekli"), fields):
-            tails[where][estimator] = {}
-            for gi, group in enumerate(nz.groups):
-                x = getattr(nz, field)[..., gi]
-                overall = _overall(x)
-                ref = result.gaussian[where][group][estimator]
-                tails[where][estimator][group] = {
-                    "overall": overall, "by_step": _by_step(x), "gaussian_reference": ref,
-                    "verdict": _compare(overall, ref)}
+    windows = window_steps(nz.steps, nz.total_steps)
+    by_window: dict = {}
+    for w, mask in windows.items():
+        by_window[w] = {}
+        for gi, group in enumerate(nz.groups):
+            across = {kind: {est: across_members(_per_member(nz.across[kind][est][..., gi], mask))
+                             for est in ("hill", "simsekli")} for kind in ACROSS_KINDS}
+            across["raw_minus_null"] = {
+                est: across_members(_per_member(nz.across["raw"][est][..., gi] - nz.across["null"][est][..., gi],
+                                                mask)) for est in ("hill", "simsekli")}
+            across["verdicts"] = {kind: _verdict_summary(_per_member(nz.across_verdicts[kind][:, :, gi], mask))
+                                  for kind in ACROSS_KINDS}
+            along = {est: across_members(_per_member(nz.along[est][..., gi], mask)) for est in ("hill", "simsekli")}
+            along["verdicts"] = _verdict_summary(_per_member(nz.along_verdicts[:, :, gi], mask))
+            along["bh_non_gaussian"] = fraction_summary(_per_member(nz.along_bh[..., gi], mask))
+            entry = {"across_parameters": across, "along_iterations": along}
+            entry["decisions"] = decide(entry, result.gaussian["across_parameters"][group],
+                                        result.gaussian["along_iterations"][group])
+            by_window[w][group] = entry
+    by_step = {"across_raw_simsekli": {g: _by_step(nz.across["raw"]["simsekli"][..., gi]) for gi, g in enumerate(nz.groups)},
+               "across_null_simsekli": {g: _by_step(nz.across["null"]["simsekli"][..., gi])
+                                        for gi, g in enumerate(nz.groups)},
+               "across_standardised_simsekli": {g: _by_step(nz.across["standardised"]["simsekli"][..., gi])
+                                                for gi, g in enumerate(nz.groups)},
+               "along_gaussian_fraction": {g: [fraction_summary(nz.along_verdicts[:, k, gi, 0])
+                                               for k in range(nz.steps.size)] for gi, g in enumerate(nz.groups)},
+               "along_infinite_variance_fraction": {g: [fraction_summary(nz.along_verdicts[:, k, gi, 2])
+                                                        for k in range(nz.steps.size)]
+                                                    for gi, g in enumerate(nz.groups)}}
     scale = {name: {"by_step": _by_step(getattr(nz, name)), "first": across_members(getattr(nz, name)[:, 0]),
                     "last": across_members(getattr(nz, name)[:, -1])}
              for name in ("b_simple", "b_simple_two_batch", "trace_sigma", "grad_sq")}
-    heavy = {g: {w: tails[w]["simsekli"][g]["verdict"].startswith("heavier") for w in tails}
-             for g in nz.groups}
+    scale["pooled"] = pooled_noise_scale(nz.trace_sigma, nz.grad_sq, nz.reference, seed=run.config.base_seed % 2**32)
+    first_layer = next(g for g in nz.groups if g != "all")
+    strata = {g: int(nz.group_sizes[i]) for i, g in enumerate(nz.groups) if g.startswith(f"{first_layer} lit")}
+    lit_pixels = {label: int(((nz.lit >= lo) & (nz.lit < hi)).sum()) for label, lo, hi in LIT_STRATA}
     return {
         "experiment": EXPERIMENT, "run": str(run.path), "config": run.config.to_dict(),
         "settings": result.settings.to_dict(), "members": members_summary(result.usable),
-        "steps": nz.steps, "batch_size": nz.batch, "minibatches": nz.minibatches,
-        "reference_examples": nz.reference, "groups": list(nz.groups),
-        "active_parameters": _overall(nz.active),
+        "steps": nz.steps, "total_steps": nz.total_steps, "batch_size": nz.batch,
+        "minibatches": nz.minibatches, "reference_examples": nz.reference, "groups": list(nz.groups),
+        "group_sizes": dict(zip(nz.groups, nz.group_sizes.tolist())),
+        "windows": {w: [int(s) for s in nz.steps[m]] for w, m in windows.items()},
+        "stationarity": ("each noise step: M exchangeable minibatch draws at frozen weights (stationary "
+                         "by construction); across noise steps the distribution drifts (by_step), so "
+                         "window values are means over distinct distributions"),
+        "rules": rules(),
+        "pixel_strata": {"lit_fraction_bounds": [[lo, min(hi, 1.0)] for _, lo, hi in LIT_STRATA],
+                         "pixels": lit_pixels, "never_lit_pixels": int((nz.lit == 0).sum()),
+                         "parameters": strata},
+        "active_parameters": across_members(_per_member(nz.active, np.ones(nz.steps.size, bool))),
         "minibatch_check_max_relative_difference":
             float(np.nanmax(nz.check)) if np.isfinite(nz.check).any() else None,
         "test_accuracy": across_members(np.where(result.usable, run.final().test_accuracy, np.nan)),
-        "tail_index": tails, "gaussian_reference": result.gaussian,
-        "xie_2023_pattern": {g: {"heavy_across_parameters": h["across_parameters"],
-                                 "heavy_along_iterations": h["along_iterations"],
-                                 "reproduced": h["across_parameters"] and not h["along_iterations"]}
-                             for g, h in heavy.items()},
+        "scale_fallback_fraction": float(np.nanmean(nz.scale_fallback)) if np.isfinite(nz.scale_fallback).any() else None,
+        "tails": by_window, "by_step": by_step, "gaussian_reference": result.gaussian,
         "noise_scale": scale,
     }
+
+
+def rules() -> dict[str, str]:
+    """Every rule that turns a number into a sentence of the report."""
+    return {
+        "interval": "95% t-interval across members of each member's mean over the window's noise steps",
+        "heavier/lighter": (f"a tail index is heavier (lighter) than its Gaussian reference when its whole "
+                            f"interval lies more than {MARGIN:.0%} below the lower (above the upper) end of "
+                            "the reference interval (the central 95% of the same statistic on Gaussian "
+                            "samples of the same size); otherwise close to Gaussian"),
+        "across_heavier_than_gaussian_uncontrolled": ("raw block-sum index heavier than i.i.d. N(0, 1) "
+                                                      "samples (Simsekli et al.'s comparison, no control)"),
+        "across_heavier_than_scale_matched_gaussian": (
+            f"paired difference raw minus scale-matched Gaussian null (block sums) has its interval "
+            f"below -{MARGIN:.0%} of the null's mean"),
+        "across_standardised_heavier_than_gaussian": ("block-sum index of the per-parameter standardised "
+                                                      "noise heavier than Gaussian samples standardised "
+                                                      "the same way"),
+        "across_standardised_infinite_variance": (f"lower end of the fraction of minibatches whose "
+                                                  f"standardised sample tail_verdict calls infinite-"
+                                                  f"variance > {ALPHA} (the verdict's size)"),
+        "along_infinite_variance": (f"lower end of the fraction of parameters called infinite-variance "
+                                    f"along iterations > {ALPHA}"),
+        "along_gaussian": (f"upper end of the fraction of parameters called gaussian along iterations "
+                           f">= {GAUSSIAN_ALONG:.2f} (Gaussian data: {1 - ALPHA:.2f})"),
+        "scale_heterogeneity_explains_across": ("uncontrolled comparison heavier, but neither the "
+                                                "scale-matched nor the standardised one"),
+        "simsekli_2019": ("supported if across (standardised) or along infinite variance holds; not "
+                          f"supported if both fractions' upper ends are <= {ALPHA}; else undetermined"),
+        "xie_2023": ("reproduced if the across-parameter tail is heavier than Gaussian beyond scale "
+                     "heterogeneity (scale-matched or standardised) and along iterations is Gaussian"),
+        "b_simple": (f"ratio of means over members, mean tr(Sigma) / mean |G|^2, with a bootstrap 95% "
+                     f"interval over members; a step is flagged when the reference subset n < "
+                     f"{N_OVER_B} x B_simple or mean |G|^2 <= 0 (the per-member ratio is then "
+                     "dominated by the noise of the |G|^2 estimate)"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# figures and report
+
+
+def _log_if_positive(ax, values) -> None:
+    v = np.asarray(values, np.float64)
+    if np.any(np.isfinite(v) & (v > 0)):
+        ax.set_yscale("log")
 
 
 def figures(result: NoiseResult, folder: Path) -> dict[str, str]:
@@ -347,148 +732,244 @@ def figures(result: NoiseResult, folder: Path) -> dict[str, str]:
     nz = result.noise
     steps = nz.steps
     captions = {}
+    all_gi = nz.groups.index("all")
     with plots.paper_style():
         fig, axes = plots.subplots(1, 2, width="double", height=2.4)
-        for ax, (e, estimator) in zip(axes, enumerate(("hill", "simsekli"))):
-            for i, (where, fields) in enumerate(_TAILS.items()):
-                m = across_members(getattr(nz, fields[e])[..., 0])
-                line, _ = plots.plot_band(ax, steps, m.mean, m.lo, m.hi, label=where.replace("_", " "),
-                                          color=plots.PALETTE[i])
-                ref = result.gaussian[where]["all"]
-                ax.axhline(ref[estimator], color=line.get_color(), linestyle=":", linewidth=0.8,
+        series = [("across, raw", nz.across["raw"]), ("across, scale-matched Gaussian", nz.across["null"]),
+                  ("across, standardised", nz.across["standardised"]), ("along iterations", nz.along)]
+        for ax, estimator in zip(axes, ("hill", "simsekli")):
+            for i, (label, values) in enumerate(series):
+                m = across_members(values[estimator][..., all_gi])
+                plots.plot_band(ax, steps, m.mean, m.lo, m.hi, label=label, color=plots.PALETTE[i])
+            ref = result.gaussian["along_iterations"]["all"]
+            if ref is not None:
+                ax.axhline(ref[estimator]["median"], color=plots.PALETTE[3], linestyle=":", linewidth=0.8,
                            label=f"Gaussian, n={ref['n']}")
             ax.set(xlabel="training step", ylabel=f"tail index alpha ({estimator})",
                    title="Hill (k = sqrt n)" if estimator == "hill" else "block sums (Simsekli et al.)")
-        axes[0].legend()
+        axes[0].legend(fontsize="x-small")
         plots.save_figure(fig, folder, "tail_index")
-        captions["tail_index"] = ("Tail index of minibatch gradient noise of all parameters, across "
-                                  "parameters and along iterations; mean and 95% t-interval across "
-                                  "members; dotted: the same estimator on Gaussian samples of the same size")
+        captions["tail_index"] = ("Tail index of the minibatch gradient noise of all parameters: across "
+                                  "parameters (raw, its scale-matched Gaussian null, standardised per "
+                                  "parameter) and along iterations; mean and 95% t-interval across "
+                                  "members; dotted: Gaussian samples of the along-iteration size")
 
-        fig, axes = plots.subplots(1, 2, width="double", height=2.4)
+        fig, axes = plots.subplots(1, 2, width="double", height=2.6)
         x = np.arange(len(nz.groups))
-        for ax, (e, estimator) in zip(axes, enumerate(("hill", "simsekli"))):
-            for i, (where, fields) in enumerate(_TAILS.items()):
-                values = getattr(nz, fields[e])
-                m = across_members(np.stack([_overall_per_member(values[..., g]) for g in x], axis=1))
-                offset = (i - 0.5) * 0.3
+        whole = np.ones(steps.size, bool)
+        for ax, estimator in zip(axes, ("hill", "simsekli")):
+            for i, (label, values) in enumerate(series):
+                m = across_members(np.stack([_per_member(values[estimator][..., g], whole) for g in x], axis=1))
+                offset = (i - 1.5) * 0.18
                 ax.errorbar(x + offset, m.mean, yerr=[m.mean - m.lo, m.hi - m.mean], fmt="o", capsize=2,
-                            color=plots.PALETTE[i], label=where.replace("_", " "))
-                ref = [result.gaussian[where][g][estimator] for g in nz.groups]
-                ax.plot(x + offset, ref, "_", color=plots.PALETTE[i], markersize=10,
-                        label=f"Gaussian ({where.split('_')[0]})")
-            ax.set(xticks=x, xticklabels=nz.groups, ylabel=f"tail index alpha ({estimator})")
-        axes[0].legend()
+                            markersize=3, color=plots.PALETTE[i], label=label)
+            refs = [result.gaussian["along_iterations"][g] for g in nz.groups]
+            ax.plot(x + 1.5 * 0.18, [r[estimator]["median"] if r else np.nan for r in refs], "_",
+                    color=plots.PALETTE[3], markersize=10, label="Gaussian (along)")
+            ax.set(xticks=x, ylabel=f"tail index alpha ({estimator})")
+            ax.set_xticklabels(nz.groups, rotation=30, ha="right", fontsize="x-small")
+        axes[0].legend(fontsize="x-small")
         plots.save_figure(fig, folder, "tail_by_layer")
-        captions["tail_by_layer"] = ("Tail index per parameter group, averaged over the noise steps; mean "
-                                     "and 95% t-interval across members; bars: Gaussian samples of the "
-                                     "same size")
+        captions["tail_by_layer"] = ("Tail index per parameter group (first-layer weights also by how often "
+                                     "their pixel is lit), mean over the noise steps; mean and 95% "
+                                     "t-interval across members; bars: Gaussian samples along iterations")
 
         fig, axes = plots.subplots(1, 2, width="double", height=2.4)
-        for i, (name, label) in enumerate((("b_simple", "per-example"), ("b_simple_two_batch", "two-batch"))):
+        pooled = pooled_noise_scale(nz.trace_sigma, nz.grad_sq, nz.reference, seed=0)
+        plotted = []
+        for i, (name, label) in enumerate((("b_simple", "per member"), ("b_simple_two_batch", "two-batch"))):
             m = across_members(getattr(nz, name))
             plots.plot_band(axes[0], steps, m.mean, m.lo, m.hi, label=label, color=plots.PALETTE[i])
+            plotted.append(m.mean)
+        plots.plot_band(axes[0], steps, pooled["ratio"], pooled["lo"], pooled["hi"], label="ratio of means",
+                        color=plots.PALETTE[2])
         axes[0].axhline(nz.batch, color="k", linestyle="--", linewidth=0.8, label=f"batch size {nz.batch}")
-        axes[0].set(xlabel="training step", ylabel="B_simple = tr(Sigma) / |G|^2", yscale="log")
-        axes[0].legend()
+        axes[0].set(xlabel="training step", ylabel="B_simple = tr(Sigma) / |G|^2")
+        _log_if_positive(axes[0], np.concatenate([*plotted, pooled["ratio"]]))
+        axes[0].legend(fontsize="x-small")
+        plotted = []
         for i, (name, label) in enumerate((("trace_sigma", "tr(Sigma)"), ("grad_sq", "|G|^2"))):
             m = across_members(getattr(nz, name))
-            plots.plot_band(axes[1], steps, m.mean, m.lo, m.hi, label=label, color=plots.PALETTE[i + 2])
-        axes[1].set(xlabel="training step", ylabel="per-example noise / signal power", yscale="log")
-        axes[1].legend()
+            plots.plot_band(axes[1], steps, m.mean, m.lo, m.hi, label=label, color=plots.PALETTE[i + 3])
+            plotted.append(m.mean)
+        axes[1].set(xlabel="training step", ylabel="per-example noise / signal power")
+        _log_if_positive(axes[1], np.concatenate(plotted))
+        axes[1].legend(fontsize="x-small")
         plots.save_figure(fig, folder, "noise_scale")
         captions["noise_scale"] = ("Gradient noise scale B_simple over training (McCandlish et al. 2018): "
-                                   "per-example estimate on the reference subset and two-batch estimate; "
-                                   "mean and 95% t-interval across members")
+                                   "per-member estimate on the reference subset (mean and 95% t-interval), "
+                                   "ratio of the means over members (bootstrap interval) and the two-batch "
+                                   "estimate")
 
-        across, along = nz.example
-        if across.size and along.size:
+        across, standardised, along = nz.example
+        if across.size and along.size and np.isfinite(standardised).any():
             fig, ax = plots.subplots(width="single", height=2.4)
-            plots.hist_compare(ax, across, along, labels=("across parameters", "along iterations"), bins=80)
+            standardised = standardised[np.isfinite(standardised)]
+            plots.hist_compare(ax, across, standardised, labels=("across parameters, raw / sd",
+                                                                 "across, standardised per parameter"), bins=80)
             grid = np.linspace(min(across.min(), along.min()), max(across.max(), along.max()), 400)
             ax.plot(grid, np.exp(-grid**2 / 2) / np.sqrt(2 * np.pi), "k--", linewidth=0.8, label="N(0, 1)")
             ax.set(yscale="log", xlabel="standardised gradient noise", ylabel="density",
                    ylim=(0.5 / across.size, None))
-            ax.legend()
+            ax.legend(fontsize="x-small")
             plots.save_figure(fig, folder, "noise_distribution")
             captions["noise_distribution"] = (
-                f"Standardised gradient noise at step {int(steps[-1])} (first usable member): one "
-                "minibatch's noise over parameters, and each parameter's noise over minibatches")
+                f"Gradient noise at step {int(steps[-1])} (first usable member), one minibatch over "
+                "parameters: divided by its overall sd, and standardised per parameter by each "
+                "parameter's robust scale")
     return captions
 
 
+def _ref_text(ref: dict | None, estimator: str) -> str:
+    if not ref:
+        return "—"
+    r = ref[estimator]
+    return f"{fmt(r['median'])} [{fmt(r['lo'])}, {fmt(r['hi'])}]"
+
+
+def _ref_verdict(ref: dict | None, kind: str, verdict: str = "infinite-variance"):
+    return ref[kind].get("verdicts", {}).get(verdict) if ref else None
+
+
+def _yes(v: bool) -> str:
+    return "yes" if v else "no"
+
+
 def report(result: NoiseResult, summary: dict, captions: dict, command: str | None) -> Report:
-    """The markdown report of the study."""
-    members, tails, scale = summary["members"], summary["tail_index"], summary["noise_scale"]
+    """The markdown report of the study: every sentence follows from a number by a rule in "Rules"."""
+    members, tails, scale = summary["members"], summary["tails"], summary["noise_scale"]
     last = int(summary["steps"][-1])
+    windows = summary["windows"]
     rep = Report("Minibatch gradient noise: tails and noise scale")
-    rep.text(f"{members['used']} of {members['total']} members analysed ({members['diverged']} diverged "
-             f"and excluded). At {len(summary['steps'])} steps (0 to {last}) the noise is rebuilt from "
-             f"the recorded parameters: gradients of the member's next {summary['minibatches']} "
+    diverged = (f"{members['diverged']} diverged (NaN/inf) and excluded: members {members['diverged_ids']}"
+                if members["diverged"] else "none diverged")
+    rep.text(f"{members['used']} of {members['total']} members analysed ({diverged}). At "
+             f"{len(summary['steps'])} steps (0 to {last} of {summary['total_steps']}) the noise is rebuilt "
+             f"from the recorded parameters: gradients of the member's next {summary['minibatches']} "
              f"minibatches of {summary['batch_size']} at the frozen weights, minus the mean gradient "
-             f"over a fixed subset of {summary['reference_examples']} training examples. Rebuilt "
-             f"minibatch gradients reproduce the trainer's recorded ones to "
+             f"over a fixed subset of {summary['reference_examples']} training examples, centred per "
+             f"parameter. Rebuilt minibatch gradients reproduce the trainer's recorded ones to "
              f"{fmt(summary['minibatch_check_max_relative_difference'], 2)} (max relative difference). "
              f"Parameters with a nonzero reference gradient: {fmt_ci(summary['active_parameters'])}. "
-             f"Test accuracy {fmt_ci(summary['test_accuracy'])}. Intervals are 95% t-intervals "
-             "across members; tail indices are averaged over the noise steps per member first.")
+             f"Test accuracy {fmt_ci(summary['test_accuracy'])}.")
+    rep.text("**Windows.** " + "; ".join(f"{w}: noise steps {', '.join(map(str, s))}" for w, s in windows.items())
+             + f" (early: step < {summary['total_steps'] / 2:g}, late: step >= {summary['total_steps'] / 2:g}). "
+             "**Stationarity.** Each noise step is a sample of M exchangeable minibatch draws at frozen "
+             "weights, stationary by construction; across noise steps the distribution drifts (see the "
+             "table over training), so a window's value is a mean over distinct distributions, not one "
+             "stationary process.")
+    rep.section("Rules")
+    rep.bullets(f"**{name}**: {text}" for name, text in summary["rules"].items())
     rep.section("Findings")
     bullets = []
-    for where, by_estimator in tails.items():
-        text = "; ".join(f"{est} alpha {fmt_ci(d['all']['overall'])} (Gaussian samples: "
-                         f"{fmt(d['all']['gaussian_reference'])}), {d['all']['verdict']}"
-                         for est, d in by_estimator.items())
-        bullets.append(f"All parameters, {where.replace('_', ' ')}: {text}.")
-    xie = summary["xie_2023_pattern"]
-    yes = [g for g, v in xie.items() if v["reproduced"]]
-    no = [f"{g} (heavy across: {'yes' if v['heavy_across_parameters'] else 'no'}, heavy along: "
-          f"{'yes' if v['heavy_along_iterations'] else 'no'})" for g, v in xie.items() if not v["reproduced"]]
-    bullets.append(
-        "Xie et al. (2023) find heavy tails across parameters but not along iterations. By the "
-        "block-sum estimator against its Gaussian reference, this pattern holds for: "
-        f"{', '.join(yes) or 'no group'}; not for: {', '.join(no) or 'no group'}.")
-    bullets.append(f"B_simple (per-example) {fmt_ci(scale['b_simple']['first'])} at step 0 and "
-                   f"{fmt_ci(scale['b_simple']['last'])} at step {last} (batch size "
-                   f"{summary['batch_size']}); two-batch estimate "
-                   f"{fmt_ci(scale['b_simple_two_batch']['first'])} and "
-                   f"{fmt_ci(scale['b_simple_two_batch']['last'])}.")
+    w_all = tails["all"]
+    for group in summary["groups"]:
+        d = w_all[group]["decisions"]
+        a = w_all[group]["across_parameters"]
+        al = w_all[group]["along_iterations"]
+        sentences = []
+        if d["scale_heterogeneity_explains_across"]:
+            sentences.append("across parameters the raw tail is heavier than i.i.d. Gaussian samples, but "
+                             "not heavier than a Gaussian with each parameter's own scale (raw minus null "
+                             f"{fmt_ci(a['raw_minus_null']['simsekli'])}) nor after standardisation: scale "
+                             "heterogeneity explains it")
+        elif d["across_heavier_than_scale_matched_gaussian"] or d["across_standardised_heavier_than_gaussian"]:
+            sentences.append("across parameters the tail is heavier than Gaussian beyond scale heterogeneity "
+                             f"(raw minus scale-matched null {fmt_ci(a['raw_minus_null']['simsekli'])}; "
+                             f"standardised {fmt_ci(a['standardised']['simsekli'])})")
+        else:
+            sentences.append("across parameters the tail is not heavier than Gaussian by any comparison "
+                             f"(raw minus null {fmt_ci(a['raw_minus_null']['simsekli'])})")
+        g, iv = al["verdicts"]["gaussian"], al["verdicts"]["infinite-variance"]
+        sentences.append(f"along iterations {pct(g.mean)} of parameters are called gaussian "
+                         f"[{pct(g.lo)}, {pct(g.hi)}] and {pct(iv.mean)} infinite-variance "
+                         f"[{pct(iv.lo)}, {pct(iv.hi)}]: "
+                         + ("Gaussian" if d["along_gaussian"] else "not Gaussian")
+                         + (", with infinite variance" if d["along_infinite_variance"] else ""))
+        sentences.append(f"Simsekli et al. (2019) {d['simsekli_2019']}; Xie et al. (2023) {d['xie_2023']}")
+        bullets.append(f"**{group}** (window all): " + "; ".join(sentences) + ".")
+    pooled = scale["pooled"]
+    flagged = [int(s) for s, f in zip(summary["steps"], pooled["flagged"]) if f]
+    bullets.append(f"B_simple as the ratio of means over members: {fmt(pooled['ratio'][0])} "
+                   f"[{fmt(pooled['lo'][0])}, {fmt(pooled['hi'][0])}] at step 0 and {fmt(pooled['ratio'][-1])} "
+                   f"[{fmt(pooled['lo'][-1])}, {fmt(pooled['hi'][-1])}] at step {last} (batch size "
+                   f"{summary['batch_size']}); steps where n = {summary['reference_examples']} is not >> "
+                   f"B_simple (rule b_simple): {', '.join(map(str, flagged)) or 'none'}.")
     rep.bullets(bullets)
-    rep.section("Tail index by parameter group")
-    header = ["group", "where", "Hill", "Hill, Gaussian", "block sums", "block sums, Gaussian",
-              "verdict (block sums)"]
-    rows = [[group, where.replace("_", " "), fmt_ci(tails[where]["hill"][group]["overall"]),
-             fmt(tails[where]["hill"][group]["gaussian_reference"]),
-             fmt_ci(tails[where]["simsekli"][group]["overall"]),
-             fmt(tails[where]["simsekli"][group]["gaussian_reference"]),
-             tails[where]["simsekli"][group]["verdict"]]
-            for group in summary["groups"] for where in _TAILS]
+    rep.section("Simsekli et al. (2019) vs Xie et al. (2023), by window")
+    header = ["window", "group", "heavier (uncontrolled)", "heavier than scale-matched", "standardised heavier",
+              "standardised inf. var.", "along inf. var.", "along Gaussian", "Simsekli 2019", "Xie 2023"]
+    keys = ["across_heavier_than_gaussian_uncontrolled", "across_heavier_than_scale_matched_gaussian",
+            "across_standardised_heavier_than_gaussian", "across_standardised_infinite_variance",
+            "along_infinite_variance", "along_gaussian"]
+    rows = [[w, group, *[_yes(tails[w][group]["decisions"][k]) for k in keys],
+             tails[w][group]["decisions"]["simsekli_2019"], tails[w][group]["decisions"]["xie_2023"]]
+            for w in windows for group in summary["groups"]]
     rep.table(header, rows)
-    g = summary["gaussian_reference"]
-    rep.text(f"Across parameters the sample is at most {result.settings.tail_sample} parameters with a "
-             f"nonzero reference gradient (n per group in the Gaussian columns: "
-             + ", ".join(f"{k} {v['n']}" for k, v in g["across_parameters"].items())
-             + f"); along iterations n = {summary['minibatches']} minibatches, each parameter's noise "
-             "centred by its mean over them (the reference gradient is not the full-data one). Each "
-             "estimate is a median (over "
-             "minibatches across parameters, over parameters along iterations); Gaussian references are "
-             f"medians over at least 256 standard normal samples of the same size (Hill's estimate "
-             "grows with n for light tails; the block-sum estimate is near 2). A verdict calls a tail "
-             f"index heavier (lighter) than Gaussian when its whole interval lies more than "
-             f"{GAUSSIAN_MARGIN:.0%} below (above) the reference, close to Gaussian otherwise.")
+    rep.section("Across parameters (window all, block sums)")
+    g_ref = summary["gaussian_reference"]
+    header = ["group", "n", "raw", "scale-matched null", "raw - null", "i.i.d. Gaussian", "standardised",
+              "Gaussian, standardised", "inf. var. (raw / null / std)"]
+    rows = []
+    for group in summary["groups"]:
+        a, ref = w_all[group]["across_parameters"], g_ref["across_parameters"][group]
+        ivs = " / ".join(pct(a["verdicts"][k]["infinite-variance"].mean) for k in ACROSS_KINDS)
+        rows.append([group, ref["plain"]["n"] if ref else "—", fmt_ci(a["raw"]["simsekli"]),
+                     fmt_ci(a["null"]["simsekli"]), fmt_ci(a["raw_minus_null"]["simsekli"]),
+                     _ref_text(ref["plain"] if ref else None, "simsekli"), fmt_ci(a["standardised"]["simsekli"]),
+                     _ref_text(ref["standardised"] if ref else None, "simsekli"), ivs])
+    rep.table(header, rows)
+    strata = summary["pixel_strata"]
+    rep.text(f"n: parameters in the across sample (at most {result.settings.tail_sample} with a nonzero "
+             "reference gradient). Gaussian references: median and central 95% of the same statistic "
+             "(the median over minibatches of the block-sum index) on Gaussian samples of the same size. "
+             "Scale-matched null: each sampled parameter Gaussian with its own robust scale (MAD / 0.6745 "
+             "over the minibatches; the sd where the MAD is 0, for "
+             f"{pct(summary['scale_fallback_fraction'])} of the sampled parameters), one replicate per "
+             "member and step, compared paired. inf. var.: fraction of the first "
+             f"{VERDICT_MINIBATCHES} minibatches whose sample tail_verdict calls infinite-variance. Pixel "
+             f"strata: {', '.join(f'{k}: {v} pixels' for k, v in strata['pixels'].items())} "
+             f"({strata['never_lit_pixels']} never lit, whose weights have no gradient). Gaussian samples "
+             "standardised the same way are called infinite-variance in "
+             f"{pct(_ref_verdict(g_ref['across_parameters'].get('all'), 'standardised'))} of minibatches, "
+             "i.i.d. N(0, 1) samples in "
+             f"{pct(_ref_verdict(g_ref['across_parameters'].get('all'), 'plain'))} (group all).")
+    rep.section("Along iterations (window all)")
+    header = ["group", "parameters", "Hill", "Hill, Gaussian", "block sums", "block sums, Gaussian",
+              "gaussian", "heavy-tailed", "infinite-variance", "inconclusive", "non-Gaussian (BH)"]
+    rows = []
+    for group in summary["groups"]:
+        al, ref = w_all[group]["along_iterations"], g_ref["along_iterations"][group]
+        rows.append([group, summary["group_sizes"][group], fmt_ci(al["hill"]), _ref_text(ref, "hill"),
+                     fmt_ci(al["simsekli"]), _ref_text(ref, "simsekli"),
+                     *[fmt_ci(al["verdicts"][v], 2) for v in TAIL_VERDICTS], fmt_ci(al["bh_non_gaussian"], 2)])
+    rep.table(header, rows)
+    ref_all = g_ref["along_iterations"].get("all")
+    rep.text(f"Along iterations n = {summary['minibatches']} minibatches per parameter, centred. Verdict "
+             f"columns: fraction of the group's active parameters per tail_verdict (Gaussian series of "
+             f"this length: " + (", ".join(f"{k} {pct(v)}" for k, v in ref_all["verdicts"].items())
+                                 if ref_all and ref_all["verdicts"] else "—")
+             + "). BH: fraction whose normality test is rejected under Benjamini-Hochberg at FDR 5% "
+             "within the group.")
     rep.figure("tail_by_layer", captions["tail_by_layer"])
-    rep.section("Tail index over training (all parameters)")
-    header = ["step", "across: Hill", "across: block sums", "along: Hill", "along: block sums"]
-    rows = [[int(step), *[fmt_ci(tails[w][e]["all"]["by_step"][k])
-                          for w in _TAILS for e in ("hill", "simsekli")]]
+    rep.section("Tail index over training (all parameters, block sums)")
+    header = ["step", "across: raw", "across: null", "across: standardised", "along: gaussian fraction",
+              "along: inf. var. fraction"]
+    bs = summary["by_step"]
+    rows = [[int(step), fmt_ci(bs["across_raw_simsekli"]["all"][k]), fmt_ci(bs["across_null_simsekli"]["all"][k]),
+             fmt_ci(bs["across_standardised_simsekli"]["all"][k]), fmt_ci(bs["along_gaussian_fraction"]["all"][k], 2),
+             fmt_ci(bs["along_infinite_variance_fraction"]["all"][k], 2)]
             for k, step in enumerate(summary["steps"])]
     rep.table(header, rows)
     rep.figure("tail_index", captions["tail_index"])
     if "noise_distribution" in captions:
         rep.figure("noise_distribution", captions["noise_distribution"])
     rep.section("Gradient noise scale")
-    header = ["step", "B_simple (per-example)", "B_simple (two-batch)", "tr(Sigma)", "|G|^2"]
-    rows = [[int(step), *[fmt_ci(scale[n]["by_step"][k])
-                          for n in ("b_simple", "b_simple_two_batch", "trace_sigma", "grad_sq")]]
+    header = ["step", "B_simple (ratio of means)", "n >> B_simple", "B_simple (per member)",
+              "B_simple (two-batch)", "tr(Sigma)", "|G|^2"]
+    rows = [[int(step), f"{fmt(pooled['ratio'][k])} [{fmt(pooled['lo'][k])}, {fmt(pooled['hi'][k])}]",
+             "no (flagged)" if pooled["flagged"][k] else "yes",
+             *[fmt_ci(scale[n]["by_step"][k]) for n in ("b_simple", "b_simple_two_batch", "trace_sigma", "grad_sq")]]
             for k, step in enumerate(summary["steps"])]
     rep.table(header, rows)
     rep.figure("noise_scale", captions["noise_scale"])
@@ -501,7 +982,10 @@ def run_study(config: TrainConfig, settings: NoiseSettings, out, *, resume: bool
               overwrite: bool = False, command: str | None = None, progress: bool = True,
               dataset=None) -> Path:
     """Train and record (or reuse) the ensemble in ``out``, measure its gradient noise and write
-    ``summary.json``, ``report.md`` and ``figures/``; returns ``out``."""
+    ``summary.json``, ``report.md`` and ``figures/``; returns ``out``.
+
+    Raises :class:`NoUsableMembersError` (a ValueError: one line, no traceback from the CLI) when
+    every member diverged."""
     out = Path(out)
     data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
     probes = settings.probes(config, int(data.train_labels.shape[0]))
