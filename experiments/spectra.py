@@ -1,5 +1,5 @@
-"""Parameter updates as time series: ACF and Welch PSD per layer, spectral slope, smooth vs jittery,
-ADF/KPSS by phase with Benjamini-Hochberg control (section 4 of the RVSP study).
+"""Parameter updates as time series: ACF and Welch PSD per layer, spectral shape (white vs Lorentzian vs
+power law by AIC), smooth vs jittery, ADF/KPSS by phase with Benjamini-Hochberg control (section 4).
 
     python -m experiments.spectra                      # 32 members, 4,000 SGD steps (~25 s, 2 cores)
     python -m experiments.spectra --seeds 64 --steps 6000 --probe-index 32 --optimizer adam --lr 1e-3
@@ -7,7 +7,8 @@ ADF/KPSS by phase with Benjamini-Hochberg control (section 4 of the RVSP study).
 
 Every training flag of :class:`rvsp_jax.config.TrainConfig`, the analysis flags of
 :class:`rvsp_jax.studies.spectra.SpectraSettings`, and --out/--resume/--overwrite/--devices. Writes
-the run folder (manifest, recorded updates), summary.json, report.md and figures/.
+the run folder (manifest, recorded updates), summary.json, report.md and figures/. The report states
+the analysed window, whether it is stationary, and the rule behind every sentence.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import pytest
 
 from experiments.spectra import main
 from rvsp_jax.analysis import STATIONARITY_VERDICTS
+from rvsp_jax.analysis.spectral import SHAPE_VERDICTS
 from rvsp_jax.studies.spectra import (
     layer_groups, layer_of, measure_layers, normalised_psd, phase_bounds, phase_verdicts,
     layer_verdict_fractions)
@@ -65,6 +66,35 @@ def test_summary_holds_finite_numbers_with_intervals_and_verdict_counts(study):
         for kind in ("raw", "fdr_bh"):
             for layer, v in phase[kind].items():
                 assert sum(v["counts"].values()) == 3 * 4 and set(v["counts"]) == set(STATIONARITY_VERDICTS)
+
+
+def test_the_report_states_its_window_shape_fits_and_rules(study):
+    summary = json.loads((study / "summary.json").read_text())
+    w = summary["analysed_window"]
+    assert w["steps"] == [24, 96] and isinstance(w["accepted"], bool)
+    assert 0 <= w["pooled_stationary_fraction"] <= 1
+    assert w["accepted"] == (w["pooled_stationary_fraction"] >= w["stationary_accept"]
+                             and w["pooled_variance_drift"] <= w["drift_accept"])
+    assert set(summary["rules"]) >= {"shape", "stationary_window", "smooth_jittery"}
+    for layer, d in summary["layers"].items():
+        sh = d["spectral_shape"]
+        assert set(sh["fractions"]) == set(SHAPE_VERDICTS)
+        assert sum(f["mean"] for f in sh["fractions"].values()) == pytest.approx(1)
+        assert all(0 <= f["lo"] <= f["hi"] <= 1 for f in sh["fractions"].values())
+        assert -1 < sh["phi"]["mean"] < 1 and "AIC" in sh["criterion"]
+        assert d["slope_fit_range"] == [pytest.approx(1 / 32), 0.5] and d["spectral_slope_r2"]["n"] == 3
+    report = (study / "report.md").read_text()
+    for text in ("Analysed window: steps 24-96", "by the rule", "## Rules", "Whittle", "AIC",
+                 "3 of 3 members analysed (0 diverged"):
+        assert text in report, text
+
+
+def test_a_run_whose_members_all_diverge_is_refused_in_one_line(tmp_path):
+    """ReLU at lr 1e6 overflows within two steps: the study stops with one line naming the remedy
+    (the command line prints it as 'error: ...' without a traceback)."""
+    with pytest.raises(SystemExit, match=r"error: every member of .* diverged \(2 of 2.*lower --lr"):
+        main(["--seeds", "2", "--steps", "24", "--chunk", "24", "--probe-index", "1", "--nperseg", "8",
+              "--nlags", "4", "--activation", "relu", "--lr", "1e6", "--out", str(tmp_path / "x")])
 
 
 def test_resume_reuses_the_recording_and_redoes_the_analysis_and_refuses_to_overwrite(study, capsys):
@@ -126,6 +156,12 @@ def test_measure_layers_recovers_ar1_correlation_and_smooth_vs_jittery():
     df = sp.freqs[1] - sp.freqs[0]
     np.testing.assert_allclose(sp.psd[:3].sum(-1) * df, 1.0, rtol=1e-12)
     assert (sp.slope[:3, 0] > 0.3).all() and (sp.slope[:3, 1] < 0).all()
+    # the slope is not 0, yet the spectral shape is Lorentzian (AR(1)), not a power law
+    lorentzian = SHAPE_VERDICTS.index("lorentzian")
+    np.testing.assert_array_equal(sp.shape[:3, :, lorentzian], [[1, 1]] * 3)
+    np.testing.assert_allclose(sp.shape_phi[:3], [[0.7, -0.5]] * 3, atol=0.03)
+    assert (sp.shape_delta_aic[:3] < -10).all() and np.isnan(sp.shape[3]).all()
+    assert (sp.slope_r2[:3] > 0).all()
 
 
 def test_white_noise_is_flat_and_rarely_rejected():

@@ -712,19 +712,15 @@ def spectral_flatness(psd, *, drop_dc: bool = True) -> np.ndarray:
 
 _PHI_GRID = np.tanh(np.linspace(-5.0, 5.0, 501))  # |phi| up to 0.99991, dense near +-1
 _BETA_GRID = np.linspace(-2.0, 5.0, 351)
-_GRID_BLOCK = 32
 
 
-def _profile_nll(p: np.ndarray, w: np.ndarray, log_g: np.ndarray) -> np.ndarray:
-    """Whittle NLL per bin-count unit of ``S = c / g`` with c profiled out, for every grid row of
-    ``log_g: [G, F]``: ``n log(mean(p g)) - sum(log g) + n`` -> ``[..., G]`` (w: bin weights)."""
-    n = w.sum(axis=-1, keepdims=True)
-    out = []
-    for lo in range(0, log_g.shape[0], _GRID_BLOCK):
-        lg = log_g[lo:lo + _GRID_BLOCK]  # [g, F]
-        c = (p[..., None, :] * np.exp(lg) * w[..., None, :]).sum(axis=-1) / n  # [..., g]
-        out.append(n * np.log(c) - (lg * w[..., None, :]).sum(axis=-1) + n)
-    return np.concatenate(out, axis=-1)
+def _profile_nll(p: np.ndarray, log_g: np.ndarray) -> np.ndarray:
+    """Whittle NLL of ``S = c / g`` with the scale c profiled out, for every grid row of
+    ``log_g: [G, F]``: ``F log(mean_f(p g)) - sum_f log g + F`` -> ``[N, G]`` for ``p: [N, F]``
+    (one matrix product)."""
+    n = float(p.shape[-1])
+    c = p @ np.exp(log_g).T / n
+    return n * np.log(c) - log_g.sum(axis=-1) + n
 
 
 def _refine(grid: np.ndarray, nll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -778,15 +774,14 @@ def spectral_shape(freqs, psd, *, fs: float = 1.0, dof: float = 2.0, band=None,
     p = p.reshape(-1, f.size)
     bad = np.isnan(p).any(axis=-1) | ~(np.nan_to_num(p).sum(axis=-1) > 0)
     p = np.where(bad[:, None], 1.0, p)
-    w = np.ones_like(p)
     n = float(f.size)
     s2 = np.sin(np.pi * f / fs) ** 2
     log_g_phi = np.log((1.0 - _PHI_GRID[:, None]) ** 2 + 4.0 * _PHI_GRID[:, None] * s2)  # [G, F]
     log_g_beta = _BETA_GRID[:, None] * np.log(f / fs)[None, :]  # S = c f^-beta <=> g = f^beta
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         nll_white = n * np.log(p.mean(axis=-1)) + n
-        phi, nll_lor = _refine(_PHI_GRID, _profile_nll(p, w, log_g_phi))
-        beta, nll_pow = _refine(_BETA_GRID, _profile_nll(p, w, log_g_beta))
+        phi, nll_lor = _refine(_PHI_GRID, _profile_nll(p, log_g_phi))
+        beta, nll_pow = _refine(_BETA_GRID, _profile_nll(p, log_g_beta))
     scale = dof / 2.0
     aic = np.stack([2 * 1 + 2 * scale * nll_white, 2 * 2 + 2 * scale * nll_lor,
                     2 * 2 + 2 * scale * nll_pow], axis=-1)

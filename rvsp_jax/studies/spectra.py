@@ -33,17 +33,28 @@ from tqdm.auto import tqdm
 from rvsp_jax import plots, record, store
 from rvsp_jax.analysis import (
     STATIONARITY_VERDICTS, across_members, acf, adf, band_power_ratio, fdr_bh, is_constant, kpss,
-    ljung_box,
-    spectral_flatness, spectral_slope, stationarity_verdict, welch)
+    ljung_box, measure_drift, periodogram, spectral_flatness, spectral_slope, stationarity_verdict,
+    stationarity_verdicts, welch)
+from rvsp_jax.analysis.spectral import SHAPE_VERDICTS, spectral_shape
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, proportion_summary, write_summary
 
 EXPERIMENT = "spectra"
 TRAIN_DEFAULTS = {"seeds": 32, "steps": 4000, "chunk": 500}
 """Defaults of this experiment's training flags: 32 members, 4,000 steps (2.1 epochs) of the
 sigmoid 784-16-16-10 network with SGD at lr 0.1 (25 s in all, measured on 2 shared CPU cores)."""
 PHASES = ("early", "middle", "late")
+STATIONARY_ACCEPT = 0.8
+"""The analysed window is called stationary when at least this fraction of the testable processes
+pass ADF + KPSS (raw, level alpha) ..."""
+DRIFT_ACCEPT = 0.5
+"""... and the median |relative variance drift| over 4 sub-windows is at most this."""
+SHAPE_MAJORITY = 0.5
+"""A layer's spectra are called power-law (or Lorentzian) when that model wins for more than this
+fraction of its processes (mean across members)."""
+SHAPE_MARGIN = 2.0
+"""AIC margin of :func:`~rvsp_jax.analysis.spectral.spectral_shape`."""
 VERDICT_COLORS = {"stationary": plots.PALETTE[2], "unit-root": plots.PALETTE[1],
                   "inconclusive": "0.75", "invalid": "0.2"}
 _LAYER = re.compile(r"^([^/]+)/")
@@ -128,6 +139,12 @@ class LayerSpectra(NamedTuple):
     rejects white noise under Benjamini-Hochberg control over all processes of usable members.
     constant: ``[S, L]`` fraction of processes that never change (e.g. the weights of a pixel that
     is 0 in every image: their updates are exactly 0); they are left out of every other summary.
+    slope_r2: ``[S, L]`` mean r^2 of the log-log slope fits (fit range: every Welch bin f > 0).
+    shape: ``[S, L, 4]`` fraction of the layer's processes whose periodogram is best described as
+      white, Lorentzian (AR(1)), power law or indistinguishable (:data:`SHAPE_VERDICTS`, by
+      :func:`~rvsp_jax.analysis.spectral.spectral_shape`: Whittle likelihood, AIC margin
+      :data:`SHAPE_MARGIN`); shape_phi, shape_beta: ``[S, L]`` mean fitted AR(1) coefficient and
+      Whittle power-law exponent; shape_delta_aic: ``[S, L]`` median AIC(Lorentzian) - AIC(power law).
     """
 
     layers: tuple
@@ -142,6 +159,11 @@ class LayerSpectra(NamedTuple):
     flatness: np.ndarray
     white_rejected: np.ndarray
     constant: np.ndarray
+    slope_r2: np.ndarray | None = None
+    shape: np.ndarray | None = None
+    shape_phi: np.ndarray | None = None
+    shape_beta: np.ndarray | None = None
+    shape_delta_aic: np.ndarray | None = None
 
 
 def member_series(x, s: int, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -178,7 +200,9 @@ def measure_layers(x, names, usable: np.ndarray, *, start: int = 0, nlags: int =
     lb_lag = min(lb_lag, n_steps - 1)
     n_freq = nperseg // 2 + 1
     shape = (n_members, len(groups))
-    out = {k: np.full(shape, np.nan) for k in ("slope", "band_ratio", "smooth", "flatness", "constant")}
+    out = {k: np.full(shape, np.nan) for k in ("slope", "band_ratio", "smooth", "flatness", "constant",
+                                               "slope_r2", "shape_phi", "shape_beta", "shape_delta_aic")}
+    out["shape"] = np.full((*shape, len(SHAPE_VERDICTS)), np.nan)
     acfs, psds = np.full((*shape, nlags + 1), np.nan), np.full((*shape, n_freq), np.nan)
     lb_p = np.full((n_members, x.shape[2]), np.nan)
     freqs = np.fft.rfftfreq(nperseg)
@@ -191,7 +215,18 @@ def measure_layers(x, names, usable: np.ndarray, *, start: int = 0, nlags: int =
         freqs, psd = welch(d, nperseg=nperseg)
         psds[s] = per_layer(normalised_psd(freqs, psd), groups)
         ratio = band_power_ratio(freqs, psd)
-        out["slope"][s] = per_layer(spectral_slope(freqs, psd).beta, groups)
+        slope = spectral_slope(freqs, psd)
+        out["slope"][s] = per_layer(slope.beta, groups)
+        out["slope_r2"][s] = per_layer(slope.r2, groups)
+        fp, pp = periodogram(d)
+        keep = (fp > 0) & (fp < 0.5)  # no DC, no Nyquist bin (its periodogram has 1 dof, not 2)
+        sh = spectral_shape(fp[keep], pp[:, keep], margin=SHAPE_MARGIN)
+        codes = np.where(sh.verdict < 0, np.nan, sh.verdict)
+        out["shape"][s] = np.stack([per_layer(np.where(np.isnan(codes), np.nan, codes == v), groups)
+                                    for v in range(len(SHAPE_VERDICTS))], axis=-1)
+        out["shape_phi"][s] = per_layer(sh.phi, groups)
+        out["shape_beta"][s] = per_layer(sh.beta, groups)
+        out["shape_delta_aic"][s] = per_layer(sh.delta_aic, groups, np.nanmedian)
         out["band_ratio"][s] = per_layer(ratio, groups, np.nanmedian)
         out["smooth"][s] = per_layer(np.where(np.isnan(ratio), np.nan, ratio > 1), groups)
         out["flatness"][s] = per_layer(spectral_flatness(psd), groups)
@@ -202,6 +237,117 @@ def measure_layers(x, names, usable: np.ndarray, *, start: int = 0, nlags: int =
     white[usable] = per_layer(rejected.T, groups).T
     return LayerSpectra(tuple(groups), np.array([len(i) for i in groups.values()]), n_steps, freqs,
                         acfs, psds, white_rejected=white, **out)
+
+
+class WindowStationarity(NamedTuple):
+    """Is the analysed window ``[start, stop)`` (recorded steps) stationary?
+
+    stationary: ``[S, L]`` fraction of each member's testable (non-constant) processes in each
+    layer that ADF + KPSS judge stationary (raw, level alpha); drift: ``[S, L]`` median over the
+    layer's processes of ``|relative variance drift|`` (:func:`~rvsp_jax.analysis.measure_drift`
+    over 4 sub-windows); pooled_stationary, pooled_drift: the same over every process of every
+    usable member; accepted: the rule (pooled_stationary >= :data:`STATIONARY_ACCEPT` and
+    pooled_drift <= :data:`DRIFT_ACCEPT`).
+    """
+
+    start: int
+    stop: int
+    stationary: np.ndarray
+    drift: np.ndarray
+    pooled_stationary: float
+    pooled_drift: float
+    accepted: bool
+
+
+def window_stationarity(x, names, usable: np.ndarray, *, start: int = 0, stop: int | None = None,
+                        alpha: float = 0.05, progress: bool = False) -> WindowStationarity:
+    """ADF + KPSS and the variance drift of every process of ``x: [S, T, P]`` between ``start`` and
+    ``stop``, per member and layer (see :class:`WindowStationarity`)."""
+    groups = layer_groups(names)
+    stop = x.shape[1] if stop is None else stop
+    shape = (x.shape[0], len(groups))
+    stationary, drift = np.full(shape, np.nan), np.full(shape, np.nan)
+    invalid = STATIONARITY_VERDICTS.index("invalid")
+    passed = tested = 0
+    drifts = []
+    for s in tqdm(np.flatnonzero(usable), desc="window stationarity", disable=not progress, leave=False):
+        d = member_series(x, s, start, stop)
+        raw, _ = stationarity_verdicts(d, alpha)
+        ok = raw != invalid
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stationary[s] = per_layer(np.where(ok, raw == 0, np.nan), groups)
+            dr = np.abs(measure_drift(d, max(2, d.shape[-1] // 4)).var_drift)
+        dr = np.where(np.isfinite(dr), dr, np.nan)
+        drift[s] = per_layer(dr, groups, np.nanmedian)
+        passed, tested = passed + int((raw == 0).sum()), tested + int(ok.sum())
+        drifts.append(dr[np.isfinite(dr)])
+    frac = passed / tested if tested else float("nan")
+    pooled = np.concatenate(drifts) if drifts else np.zeros(0)
+    med = float(np.median(pooled)) if pooled.size else float("nan")
+    return WindowStationarity(int(start), int(stop), stationary, drift, float(frac), med,
+                              bool(frac >= STATIONARY_ACCEPT and med <= DRIFT_ACCEPT))
+
+
+def window_stationarity_summary(w: WindowStationarity, layers, steps) -> dict:
+    """JSON-ready summary of a :class:`WindowStationarity` (``steps``: the run's recorded steps)."""
+    return {"steps": [int(steps[w.start]), int(steps[w.stop - 1]) + 1],
+            "pooled_stationary_fraction": w.pooled_stationary, "pooled_variance_drift": w.pooled_drift,
+            "accepted": w.accepted, "stationary_accept": STATIONARY_ACCEPT, "drift_accept": DRIFT_ACCEPT,
+            "layers": {layer: {"stationary_fraction": proportion_summary(w.stationary[:, l]),
+                               "variance_drift": across_members(w.drift[:, l])}
+                       for l, layer in enumerate(layers)}}
+
+
+def window_stationarity_text(w: dict) -> str:
+    """The report's sentence about a window's stationarity (with its rule)."""
+    return (f"Analysed window: steps {w['steps'][0]}-{w['steps'][1]}. "
+            f"{pct(w['pooled_stationary_fraction'])} of its testable processes pass ADF + KPSS (raw) and "
+            f"the median |relative variance drift| is {fmt(w['pooled_variance_drift'], 2)}: "
+            + ("stationary" if w["accepted"] else "NOT stationary")
+            + f" by the rule (at least {w['stationary_accept']:.0%} pass and drift at most "
+            f"{w['drift_accept']}), so the spectra below "
+            + ("describe a steady process." if w["accepted"] else
+               "average over a changing process and describe the window, not a stationary spectrum."))
+
+
+def shape_summary(sp: LayerSpectra, l: int) -> dict:
+    """JSON-ready spectral-shape summary of layer ``l`` of ``sp``."""
+    return {"fractions": {v: proportion_summary(sp.shape[:, l, i]) for i, v in enumerate(SHAPE_VERDICTS)},
+            "phi": across_members(sp.shape_phi[:, l]), "beta_whittle": across_members(sp.shape_beta[:, l]),
+            "delta_aic_median": across_members(sp.shape_delta_aic[:, l]),
+            "criterion": f"AIC of the Whittle likelihood of each process's periodogram (0 < f < 1/2), "
+                         f"margin {SHAPE_MARGIN}", "majority": SHAPE_MAJORITY}
+
+
+def shape_word(d: dict) -> str:
+    """The shape rule: a model is named when it wins for more than :data:`SHAPE_MAJORITY` of the
+    processes (mean over members); otherwise 'mixed'."""
+    fr = d["fractions"]
+    for v in ("power-law", "lorentzian", "white"):
+        m = fr[v].mean
+        if m is not None and np.isfinite(m) and m > SHAPE_MAJORITY:
+            return {"power-law": "power law", "lorentzian": "Lorentzian (AR(1))", "white": "white"}[v]
+    return "mixed (no model wins for most processes)"
+
+
+def shape_text(d: dict, slope: dict, r2: dict) -> str:
+    fr = d["fractions"]
+    word = shape_word(d)
+    text = (f"shape {word}: " + ", ".join(f"{v} {pct(fr[v].mean)}" for v in SHAPE_VERDICTS)
+            + f" of processes; Lorentzian phi {fmt_ci(d['phi'])}")
+    if word == "power law":
+        text += f"; power-law exponent (Whittle) {fmt_ci(d['beta_whittle'])}"
+    else:
+        text += (f"; log-log slope {fmt_ci(slope)} (r^2 {fmt(r2.mean, 2)}) is a shape summary, not a "
+                 "power-law exponent")
+    return text
+
+
+def lorentzian_normalised(freqs: np.ndarray, phi: float) -> np.ndarray:
+    """The AR(1) spectrum ``1 / |1 - phi e^{-2 pi i f}|^2`` on ``freqs`` (Welch bins, 0..1/2) scaled to
+    unit power like :func:`normalised_psd` (``sum * df = 1``)."""
+    s = 1.0 / ((1 - phi) ** 2 + 4 * phi * np.sin(np.pi * freqs) ** 2)
+    return s / (s.sum() * (freqs[1] - freqs[0]))
 
 
 def below_nyquist(freqs: np.ndarray, psd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -294,6 +440,15 @@ class SpectraResult(NamedTuple):
     spectra: LayerSpectra
     verdicts: PhaseVerdicts
     groups: dict
+    window: WindowStationarity | None = None
+
+
+def check_usable(usable: np.ndarray, what: str = "the run") -> None:
+    """Refuse an analysis with no member left (every member diverged)."""
+    if not usable.any():
+        raise ValueError(f"every member of {what} diverged ({usable.size} of {usable.size}: non-finite "
+                         "loss or parameters); nothing is left to analyse: lower --lr (or use a gentler "
+                         "--optimizer) and run again")
 
 
 def analyse(run: store.Run, settings: SpectraSettings, *, progress: bool = False) -> SpectraResult:
@@ -301,6 +456,7 @@ def analyse(run: store.Run, settings: SpectraSettings, *, progress: bool = False
     if "updates" not in run.arrays:
         raise ValueError(f"{run.path} has no recorded updates; record with probes=updates")
     usable = usable_members(run)
+    check_usable(usable, str(run.path))
     x, names = run["updates"], run.probe_names["updates"]
     start = int(settings.burn_in * x.shape[1])
     if x.shape[1] - start < 8:
@@ -310,7 +466,8 @@ def analyse(run: store.Run, settings: SpectraSettings, *, progress: bool = False
                              nperseg=settings.nperseg, lb_lag=settings.lb_lag, alpha=settings.alpha,
                              progress=progress)
     verdicts = phase_verdicts(x, usable, alpha=settings.alpha, progress=progress)
-    return SpectraResult(run, settings, usable, spectra, verdicts, layer_groups(names))
+    window = window_stationarity(x, names, usable, start=start, alpha=settings.alpha, progress=progress)
+    return SpectraResult(run, settings, usable, spectra, verdicts, layer_groups(names), window)
 
 
 def _smooth_word(s) -> str:
@@ -331,10 +488,13 @@ def summarise(result: SpectraResult) -> dict:
             "acf_lag1": across_members(sp.acf[:, l, 1]),
             "acf_lag2": across_members(sp.acf[:, l, 2]) if sp.acf.shape[-1] > 2 else None,
             "spectral_slope": across_members(sp.slope[:, l]),
+            "spectral_slope_r2": across_members(sp.slope_r2[:, l]),
+            "slope_fit_range": [float(sp.freqs[1]), float(sp.freqs[-1])],
+            "spectral_shape": shape_summary(sp, l),
             "band_power_ratio": across_members(sp.band_ratio[:, l]),
-            "smooth_fraction": across_members(sp.smooth[:, l]),
+            "smooth_fraction": proportion_summary(sp.smooth[:, l]),
             "spectral_flatness": across_members(sp.flatness[:, l]),
-            "ljung_box_white_rejected_fdr": across_members(sp.white_rejected[:, l]),
+            "ljung_box_white_rejected_fdr": proportion_summary(sp.white_rejected[:, l]),
         }
     stationarity = {}
     for k, (name, a, b) in enumerate(result.verdicts.phases):
@@ -344,7 +504,7 @@ def summarise(result: SpectraResult) -> dict:
             fractions = layer_verdict_fractions(codes, result.groups)
             entry[kind] = {layer: {
                 "counts": {v: int((codes[:, idx] == i).sum()) for i, v in enumerate(STATIONARITY_VERDICTS)},
-                "fraction_of_testable": {v: across_members(f[:, l]) for v, f in fractions.items()}}
+                "fraction_of_testable": {v: proportion_summary(f[:, l]) for v, f in fractions.items()}}
                 for l, (layer, idx) in enumerate(result.groups.items())}
         stationarity[name] = entry
     return {
@@ -353,7 +513,24 @@ def summarise(result: SpectraResult) -> dict:
         "series_length": sp.nobs, "burn_in_steps": int(run.steps.size - sp.nobs),
         "test_accuracy": across_members(np.where(result.usable, run.final().test_accuracy, np.nan)),
         "layers": layers, "stationarity": stationarity,
+        "analysed_window": window_stationarity_summary(result.window, sp.layers, run.steps),
+        "rules": RULES,
     }
+
+
+RULES = {
+    "smooth_jittery": "'smooth' when the 95% interval of the band-power ratio lies above 1, 'jittery' "
+                      "when below 1, otherwise 'neither'",
+    "shape": f"a layer's spectrum is called 'power law', 'Lorentzian (AR(1))' or 'white' only when that "
+             f"model has the lowest AIC (Whittle likelihood of the periodogram, margin {SHAPE_MARGIN}) "
+             f"for more than {SHAPE_MAJORITY:.0%} of its processes; otherwise 'mixed'. The log-log "
+             "slope is called a power-law exponent only under 'power law'",
+    "stationary_window": f"the analysed window is 'stationary' when at least {STATIONARY_ACCEPT:.0%} of "
+                         "its testable processes pass ADF + KPSS (raw) and the median |relative variance "
+                         f"drift| is at most {DRIFT_ACCEPT}",
+    "proportions": "intervals of fractions are percentile-bootstrap intervals over members (inside "
+                   "[0, 1]); other intervals are 95% t-intervals across members",
+}
 
 
 def figures(result: SpectraResult, folder: Path) -> dict[str, str]:
@@ -382,18 +559,23 @@ def figures(result: SpectraResult, folder: Path) -> dict[str, str]:
             f, p = below_nyquist(sp.freqs, sp.psd[:, l])
             plots.plot_psd_bands(ax, f, p, np.full(f.shape, 2.0), label="median",
                                  theory_label="white noise")
-            beta = across_members(sp.slope[:, l])
-            ax.set(title=f"{sp.layers[l]}: beta = {fmt(beta.mean, 2)}", xlabel="frequency (cycles/step)")
+            phi = across_members(sp.shape_phi[:, l]).mean
+            if np.isfinite(phi):
+                ax.plot(f, lorentzian_normalised(sp.freqs, phi)[sp.freqs < 0.5], color="0.4",
+                        linestyle=":", linewidth=1.0, label=f"Lorentzian, phi = {fmt(phi, 2)}")
+            word = shape_word(shape_summary(sp, l))
+            ax.set(title=f"{sp.layers[l]}: {word.split(' (')[0]}", xlabel="frequency (cycles/step)")
         axes[0, 0].set_ylabel("normalised PSD")
         axes[0, 0].legend()
         plots.save_figure(fig, folder, "psd_by_layer")
         captions["psd_by_layer"] = ("Welch PSD of updates normalised to unit power, per layer: median "
                                     "over members of the layer mean, band 5-95% of members; "
-                                    "dashed: white noise")
+                                    "dashed: white noise; dotted: the AR(1) (Lorentzian) spectrum at the "
+                                    "mean fitted phi; title: the shape rule's verdict")
 
         fig, axes = plots.subplots(1, 3, width="double", height=2.0)
         x = np.arange(n_layers)
-        for ax, values, label, ref in ((axes[0], sp.slope, "spectral slope beta", 0.0),
+        for ax, values, label, ref in ((axes[0], sp.slope, "log-log slope (shape summary)", 0.0),
                                        (axes[1], sp.band_ratio, "band-power ratio (low/high)", 1.0),
                                        (axes[2], sp.white_rejected, "Ljung-Box rejects white (FDR)", None)):
             m = across_members(values)
@@ -433,13 +615,18 @@ def report(result: SpectraResult, summary: dict, captions: dict, command: str | 
     rep.text(f"{members['used']} of {members['total']} members analysed "
              f"({members['diverged']} diverged and excluded); {sum(sp.counts)} update processes per "
              f"member over {sp.nobs} steps after a burn-in of {summary['burn_in_steps']} steps. "
-             f"Intervals are 95% t-intervals across members. Test accuracy: "
-             f"{fmt_ci(summary['test_accuracy'])}.")
+             f"Intervals are 95% t-intervals across members (fractions: percentile-bootstrap "
+             f"intervals). Test accuracy: {fmt_ci(summary['test_accuracy'])}.",
+             window_stationarity_text(summary["analysed_window"]))
+    rep.section("Rules")
+    rep.text("Every sentence of the findings follows from the numbers by one of these rules:")
+    rep.bullets([f"{k}: {v}." for k, v in RULES.items()])
     rep.section("Findings")
     bullets = []
     for layer, d in summary["layers"].items():
-        bullets.append(f"{layer}: lag-1 ACF {fmt_ci(d['acf_lag1'])}, spectral slope beta "
-                       f"{fmt_ci(d['spectral_slope'])}; band-power ratio {fmt_ci(d['band_power_ratio'])}: "
+        bullets.append(f"{layer}: lag-1 ACF {fmt_ci(d['acf_lag1'])}; "
+                       f"{shape_text(d['spectral_shape'], d['spectral_slope'], d['spectral_slope_r2'])}; "
+                       f"band-power ratio {fmt_ci(d['band_power_ratio'])}: "
                        f"{_smooth_word(d['band_power_ratio'])}; white noise rejected (Ljung-Box, "
                        f"lags 1..{s.lb_lag}, FDR {s.alpha}) for {fmt_ci(d['ljung_box_white_rejected_fdr'])} "
                        "of the processes.")
@@ -453,12 +640,26 @@ def report(result: SpectraResult, summary: dict, captions: dict, command: str | 
     rep.section("Autocorrelation and spectra")
     rep.text("Processes that never change (constant: the weights of pixels that are 0 in every "
              "image the member saw) are left out of these summaries; their share is in the table.")
-    header = ["layer", "processes", "constant", "ACF lag 1", "spectral slope", "band ratio",
+    header = ["layer", "processes", "constant", "ACF lag 1", "spectral slope", "slope r^2", "band ratio",
               "smooth fraction", "flatness", "non-white (FDR)"]
     rows = [[layer, d["processes"], *(fmt_ci(d[k]) for k in (
-        "constant_fraction", "acf_lag1", "spectral_slope", "band_power_ratio", "smooth_fraction",
-        "spectral_flatness", "ljung_box_white_rejected_fdr"))] for layer, d in summary["layers"].items()]
+        "constant_fraction", "acf_lag1", "spectral_slope", "spectral_slope_r2", "band_power_ratio",
+        "smooth_fraction", "spectral_flatness", "ljung_box_white_rejected_fdr"))]
+        for layer, d in summary["layers"].items()]
     rep.table(header, rows)
+    first = next(iter(summary["layers"].values()))
+    rep.text(f"The slope is an OLS fit of log10 PSD on log10 f over the Welch bins "
+             f"{fmt(first['slope_fit_range'][0])}-{fmt(first['slope_fit_range'][1])} cycles/step. "
+             "Spectral shape: each process's periodogram (0 < f < 1/2) is fitted by white noise, a "
+             "Lorentzian (the AR(1) spectrum c / |1 - phi e^{-iw}|^2) and a power law c f^-beta by "
+             f"Whittle maximum likelihood; the lowest AIC wins if it beats the others by {SHAPE_MARGIN} "
+             "(else 'indistinguishable', or 'white' when white is within the margin).")
+    rep.table(["layer", *[f"{v} (fraction)" for v in SHAPE_VERDICTS], "Lorentzian phi", "power-law beta (Whittle)",
+               "median AIC(Lor.) - AIC(pow.)", "shape"],
+              [[layer, *[fmt_ci(d["spectral_shape"]["fractions"][v]) for v in SHAPE_VERDICTS],
+                fmt_ci(d["spectral_shape"]["phi"]), fmt_ci(d["spectral_shape"]["beta_whittle"]),
+                fmt_ci(d["spectral_shape"]["delta_aic_median"]), shape_word(d["spectral_shape"])]
+               for layer, d in summary["layers"].items()])
     for name in ("acf_by_layer", "psd_by_layer", "spectral_summary"):
         rep.figure(name, captions[name])
     rep.section("Stationarity by phase")
@@ -466,7 +667,7 @@ def report(result: SpectraResult, summary: dict, captions: dict, command: str | 
              f"level {s.alpha}, raw or after Benjamini-Hochberg adjustment of its p-values over all "
              "processes of the phase (false discovery rate control). Counts are processes summed over "
              "members; the stationary fraction is of each member's non-constant (testable) processes, "
-             "with a t-interval across members.")
+             "with a percentile-bootstrap interval across members.")
     header = ["phase", "layer", *[f"{v} (BH)" for v in STATIONARITY_VERDICTS], "stationary (raw)",
               "stationary fraction (BH)"]
     rows = []
