@@ -18,8 +18,7 @@ from rvsp_jax.model import make_model
 from rvsp_jax.store import open_run
 from rvsp_jax.studies import noise
 from rvsp_jax.studies.noise import (
-    NoiseSettings, NoUsableMembersError, _standardised, gaussian_reference, measure_step, parameter_groups,
-    pooled_noise_scale)
+    NoiseSettings, NoUsableMembersError, _standardised, gaussian_reference, measure_step, parameter_groups)
 
 from test_study_spectra import assert_figures
 
@@ -129,8 +128,8 @@ def test_summary_numbers(study):
     # B_simple is a ratio of noisy estimates (|G|^2 can even be negative); tr(Sigma) is a variance
     assert first["n"] == 3 and np.isfinite(first["mean"]) and scale["trace_sigma"]["first"]["lo"] > 0
     pooled = scale["pooled"]
-    assert len(pooled["ratio"]) == 3 and pooled["n_reference"] == 640
-    for ratio, flagged in zip(pooled["ratio"], pooled["flagged"]):
+    assert len(pooled["b_simple"]) == 3 and pooled["n_examples"] == 640
+    for ratio, flagged in zip(pooled["b_simple"], pooled["flagged"]):
         assert flagged == (ratio is None or 640 < 10 * ratio)
     assert all(np.isfinite(s["mean"]) for s in scale["b_simple_two_batch"]["by_step"])
 
@@ -198,15 +197,6 @@ def test_stable_noise_is_infinite_variance_along_iterations_and_across_after_sta
     assert out["along_verdicts"][0][2] > 0.5 and out["along_verdicts"][0][0] == 0
     assert out["across_verdicts"]["standardised"][0][2] > 0.8
     assert out["across"]["raw"]["simsekli"][0] < out["across"]["null"]["simsekli"][0] - 0.2
-
-
-def test_pooled_noise_scale_is_a_ratio_of_means_with_flags():
-    trace = np.array([[4.0, 4.0], [6.0, 4.0], [np.nan, 4.0]])
-    grad_sq = np.array([[1.0, 0.5], [1.0, -0.5], [5.0, 0.1]])
-    out = pooled_noise_scale(trace, grad_sq, 60)
-    np.testing.assert_allclose(out["ratio"], [5.0, 12.0 / 0.1])  # member 2 is NaN at step 0
-    assert out["flagged"].tolist() == [False, True]  # 60 >= 10 x 5, but 60 < 10 x 120
-    assert out["lo"][0] <= 5.0 <= out["hi"][0]
 
 
 def test_gaussian_references_of_the_estimators():

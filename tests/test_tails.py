@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import levy_stable
 
-from rvsp_jax.analysis.noise_scale import gradient_noise_scale, two_batch_noise_scale
+from rvsp_jax.analysis.noise_scale import gradient_noise_scale, pooled_noise_scale, two_batch_noise_scale
 from rvsp_jax.analysis.tails import default_hill_k, hill, simsekli_alpha
 
 
@@ -204,6 +204,25 @@ def test_two_batch_estimator_on_known_noise():
     assert abs(t.mean() - trace) < 4 * t.std() / math.sqrt(m)
     assert abs(gs.mean() - grad_sq) < 4 * gs.std() / math.sqrt(m)
     assert abs(float(pooled.b_simple) - trace / grad_sq) < 0.05 * trace / grad_sq
+
+
+def test_pooled_noise_scale_is_a_ratio_of_means_with_flags():
+    trace = np.array([[4.0, 4.0], [6.0, 4.0], [np.nan, 4.0]])
+    grad_sq = np.array([[1.0, 0.5], [1.0, -0.5], [5.0, 0.1]])
+    out = pooled_noise_scale(trace, grad_sq, 60)
+    np.testing.assert_allclose(out.b_simple, [5.0, 12.0 / 0.1])  # repeat 2 is NaN at step 0: left out
+    assert out.flagged.tolist() == [False, True]  # 60 >= 10 x 5, but 60 < 10 x 120
+    assert out.lo[0] <= 5.0 <= out.hi[0] and out.n_examples == 60
+    # |G|^2 <= 0 on average: no ratio, flagged
+    neg = pooled_noise_scale(np.ones((3, 1)), -np.ones((3, 1)), 1000)
+    assert np.isnan(neg.b_simple[0]) and neg.flagged[0]
+    # the ratio of means is much less biased than the mean of ratios when |G|^2 is noisy
+    rng = np.random.default_rng(0)
+    t = 100 + rng.normal(0, 5, (64, 1))
+    g = 1 + rng.normal(0, 0.4, (64, 1))  # true ratio 100
+    assert abs(pooled_noise_scale(t, g, 10**4).b_simple[0] - 100) < 15
+    with pytest.raises(ValueError, match=r"\[R, K\]"):
+        pooled_noise_scale(np.ones(3), np.ones(3), 10)
 
 
 def test_noise_scale_input_validation():

@@ -7,7 +7,9 @@ one example's gradient; ``B_simple`` is the batch size at which the minibatch gr
 
 - :func:`gradient_noise_scale` from per-example gradients;
 - :func:`two_batch_noise_scale` from squared norms of minibatch gradients at two batch sizes
-  (their Appendix A.1), which needs no per-example gradients.
+  (their Appendix A.1), which needs no per-example gradients;
+- :func:`pooled_noise_scale`: the ratio of the means of ``tr(Sigma)`` and ``|G|^2`` over repeats
+  (members), with a bootstrap interval and a flag where the estimate is not to be trusted (numpy).
 
 Both return unbiased estimates of ``tr(Sigma)`` and ``|G|^2`` and their ratio; the ratio itself is not
 unbiased (and is negative when the ``|G|^2`` estimate is), which is why McCandlish et al. average
@@ -21,8 +23,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["NoiseScale", "gradient_noise_scale", "two_batch_noise_scale"]
+__all__ = ["N_OVER_B", "NoiseScale", "PooledNoiseScale", "gradient_noise_scale", "pooled_noise_scale",
+           "two_batch_noise_scale"]
+
+N_OVER_B = 10
+""":func:`pooled_noise_scale` flags an estimate from ``n`` examples when ``n < 10 x B_simple``."""
 
 
 class NoiseScale(NamedTuple):
@@ -116,3 +123,62 @@ def two_batch_noise_scale(sq_norm_small, sq_norm_big, b_small, b_big, *, axis: i
         grad_sq = jnp.mean(grad_sq, axis=axis)
         trace_sigma = jnp.mean(trace_sigma, axis=axis)
     return NoiseScale(trace_sigma / grad_sq, trace_sigma, grad_sq)
+
+
+class PooledNoiseScale(NamedTuple):
+    """:func:`pooled_noise_scale` per step, each ``[K]`` float64 (``n_examples`` an int).
+
+    b_simple: ``mean tr(Sigma) / mean |G|^2`` over the repeats (NaN where the mean ``|G|^2`` <= 0);
+    lo, hi: 95% percentile bootstrap interval over repeats (``hi`` NaN where the resampled ``|G|^2``
+    mean is not positive often enough to bound it); flagged: bool, ``n_examples < N_OVER_B x
+    b_simple`` or mean ``|G|^2 <= 0`` (the estimate is dominated by the noise of ``|G|^2``).
+    """
+
+    b_simple: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    flagged: np.ndarray
+    n_examples: int
+
+
+def pooled_noise_scale(trace_sigma, grad_sq, n_examples: int, *, seed: int = 0,
+                       resamples: int = 2000) -> PooledNoiseScale:
+    """``B_simple`` as a ratio of means over repeats (e.g. members), per step.
+
+    A per-repeat ratio ``tr(Sigma)_i / |G|^2_i`` is biased and heavy-tailed when ``|G|^2_i`` is small
+    next to its own noise (about ``tr(Sigma) / n`` for ``n`` examples), which is the case when ``n`` is
+    not much larger than ``B_simple`` itself; McCandlish et al. (2018) therefore average numerator
+    and denominator first. This does so over the repeats of each step and flags the steps where
+    ``n_examples < N_OVER_B x B_simple``.
+
+    Args:
+      trace_sigma, grad_sq: ``[R, K]`` unbiased per-repeat estimates (:func:`gradient_noise_scale`),
+        repeats on axis 0 (non-finite repeats, e.g. diverged members, are left out per step).
+      n_examples: examples each estimate was made from.
+      seed, resamples: the bootstrap (repeats resampled with replacement, ``numpy.random.default_rng``).
+
+    Returns:
+      :class:`PooledNoiseScale`; numpy float64.
+    """
+    trace_sigma, grad_sq = (np.asarray(v, np.float64) for v in (trace_sigma, grad_sq))
+    if trace_sigma.shape != grad_sq.shape or trace_sigma.ndim != 2:
+        raise ValueError(f"pooled_noise_scale: trace_sigma and grad_sq must both be [R, K], got "
+                         f"{trace_sigma.shape} and {grad_sq.shape}")
+    ok = np.isfinite(trace_sigma) & np.isfinite(grad_sq)
+    steps = trace_sigma.shape[1]
+    rng = np.random.default_rng(seed)
+    ratio, lo, hi = (np.full(steps, np.nan) for _ in range(3))
+    flagged = np.zeros(steps, bool)
+    for k in range(steps):
+        t, g = trace_sigma[ok[:, k], k], grad_sq[ok[:, k], k]
+        if not t.size:
+            continue
+        ratio[k] = t.mean() / g.mean() if g.mean() > 0 else np.nan
+        flagged[k] = not (g.mean() > 0 and n_examples >= N_OVER_B * ratio[k])
+        if t.size >= 2:
+            pick = rng.integers(0, t.size, (resamples, t.size))
+            tb, gb = t[pick].mean(1), g[pick].mean(1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                boot = np.where(gb > 0, tb / gb, np.inf)
+            lo[k], hi[k] = np.quantile(boot, [0.025, 0.975], method="inverted_cdf")
+    return PooledNoiseScale(ratio, lo, np.where(np.isinf(hi), np.nan, hi), flagged, int(n_examples))

@@ -36,7 +36,7 @@ unit's error times its pixel, so a rarely lit pixel gives a mostly-zero noise wi
   subset is not much larger than ``B_simple`` are flagged), with the two-batch estimate as a
   cross-check.
 
-Every number is per member first; intervals are 95% t-intervals across members, and diverged members
+Every number is per member first; intervals are 95% t-intervals across members (fractions: bootstrap), and diverged members
 are excluded and counted (none left: :class:`NoUsableMembersError`). One run folder: the recording,
 ``summary.json``, ``report.md``, ``figures/``.
 """
@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 
 from rvsp_jax import plots, record, store
 from rvsp_jax.analysis import across_members, fdr_bh, hill, simsekli_alpha, tail_verdict, two_batch_noise_scale
+from rvsp_jax.analysis.noise_scale import N_OVER_B, pooled_noise_scale
 from rvsp_jax.analysis.tails import TAIL_VERDICTS
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import load
@@ -64,7 +65,7 @@ from rvsp_jax.ensemble import Ensemble
 from rvsp_jax.gradient_noise import inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn
 from rvsp_jax.model import make_model
 from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, proportion_summary, write_summary
 from rvsp_jax.studies.spectra import layer_groups, members_summary, usable_members
 
 EXPERIMENT = "noise"
@@ -82,8 +83,8 @@ than 5% below (above) the reference interval."""
 GAUSSIAN_ALONG = 1 - 2 * ALPHA
 """Along iterations a group is "Gaussian" when the upper end of the interval of its fraction of
 parameters called ``gaussian`` reaches 0.90 (Gaussian data give 0.95: at most alpha more rejections)."""
-N_OVER_B = 10
-"""B_simple is flagged at a step where the reference subset n < 10 x B_simple (n not >> B_simple)."""
+ACROSS_MINIBATCHES = 64
+"""Minibatches per member and step whose across-parameter samples get a tail index (median over them)."""
 VERDICT_MINIBATCHES = 16
 """Minibatches per member and step whose across-parameter sample gets a tail verdict."""
 LIT_STRATA = (("<5%", 0.0, 0.05), ("5-50%", 0.05, 0.5), (">50%", 0.5, 1.0 + 1e-9))
@@ -218,24 +219,21 @@ def _standardise(centred: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=64)
 def across_reference(m: int, n: int, count: int | None = None) -> dict:
     """Gaussian references of the across-parameter statistics for M = ``m`` minibatches of ``n``
-    parameters: ``{"plain", "standardised"}`` -> ``{"hill", "simsekli"}`` -> median and 95%
-    interval of the median over ``count`` (default ``m``) minibatches, plus ``"verdicts"`` (fraction
-    of rows per tail verdict). ``plain``: i.i.d. N(0, 1) rows; ``standardised``: N(0, 1) blocks
-    ``[m, n]`` centred and divided per column by its robust scale over the m rows, as the measured
-    noise is."""
-    count = count or m
-    blocks = max(2, -(-2048 // m))
-    key = jax.random.PRNGKey(_REFERENCE_SEED)
-    z = np.asarray(jax.random.normal(key, (blocks, m, n)), np.float64)
-    plain = z.reshape(-1, n)
-    centred = z - z.mean(axis=1, keepdims=True)
-    std = np.concatenate([_standardise(b) for b in centred]).astype(np.float32)
+    parameters: ``{"plain", "standardised"}`` -> ``{"hill", "simsekli"}`` -> median and 95% interval
+    of the median over ``count`` (default ``min(m, ACROSS_MINIBATCHES)``) minibatches, and
+    ``"verdicts"``: the fraction of minibatches per tail verdict. ``plain``: i.i.d. N(0, 1);
+    ``standardised``: N(0, 1) blocks ``[m, n]`` centred and divided per column by its robust scale
+    over the m rows, as the measured noise is. At least 1,024 rows, from a fixed seed (cached)."""
+    count = count or min(m, ACROSS_MINIBATCHES)
+    blocks = max(2, -(-1024 // m))
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(_REFERENCE_SEED), (blocks, m, n)))
+    std = np.concatenate([_standardise(b - b.mean(axis=0)) for b in z]).astype(np.float32)
     out = {}
-    for name, rows in (("plain", plain.astype(np.float32)), ("standardised", std)):
+    for name, rows in (("plain", z.reshape(-1, n)), ("standardised", std)):
         h, b = np.asarray(_hill(rows), np.float64), np.asarray(_simsekli(rows), np.float64)
         out[name] = {"n": n, "hill": _median_interval(h, count, 1), "simsekli": _median_interval(b, count, 2)}
         if n >= 20:
-            out[name]["verdicts"] = tail_verdict(rows[: 16 * VERDICT_MINIBATCHES], alpha=ALPHA).fractions()
+            out[name]["verdicts"] = tail_verdict(rows[:256], alpha=ALPHA).fractions()
     return out
 
 
@@ -342,6 +340,11 @@ def _standardised(xi: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.nd
     return across, along[:, np.isfinite(along).all(0)].ravel()
 
 
+def _median(x) -> float:
+    x = np.asarray(x)
+    return float(np.nanmedian(x)) if np.isfinite(x).any() else np.nan
+
+
 def measure_step(xi: np.ndarray, g_ref: np.ndarray, groups: dict, tail_sample: int,
                  rng: np.random.Generator) -> dict:
     """Every tail statistic of one member at one step.
@@ -349,21 +352,20 @@ def measure_step(xi: np.ndarray, g_ref: np.ndarray, groups: dict, tail_sample: i
     xi: ``[M, P]`` noise; g_ref: ``[P]`` reference gradient; groups: name -> positions.
     Returns ``{"across": {kind: {est: [G]}}, "across_verdicts": {kind: [G, 4]}, "across_n": [G],
     "scale_fallback": [G], "along": {est: [G]}, "along_verdicts": [G, 4], "along_bh": [G],
-    "along_n": [G], "example": (...)}``.
+    "along_n": [G], "example": (...)}``. Across parameters the estimators use the first
+    ``ACROSS_MINIBATCHES`` minibatches and the verdicts the first ``VERDICT_MINIBATCHES``; the
+    robust scales use all M.
     """
     m, _ = xi.shape
     n_groups = len(groups)
     active = g_ref != 0
     centred = (xi - xi.mean(axis=0)).astype(np.float32)  # [M, P]
     scale, fallback = _robust_scale(centred)
-    z = rng.standard_normal(centred.shape, dtype=np.float32)
-    null = (z - z.mean(axis=0)) * scale  # each parameter Gaussian with its own robust scale
-    with np.errstate(divide="ignore", invalid="ignore"):
-        std = np.where(scale > 0, centred / scale, np.nan).astype(np.float32)
-    samples = {"raw": centred, "null": null, "standardised": std}
-    along_h = np.asarray(_hill(centred.T))
-    along_b = np.asarray(_simsekli(centred.T))
+    along_h, along_b = np.asarray(_hill(centred.T)), np.asarray(_simsekli(centred.T))
     verdict = tail_verdict(centred, axis=0, alpha=ALPHA)
+    rows = min(m, ACROSS_MINIBATCHES)
+    z = rng.standard_normal((m, centred.shape[1]), dtype=np.float32)
+    z = (z - z.mean(axis=0))[:rows]  # the null, centred like the noise: Gaussian with each own scale
     nan = np.full(n_groups, np.nan)
     out = {"across": {k: {"hill": nan.copy(), "simsekli": nan.copy()} for k in ACROSS_KINDS},
            "across_verdicts": {k: np.full((n_groups, 4), np.nan) for k in ACROSS_KINDS},
@@ -377,10 +379,7 @@ def measure_step(xi: np.ndarray, g_ref: np.ndarray, groups: dict, tail_sample: i
         out["along_n"][gi] = pool.size
         if pool.size == 0:
             continue
-        with np.errstate(invalid="ignore"):
-            out["along"]["hill"][gi] = np.nanmedian(along_h[pool]) if np.isfinite(along_h[pool]).any() else np.nan
-            out["along"]["simsekli"][gi] = (np.nanmedian(along_b[pool]) if np.isfinite(along_b[pool]).any()
-                                            else np.nan)
+        out["along"]["hill"][gi], out["along"]["simsekli"][gi] = _median(along_h[pool]), _median(along_b[pool])
         out["along_verdicts"][gi] = _fractions(verdict.verdict[pool])
         p = verdict.normality_pvalue[pool]
         if np.isfinite(p).any():
@@ -391,15 +390,13 @@ def measure_step(xi: np.ndarray, g_ref: np.ndarray, groups: dict, tail_sample: i
         chosen = np.sort(rng.choice(pool, min(tail_sample, pool.size), replace=False))
         out["across_n"][gi] = chosen.size
         out["scale_fallback"][gi] = fallback[chosen].mean()
-        for kind, x in samples.items():
-            sample = x[:, chosen]
-            with np.errstate(invalid="ignore"):
-                h, b = np.asarray(_hill(sample)), np.asarray(_simsekli(sample))
-                out["across"][kind]["hill"][gi] = np.nanmedian(h) if np.isfinite(h).any() else np.nan
-                out["across"][kind]["simsekli"][gi] = np.nanmedian(b) if np.isfinite(b).any() else np.nan
+        raw, s = centred[:rows, chosen], scale[chosen]
+        for kind, sample in (("raw", raw), ("null", z[:, chosen] * s), ("standardised", raw / s)):
+            h, b = np.asarray(_hill(sample)), np.asarray(_simsekli(sample))
+            out["across"][kind]["hill"][gi], out["across"][kind]["simsekli"][gi] = _median(h), _median(b)
             out["across_verdicts"][kind][gi] = _fractions(tail_verdict(sample[:v_rows], alpha=ALPHA).verdict)
     a = active & (scale > 0)
-    out["example"] = (centred[0, a] / centred[0, a].std(), std[0, a],
+    out["example"] = (centred[0, a] / centred[0, a].std(), centred[0, a] / scale[a],
                       _standardised(xi, active)[1])
     return out
 
@@ -538,50 +535,10 @@ def _below(s, ref: dict | None) -> bool:
                 and s.hi < ref["lo"] * (1 - MARGIN))
 
 
-def _above(s, ref: dict | None) -> bool:
-    return bool(ref is not None and np.isfinite(s.lo) and np.isfinite(ref["hi"])
-                and s.lo > ref["hi"] * (1 + MARGIN))
-
-
-def _compare(s, ref: dict | None) -> str:
-    if ref is None or not (np.isfinite(s.lo) and np.isfinite(ref["lo"])):
-        return "undetermined"
-    if _below(s, ref):
-        return "heavier than Gaussian"
-    if _above(s, ref):
-        return "lighter than Gaussian"
-    return "close to Gaussian"
-
-
-def pooled_noise_scale(trace: np.ndarray, grad_sq: np.ndarray, n_ref: int, *, seed: int = 0,
-                       resamples: int = 2000) -> dict:
-    """Ratio of means over members per step, ``mean tr(Sigma) / mean |G|^2`` (``[S, K]`` inputs),
-    with a 95% percentile bootstrap interval over members and a flag where ``n_ref < N_OVER_B x``
-    the ratio or the mean ``|G|^2`` is not positive."""
-    ok = np.isfinite(trace) & np.isfinite(grad_sq)
-    k_steps = trace.shape[1]
-    rng = np.random.default_rng(seed)
-    ratio, lo, hi, flag = (np.full(k_steps, np.nan) for _ in range(4))
-    for k in range(k_steps):
-        t, g = trace[ok[:, k], k], grad_sq[ok[:, k], k]
-        if not t.size:
-            continue
-        ratio[k] = t.mean() / g.mean() if g.mean() > 0 else np.nan
-        flag[k] = float(not (g.mean() > 0 and n_ref >= N_OVER_B * ratio[k]))
-        if t.size >= 2:
-            pick = rng.integers(0, t.size, (resamples, t.size))
-            tg = t[pick].mean(1), g[pick].mean(1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                boot = np.where(tg[1] > 0, tg[0] / tg[1], np.inf)
-            lo[k], hi[k] = np.quantile(boot, [0.025, 0.975], method="inverted_cdf")
-    return {"ratio": ratio, "lo": lo, "hi": np.where(np.isinf(hi), np.nan, hi),
-            "flagged": flag.astype(bool) & np.isfinite(flag), "n_reference": n_ref}
-
-
 def fraction_summary(x: np.ndarray):
-    """:func:`across_members` of per-member fractions ``[S, ...]``, the interval clipped to [0, 1]."""
-    m = across_members(x)
-    return m._replace(lo=np.clip(m.lo, 0.0, 1.0), hi=np.clip(m.hi, 0.0, 1.0))
+    """Mean of per-member fractions ``[S, ...]`` with a 95% percentile bootstrap interval over members
+    (:func:`rvsp_jax.report.proportion_summary`: it stays inside [0, 1])."""
+    return proportion_summary(x)
 
 
 def _verdict_summary(fractions: np.ndarray) -> dict:
@@ -653,7 +610,7 @@ def summarise(result: NoiseResult) -> dict:
     scale = {name: {"by_step": _by_step(getattr(nz, name)), "first": across_members(getattr(nz, name)[:, 0]),
                     "last": across_members(getattr(nz, name)[:, -1])}
              for name in ("b_simple", "b_simple_two_batch", "trace_sigma", "grad_sq")}
-    scale["pooled"] = pooled_noise_scale(nz.trace_sigma, nz.grad_sq, nz.reference, seed=run.config.base_seed % 2**32)
+    scale["pooled"] = pooled_noise_scale(nz.trace_sigma, nz.grad_sq, nz.reference)
     first_layer = next(g for g in nz.groups if g != "all")
     strata = {g: int(nz.group_sizes[i]) for i, g in enumerate(nz.groups) if g.startswith(f"{first_layer} lit")}
     lit_pixels = {label: int(((nz.lit >= lo) & (nz.lit < hi)).sum()) for label, lo, hi in LIT_STRATA}
@@ -684,7 +641,8 @@ def summarise(result: NoiseResult) -> dict:
 def rules() -> dict[str, str]:
     """Every rule that turns a number into a sentence of the report."""
     return {
-        "interval": "95% t-interval across members of each member's mean over the window's noise steps",
+        "interval": ("95% t-interval across members of each member's mean over the window's noise steps "
+                     "(fractions: percentile bootstrap over members)"),
         "heavier/lighter": (f"a tail index is heavier (lighter) than its Gaussian reference when its whole "
                             f"interval lies more than {MARGIN:.0%} below the lower (above the upper) end of "
                             "the reference interval (the central 95% of the same statistic on Gaussian "
@@ -781,11 +739,11 @@ def figures(result: NoiseResult, folder: Path) -> dict[str, str]:
             m = across_members(getattr(nz, name))
             plots.plot_band(axes[0], steps, m.mean, m.lo, m.hi, label=label, color=plots.PALETTE[i])
             plotted.append(m.mean)
-        plots.plot_band(axes[0], steps, pooled["ratio"], pooled["lo"], pooled["hi"], label="ratio of means",
+        plots.plot_band(axes[0], steps, pooled.b_simple, pooled.lo, pooled.hi, label="ratio of means",
                         color=plots.PALETTE[2])
         axes[0].axhline(nz.batch, color="k", linestyle="--", linewidth=0.8, label=f"batch size {nz.batch}")
         axes[0].set(xlabel="training step", ylabel="B_simple = tr(Sigma) / |G|^2")
-        _log_if_positive(axes[0], np.concatenate([*plotted, pooled["ratio"]]))
+        _log_if_positive(axes[0], np.concatenate([*plotted, pooled.b_simple]))
         axes[0].legend(fontsize="x-small")
         plotted = []
         for i, (name, label) in enumerate((("trace_sigma", "tr(Sigma)"), ("grad_sq", "|G|^2"))):
@@ -829,6 +787,10 @@ def _ref_text(ref: dict | None, estimator: str) -> str:
 
 def _ref_verdict(ref: dict | None, kind: str, verdict: str = "infinite-variance"):
     return ref[kind].get("verdicts", {}).get(verdict) if ref else None
+
+
+def _pooled_text(pooled, k: int) -> str:
+    return f"{fmt(pooled.b_simple[k])} [{fmt(pooled.lo[k])}, {fmt(pooled.hi[k])}]"
 
 
 def _yes(v: bool) -> str:
@@ -889,10 +851,9 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
         sentences.append(f"Simsekli et al. (2019) {d['simsekli_2019']}; Xie et al. (2023) {d['xie_2023']}")
         bullets.append(f"**{group}** (window all): " + "; ".join(sentences) + ".")
     pooled = scale["pooled"]
-    flagged = [int(s) for s, f in zip(summary["steps"], pooled["flagged"]) if f]
-    bullets.append(f"B_simple as the ratio of means over members: {fmt(pooled['ratio'][0])} "
-                   f"[{fmt(pooled['lo'][0])}, {fmt(pooled['hi'][0])}] at step 0 and {fmt(pooled['ratio'][-1])} "
-                   f"[{fmt(pooled['lo'][-1])}, {fmt(pooled['hi'][-1])}] at step {last} (batch size "
+    flagged = [int(s) for s, f in zip(summary["steps"], pooled.flagged) if f]
+    bullets.append(f"B_simple as the ratio of means over members: {_pooled_text(pooled, 0)} at step 0 and "
+                   f"{_pooled_text(pooled, -1)} at step {last} (batch size "
                    f"{summary['batch_size']}); steps where n = {summary['reference_examples']} is not >> "
                    f"B_simple (rule b_simple): {', '.join(map(str, flagged)) or 'none'}.")
     rep.bullets(bullets)
@@ -967,8 +928,7 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
     rep.section("Gradient noise scale")
     header = ["step", "B_simple (ratio of means)", "n >> B_simple", "B_simple (per member)",
               "B_simple (two-batch)", "tr(Sigma)", "|G|^2"]
-    rows = [[int(step), f"{fmt(pooled['ratio'][k])} [{fmt(pooled['lo'][k])}, {fmt(pooled['hi'][k])}]",
-             "no (flagged)" if pooled["flagged"][k] else "yes",
+    rows = [[int(step), _pooled_text(pooled, k), "no (flagged)" if pooled.flagged[k] else "yes",
              *[fmt_ci(scale[n]["by_step"][k]) for n in ("b_simple", "b_simple_two_batch", "trace_sigma", "grad_sq")]]
             for k, step in enumerate(summary["steps"])]
     rep.table(header, rows)
