@@ -1,5 +1,6 @@
-"""SGD vs momentum vs Adam (any optax optimizer): update ACF and PSD side by side, with the
-optimizer-filter prediction from the gradient PSD overlaid (section 5 of the RVSP study).
+"""SGD vs momentum vs Adam (any optax optimizer): update ACF, PSD and spectral shape side by side, and
+an out-of-sample test of the optimizer-filter theory: each update PSD predicted from gradient noise
+measured at the frozen final weights, with the error against the metric's floor (section 5).
 
     python -m experiments.optimizers                              # sgd, momentum, adam (~45 s, 2 cores)
     python -m experiments.optimizers --variants sgd,nesterov,rmsprop:1e-3 --seeds 32
@@ -8,7 +9,7 @@ optimizer-filter prediction from the gradient PSD overlaid (section 5 of the RVS
 Every training flag of :class:`rvsp_jax.config.TrainConfig` (shared by all variants; --optimizer is
 replaced by --variants), the flags of :class:`rvsp_jax.studies.optimizers.OptimizerSettings`, and
 --out/--resume/--overwrite/--devices. Writes runs/<variant>/ (one recorded run each), summary.json,
-report.md and figures/.
+report.md and figures/; the report states its windows, whether they are stationary, and its rules.
 """
 
 from __future__ import annotations
