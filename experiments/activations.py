@@ -6,8 +6,9 @@
 
 Trains an ensemble recording every hidden unit's pre-activation and activation on a fixed probe
 batch; reports per-unit and per-layer quantiles, Wasserstein drift from step 0, stationarity by
-phase and saturated/dead fractions. Writes the run folder (manifest.json, arrays/), summary.json,
-report.md and figures/ to --out (default results/activations/<timestamp>).
+phase and saturated/dead fractions, with the analysed window and the rule behind every sentence
+stated in the report. Writes the run folder (manifest.json, arrays/), summary.json, report.md and
+figures/ to --out (default results/activations/<timestamp>).
 """
 
 from __future__ import annotations

@@ -120,6 +120,34 @@ def test_a_diverged_member_is_excluded_and_counted(study, tmp_path):
     assert s["test_accuracy"].n == 2
 
 
+def test_the_report_states_its_window_and_rules(study):
+    s = json.loads((study / "summary.json").read_text())
+    w = s["analysed_window"]
+    assert w["training_steps"] == [0, 58] and w["recorded_steps"] == [0, 30]
+    for fam, by_phase in w["stationary_by_phase"].items():
+        for p, word in by_phase.items():
+            frac = s["stationarity"][fam][p]["bh"]["stationary"]
+            assert word == act.stationarity_word(frac), (fam, p)
+            assert word in ("stationary", "mixed", "mostly non-stationary", "undetermined")
+    assert set(s["rules"]) >= {"numbers", "stationary_phase", "saturated", "intervals"}
+    zero = s["layers"]["Dense_0"]["statistics"]["zero"]["end"]
+    assert 0 <= zero["lo"] <= zero["hi"] <= 1  # bootstrap interval of a fraction
+    report = (study / "report.md").read_text()
+    for text in ("Analysed window: every recording, steps 0-58", "## Rules", "stationary_phase",
+                 "zero (phi' = 0) fraction", "of series)"):
+        assert text in report, text
+
+
+def test_every_member_diverged_is_refused_in_one_line(study, tmp_path):
+    copy = tmp_path / "all_diverged"
+    shutil.copytree(study, copy)
+    manifest = read_manifest(copy)
+    manifest["result"]["diverged_at"] = [2, 17, 5]
+    write_manifest(copy, manifest)
+    with pytest.raises(ValueError, match=r"every member of .* diverged \(3 of 3.*lower --lr"):
+        act.analyse(open_run(copy), act.ActivationSettings(probe_every=2, probe_batch=8), progress=False)
+
+
 def test_refusals(study, tmp_path, capsys):
     with pytest.raises(SystemExit, match="already exists"):
         main([*ARGS, "--out", str(study)])

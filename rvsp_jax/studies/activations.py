@@ -36,7 +36,7 @@ from rvsp_jax.analysis import (
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
 from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, proportion_summary, write_summary
 
 EXPERIMENT = "activations"
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -44,6 +44,22 @@ UNITS_SHOWN = 4
 """Units per layer drawn in the per-unit quantile figure."""
 BLOCK_ELEMENTS = 1 << 25
 """Float32 elements of the recording read at once (128 MiB): members are analysed in blocks."""
+PROPORTION_STATS = ("saturated", "zero", "dead")
+"""Layer statistics that are fractions: percentile-bootstrap intervals across members (inside [0, 1])."""
+STATIONARY_ACCEPT = 0.8
+"""A series family is called stationary in a phase when at least this fraction of its series are
+judged stationary (ADF + KPSS, Benjamini-Hochberg)."""
+RULES = {
+    "numbers": "distribution, drift and layer-statistic sentences state measured values with their "
+               "intervals only; no threshold turns them into words",
+    "stationary_phase": f"a family of series is 'stationary' in a phase when at least {STATIONARY_ACCEPT:.0%} "
+                        "of its series are judged stationary by ADF + KPSS after Benjamini-Hochberg "
+                        "adjustment, 'mostly non-stationary' when under 50%, otherwise 'mixed'",
+    "saturated": "saturated (sigmoid, tanh) means phi'(z) < 19% of its maximum; for ReLU the same rule "
+                 "gives exactly the 'zero' fraction (phi' = 0)",
+    "intervals": "95% Student-t intervals across members; fractions (saturated, zero, dead) use "
+                 "percentile-bootstrap intervals over members, which stay inside [0, 1]",
+}
 
 
 @dataclass(frozen=True)
@@ -219,6 +235,17 @@ def phase_stationarity(series: dict[str, np.ndarray], bounds, names, excluded, a
     return out
 
 
+def _summary_of(stat: str, x) -> MemberSummary:
+    return proportion_summary(x) if stat.split("/")[-1] in PROPORTION_STATS else across_members(x)
+
+
+def stationarity_word(fraction) -> str:
+    """The stationary_phase rule of :data:`RULES`."""
+    if fraction is None or not np.isfinite(fraction):
+        return "undetermined"
+    return "stationary" if fraction >= STATIONARY_ACCEPT else "mostly non-stationary" if fraction < 0.5 else "mixed"
+
+
 def check_length(recorded_steps: int, phases: int) -> None:
     """Refuse recordings too short for ADF/KPSS in every phase (at least 10 recordings a phase)."""
     if recorded_steps < 10 * phases:
@@ -231,6 +258,10 @@ def analyse(run: store.Run, settings: ActivationSettings, *, progress: bool = Tr
     """Distributions, drift, phase stationarity and saturation/dead fractions of a recorded run."""
     config = run.config
     excluded = diverged_members(run)
+    if excluded.all():
+        raise ValueError(f"every member of {run.path} diverged ({excluded.size} of {excluded.size}: "
+                         "non-finite loss or parameters); nothing is left to analyse: lower --lr (or use "
+                         "a gentler --optimizer) and run again")
     steps = run.steps
     t = steps.size
     check_length(t, settings.phases)
@@ -255,7 +286,7 @@ def analyse(run: store.Run, settings: ActivationSettings, *, progress: bool = Tr
                       "max": across_members(drift.max(axis=1)),
                       "unit_end_min": across_members(np.min(unit_final, axis=1)),
                       "unit_end_max": across_members(np.max(unit_final, axis=1))},
-            "statistics": {stat.split("/", 1)[1]: {"start": across_members(x[:, 0]), "end": across_members(x[:, -1])}
+            "statistics": {stat.split("/", 1)[1]: {"start": _summary_of(stat, x[:, 0]), "end": _summary_of(stat, x[:, -1])}
                            for stat, x in statistics.items() if stat.startswith(name + "/")},
         }
     accuracy = _nan_members(np.asarray(run.manifest["result"]["test_accuracy"]), excluded)
@@ -270,6 +301,10 @@ def analyse(run: store.Run, settings: ActivationSettings, *, progress: bool = Tr
         "phases": {"names": names, "recorded_ranges": bounds,
                    "training_steps": [[int(steps[a]), int(steps[b - 1])] for a, b in bounds]},
         "layers": layer_summary, "stationarity": stationarity,
+        "analysed_window": {"recorded_steps": [0, t], "training_steps": [int(steps[0]), int(steps[-1])],
+                            "stationary_by_phase": {fam: {p: stationarity_word(st[p]["bh"]["stationary"])
+                                                          for p in st} for fam, st in stationarity.items()}},
+        "rules": RULES,
     }
     return ActivationAnalysis(summary, steps, layers, statistics, excluded)
 
@@ -382,7 +417,16 @@ def report(analysis: ActivationAnalysis, command: str | None = None) -> Report:
              f"activations recorded every {s['every']} steps ({s['recorded_steps']} recordings, steps "
              f"0-{s['last_step']}) on a fixed probe batch of {s['probe_batch']} test images. "
              f"{mem['diverged']} member(s) diverged and are excluded from every number "
-             f"({mem['analysed']} analysed). Intervals are 95% Student-t intervals across members.")
+             f"({mem['analysed']} analysed). Intervals are 95% Student-t intervals across members "
+             "(fractions: percentile bootstrap).")
+    w = s["analysed_window"]
+    rep.text(f"Analysed window: every recording, steps {w['training_steps'][0]}-{w['training_steps'][1]}, "
+             f"with stationarity judged separately in {len(s['phases']['names'])} phase(s) ("
+             + ", ".join(f"{n} = steps {a}-{b}" for n, (a, b) in zip(s["phases"]["names"], s["phases"]["training_steps"]))
+             + "); the distributions are described over training, not as one stationary distribution.")
+    rep.section("Rules")
+    rep.text("Every sentence of the findings follows from the numbers by one of these rules:")
+    rep.bullets([f"{k}: {v}." for k, v in RULES.items()])
     bullets = [f"Test accuracy {fmt_ci(s['test_accuracy'])}."]
     for name, layer in s["layers"].items():
         q0, q1 = layer["quantiles"]["start"], layer["quantiles"]["end"]
@@ -393,8 +437,14 @@ def report(analysis: ActivationAnalysis, command: str | None = None) -> Report:
         for stat in ("saturated", "zero", "dead"):
             if stat in layer["statistics"]:
                 st = layer["statistics"][stat]
-                bullets.append(f"{name} {stat} fraction: {fmt_ci(st['start'])} at step 0 -> "
+                label = {"saturated": "saturated (phi' < 19% of max)", "zero": "zero (phi' = 0)",
+                         "dead": "dead-unit"}[stat]
+                bullets.append(f"{name} {label} fraction: {fmt_ci(st['start'])} at step 0 -> "
                                f"{fmt_ci(st['end'])} at the end.")
+    for fam, by_phase in w["stationary_by_phase"].items():
+        bullets.append(f"{fam}: " + ", ".join(
+            f"{p} {word} ({pct(s['stationarity'][fam][p]['bh']['stationary'])} of series)"
+            for p, word in by_phase.items()) + ".")
     rep.section("Findings").bullets(bullets)
     rep.section("Distributions over training")
     rep.figure("activation_quantiles", "Quantiles of each layer's activations pooled over units and "
@@ -417,8 +467,9 @@ def report(analysis: ActivationAnalysis, command: str | None = None) -> Report:
             for name, layer in s["layers"].items() for stat, v in layer["statistics"].items()]
     rep.table(["layer", "statistic", "step 0", f"step {s['last_step']}"], rows)
     rep.text("saturated: fraction of (probe image, unit) pairs with sigmoid y < 0.05 or y > 0.95 "
-             "(tanh |y| > 0.9); zero: fraction of pairs with ReLU y = 0; dead: fraction of units that "
-             "are 0 on every probe image; mean and var are over the layer's units and probe images.")
+             "(tanh |y| > 0.9), i.e. phi'(z) below 19% of its maximum; zero: fraction of pairs with ReLU "
+             "y = 0 (phi' = 0, the same rule's count for ReLU); dead: fraction of units that are 0 on "
+             "every probe image; mean and var are over the layer's units and probe images.")
     rep.figure("layer_statistics", "Layer statistics over training (mean across members, 95% t-interval).")
     rep.section("Stationarity by phase")
     ph = s["phases"]
