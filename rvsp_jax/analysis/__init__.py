@@ -11,6 +11,8 @@ float64 unless its docstring says otherwise, and is tested series by series agai
 - :mod:`~rvsp_jax.analysis.drift`: rolling mean and variance, drift summaries.
 - :mod:`~rvsp_jax.analysis.ergodicity`: ensemble vs time averages, variance scaling, Omega(t),
   ergodicity breaking, distribution check, and the verdict :func:`assess`.
+- :mod:`~rvsp_jax.analysis.lrv`: lugsail batch-means long-run variance, tau and the
+  mean-ergodicity ANOVA behind :func:`assess`.
 - :mod:`~rvsp_jax.analysis.alignment`: weight matching of hidden units across members.
 - :mod:`~rvsp_jax.analysis.tails`, :mod:`~rvsp_jax.analysis.noise_scale`,
   :mod:`~rvsp_jax.analysis.optimizer_filters`: tail indices, gradient noise scale, optimizer filters.
@@ -27,6 +29,7 @@ from rvsp_jax.analysis.ergodicity import (
     distribution_check, ensemble_mean, ensemble_variance, ergodicity_breaking, finite_members,
     fluctuation_metric, integrated_autocorr_time, running_average, tamsd, time_averages,
     variance_scaling)
+from rvsp_jax.analysis.lrv import LongRunVariance, long_run_variance
 from rvsp_jax.analysis.multiple_testing import FdrResult, fdr_bh
 from rvsp_jax.analysis.noise_scale import NoiseScale, gradient_noise_scale, two_batch_noise_scale
 from rvsp_jax.analysis.optimizer_filters import (
