@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"command: python -m benchmarks.tail_calibration {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    args_text = " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"command: python -m benchmarks.tail_calibration {args_text}".rstrip())
     print(f"machine: {platform.platform()}; {platform.processor() or platform.machine()}; "
           f"cpu_count={os.cpu_count()}; python {platform.python_version()}, numpy {np.__version__}, "
           f"scipy {scipy.__version__}")

@@ -36,9 +36,10 @@ unit's error times its pixel, so a rarely lit pixel gives a mostly-zero noise wi
   subset is not much larger than ``B_simple`` are flagged), with the two-batch estimate as a
   cross-check.
 
-Every number is per member first; intervals are 95% t-intervals across members (fractions: bootstrap), and diverged members
-are excluded and counted (none left: :class:`NoUsableMembersError`). One run folder: the recording,
-``summary.json``, ``report.md``, ``figures/``.
+Every number is per member first; intervals are 95% t-intervals across members (fractions: percentile
+bootstrap over members), and diverged members are excluded and counted (none left:
+:class:`NoUsableMembersError`). One run folder: the recording, ``summary.json``, ``report.md``,
+``figures/``.
 """
 
 from __future__ import annotations
@@ -73,7 +74,6 @@ TRAIN_DEFAULTS = {"seeds": 16, "steps": 3000}
 """16 members, 3,000 SGD steps (1.6 epochs) of the sigmoid 784-16-16-10 network (about 4 min in
 all on 2 shared CPU cores, most of it measuring the noise)."""
 _SUBSAMPLE_STREAM = 0x7461696C  # "tail": stream tag of the across-parameter subsample
-_NULL_STREAM = 0x6E756C6C  # "null": stream tag of the scale-matched Gaussian null
 _REFERENCE_SEED = 0
 ALPHA = 0.05
 """Level of every tail verdict and of the rules below."""
@@ -89,9 +89,15 @@ VERDICT_MINIBATCHES = 16
 """Minibatches per member and step whose across-parameter sample gets a tail verdict."""
 LIT_STRATA = (("<5%", 0.0, 0.05), ("5-50%", 0.05, 0.5), (">50%", 0.5, 1.0 + 1e-9))
 """Strata of first-layer weights by the fraction of training images in which their pixel is lit."""
-ACROSS_KINDS = ("raw", "null", "standardised")
-"""Across-parameter samples: the measured noise, the scale-matched Gaussian null, the measured noise
-standardised per parameter."""
+ACROSS_KINDS = ("raw", "null", "covariance", "standardised")
+"""Across-parameter samples: the measured noise; the scale-matched Gaussian null (independent, each
+parameter with its own robust scale); the covariance-matched Gaussian null (random Gaussian
+combinations of the M centred noise vectors: the same sample covariance, scales and correlations);
+the measured noise standardised per parameter."""
+NULL_KINDS = {"null": "scale-matched", "covariance": "covariance-matched"}
+SPARSE = 0.5
+"""A parameter is sparse at a step when its minibatch gradient is exactly 0 in more than half of the
+M minibatches (a rarely lit pixel): its noise is a bounded spike train, not an alpha-stable law."""
 WINDOWS = ("all", "early", "late")
 """Windows of noise steps: every noise step; steps in the first half of training; the second half."""
 
@@ -285,6 +291,8 @@ class NoiseMeasurements(NamedTuple):
       of them whose robust scale fell back to the sd (MAD 0).
     along: ``{"hill" | "simsekli": [S, K, G]}`` tail index along iterations, median over the group's
       active parameters; along_verdicts: ``[S, K, G, 4]`` fraction of them per tail verdict;
+      along_verdicts_dense: the same among the group's active parameters that are not sparse
+      (:data:`SPARSE`); sparse: ``[S, K, G]`` fraction of active parameters that are sparse;
       along_bh: ``[S, K, G]`` fraction whose normality is rejected under Benjamini-Hochberg (FDR
       5%) within the group; along_n: ``[S, K, G]`` active parameters.
     b_simple, trace_sigma, grad_sq: ``[S, K]`` per-example noise scale on the reference subset.
@@ -310,6 +318,8 @@ class NoiseMeasurements(NamedTuple):
     scale_fallback: np.ndarray
     along: dict
     along_verdicts: np.ndarray
+    along_verdicts_dense: np.ndarray
+    sparse: np.ndarray
     along_bh: np.ndarray
     along_n: np.ndarray
     b_simple: np.ndarray
@@ -351,8 +361,8 @@ def measure_step(xi: np.ndarray, g_ref: np.ndarray, groups: dict, tail_sample: i
 
     xi: ``[M, P]`` noise; g_ref: ``[P]`` reference gradient; groups: name -> positions.
     Returns ``{"across": {kind: {est: [G]}}, "across_verdicts": {kind: [G, 4]}, "across_n": [G],
-    "scale_fallback": [G], "along": {est: [G]}, "along_verdicts": [G, 4], "along_bh": [G],
-    "along_n": [G], "example": (...)}``. Across parameters the estimators use the first
+    "scale_fallback": [G], "along": {est: [G]}, "along_verdicts": [G, 4], "along_verdicts_dense":
+    [G, 4], "sparse": [G], "along_bh": [G], "along_n": [G], "example": (...)}``. Across parameters the estimators use the first
     ``ACROSS_MINIBATCHES`` minibatches and the verdicts the first ``VERDICT_MINIBATCHES``; the
     robust scales use all M.
     """
@@ -363,16 +373,19 @@ def measure_step(xi: np.ndarray, g_ref: np.ndarray, groups: dict, tail_sample: i
     scale, fallback = _robust_scale(centred)
     along_h, along_b = np.asarray(_hill(centred.T)), np.asarray(_simsekli(centred.T))
     verdict = tail_verdict(centred, axis=0, alpha=ALPHA)
+    dense = ((xi + g_ref) == 0).mean(axis=0) <= SPARSE  # xi + G is the minibatch gradient exactly
     rows = min(m, ACROSS_MINIBATCHES)
     z = rng.standard_normal((m, centred.shape[1]), dtype=np.float32)
     z = (z - z.mean(axis=0))[:rows]  # the null, centred like the noise: Gaussian with each own scale
+    w = rng.standard_normal((rows, m), dtype=np.float32) / np.float32(math.sqrt(m - 1))
+    covariance = w @ centred  # Gaussian with the sample covariance of the M noise vectors
     nan = np.full(n_groups, np.nan)
     out = {"across": {k: {"hill": nan.copy(), "simsekli": nan.copy()} for k in ACROSS_KINDS},
            "across_verdicts": {k: np.full((n_groups, 4), np.nan) for k in ACROSS_KINDS},
            "across_n": np.zeros(n_groups), "scale_fallback": nan.copy(),
            "along": {"hill": nan.copy(), "simsekli": nan.copy()},
-           "along_verdicts": np.full((n_groups, 4), np.nan), "along_bh": nan.copy(),
-           "along_n": np.zeros(n_groups)}
+           "along_verdicts": np.full((n_groups, 4), np.nan), "along_verdicts_dense": np.full((n_groups, 4), np.nan),
+           "sparse": nan.copy(), "along_bh": nan.copy(), "along_n": np.zeros(n_groups)}
     v_rows = min(m, VERDICT_MINIBATCHES)
     for gi, idx in enumerate(groups.values()):
         pool = idx[active[idx]]
@@ -381,17 +394,21 @@ def measure_step(xi: np.ndarray, g_ref: np.ndarray, groups: dict, tail_sample: i
             continue
         out["along"]["hill"][gi], out["along"]["simsekli"][gi] = _median(along_h[pool]), _median(along_b[pool])
         out["along_verdicts"][gi] = _fractions(verdict.verdict[pool])
+        out["along_verdicts_dense"][gi] = _fractions(verdict.verdict[pool[dense[pool]]])
+        out["sparse"][gi] = 1.0 - dense[pool].mean()
         p = verdict.normality_pvalue[pool]
         if np.isfinite(p).any():
             out["along_bh"][gi] = fdr_bh(p).reject[np.isfinite(p)].mean()
         pool = pool[scale[pool] > 0]  # a parameter without noise in these M minibatches has no scale
         if pool.size < 4:
             continue
-        chosen = np.sort(rng.choice(pool, min(tail_sample, pool.size), replace=False))
+        # random order: block sums of neighbouring (correlated) parameters would bias the estimator
+        chosen = rng.choice(pool, min(tail_sample, pool.size), replace=False)
         out["across_n"][gi] = chosen.size
         out["scale_fallback"][gi] = fallback[chosen].mean()
         raw, s = centred[:rows, chosen], scale[chosen]
-        for kind, sample in (("raw", raw), ("null", z[:, chosen] * s), ("standardised", raw / s)):
+        for kind, sample in (("raw", raw), ("null", z[:, chosen] * s), ("covariance", covariance[:, chosen]),
+                             ("standardised", raw / s)):
             h, b = np.asarray(_hill(sample)), np.asarray(_simsekli(sample))
             out["across"][kind]["hill"][gi], out["across"][kind]["simsekli"][gi] = _median(h), _median(b)
             out["across_verdicts"][kind][gi] = _fractions(tail_verdict(sample[:v_rows], alpha=ALPHA).verdict)
@@ -429,7 +446,8 @@ def measure(run: store.Run, settings: NoiseSettings, *, dataset=None, progress: 
     out = {"across": {k: {"hill": full(), "simsekli": full()} for k in ACROSS_KINDS},
            "across_verdicts": {k: full(4) for k in ACROSS_KINDS}, "across_n": full(),
            "scale_fallback": full(), "along": {"hill": full(), "simsekli": full()},
-           "along_verdicts": full(4), "along_bh": full(), "along_n": full()}
+           "along_verdicts": full(4), "along_verdicts_dense": full(4), "sparse": full(), "along_bh": full(),
+           "along_n": full()}
     per_step = {f: np.full((config.seeds, steps.size), np.nan) for f in _PER_STEP}
     example = (np.zeros(0),) * 3
     bar = tqdm(total=int(usable.sum()) * steps.size, desc="gradient noise", disable=not progress,
@@ -448,7 +466,8 @@ def measure(run: store.Run, settings: NoiseSettings, *, dataset=None, progress: 
                     out["across"][kind][est][s, k] = one["across"][kind][est]
             for est in ("hill", "simsekli"):
                 out["along"][est][s, k] = one["along"][est]
-            for f in ("across_n", "scale_fallback", "along_verdicts", "along_bh", "along_n"):
+            for f in ("across_n", "scale_fallback", "along_verdicts", "along_verdicts_dense", "sparse",
+                      "along_bh", "along_n"):
                 out[f][s, k] = one[f]
             two = two_batch_noise_scale(sample.minibatch_sq_norms, float(g_ref @ g_ref),
                                         config.batch_size, ref.size).b_simple if two_batch else np.nan
@@ -497,7 +516,8 @@ def analyse(run: store.Run, settings: NoiseSettings, *, dataset=None, progress: 
     for gi, group in enumerate(noise.groups):
         sizes = noise.across_n[..., gi]
         n_across = int(min(np.nanmax(sizes), settings.tail_sample)) if np.isfinite(sizes).any() else 0
-        along_count = int(np.nanmedian(sizes)) if np.isfinite(sizes).any() else 0
+        active = noise.along_n[..., gi]
+        along_count = int(np.nanmedian(active)) if np.isfinite(active).any() else 0
         gaussian["across_parameters"][group] = (across_reference(noise.minibatches, n_across)
                                                 if n_across >= 4 else None)
         gaussian["along_iterations"][group] = (along_reference(noise.minibatches, along_count)
@@ -546,32 +566,59 @@ def _verdict_summary(fractions: np.ndarray) -> dict:
     return {name: fraction_summary(fractions[:, i]) for i, name in enumerate(TAIL_VERDICTS)}
 
 
-def decide(group: dict, gaussian_across: dict | None, gaussian_along: dict | None) -> dict:
-    """The rules of the report applied to one group in one window (``group`` from :func:`summarise`)."""
+def decide(group: dict, gaussian_across: dict | None) -> dict:
+    """The rules of the report (:func:`rules`) applied to one group in one window (``group`` from
+    :func:`summarise`)."""
     across, along = group["across_parameters"], group["along_iterations"]
     plain = gaussian_across["plain"]["simsekli"] if gaussian_across else None
     std_ref = gaussian_across["standardised"]["simsekli"] if gaussian_across else None
-    diff = across["raw_minus_null"]["simsekli"]
-    null = across["null"]["simsekli"]
-    iv_std = across["verdicts"]["standardised"]["infinite-variance"]
-    iv_along = along["verdicts"]["infinite-variance"]
+
+    def heavier_than_null(kind: str) -> bool:
+        diff, null = across[f"raw_minus_{kind}"]["simsekli"], across[kind]["simsekli"]
+        return bool(np.isfinite(diff.hi) and np.isfinite(null.mean) and diff.hi < -MARGIN * null.mean)
+
+    iv, iv_dense = along["verdicts"]["infinite-variance"], along["verdicts_dense"]["infinite-variance"]
     g_along = along["verdicts"]["gaussian"]
-    heavier_raw = _below(across["raw"]["simsekli"], plain)
-    beyond_scales = bool(np.isfinite(diff.hi) and np.isfinite(null.mean) and diff.hi < -MARGIN * null.mean)
-    std_heavier = _below(across["standardised"]["simsekli"], std_ref)
-    std_iv = bool(np.isfinite(iv_std.lo) and iv_std.lo > ALPHA)
-    along_iv = bool(np.isfinite(iv_along.lo) and iv_along.lo > ALPHA)
+    uncontrolled = _below(across["raw"]["simsekli"], plain)
+    scale, covariance = heavier_than_null("null"), heavier_than_null("covariance")
+    along_iv = bool(np.isfinite(iv.lo) and iv.lo > ALPHA)
+    dense_iv = bool(np.isfinite(iv_dense.lo) and iv_dense.lo > ALPHA)
     along_gauss = bool(np.isfinite(g_along.hi) and g_along.hi >= GAUSSIAN_ALONG)
-    no_iv = all(np.isfinite(s.hi) and s.hi <= ALPHA for s in (iv_std, iv_along))
-    simsekli = "supported" if (std_iv or along_iv) else ("not supported" if no_iv else "undetermined")
-    xie = "reproduced" if ((beyond_scales or std_heavier) and along_gauss) else "not reproduced"
-    return {"across_heavier_than_gaussian_uncontrolled": heavier_raw,
-            "across_heavier_than_scale_matched_gaussian": beyond_scales,
-            "across_standardised_heavier_than_gaussian": std_heavier,
-            "across_standardised_infinite_variance": std_iv,
-            "along_infinite_variance": along_iv, "along_gaussian": along_gauss,
-            "scale_heterogeneity_explains_across": heavier_raw and not beyond_scales and not std_heavier,
-            "simsekli_2019": simsekli, "xie_2023": xie}
+    if dense_iv:
+        simsekli = "supported"
+    elif along_iv:
+        simsekli = "only in sparse parameters"
+    elif np.isfinite(iv.hi) and iv.hi <= ALPHA:
+        simsekli = "not supported"
+    else:
+        simsekli = "undetermined"
+    xie = {(True, True): "reproduced", (True, False): "across parameters only",
+           (False, True): "along iterations only", (False, False): "not reproduced"}[(uncontrolled, along_gauss)]
+    return {"across_heavier_than_gaussian_uncontrolled": uncontrolled,
+            "across_heavier_than_scale_matched_gaussian": scale,
+            "across_heavier_than_covariance_matched_gaussian": covariance,
+            "across_standardised_heavier_than_gaussian": _below(across["standardised"]["simsekli"], std_ref),
+            "across_explained_by_gaussian_structure": uncontrolled and not (scale or covariance),
+            "along_infinite_variance": along_iv, "along_infinite_variance_dense": dense_iv,
+            "along_gaussian": along_gauss, "simsekli_2019": simsekli, "xie_2023": xie}
+
+
+def _group_summary(nz: NoiseMeasurements, gi: int, mask: np.ndarray) -> dict:
+    """Across-member summaries of group ``gi`` over the window ``mask`` of noise steps."""
+    per = lambda x: _per_member(x, mask)  # noqa: E731
+    across = {kind: {est: across_members(per(nz.across[kind][est][..., gi])) for est in ("hill", "simsekli")}
+              for kind in ACROSS_KINDS}
+    for kind in NULL_KINDS:
+        across[f"raw_minus_{kind}"] = {est: across_members(per(nz.across["raw"][est][..., gi]
+                                                               - nz.across[kind][est][..., gi]))
+                                       for est in ("hill", "simsekli")}
+    across["verdicts"] = {kind: _verdict_summary(per(nz.across_verdicts[kind][:, :, gi])) for kind in ACROSS_KINDS}
+    along = {est: across_members(per(nz.along[est][..., gi])) for est in ("hill", "simsekli")}
+    along["verdicts"] = _verdict_summary(per(nz.along_verdicts[:, :, gi]))
+    along["verdicts_dense"] = _verdict_summary(per(nz.along_verdicts_dense[:, :, gi]))
+    along["sparse"] = fraction_summary(per(nz.sparse[..., gi]))
+    along["bh_non_gaussian"] = fraction_summary(per(nz.along_bh[..., gi]))
+    return {"across_parameters": across, "along_iterations": along}
 
 
 def summarise(result: NoiseResult) -> dict:
@@ -583,30 +630,17 @@ def summarise(result: NoiseResult) -> dict:
     for w, mask in windows.items():
         by_window[w] = {}
         for gi, group in enumerate(nz.groups):
-            across = {kind: {est: across_members(_per_member(nz.across[kind][est][..., gi], mask))
-                             for est in ("hill", "simsekli")} for kind in ACROSS_KINDS}
-            across["raw_minus_null"] = {
-                est: across_members(_per_member(nz.across["raw"][est][..., gi] - nz.across["null"][est][..., gi],
-                                                mask)) for est in ("hill", "simsekli")}
-            across["verdicts"] = {kind: _verdict_summary(_per_member(nz.across_verdicts[kind][:, :, gi], mask))
-                                  for kind in ACROSS_KINDS}
-            along = {est: across_members(_per_member(nz.along[est][..., gi], mask)) for est in ("hill", "simsekli")}
-            along["verdicts"] = _verdict_summary(_per_member(nz.along_verdicts[:, :, gi], mask))
-            along["bh_non_gaussian"] = fraction_summary(_per_member(nz.along_bh[..., gi], mask))
-            entry = {"across_parameters": across, "along_iterations": along}
-            entry["decisions"] = decide(entry, result.gaussian["across_parameters"][group],
-                                        result.gaussian["along_iterations"][group])
+            entry = _group_summary(nz, gi, mask)
+            entry["decisions"] = decide(entry, result.gaussian["across_parameters"][group])
             by_window[w][group] = entry
-    by_step = {"across_raw_simsekli": {g: _by_step(nz.across["raw"]["simsekli"][..., gi]) for gi, g in enumerate(nz.groups)},
-               "across_null_simsekli": {g: _by_step(nz.across["null"]["simsekli"][..., gi])
-                                        for gi, g in enumerate(nz.groups)},
-               "across_standardised_simsekli": {g: _by_step(nz.across["standardised"]["simsekli"][..., gi])
-                                                for gi, g in enumerate(nz.groups)},
+    by_step = {f"across_{kind}_simsekli": {g: _by_step(nz.across[kind]["simsekli"][..., gi])
+                                           for gi, g in enumerate(nz.groups)} for kind in ACROSS_KINDS}
+    by_step.update({
                "along_gaussian_fraction": {g: [fraction_summary(nz.along_verdicts[:, k, gi, 0])
                                                for k in range(nz.steps.size)] for gi, g in enumerate(nz.groups)},
                "along_infinite_variance_fraction": {g: [fraction_summary(nz.along_verdicts[:, k, gi, 2])
                                                         for k in range(nz.steps.size)]
-                                                    for gi, g in enumerate(nz.groups)}}
+                                                    for gi, g in enumerate(nz.groups)}})
     scale = {name: {"by_step": _by_step(getattr(nz, name)), "first": across_members(getattr(nz, name)[:, 0]),
                     "last": across_members(getattr(nz, name)[:, -1])}
              for name in ("b_simple", "b_simple_two_batch", "trace_sigma", "grad_sq")}
@@ -632,42 +666,55 @@ def summarise(result: NoiseResult) -> dict:
         "minibatch_check_max_relative_difference":
             float(np.nanmax(nz.check)) if np.isfinite(nz.check).any() else None,
         "test_accuracy": across_members(np.where(result.usable, run.final().test_accuracy, np.nan)),
-        "scale_fallback_fraction": float(np.nanmean(nz.scale_fallback)) if np.isfinite(nz.scale_fallback).any() else None,
+        "scale_fallback_fraction": (float(np.nanmean(nz.scale_fallback)) if np.isfinite(nz.scale_fallback).any()
+                                    else None),
         "tails": by_window, "by_step": by_step, "gaussian_reference": result.gaussian,
         "noise_scale": scale,
     }
 
 
 def rules() -> dict[str, str]:
-    """Every rule that turns a number into a sentence of the report."""
+    """Every rule that turns a number into a sentence of the report (name -> rule)."""
+    def null(kind):
+        return (f"paired difference raw minus the {NULL_KINDS[kind]} Gaussian null (block sums) has its "
+                f"whole interval below -{MARGIN:.0%} of the null's mean")
     return {
         "interval": ("95% t-interval across members of each member's mean over the window's noise steps "
                      "(fractions: percentile bootstrap over members)"),
-        "heavier/lighter": (f"a tail index is heavier (lighter) than its Gaussian reference when its whole "
-                            f"interval lies more than {MARGIN:.0%} below the lower (above the upper) end of "
-                            "the reference interval (the central 95% of the same statistic on Gaussian "
-                            "samples of the same size); otherwise close to Gaussian"),
+        "heavier": (f"a tail index is heavier than its Gaussian reference when its whole interval lies more "
+                    f"than {MARGIN:.0%} below the lower end of the reference interval (the central 95% of "
+                    "the same statistic on Gaussian samples of the same size)"),
         "across_heavier_than_gaussian_uncontrolled": ("raw block-sum index heavier than i.i.d. N(0, 1) "
-                                                      "samples (Simsekli et al.'s comparison, no control)"),
-        "across_heavier_than_scale_matched_gaussian": (
-            f"paired difference raw minus scale-matched Gaussian null (block sums) has its interval "
-            f"below -{MARGIN:.0%} of the null's mean"),
-        "across_standardised_heavier_than_gaussian": ("block-sum index of the per-parameter standardised "
-                                                      "noise heavier than Gaussian samples standardised "
-                                                      "the same way"),
-        "across_standardised_infinite_variance": (f"lower end of the fraction of minibatches whose "
-                                                  f"standardised sample tail_verdict calls infinite-"
-                                                  f"variance > {ALPHA} (the verdict's size)"),
-        "along_infinite_variance": (f"lower end of the fraction of parameters called infinite-variance "
-                                    f"along iterations > {ALPHA}"),
+                                                      "samples (the comparison of Simsekli et al., no control)"),
+        "across_heavier_than_scale_matched_gaussian": null("null"),
+        "across_heavier_than_covariance_matched_gaussian": null("covariance"),
+        "across_standardised_heavier_than_gaussian": ("block-sum index of the noise standardised per "
+                                                      "parameter heavier than Gaussian samples standardised "
+                                                      "the same way (descriptive: the pooled sample mixes "
+                                                      "parameters with different laws)"),
+        "across_explained_by_gaussian_structure": ("uncontrolled comparison heavier, but neither the "
+                                                   "scale-matched nor the covariance-matched one: a Gaussian "
+                                                   "with the noise's own scales (and correlations) has the "
+                                                   "same across-parameter tail"),
+        "infinite-variance": ("tail_verdict's word for a Hill tail index below 2 over the observed range "
+                              "(docs/calibration.md, Tails: finite-variance laws are called so at most ~5% "
+                              "of the time); bounded noise with rare large values, such as a sparse "
+                              "parameter's spikes, can read so at these n"),
+        "sparse": (f"a parameter whose minibatch gradient is exactly 0 in more than {SPARSE:.0%} of the M "
+                   "minibatches (a rarely lit pixel)"),
+        "along_infinite_variance": (f"lower end of the fraction of the group's parameters called "
+                                    f"infinite-variance along iterations > {ALPHA} (the verdict's size)"),
+        "along_infinite_variance_dense": "the same among the group's parameters that are not sparse",
         "along_gaussian": (f"upper end of the fraction of parameters called gaussian along iterations "
                            f">= {GAUSSIAN_ALONG:.2f} (Gaussian data: {1 - ALPHA:.2f})"),
-        "scale_heterogeneity_explains_across": ("uncontrolled comparison heavier, but neither the "
-                                                "scale-matched nor the standardised one"),
-        "simsekli_2019": ("supported if across (standardised) or along infinite variance holds; not "
-                          f"supported if both fractions' upper ends are <= {ALPHA}; else undetermined"),
-        "xie_2023": ("reproduced if the across-parameter tail is heavier than Gaussian beyond scale "
-                     "heterogeneity (scale-matched or standardised) and along iterations is Gaussian"),
+        "simsekli_2019": ("alpha-stable noise with alpha < 2 (Simsekli et al. 2019): supported if "
+                          "along_infinite_variance_dense holds; only in sparse parameters if "
+                          "along_infinite_variance holds but not among dense parameters; not supported if "
+                          f"the upper end of the infinite-variance fraction is <= {ALPHA}; else undetermined"),
+        "xie_2023": ("heavy tails across parameters but Gaussian along iterations (Xie et al. 2023): "
+                     "reproduced if across_heavier_than_gaussian_uncontrolled and along_gaussian hold; "
+                     "across parameters only / along iterations only if one of them holds; else not "
+                     "reproduced"),
         "b_simple": (f"ratio of means over members, mean tr(Sigma) / mean |G|^2, with a bootstrap 95% "
                      f"interval over members; a step is flagged when the reference subset n < "
                      f"{N_OVER_B} x B_simple or mean |G|^2 <= 0 (the per-member ratio is then "
@@ -694,6 +741,7 @@ def figures(result: NoiseResult, folder: Path) -> dict[str, str]:
     with plots.paper_style():
         fig, axes = plots.subplots(1, 2, width="double", height=2.4)
         series = [("across, raw", nz.across["raw"]), ("across, scale-matched Gaussian", nz.across["null"]),
+                  ("across, covariance-matched Gaussian", nz.across["covariance"]),
                   ("across, standardised", nz.across["standardised"]), ("along iterations", nz.along)]
         for ax, estimator in zip(axes, ("hill", "simsekli")):
             for i, (label, values) in enumerate(series):
@@ -701,15 +749,15 @@ def figures(result: NoiseResult, folder: Path) -> dict[str, str]:
                 plots.plot_band(ax, steps, m.mean, m.lo, m.hi, label=label, color=plots.PALETTE[i])
             ref = result.gaussian["along_iterations"]["all"]
             if ref is not None:
-                ax.axhline(ref[estimator]["median"], color=plots.PALETTE[3], linestyle=":", linewidth=0.8,
+                ax.axhline(ref[estimator]["median"], color=plots.PALETTE[4], linestyle=":", linewidth=0.8,
                            label=f"Gaussian, n={ref['n']}")
             ax.set(xlabel="training step", ylabel=f"tail index alpha ({estimator})",
                    title="Hill (k = sqrt n)" if estimator == "hill" else "block sums (Simsekli et al.)")
         axes[0].legend(fontsize="x-small")
         plots.save_figure(fig, folder, "tail_index")
         captions["tail_index"] = ("Tail index of the minibatch gradient noise of all parameters: across "
-                                  "parameters (raw, its scale-matched Gaussian null, standardised per "
-                                  "parameter) and along iterations; mean and 95% t-interval across "
+                                  "parameters (raw, its scale-matched and covariance-matched Gaussian "
+                                  "nulls, standardised per parameter) and along iterations; mean and 95% t-interval across "
                                   "members; dotted: Gaussian samples of the along-iteration size")
 
         fig, axes = plots.subplots(1, 2, width="double", height=2.6)
@@ -718,12 +766,12 @@ def figures(result: NoiseResult, folder: Path) -> dict[str, str]:
         for ax, estimator in zip(axes, ("hill", "simsekli")):
             for i, (label, values) in enumerate(series):
                 m = across_members(np.stack([_per_member(values[estimator][..., g], whole) for g in x], axis=1))
-                offset = (i - 1.5) * 0.18
+                offset = (i - 2) * 0.15
                 ax.errorbar(x + offset, m.mean, yerr=[m.mean - m.lo, m.hi - m.mean], fmt="o", capsize=2,
                             markersize=3, color=plots.PALETTE[i], label=label)
             refs = [result.gaussian["along_iterations"][g] for g in nz.groups]
-            ax.plot(x + 1.5 * 0.18, [r[estimator]["median"] if r else np.nan for r in refs], "_",
-                    color=plots.PALETTE[3], markersize=10, label="Gaussian (along)")
+            ax.plot(x + 2 * 0.15, [r[estimator]["median"] if r else np.nan for r in refs], "_",
+                    color=plots.PALETTE[4], markersize=10, label="Gaussian (along)")
             ax.set(xticks=x, ylabel=f"tail index alpha ({estimator})")
             ax.set_xticklabels(nz.groups, rotation=30, ha="right", fontsize="x-small")
         axes[0].legend(fontsize="x-small")
@@ -793,6 +841,34 @@ def _pooled_text(pooled, k: int) -> str:
     return f"{fmt(pooled.b_simple[k])} [{fmt(pooled.lo[k])}, {fmt(pooled.hi[k])}]"
 
 
+def _findings(entry: dict) -> list[str]:
+    """The sentences of one group in one window, each from its rule (:func:`rules`)."""
+    d, a, al = entry["decisions"], entry["across_parameters"], entry["along_iterations"]
+    diff = {k: fmt_ci(a[f"raw_minus_{k}"]["simsekli"]) for k in NULL_KINDS}
+    nulls = f"raw minus scale-matched null {diff['null']}, minus covariance-matched null {diff['covariance']}"
+    if d["across_explained_by_gaussian_structure"]:
+        across = ("across parameters the raw tail is heavier than i.i.d. Gaussian samples but not heavier than "
+                  f"a Gaussian with the noise's own scales and correlations ({nulls}): Gaussian structure "
+                  "explains it")
+    elif d["across_heavier_than_gaussian_uncontrolled"]:
+        across = f"across parameters the tail is heavier than Gaussian even against the matched nulls ({nulls})"
+    else:
+        across = f"across parameters the tail is not heavier than i.i.d. Gaussian samples ({nulls})"
+    v, dense = al["verdicts"], al["verdicts_dense"]
+    along = (f"along iterations {_frac_text(v['gaussian'])} of parameters are called gaussian, "
+             f"{_frac_text(v['heavy-tailed'])} heavy-tailed (finite variance), {_frac_text(v['infinite-variance'])} "
+             f"infinite-variance ({_frac_text(dense['infinite-variance'])} of the non-sparse ones; "
+             f"{_frac_text(al['sparse'])} are sparse): "
+             + ("Gaussian" if d["along_gaussian"] else "not Gaussian")
+             + (", with infinite variance" if d["along_infinite_variance_dense"] else
+                ", infinite variance only in sparse parameters" if d["along_infinite_variance"] else ""))
+    return [across, along, f"Simsekli et al. (2019): {d['simsekli_2019']}; Xie et al. (2023): {d['xie_2023']}"]
+
+
+def _frac_text(s) -> str:
+    return f"{pct(s.mean)} [{pct(s.lo)}, {pct(s.hi)}]"
+
+
 def _yes(v: bool) -> str:
     return "yes" if v else "no"
 
@@ -814,8 +890,9 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
              f"{fmt(summary['minibatch_check_max_relative_difference'], 2)} (max relative difference). "
              f"Parameters with a nonzero reference gradient: {fmt_ci(summary['active_parameters'])}. "
              f"Test accuracy {fmt_ci(summary['test_accuracy'])}.")
+    half = summary["total_steps"] / 2
     rep.text("**Windows.** " + "; ".join(f"{w}: noise steps {', '.join(map(str, s))}" for w, s in windows.items())
-             + f" (early: step < {summary['total_steps'] / 2:g}, late: step >= {summary['total_steps'] / 2:g}). "
+             + f" (early: step < {half:g}, late: step >= {half:g}). "
              "**Stationarity.** Each noise step is a sample of M exchangeable minibatch draws at frozen "
              "weights, stationary by construction; across noise steps the distribution drifts (see the "
              "table over training), so a window's value is a mean over distinct distributions, not one "
@@ -826,30 +903,7 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
     bullets = []
     w_all = tails["all"]
     for group in summary["groups"]:
-        d = w_all[group]["decisions"]
-        a = w_all[group]["across_parameters"]
-        al = w_all[group]["along_iterations"]
-        sentences = []
-        if d["scale_heterogeneity_explains_across"]:
-            sentences.append("across parameters the raw tail is heavier than i.i.d. Gaussian samples, but "
-                             "not heavier than a Gaussian with each parameter's own scale (raw minus null "
-                             f"{fmt_ci(a['raw_minus_null']['simsekli'])}) nor after standardisation: scale "
-                             "heterogeneity explains it")
-        elif d["across_heavier_than_scale_matched_gaussian"] or d["across_standardised_heavier_than_gaussian"]:
-            sentences.append("across parameters the tail is heavier than Gaussian beyond scale heterogeneity "
-                             f"(raw minus scale-matched null {fmt_ci(a['raw_minus_null']['simsekli'])}; "
-                             f"standardised {fmt_ci(a['standardised']['simsekli'])})")
-        else:
-            sentences.append("across parameters the tail is not heavier than Gaussian by any comparison "
-                             f"(raw minus null {fmt_ci(a['raw_minus_null']['simsekli'])})")
-        g, iv = al["verdicts"]["gaussian"], al["verdicts"]["infinite-variance"]
-        sentences.append(f"along iterations {pct(g.mean)} of parameters are called gaussian "
-                         f"[{pct(g.lo)}, {pct(g.hi)}] and {pct(iv.mean)} infinite-variance "
-                         f"[{pct(iv.lo)}, {pct(iv.hi)}]: "
-                         + ("Gaussian" if d["along_gaussian"] else "not Gaussian")
-                         + (", with infinite variance" if d["along_infinite_variance"] else ""))
-        sentences.append(f"Simsekli et al. (2019) {d['simsekli_2019']}; Xie et al. (2023) {d['xie_2023']}")
-        bullets.append(f"**{group}** (window all): " + "; ".join(sentences) + ".")
+        bullets.append(f"**{group}** (window all): " + "; ".join(_findings(w_all[group])) + ".")
     pooled = scale["pooled"]
     flagged = [int(s) for s, f in zip(summary["steps"], pooled.flagged) if f]
     bullets.append(f"B_simple as the ratio of means over members: {_pooled_text(pooled, 0)} at step 0 and "
@@ -858,36 +912,41 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
                    f"B_simple (rule b_simple): {', '.join(map(str, flagged)) or 'none'}.")
     rep.bullets(bullets)
     rep.section("Simsekli et al. (2019) vs Xie et al. (2023), by window")
-    header = ["window", "group", "heavier (uncontrolled)", "heavier than scale-matched", "standardised heavier",
-              "standardised inf. var.", "along inf. var.", "along Gaussian", "Simsekli 2019", "Xie 2023"]
+    header = ["window", "group", "across heavier (uncontrolled)", "than scale-matched", "than covariance-matched",
+              "explained by Gaussian structure", "along inf. var.", "along inf. var. (dense)", "along Gaussian",
+              "Simsekli 2019", "Xie 2023"]
     keys = ["across_heavier_than_gaussian_uncontrolled", "across_heavier_than_scale_matched_gaussian",
-            "across_standardised_heavier_than_gaussian", "across_standardised_infinite_variance",
-            "along_infinite_variance", "along_gaussian"]
+            "across_heavier_than_covariance_matched_gaussian", "across_explained_by_gaussian_structure",
+            "along_infinite_variance", "along_infinite_variance_dense", "along_gaussian"]
     rows = [[w, group, *[_yes(tails[w][group]["decisions"][k]) for k in keys],
              tails[w][group]["decisions"]["simsekli_2019"], tails[w][group]["decisions"]["xie_2023"]]
             for w in windows for group in summary["groups"]]
     rep.table(header, rows)
     rep.section("Across parameters (window all, block sums)")
     g_ref = summary["gaussian_reference"]
-    header = ["group", "n", "raw", "scale-matched null", "raw - null", "i.i.d. Gaussian", "standardised",
-              "Gaussian, standardised", "inf. var. (raw / null / std)"]
+    header = ["group", "n", "raw", "i.i.d. Gaussian", "scale-matched null", "raw - null", "covariance-matched null",
+              "raw - null", "standardised", "Gaussian, standardised", "inf. var. (raw / scale / cov. / std)"]
     rows = []
     for group in summary["groups"]:
         a, ref = w_all[group]["across_parameters"], g_ref["across_parameters"][group]
         ivs = " / ".join(pct(a["verdicts"][k]["infinite-variance"].mean) for k in ACROSS_KINDS)
         rows.append([group, ref["plain"]["n"] if ref else "—", fmt_ci(a["raw"]["simsekli"]),
-                     fmt_ci(a["null"]["simsekli"]), fmt_ci(a["raw_minus_null"]["simsekli"]),
-                     _ref_text(ref["plain"] if ref else None, "simsekli"), fmt_ci(a["standardised"]["simsekli"]),
+                     _ref_text(ref["plain"] if ref else None, "simsekli"),
+                     *[fmt_ci(a[k]["simsekli"]) for k in ("null", "raw_minus_null", "covariance",
+                                                          "raw_minus_covariance", "standardised")],
                      _ref_text(ref["standardised"] if ref else None, "simsekli"), ivs])
     rep.table(header, rows)
     strata = summary["pixel_strata"]
     rep.text(f"n: parameters in the across sample (at most {result.settings.tail_sample} with a nonzero "
              "reference gradient). Gaussian references: median and central 95% of the same statistic "
              "(the median over minibatches of the block-sum index) on Gaussian samples of the same size. "
-             "Scale-matched null: each sampled parameter Gaussian with its own robust scale (MAD / 0.6745 "
-             "over the minibatches; the sd where the MAD is 0, for "
-             f"{pct(summary['scale_fallback_fraction'])} of the sampled parameters), one replicate per "
-             "member and step, compared paired. inf. var.: fraction of the first "
+             "Scale-matched null: each sampled parameter an independent Gaussian with its own robust scale "
+             "(MAD / 0.6745 over the minibatches; the sd where the MAD is 0, for "
+             f"{pct(summary['scale_fallback_fraction'])} of the sampled parameters). Covariance-matched "
+             "null: random Gaussian combinations of the M centred noise vectors, a Gaussian with their "
+             "sample covariance (scales and correlations). One replicate of each per member and step, "
+             "compared paired. Parameters are sampled in random order (block sums of neighbouring, "
+             "correlated parameters would bias the estimator). inf. var.: fraction of the first "
              f"{VERDICT_MINIBATCHES} minibatches whose sample tail_verdict calls infinite-variance. Pixel "
              f"strata: {', '.join(f'{k}: {v} pixels' for k, v in strata['pixels'].items())} "
              f"({strata['never_lit_pixels']} never lit, whose weights have no gradient). Gaussian samples "
@@ -897,13 +956,16 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
              f"{pct(_ref_verdict(g_ref['across_parameters'].get('all'), 'plain'))} (group all).")
     rep.section("Along iterations (window all)")
     header = ["group", "parameters", "Hill", "Hill, Gaussian", "block sums", "block sums, Gaussian",
-              "gaussian", "heavy-tailed", "infinite-variance", "inconclusive", "non-Gaussian (BH)"]
+              "gaussian", "heavy-tailed", "infinite-variance", "inconclusive", "inf. var. (dense)", "sparse",
+              "non-Gaussian (BH)"]
     rows = []
     for group in summary["groups"]:
         al, ref = w_all[group]["along_iterations"], g_ref["along_iterations"][group]
         rows.append([group, summary["group_sizes"][group], fmt_ci(al["hill"]), _ref_text(ref, "hill"),
                      fmt_ci(al["simsekli"]), _ref_text(ref, "simsekli"),
-                     *[fmt_ci(al["verdicts"][v], 2) for v in TAIL_VERDICTS], fmt_ci(al["bh_non_gaussian"], 2)])
+                     *[_frac_text(al["verdicts"][v]) for v in TAIL_VERDICTS],
+                     _frac_text(al["verdicts_dense"]["infinite-variance"]), _frac_text(al["sparse"]),
+                     _frac_text(al["bh_non_gaussian"])])
     rep.table(header, rows)
     ref_all = g_ref["along_iterations"].get("all")
     rep.text(f"Along iterations n = {summary['minibatches']} minibatches per parameter, centred. Verdict "
@@ -917,8 +979,8 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
     header = ["step", "across: raw", "across: null", "across: standardised", "along: gaussian fraction",
               "along: inf. var. fraction"]
     bs = summary["by_step"]
-    rows = [[int(step), fmt_ci(bs["across_raw_simsekli"]["all"][k]), fmt_ci(bs["across_null_simsekli"]["all"][k]),
-             fmt_ci(bs["across_standardised_simsekli"]["all"][k]), fmt_ci(bs["along_gaussian_fraction"]["all"][k], 2),
+    rows = [[int(step), *[fmt_ci(bs[f"across_{kind}_simsekli"]["all"][k]) for kind in ACROSS_KINDS],
+             fmt_ci(bs["along_gaussian_fraction"]["all"][k], 2),
              fmt_ci(bs["along_infinite_variance_fraction"]["all"][k], 2)]
             for k, step in enumerate(summary["steps"])]
     rep.table(header, rows)
@@ -929,7 +991,8 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
     header = ["step", "B_simple (ratio of means)", "n >> B_simple", "B_simple (per member)",
               "B_simple (two-batch)", "tr(Sigma)", "|G|^2"]
     rows = [[int(step), _pooled_text(pooled, k), "no (flagged)" if pooled.flagged[k] else "yes",
-             *[fmt_ci(scale[n]["by_step"][k]) for n in ("b_simple", "b_simple_two_batch", "trace_sigma", "grad_sq")]]
+             *[fmt_ci(scale[n]["by_step"][k]) for n in ("b_simple", "b_simple_two_batch", "trace_sigma",
+                                                         "grad_sq")]]
             for k, step in enumerate(summary["steps"])]
     rep.table(header, rows)
     rep.figure("noise_scale", captions["noise_scale"])
