@@ -78,7 +78,7 @@ def test_out_of_sample_prediction_windows_and_rules_are_reported(study):
         assert p["window"]["steps"] == [72, 96]
         for layer, d in p["layers"].items():
             assert d["verdict"] in ("matches", "mismatch", "inconclusive"), (name, layer)
-            assert d["median_relative_error"]["n"] == 3 and 0 < d["floor"]["mean"] < 2
+            assert d["median_relative_error"]["n"] == 3 and 0 < d["floor"]["mean"] < d["threshold"]["mean"] < 2
             assert d["error_over_floor"] == pytest.approx(d["median_relative_error"]["mean"] / d["floor"]["mean"])
             assert (d["likely_cause"] is None) == (d["verdict"] == "matches")
         for d in v["layers"].values():
@@ -117,19 +117,28 @@ def _white_noise_fit(variant, grads, noise_var, noise_sq, start=0):
 
 def test_prediction_from_independent_white_noise_matches_down_to_the_floor():
     """White gradients of variance 4 through real optax momentum and SGD, predicted from the
-    variance of 512 independent draws: the error sits at the floor (measured ratio 0.97-1.06); the
-    floor itself is the metric of an exact theory (about 0.17 at 16 Welch segments)."""
+    variance of 512 independent draws: the error sits at the floor (measured ratio 0.97-1.06), below
+    the threshold (level off by 1.25x); a prediction with twice the variance is a mismatch. The floor
+    is the metric of an exact theory (about 0.17 at 16 Welch segments)."""
     rng = np.random.default_rng(3)
     S, T = 4, 2048
     grads = (2.0 * rng.standard_normal((S, T, 5))).astype(np.float32)
     frozen = 2.0 * rng.standard_normal((S, 512, 5))
     for variant in (Variant("momentum", "sgd", 0.01, '{"momentum": 0.9}'), PRESETS["sgd"]):
         fit, floor = _white_noise_fit(variant, grads, frozen.var(1, ddof=1), (frozen**2).mean(1), start=64)
-        err, fl = across_members(fit.rel_error), across_members(floor)
-        assert np.all(fl.mean > 0.1) and np.all(fl.mean < 0.3), fl.mean
+        err, fl = across_members(fit.rel_error), across_members(floor.floor)
+        limit = across_members(floor.threshold).mean
+        assert np.all(fl.mean > 0.1) and np.all(fl.mean < 0.3) and np.all(limit > fl.mean), fl.mean
         for l in range(2):
-            verdict = opt.prediction_verdict(MemberSummary(*(np.asarray(a)[l] for a in err)), fl.mean[l])
+            verdict = opt.prediction_verdict(MemberSummary(*(np.asarray(a)[l] for a in err)), limit[l])
             assert verdict == "matches", (variant.name, err.mean, fl.mean)
+        # the same prediction with its level off by 2x is a mismatch
+        half = opt.FrozenNoise(frozen.var(1, ddof=1) * 2, (frozen**2).mean(1) * 2, 512)
+        updates = simulate(variant.config(BASE).make_optimizer(), grads)
+        off = opt.predict_from_noise(updates, NAMES, variant, np.ones(S, bool), half, start=64, nperseg=256)
+        e2 = across_members(off.rel_error)
+        assert all(opt.prediction_verdict(MemberSummary(*(np.asarray(a)[l] for a in e2)), limit[l]) == "mismatch"
+                   for l in range(2))
         assert np.all(np.abs(fit.log_ratio_low) < 0.2) and np.all(np.abs(fit.log_ratio_high) < 0.2)
 
 
@@ -146,10 +155,10 @@ def test_prediction_from_white_noise_misses_correlated_gradients_and_names_the_c
     grads = g[:, 200:].astype(np.float32)
     ones = np.ones((S, 5))
     fit, floor = _white_noise_fit(PRESETS["sgd"], grads, ones, ones)
-    err, fl = across_members(fit.rel_error), across_members(floor)
+    err, limit = across_members(fit.rel_error), across_members(floor.threshold).mean
     for l in range(2):
         m = MemberSummary(*(np.asarray(a)[l] for a in err))
-        assert opt.prediction_verdict(m, fl.mean[l]) == "mismatch"
+        assert opt.prediction_verdict(m, limit[l]) == "mismatch"
     assert np.all(fit.log_ratio_low > np.log10(opt.BAND_FACTOR))
     assert np.all(fit.log_ratio_high < -np.log10(opt.BAND_FACTOR))
     assert "excess low-frequency" in opt.mismatch_cause(0.5, 0.0, "momentum")

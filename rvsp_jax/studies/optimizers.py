@@ -22,7 +22,7 @@ PSD of the recorded updates there. Error of a process: the median over frequenci
 ``|measured - predicted| / predicted``; per member its median over a layer's processes. The metric
 has a floor even for an exact theory, from the Welch estimate's own noise and the finite frozen
 sample: :func:`metric_floor` measures it on simulated white noise of the same length, segments,
-draws and process count. The verdict rule (:data:`MATCH_FACTOR`) and the likely-cause rule of a
+draws and process count. The verdict rule (:data:`LEVEL_TOLERANCE`) and the likely-cause rule of a
 mismatch (:func:`mismatch_cause`) are written in the report.
 
 **In-sample sanity check** (:func:`fit_theory`): the filter applied to each run's own recorded
@@ -56,7 +56,8 @@ from rvsp_jax.probes import ProbeConfig
 from rvsp_jax.report import Report, fmt, fmt_ci, pct, write_summary
 from rvsp_jax.studies.folder import finish_study, open_study, train_variant
 from rvsp_jax.studies.spectra import (
-    DRIFT_ACCEPT, STATIONARY_ACCEPT, LayerSpectra, WindowStationarity, below_nyquist, check_usable, layer_groups, measure_layers,
+    DRIFT_ACCEPT, STATIONARY_ACCEPT, LayerSpectra, WindowStationarity, below_nyquist, check_usable,
+    layer_groups, measure_layers,
     member_series, members_summary, per_layer, shape_summary, shape_word, usable_members,
     window_stationarity, window_stationarity_summary)
 
@@ -261,10 +262,11 @@ def fit_theory(updates, grads, names, variant: Variant, usable: np.ndarray, *, s
     return TheoryFit(kind, beta, variant.lr, freqs, measured, predicted, rel_error)
 
 
-MATCH_FACTOR = 1.5
-"""Prediction verdicts: "matches" when the mean error across members is at most MATCH_FACTOR x the
-floor of the metric, "mismatch" when the lower end of its 95% interval exceeds that, else
-"inconclusive"."""
+LEVEL_TOLERANCE = 1.25
+"""Prediction verdicts: "matches" when the mean error across members is at most the threshold, the
+error an exact theory scores (on simulated white noise of the same sizes) when its level is off by
+this factor (either way, the larger error); "mismatch" when the lower end of the error's 95%
+interval exceeds the threshold; else "inconclusive"."""
 BAND_FACTOR = 1.5
 """Likely-cause rule: a band (low f < 0.1, high f > 0.25 cycles/step) is off when the median ratio
 measured / predicted there lies outside [1/BAND_FACTOR, BAND_FACTOR]."""
@@ -395,35 +397,49 @@ def predict_from_noise(updates, names, variant: Variant, usable: np.ndarray, noi
     return PredictionFit(kind, beta, variant.lr, start, stop, freqs, measured, predicted, err, low, high)
 
 
+class MetricFloor(NamedTuple):
+    """floor: ``[S, L]`` the error metric of an exact theory; threshold: ``[S, L]`` the larger metric
+    of one whose predicted level is off by ``tolerance`` either way (:data:`LEVEL_TOLERANCE`), the
+    "matches" limit."""
+
+    floor: np.ndarray
+    threshold: np.ndarray
+    tolerance: float
+
+
 def metric_floor(members: int, counts, steps: int, nperseg: int, batches: int, *,
-                 seed: int = 0) -> np.ndarray:
-    """``[members, L]`` values of the prediction-error metric for an exactly right theory.
+                 tolerance: float = LEVEL_TOLERANCE, seed: int = 0) -> MetricFloor:
+    """The prediction-error metric for an exactly right theory, and for one off by ``tolerance``.
 
     Each simulated process is white Gaussian noise of unit variance, ``steps`` long (its Welch PSD
     with ``nperseg`` is the "measured" one), predicted from the variance of ``batches`` independent
-    draws (the "frozen" measurement); per member the median over ``counts[l]`` processes as in
-    :func:`predict_from_noise`. Any filter gives the same floor up to Welch leakage, since a gain
-    multiplies measured and predicted alike.
+    draws (the "frozen" measurement), times ``tolerance`` or ``1 / tolerance`` for the threshold (the
+    larger of the two errors: with few Welch segments the metric, a median of skewed bins, is not
+    smallest at the true level); per member the median over ``counts[l]`` processes as in
+    :func:`predict_from_noise`. Any filter gives the same values up
+    to Welch leakage, since a gain multiplies measured and predicted alike.
     """
     rng = np.random.default_rng(seed)
     nperseg = min(nperseg, steps)
-    out = np.empty((members, len(counts)))
+    floor, threshold = np.empty((members, len(counts))), np.empty((members, len(counts)))
     for l, p in enumerate(counts):
         x = rng.standard_normal((members, int(p), steps))
         _, psd = welch(x, nperseg=nperseg)
         var = rng.standard_normal((members, int(p), batches)).var(-1, ddof=1)
-        out[:, l] = np.median(_median_rel_error(psd, np.broadcast_to(2.0 * var[..., None], psd.shape)), axis=-1)
-    return out
+        pred = np.broadcast_to(2.0 * var[..., None], psd.shape)
+        floor[:, l] = np.median(_median_rel_error(psd, pred), axis=-1)
+        threshold[:, l] = np.maximum(*(np.median(_median_rel_error(psd, k * pred), axis=-1)
+                                       for k in (tolerance, 1 / tolerance)))
+    return MetricFloor(floor, threshold, float(tolerance))
 
 
-def prediction_verdict(error, floor: float) -> str:
-    """The rule of :data:`MATCH_FACTOR` applied to an across-member summary of the error."""
-    if not np.isfinite(error.mean) or not np.isfinite(floor):
+def prediction_verdict(error, threshold: float) -> str:
+    """The rule of :data:`LEVEL_TOLERANCE` applied to an across-member summary of the error."""
+    if not np.isfinite(error.mean) or not np.isfinite(threshold):
         return "undetermined"
-    limit = MATCH_FACTOR * floor
-    if error.mean <= limit:
+    if error.mean <= threshold:
         return "matches"
-    return "mismatch" if np.isfinite(error.lo) and error.lo > limit else "inconclusive"
+    return "mismatch" if np.isfinite(error.lo) and error.lo > threshold else "inconclusive"
 
 
 def mismatch_cause(log_low: float, log_high: float, kind: str) -> str:
@@ -456,7 +472,7 @@ class VariantResult(NamedTuple):
     spectra: LayerSpectra
     theory: TheoryFit | None
     prediction: PredictionFit | None = None
-    floor: np.ndarray | None = None  # [S, L] metric floor (simulated exact theory)
+    floor: MetricFloor | None = None  # the metric's floor and "matches" threshold
     window: WindowStationarity | None = None  # the analysed window (updates)
     late_window: WindowStationarity | None = None  # the predicted window (updates)
     frozen: FrozenNoise | None = None
@@ -533,11 +549,13 @@ def summarise(results: list[VariantResult], settings: OptimizerSettings, base: T
             layers = {}
             for l, layer in enumerate(sp.layers):
                 err = across_members(pr.rel_error[:, l])
-                floor = across_members(r.floor[:, l])
-                verdict = prediction_verdict(err, floor.mean)
+                floor = across_members(r.floor.floor[:, l])
+                threshold = across_members(r.floor.threshold[:, l])
+                verdict = prediction_verdict(err, threshold.mean)
                 low, high = across_members(pr.log_ratio_low[:, l]), across_members(pr.log_ratio_high[:, l])
                 layers[layer] = {
-                    "median_relative_error": err, "floor": floor, "verdict": verdict,
+                    "median_relative_error": err, "floor": floor, "threshold": threshold,
+                    "verdict": verdict,
                     "error_over_floor": float(err.mean / floor.mean) if floor.mean else None,
                     "log10_ratio_low": low, "log10_ratio_high": high,
                     "likely_cause": (mismatch_cause(float(low.mean), float(high.mean), pr.kind)
@@ -548,18 +566,19 @@ def summarise(results: list[VariantResult], settings: OptimizerSettings, base: T
                 "kind": pr.kind, "beta": pr.beta, "filter": _FILTERS[pr.kind],
                 "approximate": pr.kind == "adam", "frozen_batches": r.frozen.batches,
                 "window": window_stationarity_summary(r.late_window, sp.layers, steps),
-                "match_factor": MATCH_FACTOR, "band_factor": BAND_FACTOR, "layers": layers}
+                "level_tolerance": LEVEL_TOLERANCE, "band_factor": BAND_FACTOR, "layers": layers}
         variants[r.variant.name] = entry
     return {"experiment": EXPERIMENT, "config": base.to_dict(), "settings": settings.to_dict(),
             "series_length": results[0].spectra.nobs, "variants": variants, "rules": RULES}
 
 
 RULES = {
-    "prediction": f"an out-of-sample prediction 'matches' when the mean error across members is at most "
-                  f"{MATCH_FACTOR} x the floor of the metric (the error an exact theory scores on "
-                  f"simulated white noise of the same length, segments, frozen draws and process count); "
-                  f"'mismatch' when the lower end of the error's 95% interval exceeds {MATCH_FACTOR} x the "
-                  "floor; otherwise 'inconclusive'",
+    "prediction": "an out-of-sample prediction 'matches' when the mean error across members is at most "
+                  "the threshold: the error an exact theory scores on simulated white noise of the same "
+                  "length, segments, frozen draws and process count (the floor) when its level is off "
+                  f"by a factor {LEVEL_TOLERANCE} (either way, the larger); 'mismatch' when the lower "
+                  "end of the error's 95% "
+                  "interval exceeds the threshold; otherwise 'inconclusive'",
     "likely_cause": f"for a mismatch, the median log10(measured / predicted) below f = 0.1 and above "
                     f"f = 0.25 cycles/step is 'off' outside [1/{BAND_FACTOR}, {BAND_FACTOR}]; low band off "
                     "alone: non-white gradients along the trajectory (excess) or curvature feedback "
@@ -619,9 +638,11 @@ def figures(results: list[VariantResult], folder: Path) -> dict[str, str]:
                     theory = np.nanmedian(pred[r.usable], axis=0) if r.usable.any() else None
                     plots.plot_psd_bands(ax, f, measured, theory, label="measured (late window)",
                                          theory_label="predicted from frozen-weight noise")
-                    err, floor = across_members(pr.rel_error[:, l]), across_members(r.floor[:, l])
+                    err = across_members(pr.rel_error[:, l])
+                    floor = across_members(r.floor.floor[:, l]).mean
+                    limit = across_members(r.floor.threshold[:, l]).mean
                     ax.set_title(f"{r.variant.name}, {layers[l]}\nerror {fmt(err.mean, 2)} "
-                                 f"(floor {fmt(floor.mean, 2)}): {prediction_verdict(err, floor.mean)}")
+                                 f"(floor {fmt(floor, 2)}): {prediction_verdict(err, limit)}")
                 axes[i, 0].set_ylabel("update PSD")
             for ax in axes[-1]:
                 ax.set_xlabel("frequency (cycles/step)")
@@ -638,17 +659,19 @@ def figures(results: list[VariantResult], folder: Path) -> dict[str, str]:
             width = 0.8 / len(predicted)
             for i, r in enumerate(predicted):
                 m = across_members(r.prediction.rel_error)
-                fl = across_members(r.floor)
                 xs = x + (i - (len(predicted) - 1) / 2) * width
                 ax.errorbar(xs, m.mean, yerr=[m.mean - m.lo, m.hi - m.mean], fmt="o", capsize=2,
                             color=plots.PALETTE[i], label=r.variant.name)
-                ax.plot(xs, MATCH_FACTOR * fl.mean, "_", color=plots.PALETTE[i], markersize=10)
+                ax.plot(xs, across_members(r.floor.floor).mean, "_", color=plots.PALETTE[i], markersize=8)
+                ax.plot(xs, across_members(r.floor.threshold).mean, "v", color=plots.PALETTE[i],
+                        markersize=3, fillstyle="none")
             ax.set(xticks=x, xticklabels=layers, ylabel="median relative error", yscale="log")
             ax.legend()
             plots.save_figure(fig, folder, "prediction_error")
             captions["prediction_error"] = (
                 f"Out-of-sample prediction error per layer (mean and 95% t-interval across members); "
-                f"dashes: {MATCH_FACTOR} x the floor of the metric (the 'matches' threshold)")
+                f"dashes: the floor of the metric (exact theory); open triangles: the 'matches' "
+                f"threshold (exact theory with its level off by {LEVEL_TOLERANCE}x)")
 
         fitted = [r for r in results if r.theory is not None]
         if fitted:
@@ -729,7 +752,8 @@ def report(summary: dict, captions: dict, settings: OptimizerSettings, base: Tra
             if word == "power law":
                 text += f" (exponent {fmt_ci(sh['beta_whittle'])})"
             else:
-                text += f" (Lorentzian phi {fmt_ci(sh['phi'])}; log-log slope {fmt(d['spectral_slope'].mean, 3)} is a shape summary)"
+                text += (f" (Lorentzian phi {fmt_ci(sh['phi'])}; log-log slope "
+                         f"{fmt(d['spectral_slope'].mean, 3)} is a shape summary)")
             parts.append(text)
         bullets.append(f"{name}: " + "; ".join(parts) + ".")
         p = v["prediction"]
@@ -740,7 +764,7 @@ def report(summary: dict, captions: dict, settings: OptimizerSettings, base: Tra
             text = (f"{name}, {layer}: the {'approximate ' if p['approximate'] else ''}out-of-sample "
                     f"prediction ({p['kind']}, beta = {p['beta']:g}) {d['verdict']}: error "
                     f"{fmt_ci(d['median_relative_error'])} against a floor of {fmt(d['floor'].mean, 2)} "
-                    f"(x{fmt(d['error_over_floor'], 2)})")
+                    f"(x{fmt(d['error_over_floor'], 2)}; threshold {fmt(d['threshold'].mean, 2)})")
             if d["likely_cause"]:
                 text += (f"; measured/predicted below f = 0.1: x{fmt(10 ** d['log10_ratio_low'].mean, 2)}, "
                          f"above f = 0.25: x{fmt(10 ** d['log10_ratio_high'].mean, 2)}; likely cause: "
@@ -769,13 +793,15 @@ def report(summary: dict, captions: dict, settings: OptimizerSettings, base: Tra
                  f"{settings.late:.0%} of the steps. Error of a process: median over f > 0 of "
                  "|measured - predicted| / predicted; per member the median over a layer's processes. "
                  "Floor: the same metric for an exact theory on simulated white noise with the same "
-                 "length, Welch segments, frozen draws and process count.")
+                 "length, Welch segments, frozen draws and process count; threshold: the same with the "
+                 f"predicted level off by a factor {LEVEL_TOLERANCE} (up or down, the larger).")
         rows = [[name, v["prediction"]["filter"], layer, fmt_ci(d["median_relative_error"]),
-                 fmt_ci(d["floor"]), fmt(d["error_over_floor"], 2), d["verdict"], d["likely_cause"] or ""]
+                 fmt_ci(d["floor"]), fmt(d["threshold"].mean), fmt(d["error_over_floor"], 2), d["verdict"],
+                 d["likely_cause"] or ""]
                 for name, v in variants.items() if v["prediction"] is not None
                 for layer, d in v["prediction"]["layers"].items()]
-        rep.table(["variant", "power gain |H|^2", "layer", "error", "floor", "error / floor", "verdict",
-                   "likely cause"], rows)
+        rep.table(["variant", "power gain |H|^2", "layer", "error", "floor", "threshold", "error / floor",
+                   "verdict", "likely cause"], rows)
         rep.figure("psd_prediction", captions["psd_prediction"]).figure("prediction_error",
                                                                        captions["prediction_error"])
     if "psd_theory" in captions:
