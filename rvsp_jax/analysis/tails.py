@@ -274,11 +274,12 @@ def tail_verdict(x, *, axis: int = -1, alpha: float = 0.05) -> TailVerdict:
 
     Measured (``python -m benchmarks.tail_calibration``, 1,000 series per case, docs/
     calibration_tails.md): Student-t(3), t(4) and Gaussian scale mixtures with log-normal scales of
-    log-sd <= 1 are called ``infinite-variance`` at most ~alpha of the time (0-3%); symmetric
+    log-sd <= 1 are called ``infinite-variance`` at most ~alpha of the time (0-3.8%); symmetric
     alpha-stable samples with alpha <= 1.5 are called so >= 90% of the time at n = 4096. Not
     separable at these n, and said so in the calibration: log-normal scale mixtures with log-sd >=
-    1.25 (their variance lies mostly in scales not seen in n samples) and stable laws with alpha
-    near 2 (Hill's estimate is biased upwards there).
+    1.25 (over the range n samples show, their tail is as heavy as a stable law's) and stable laws
+    with alpha near 2 (Hill's estimate is biased upwards there). ``infinite-variance`` thus means
+    "tail index below 2 over the observed range".
 
     Args:
       x: samples ``[..., n, ...]`` with ``n >= 2`` along ``axis``.
