@@ -89,6 +89,20 @@ def test_the_report_states_its_window_shape_fits_and_rules(study):
         assert text in report, text
 
 
+def test_shape_word_follows_its_rule():
+    from rvsp_jax.analysis import MemberSummary
+    from rvsp_jax.studies.spectra import shape_word
+
+    def d(fractions, beta):
+        one = lambda m: MemberSummary(m, 0.0, m, m, 3, 0)  # noqa: E731
+        return {"fractions": {v: one(f) for v, f in zip(SHAPE_VERDICTS, fractions)}, "beta_whittle": one(beta)}
+
+    assert shape_word(d([0.1, 0.2, 0.7, 0.0], 1.1)) == "power law"
+    assert shape_word(d([0.1, 0.2, 0.7, 0.0], -0.08)).startswith("nearly white with a blue tilt")
+    assert shape_word(d([0.0, 0.9, 0.1, 0.0], 1.5)) == "Lorentzian (AR(1))"
+    assert shape_word(d([0.4, 0.3, 0.3, 0.0], 1.5)).startswith("mixed")
+
+
 def test_a_run_whose_members_all_diverge_is_refused_in_one_line(tmp_path):
     """ReLU at lr 1e6 overflows within two steps: the study stops with one line naming the remedy
     (the command line prints it as 'error: ...' without a traceback)."""

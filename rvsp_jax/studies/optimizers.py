@@ -589,7 +589,8 @@ RULES = {
                     "agreement with the theory",
     "shape": "a spectrum is called 'power law', 'Lorentzian (AR(1))' or 'white' only when that model "
              "has the lowest AIC (Whittle likelihood of the periodogram, margin 2) for more than half "
-             "of the layer's processes; the log-log slope is a power-law exponent only then",
+             "of the layer's processes (a power law with |beta| < 0.2: a tilt of a nearly white "
+             "spectrum); the log-log slope is a power-law exponent only under 'power law'",
     "stationary_window": f"a window is 'stationary' when at least {STATIONARY_ACCEPT:.0%} of its testable update processes "
                          f"pass ADF + KPSS (raw) and the median |relative variance drift| is at most "
                          f"{DRIFT_ACCEPT}",

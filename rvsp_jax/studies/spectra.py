@@ -55,6 +55,9 @@ SHAPE_MAJORITY = 0.5
 fraction of its processes (mean across members)."""
 SHAPE_MARGIN = 2.0
 """AIC margin of :func:`~rvsp_jax.analysis.spectral.spectral_shape`."""
+SHAPE_MIN_BETA = 0.2
+"""A power law that wins with a mean Whittle exponent |beta| below this is called a tilt of a nearly
+white spectrum, not a power law."""
 VERDICT_COLORS = {"stationary": plots.PALETTE[2], "unit-root": plots.PALETTE[1],
                   "inconclusive": "0.75", "invalid": "0.2"}
 _LAYER = re.compile(r"^([^/]+)/")
@@ -326,6 +329,10 @@ def shape_word(d: dict) -> str:
     for v in ("power-law", "lorentzian", "white"):
         m = fr[v].mean
         if m is not None and np.isfinite(m) and m > SHAPE_MAJORITY:
+            beta = d["beta_whittle"].mean
+            if v == "power-law" and np.isfinite(beta) and abs(beta) < SHAPE_MIN_BETA:
+                return (f"nearly white with a {'blue' if beta < 0 else 'red'} tilt (a power law wins "
+                        f"by AIC, |beta| < {SHAPE_MIN_BETA})")
             return {"power-law": "power law", "lorentzian": "Lorentzian (AR(1))", "white": "white"}[v]
     return "mixed (no model wins for most processes)"
 
@@ -523,8 +530,9 @@ RULES = {
                       "when below 1, otherwise 'neither'",
     "shape": f"a layer's spectrum is called 'power law', 'Lorentzian (AR(1))' or 'white' only when that "
              f"model has the lowest AIC (Whittle likelihood of the periodogram, margin {SHAPE_MARGIN}) "
-             f"for more than {SHAPE_MAJORITY:.0%} of its processes; otherwise 'mixed'. The log-log "
-             "slope is called a power-law exponent only under 'power law'",
+             f"for more than {SHAPE_MAJORITY:.0%} of its processes; otherwise 'mixed'. A winning power law "
+             f"with mean Whittle exponent |beta| < {SHAPE_MIN_BETA} is called a tilt of a nearly white "
+             "spectrum. The log-log slope is called a power-law exponent only under 'power law'",
     "stationary_window": f"the analysed window is 'stationary' when at least {STATIONARY_ACCEPT:.0%} of "
                          "its testable processes pass ADF + KPSS (raw) and the median |relative variance "
                          f"drift| is at most {DRIFT_ACCEPT}",
