@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> None:
                                       overwrite=run.args.overwrite, command=run.command)
     print(f"run: {run.out} ({result.summary['n_members']} members, {result.summary['n_diverged']} "
           "diverged)")
-    for group, c in result.summary["verdict_counts"].items():
-        print(f"  {group}: " + ", ".join(f"{v} {k}" for k, v in c.items()))
+    for group, g in result.summary["groups"].items():
+        print("  " + ergodicity.group_sentence(group, g).replace("**", ""))
     print(f"report: {run.out}/report.md")
 
 

@@ -62,6 +62,13 @@ def test_end_to_end_writes_every_promised_file(tiny, capsys):
     for name in FIGURES:
         assert f"figures/{name}.png" in report
     assert "weight matching to member 0" in report and "python -m experiments.ergodicity" in report
+    # the report names every verdict in words and explains them
+    assert "## How to read the verdicts" in report and "**Answer.**" in report
+    for verdict in ERGODICITY_VERDICTS:
+        assert f"**{verdict}**" in report, verdict
+    s = summary_of(tiny)
+    for group, g in s["groups"].items():
+        assert f"**{group}** ({g['n']}):" in report, group
 
 
 def test_summary_has_a_verdict_and_numbers_for_every_observable(tiny):
@@ -77,18 +84,36 @@ def test_summary_has_a_verdict_and_numbers_for_every_observable(tiny):
     for name, o in obs.items():
         assert o["verdict"] in ERGODICITY_VERDICTS, name
         assert o["n_members"] == 4 and o["n_diverged"] == 0, name
-        for key in ("slope", "slope_ci", "omega_exponent", "ks_stat", "ks_pvalue", "tau_int"):
+        for key in ("ratio", "ratio_ci", "mean_pvalue", "mean_qvalue_bh", "var_mu", "var_mu_ci",
+                    "mde_var_mu", "drift", "drift_pvalue", "steps_needed", "slope", "slope_ci",
+                    "omega_exponent", "ks_stat", "ks_pvalue", "ks_decisive", "tau_int"):
             assert key in o, (name, key)
-    # the per-step metrics fluctuate at every step: every number is finite
+        assert o["reason"], name
+        if o["verdict"] == "inconclusive" and o["steps_needed"]:
+            assert o["steps_needed"] > o["n_steps"] * o["step_spacing"], name
+        if o["verdict"] == "ergodic":
+            assert o["reason"].startswith("no member-specific mean larger than"), name
+    # per group: counts of each verdict add up, effect sizes and steps needed are stated
+    for group, g in s["groups"].items():
+        assert sum(g[v] for v in ERGODICITY_VERDICTS) == g["n"] == sum(s["verdict_counts"][group].values())
+        for key in ("median_ratio", "median_mde_share_ergodic", "steps_needed_median",
+                    "non_ergodic_surviving_bh"):
+            assert key in g, (group, key)
+    # the per-step metrics fluctuate at every step: the descriptive numbers and tau are finite
     for name in ("metrics/loss", "metrics/accuracy", "metrics/grad_norm", "metrics/update_norm"):
         o = obs[name]
         assert all(np.isfinite(v) for v in (o["slope"], *o["slope_ci"], o["omega_exponent"],
-                                            o["ks_pvalue"], o["ks_qvalue_bh"], o["tau_int"])), name
+                                            o["tau_int"], o["drift"], o["gamma0"])), name
         assert o["slope_ci"][0] <= o["slope"] <= o["slope_ci"][1]
-        assert o["ks_pvalue"] <= o["ks_qvalue_bh"] <= 1
+        if np.isfinite(o["ks_pvalue"]):
+            assert o["ks_pvalue"] <= o["ks_qvalue_bh"] <= 1
+        if o["tau_resolved"]:
+            assert o["ratio_ci"][0] <= o["ratio"] <= o["ratio_ci"][1]
+            assert o["mean_pvalue"] <= o["mean_qvalue_bh"] <= 1 and o["mde_var_mu"] > 0
         assert o["n_steps"] == 70
     # SGD: the update is -lr x gradient, so their norms give identical verdict numbers
     assert obs["metrics/update_norm"]["slope"] == pytest.approx(obs["metrics/grad_norm"]["slope"])
+    assert obs["metrics/update_norm"]["verdict"] == obs["metrics/grad_norm"]["verdict"]
     # per-parameter analysis after weight matching: 602 parameters and 602 updates, every layer
     assert s["alignment"]["aligned"] and s["alignment"]["reference_member"] == 0
     assert 0 < s["alignment"]["units_moved_fraction"] <= 1
