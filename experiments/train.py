@@ -20,11 +20,20 @@ def main(argv: list[str] | None = None) -> None:
     with cli.exit_on_user_error():
         recorded = run(inv.config, inv.settings, inv.out, resume=inv.args.resume,
                        overwrite=inv.args.overwrite, experiment="train", command=inv.command)
-    accuracy = recorded.manifest.get("result", {}).get("test_accuracy", [])
+    result = recorded.manifest.get("result", {})
     print(f"run: {inv.out} ({recorded.manifest['status']}, {recorded.steps_completed} steps, "
           f"S={inv.config.seeds}, arrays: {', '.join(recorded.arrays)})")
-    if accuracy:
-        print(f"test accuracy: mean {sum(accuracy) / len(accuracy):.4f} over {len(accuracy)} members")
+    accuracy, at = result.get("test_accuracy", []), result.get("diverged_at", [])
+    healthy = [a for a, step in zip(accuracy, at) if step < 0] if at else accuracy
+    diverged = len(accuracy) - len(healthy)
+    if diverged:
+        first = min(step for step in at if step >= 0)
+        print(f"diverged: {diverged} of {len(accuracy)} members (non-finite loss or parameters; "
+              f"the first at step {first}); their values read NaN from that step and they are left "
+              "out of every mean (lower --lr to avoid it)")
+    if healthy:
+        print(f"test accuracy: mean {sum(healthy) / len(healthy):.4f} over {len(healthy)} members"
+              + (" that did not diverge" if diverged else ""))
     print(f"read it with: rvsp_jax.store.open_run({str(inv.out)!r})")
 
 

@@ -11,4 +11,9 @@ from rvsp_jax.devices import use_host_devices as _use_host_devices
 
 __version__ = "0.1.0"
 
-_use_host_devices()
+try:
+    _use_host_devices()
+except ValueError as _e:  # a bad RVSP_JAX_HOST_DEVICES: say so, keep JAX's default devices
+    import warnings as _warnings
+
+    _warnings.warn(f"{_e}; using JAX's default devices (the experiments refuse it)", stacklevel=2)

@@ -125,7 +125,10 @@ def parse_experiment(experiment: str, description: str, settings_cls=None, argv:
     if settings_cls is not None:
         add_dataclass_arguments(parser, settings_cls, title=settings_title)
     args = parser.parse_args(argv)
-    devices.use_host_devices(args.devices)
+    try:
+        devices.use_host_devices(args.devices)
+    except (ValueError, RuntimeError) as e:
+        parser.error(f"--devices / RVSP_JAX_HOST_DEVICES: {e}")
     config = parse_train_config(parser, args)
     try:
         settings = dataclass_from_args(settings_cls, args) if settings_cls is not None else None
@@ -143,13 +146,22 @@ def parse_experiment(experiment: str, description: str, settings_cls=None, argv:
 
 @contextlib.contextmanager
 def exit_on_user_error():
-    """Turn the errors a user can fix (run folder taken or unwritable, disk full, bad data, bad values)
-    into ``error: <message>`` and exit status 1, without a traceback."""
+    """Turn the errors a user can fix (run folder taken or unwritable, disk full, bad data, bad values,
+    too little memory) into ``error: <message>`` and exit status 1, and an interruption (Ctrl-C,
+    SIGTERM) into one line with the ``--resume`` command and exit status 130, without a traceback."""
     from rvsp_jax.data import DataError
+    from rvsp_jax.record import Interrupted
     from rvsp_jax.runfolder import RunFolderError
     from rvsp_jax.store import StoreError
 
     try:
         yield
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C); a recorded run continues from its last checkpoint with "
+              "--resume and the same options", file=sys.stderr)
+        sys.exit(130)
     except (RunFolderError, StoreError, DataError, ValueError) as e:
         sys.exit(f"error: {e}")

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 from dataclasses import dataclass, field
 
 import jax
@@ -114,13 +115,19 @@ class TrainConfig:
                      "bit-identical for any S with the same block")
 
     def __post_init__(self):
-        if not isinstance(self.seeds, int) or self.seeds < 1:
+        if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
             raise ValueError(f"seeds (ensemble members) must be an integer >= 1, got {self.seeds!r}")
+        if (not isinstance(self.base_seed, int) or isinstance(self.base_seed, bool)
+                or not 0 <= self.base_seed < 2**64):
+            raise ValueError(f"base_seed must be an integer from 0 to 2**64 - 1 "
+                             f"({2**64 - 1}), got {self.base_seed!r}")
         _choice(self.vary, VARY_CHOICES, "vary")
         _choice(self.optimizer, optimizer_names(), "optimizer")
-        if not self.lr > 0:
-            raise ValueError(f"the learning rate must be > 0, got {self.lr!r}")
-        self.optimizer_kwargs()  # validates the JSON
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"the learning rate must be a finite number > 0, got {self.lr!r}")
+        for key, value in self.optimizer_kwargs().items():  # validates the JSON
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"opt_kwargs {key!r} must be finite, got {value!r}")
         _choice(self.activation, ACTIVATIONS, "activation")
         _choice(self.init, INITIALIZERS, "initializer")
         widths = tuple(int(w) for w in self.widths)
@@ -148,12 +155,27 @@ class TrainConfig:
             raise ValueError(f"opt_kwargs must be a JSON object, got {self.opt_kwargs!r}")
         return kwargs
 
-    def make_optimizer(self) -> optax.GradientTransformation:
-        """The optax transformation ``optax.<optimizer>(learning_rate=lr, **opt_kwargs)``."""
+    def make_optimizer(self, params=None) -> optax.GradientTransformation:
+        """The optax transformation ``optax.<optimizer>(learning_rate=lr, **opt_kwargs)``.
+
+        With ``params`` (a pytree of arrays or ``jax.ShapeDtypeStruct``), its ``init`` and ``update``
+        are also traced abstractly on them (``jax.eval_shape``, nothing computed), so an option of
+        the wrong type (``{"momentum": "x"}``) is refused here, as a ValueError naming it, rather
+        than deep inside the compiled training step.
+        """
         try:
-            return getattr(optax, self.optimizer)(learning_rate=self.lr, **self.optimizer_kwargs())
-        except TypeError as e:
+            tx = getattr(optax, self.optimizer)(learning_rate=self.lr, **self.optimizer_kwargs())
+        except (TypeError, ValueError) as e:
             raise ValueError(f"optax.{self.optimizer} rejected opt_kwargs {self.opt_kwargs}: {e}") from None
+        if params is not None:
+            try:
+                state = jax.eval_shape(tx.init, params)
+                jax.eval_shape(tx.update, params, state, params)
+            except Exception as e:  # noqa: BLE001 - any failure here is a bad option value
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ValueError(f"optax.{self.optimizer} cannot run with opt_kwargs "
+                                 f"{self.opt_kwargs}: {first}; check the option values") from None
+        return tx
 
     def steps_per_epoch(self, n_train: int) -> int:
         """Full minibatches per epoch (the last incomplete batch is dropped)."""

@@ -55,11 +55,12 @@ def use_host_devices(n: int | None = None) -> int | None:
             try:
                 n = int(env)
             except ValueError:
-                raise ValueError(f"RVSP_JAX_HOST_DEVICES must be an integer, got {env!r}") from None
+                raise ValueError(f"RVSP_JAX_HOST_DEVICES must be an integer >= 1, got {env!r}; "
+                                 "unset it or set it to the number of host devices") from None
         else:
             n = os.cpu_count() or 1
     if n < 1:
-        raise ValueError(f"the number of host devices must be >= 1, got {n}")
+        raise ValueError(f"the number of host devices must be >= 1, got {n}; give --devices 1 or more")
     if _backends_started():
         if explicit and jax.config.jax_num_cpu_devices not in (-1, n) and len(jax.devices("cpu")) != n:
             raise RuntimeError(

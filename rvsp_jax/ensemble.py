@@ -11,7 +11,7 @@ Each epoch ``e`` member ``s`` visits the training set in a permutation seeded by
 dropped). Members are split over a 1-D device mesh (:mod:`rvsp_jax.devices`) and, on each device,
 computed in blocks of ``config.block`` members; S is padded up to a multiple of block x devices with
 extra, genuinely trained members that are dropped from every output. A member whose loss or parameters become non-finite is marked diverged at that step and
-frozen; the others go on, and its metrics read NaN from the next step on.
+frozen; the others go on; its metrics read NaN from the next step on and its probes from that step on.
 
 Training runs in compiled chunks of ``config.chunk`` steps (one compilation per configuration; steps
 past the end of training inside the last chunk are masked out). :meth:`Ensemble.chunks` yields each
@@ -89,9 +89,18 @@ class Chunk(NamedTuple):
     state: EnsembleState
 
 
+def root_key(base_seed: int) -> jax.Array:
+    """The raw threefry key ``[hi, lo]`` (uint32) of a seed in ``[0, 2**64)``; for seeds below 2**32
+    it equals ``jax.random.PRNGKey(base_seed)``, which would silently wrap larger ones without x64."""
+    if not 0 <= int(base_seed) < 2**64:
+        raise ValueError(f"base_seed must be from 0 to 2**64 - 1, got {base_seed}")
+    seed = int(base_seed)
+    return jnp.asarray(np.array([seed >> 32, seed & 0xFFFFFFFF], dtype=np.uint32))
+
+
 def member_keys(base_seed: int, members: jax.Array, vary: str):
     """Init and data keys ``[S, 2]`` (uint32 raw keys) of the given member ids ``members: [S]``."""
-    root = jax.random.PRNGKey(base_seed)
+    root = root_key(base_seed)
     init_root, data_root = jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
     init_ids = members if vary in ("both", "init") else jnp.zeros_like(members)
     data_ids = members if vary in ("both", "data") else jnp.zeros_like(members)
@@ -135,7 +144,8 @@ class Ensemble:
         self.config = config
         self.dataset = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
         self.model = make_model(config)
-        self.tx = config.make_optimizer()
+        self.tx = config.make_optimizer(
+            jax.eval_shape(partial(init_params, self.model), jax.random.PRNGKey(0)))
         self.mesh = dev.member_mesh(devices)
         self.members = config.seeds
         self.padded = dev.padded_members(config.seeds, self.mesh, config.block)
@@ -227,7 +237,12 @@ class Ensemble:
             loss, acc, optax.tree.norm(grads), optax.tree.norm(updates))))
         probes = None
         if with_probe:
-            probes = self.probe(StepContext(params, new_params, grads, x, y))
+            # a member that diverged at this step or before records NaN (not its frozen values)
+            gone = diverged | now_diverged
+            probes = jax.tree_util.tree_map(
+                lambda v: jnp.where(gone, jnp.asarray(jnp.nan, v.dtype), v)
+                if jnp.issubdtype(v.dtype, jnp.floating) else v,
+                self.probe(StepContext(params, new_params, grads, x, y)))
         return (new_params, new_opt, diverged | now_diverged,
                 jnp.where(now_diverged, step, diverged_at), metrics, probes)
 

@@ -20,9 +20,13 @@ uninterrupted one (the trainer's randomness depends only on config, member and s
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
+import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,8 +114,9 @@ def _start(out: Path, ens: Ensemble, specs, manifest: dict | None, new_manifest)
         arrays = store.create_arrays(out, specs)
         start, host = 0, host_state(ens.init(), ens.members)
     else:
-        arrays = store.open_arrays(out, [s.name for s in specs])
         start, host = checkpoint
+        store.verify_chunks(out, manifest, start)  # no hole before the checkpoint survives resume
+        arrays = store.open_arrays(out, [s.name for s in specs])
     manifest["sessions"] = [*manifest.get("sessions", []),
                             {"started": _now(), "from_step": start, "device": dev.describe()}]
     manifest.update(steps_completed=start, updated=_now())
@@ -157,6 +162,65 @@ def _finish(out: Path, ens: Ensemble, state, manifest: dict, timing: dict) -> No
                                "then finish the run with --resume and the same options") from e
 
 
+class Interrupted(Exception):
+    """A run stopped by SIGINT or SIGTERM at a chunk boundary, with a checkpoint written; the message
+    holds the command that continues it."""
+
+
+def resume_command(command: str | None, out: Path) -> str:
+    """The command line that continues the run ``out``: ``command`` without ``--overwrite``, with
+    ``--out`` (experiments default to a new timestamped folder) and ``--resume``."""
+    if not command:
+        return f"record.run(..., {str(out)!r}, resume=True) with the same configuration"
+    tokens = [t for t in shlex.split(command) if t != "--overwrite"]
+    if "--out" not in tokens and not any(t.startswith("--out=") for t in tokens):
+        tokens += ["--out", str(out)]
+    if "--resume" not in tokens:
+        tokens.append("--resume")
+    return shlex.join(tokens)
+
+
+@contextlib.contextmanager
+def _stop_requests(progress: bool):
+    """A list that gets the signal number when SIGINT or SIGTERM arrives (first one only: the
+    handlers are then restored, so a second Ctrl-C stops at once); main thread only."""
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+
+    def handler(signum, frame):
+        requested.append(signum)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        if progress:
+            sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping at the end of this chunk and "
+                             "writing a checkpoint (Ctrl-C again stops at once, losing the steps "
+                             "since the last checkpoint)\n")
+
+    for sig in signals:
+        signal.signal(sig, handler)
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _needed_bytes(out: Path, ens: Ensemble, specs, resume: bool) -> int:
+    """Bytes still to be written: the arrays not yet on disk (on resume, chunk files already there
+    are rewritten in place), one temporary copy of the largest chunk per write thread, and the
+    checkpoint and final state with their temporaries."""
+    total = sum(s.nbytes for s in specs)
+    if resume:
+        written = sum(f.stat().st_size for f in (out / "arrays").rglob("*") if f.is_file())
+        total = max(0, total - written)
+    largest = max((4 * int(np.prod(s.chunks)) for s in specs), default=0)
+    return total + store.WRITE_THREADS * largest + 4 * _state_bytes(ens)
+
+
 def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, resume: bool = False,
         overwrite: bool = False, dataset: Dataset | None = None, experiment: str = "train",
         command: str | None = None, progress: bool = True, checkpoint_seconds: float = 10.0
@@ -164,50 +228,98 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
     """Train ``config``'s ensemble, recording ``probes`` into the run folder ``out``; return it opened.
 
     resume: continue the interrupted run in ``out`` from its last checkpoint (the configuration must
-      equal the manifest's; a complete run is returned as it is).
-    overwrite: replace an existing run folder ``out`` (never needed for a new or empty folder).
+      equal the manifest's; a complete run is returned as it is, after rebuilding ``final.npz`` from
+      the last checkpoint if it is missing or damaged).
+    overwrite: replace an existing run folder ``out`` (never needed for a new or empty folder); only
+      a run folder of ours, holding nothing else, is replaced (:func:`rvsp_jax.runfolder.check_new`).
     experiment, command: recorded in the manifest.
     progress: show a tqdm bar on stderr (steps/s, and model-steps/s = steps/s x S in the postfix).
     checkpoint_seconds: checkpoint the ensemble state (and advance the manifest's
       ``steps_completed``) after the first chunk, then at the first chunk end at least this long
       after the previous checkpoint, and at the end; 0 checkpoints every chunk.
-    Raises :class:`~rvsp_jax.runfolder.RunFolderError` before training when ``out`` is taken,
-    unwritable or its disk too small, and :class:`~rvsp_jax.store.StoreError` when writing fails
-    during training (the run then stays resumable from its last checkpoint).
+
+    The folder is locked (:class:`~rvsp_jax.runfolder.RunLock`) while the run writes it. SIGINT
+    (Ctrl-C) or SIGTERM stops training at the end of the current chunk, writes a checkpoint and
+    raises :class:`Interrupted` whose message is the command that continues the run.
+    Raises :class:`~rvsp_jax.runfolder.RunFolderError` before training when ``out`` is taken, locked,
+    unwritable or its disk too small, :class:`~rvsp_jax.footprint.FootprintError` when the ensemble
+    would not fit in memory, and :class:`~rvsp_jax.store.StoreError` when writing fails during
+    training (the run then stays resumable from its last checkpoint).
     """
     out = Path(out)
     if resume and overwrite:
         raise runfolder.RunFolderError("--resume and --overwrite exclude each other: resume continues "
                                        "the run in --out, overwrite replaces it")
-    manifest = None
-    if resume:
-        manifest = runfolder.check_resume(out, config.to_dict(), probes.to_dict())
-        if manifest["status"] == "complete":
-            if progress:
-                tqdm.write(f"run {out} is already complete ({manifest['total_steps']} steps); "
-                           "nothing to do")
-            return store.open_run(out)
-    else:
+    with _stop_requests(progress) as stop:
+        if resume:
+            # checked before locking (a lock file is only ever made in a run folder), then again
+            # inside the lock, where no other process can change the folder any more
+            runfolder.check_resume(out, config.to_dict(), probes.to_dict())
+            with runfolder.RunLock(out):
+                return _resume(config, probes, out, dataset, progress, checkpoint_seconds, stop)
         runfolder.check_new(out, overwrite)
-    ens, layout = _ensemble(config, probes, dataset)
-    specs = store.array_specs(ens.members, ens.total_steps, ens.chunk, layout, probes.compress,
-                              member_part=ens.padded // ens.mesh.size)
-    left = 1 - manifest["steps_completed"] / ens.total_steps if manifest else 1
-    runfolder.check_writable(out, int(sum(s.nbytes for s in specs) * left + 3 * _state_bytes(ens)))
-    aside = runfolder.create(out, overwrite) if not resume else None
-    try:
-        manifest, arrays, start, state = _start(
-            out, ens, specs, manifest,
-            lambda: _manifest(config, probes, layout, specs, ens, experiment, command))
-    except BaseException:
-        runfolder.restore(out, aside)
-        raise
-    # the replaced run (moved aside by create) is deleted once the new one has its manifest
-    runfolder.discard(aside)
+        ens, layout = _ensemble(config, probes, dataset)
+        specs = _specs(ens, layout, probes)
+        runfolder.check_writable(out, _needed_bytes(out, ens, specs, resume=False))
+        aside = runfolder.create(out, overwrite)
+        try:
+            lock = runfolder.lock_new(out)
+        except BaseException:
+            runfolder.restore(out, aside)
+            raise
+        with lock:
+            try:
+                started = _start(out, ens, specs, None,
+                                 lambda: _manifest(config, probes, layout, specs, ens, experiment,
+                                                   command))
+            except BaseException:
+                lock.release()
+                runfolder.restore(out, aside)
+                raise
+            # the replaced run (moved aside by create) is deleted once the new one has its manifest
+            runfolder.discard(aside)
+            return _train(out, ens, layout, *started, progress, checkpoint_seconds, stop)
 
+
+def _specs(ens: Ensemble, layout: ProbeLayout, probes: ProbeConfig):
+    return store.array_specs(ens.members, ens.total_steps, ens.chunk, layout, probes.compress,
+                             member_part=ens.padded // ens.mesh.size)
+
+
+def _resume(config, probes, out, dataset, progress, checkpoint_seconds, stop) -> store.Run:
+    """Continue (or, when complete, check and if needed finish) the run in ``out``, locked."""
+    manifest = runfolder.check_resume(out, config.to_dict(), probes.to_dict())
+    if manifest["status"] == "complete" and store.final_ok(out):
+        if progress:
+            tqdm.write(f"run {out} is already complete ({manifest['total_steps']} steps); "
+                       "nothing to do")
+        return store.open_run(out)
+    ens, layout = _ensemble(config, probes, dataset)
+    if manifest["status"] == "complete":  # final.npz lost or damaged: rebuild it from the checkpoint
+        checkpoint = store.load_checkpoint(out, jax.eval_shape(ens.init))
+        if checkpoint is None or checkpoint[0] != ens.total_steps:
+            raise store.StoreError(f"{out}: final.npz is missing or damaged and the checkpoint does not "
+                                   "hold the final state; start the run anew with --overwrite (the "
+                                   "same options give the same numbers)")
+        if progress:
+            tqdm.write(f"run {out} is complete but its final.npz is missing or damaged; rebuilding "
+                       "it from the last checkpoint")
+        _finish(out, ens, ens.put_state(_padded(checkpoint[1], ens.padded)), manifest,
+                manifest.get("timing", {}))
+        return store.open_run(out)
+    specs = _specs(ens, layout, probes)
+    runfolder.check_writable(out, _needed_bytes(out, ens, specs, resume=True))
+    started = _start(out, ens, specs, manifest, None)
+    return _train(out, ens, layout, *started, progress, checkpoint_seconds, stop)
+
+
+def _train(out: Path, ens: Ensemble, layout: ProbeLayout, manifest: dict, arrays: dict, start: int,
+           state, progress: bool, checkpoint_seconds: float, stop: list) -> store.Run:
+    """The training loop of :func:`run` from ``start``, writing chunks in the background."""
     writer = _writer(out, arrays, layout.every, manifest)
     t0 = time.perf_counter()
     t_first = steps_first = t_checkpoint = cpu_first = None
+    stopped_at = None
     bar = tqdm(total=ens.total_steps, initial=start, unit="step", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, desc=f"training S={ens.members}")
     try:
@@ -215,7 +327,7 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
             state = chunk.state
             now = time.perf_counter()
             due = (t_checkpoint is None or now - t_checkpoint >= checkpoint_seconds
-                   or chunk.stop == ens.total_steps)
+                   or chunk.stop == ens.total_steps or bool(stop))
             t_checkpoint = now if due else t_checkpoint
             # a checkpoint takes its host copy of the state now, while the next chunk computes
             writer.put(chunk._replace(state=host_state(state, ens.members) if due else None))
@@ -224,9 +336,16 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
             bar.update(chunk.stop - chunk.start)
             rate = bar.format_dict["rate"] or (bar.n - start) / (time.perf_counter() - t0)
             bar.set_postfix_str(f"{rate * ens.members:,.0f} model-steps/s")
+            if stop and chunk.stop < ens.total_steps:
+                stopped_at = chunk.stop
+                break
     finally:
         bar.close()
         writer.close()
+    if stopped_at is not None:
+        raise Interrupted(f"stopped by {signal.Signals(stop[0]).name} at step {stopped_at} of "
+                          f"{ens.total_steps}, checkpoint written; continue with: "
+                          f"{resume_command(manifest.get('command'), out)}")
     t_end, cpu_end = time.perf_counter(), os.times()
     steady = t_first is not None and steps_first < ens.total_steps and t_end > t_first
     n = ens.total_steps - steps_first if steady else None

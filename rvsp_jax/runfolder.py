@@ -29,7 +29,7 @@ Temporary files of atomic writes (``*.tmp``) are also accepted."""
 ASIDE_PREFIX = ".replaced-"
 """Moved-aside old runs are ``<parent>/.<name>.replaced-<pid>`` until the new run has started."""
 DISK_MARGIN = 1.1
-DISK_SLACK = 32 << 20  # bytes added to every estimate (manifests, zarr metadata, filesystem blocks)
+DISK_SLACK = 4 << 20  # bytes added to every estimate (manifests, zarr metadata, filesystem blocks)
 
 
 class RunFolderError(ValueError):
@@ -65,18 +65,38 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     write_json_atomic(Path(folder) / MANIFEST, manifest)
 
 
-def read_manifest(folder: Path) -> dict:
-    """The manifest of a run folder; RunFolderError when the folder is not a readable run folder."""
+REQUIRED_KEYS = ("format", "status")
+RUN_KEYS = ("config", "probe_config", "probes", "arrays", "steps_completed", "total_steps", "members")
+"""Keys a recorded run's manifest has besides :data:`REQUIRED_KEYS` (a study folder's has others)."""
+
+
+def read_manifest(folder: Path, keys: tuple[str, ...] = ()) -> dict:
+    """The manifest of a run folder; RunFolderError when the folder is not a readable run folder.
+
+    A manifest that is not UTF-8 JSON, not an object, of another format or without ``status`` is
+    refused with its path and the remedy (it is never repaired or deleted here)."""
     path = Path(folder) / MANIFEST
+    damaged = (f"; the run folder {folder} is damaged: restore {MANIFEST} from a backup, or delete "
+               "the folder yourself (or choose another --out) to start anew")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
     except FileNotFoundError:
         raise RunFolderError(f"{folder} is not a run folder: it has no {MANIFEST}") from None
-    except (OSError, json.JSONDecodeError) as e:
+    except IsADirectoryError:
+        raise RunFolderError(f"{path} is a folder, not a manifest; {folder} is not a run folder") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunFolderError(f"{path} is not valid JSON ({e}){damaged}") from None
+    except OSError as e:
         raise RunFolderError(f"cannot read {path}: {e}") from None
+    if not isinstance(manifest, dict):
+        raise RunFolderError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest "
+                             f"object{damaged}")
     if manifest.get("format") != FORMAT:
         raise RunFolderError(f"{path} is not an {FORMAT!r} manifest (format {manifest.get('format')!r})")
+    missing = [k for k in (*REQUIRED_KEYS, *keys) if k not in manifest]
+    if missing:
+        raise RunFolderError(f"{path} lacks {', '.join(missing)}{damaged}")
     return manifest
 
 
@@ -145,6 +165,10 @@ def check_new(out: Path, overwrite: bool) -> None:
     if not overwrite:
         raise RunFolderError(f"run folder {out} already exists ({_status(out)}); pass --resume to "
                              "continue it, --overwrite to replace it, or choose another --out")
+    owner = lock_owner(out)
+    if owner is not None:
+        raise RunFolderError(f"run folder {out} is in use by {owner}; --overwrite will not replace a "
+                             "run that is training: wait for it to finish or stop it first")
     if not (out / MANIFEST).exists():
         raise RunFolderError(f"{out} is not empty and has no {MANIFEST}: it is not a run folder, "
                              "so --overwrite will not delete it; choose another --out")
@@ -165,7 +189,7 @@ def check_resume(out: Path, config: dict, probe_config: dict) -> dict:
     out = Path(out)
     if not out.exists():
         raise RunFolderError(f"nothing to resume: {out} does not exist (drop --resume to start it)")
-    manifest = read_manifest(out)
+    manifest = read_manifest(out, RUN_KEYS)
     diffs = [f"{section}.{k}: run folder has {old[k]!r}, this command gives {new[k]!r}"
              for section, old, new in (("config", manifest["config"], config),
                                        ("probes", manifest["probe_config"], probe_config))
@@ -185,9 +209,15 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
+def disk_slack(needed_bytes: int) -> int:
+    """Room asked for beyond an estimate: 10% of it plus 4 MiB (manifests, zarr metadata, file
+    system blocks); it scales with the run, so a small run fits on a small disk."""
+    return int(needed_bytes * (DISK_MARGIN - 1)) + DISK_SLACK
+
+
 def check_writable(out: Path, needed_bytes: int) -> None:
     """Refuse when ``out`` cannot be created or written, or its disk has less free space than
-    ``needed_bytes`` x 1.1 + 32 MiB (the estimate is in the message)."""
+    ``needed_bytes`` + :func:`disk_slack` (the estimate is in the message)."""
     out = Path(out)
     base = _existing_ancestor(out)
     if not base.is_dir():
@@ -196,11 +226,11 @@ def check_writable(out: Path, needed_bytes: int) -> None:
     if not os.access(base, os.W_OK | os.X_OK):
         raise RunFolderError(f"cannot write run folder {out}: {base} is not writable; choose "
                              "another --out or fix its permissions")
-    needed = int(needed_bytes * DISK_MARGIN) + DISK_SLACK
+    needed = needed_bytes + disk_slack(needed_bytes)
     free = shutil.disk_usage(base).free
     if free < needed:
         raise RunFolderError(
-            f"not enough free disk for {out}: the recording needs about {human_bytes(needed)} "
+            f"not enough free disk for {out}: the recording still needs about {human_bytes(needed)} "
             f"(estimate {human_bytes(needed_bytes)} + 10% + {human_bytes(DISK_SLACK)}) but "
             f"{base} has {human_bytes(free)} free; free space, choose another --out, or record "
             "less (--probe-index, --probe-every, --probes, --steps)")
@@ -247,3 +277,99 @@ def restore(out: Path, aside: Path | None) -> None:
             return  # someone put files there meanwhile: leave both folders as they are
         shutil.rmtree(out, ignore_errors=True)
     os.rename(aside, out)
+
+
+LOCK = "lock"
+
+
+class RunLock:
+    """An exclusive lock on a run folder: ``flock`` on ``<folder>/lock``, which holds the owner's
+    pid, host and start time for the refusal message.
+
+    The kernel releases a ``flock`` when its process dies, so a lock left by a killed run (kill -9,
+    a crash, a reboot) is stale by construction and the next :meth:`acquire` simply takes it; the
+    file itself is left in place (it names the last owner). Within one process the same folder can
+    be locked once (a second lock of it is refused like another process's).
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK
+        self._file = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        try:
+            f = open(self.path, "a+", encoding="utf-8")
+        except OSError as e:
+            raise RunFolderError(f"cannot lock run folder {self.folder}: {e}") from None
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            owner = f.read().strip()
+            f.close()
+            raise RunFolderError(f"run folder {self.folder} is in use by {_describe_owner(owner)}; "
+                                 "wait for it to finish or stop it, or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": platform.node(), "started": _now_text()}))
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the descriptor releases the flock
+            self._file = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire() if self._file is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _now_text() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _describe_owner(text: str) -> str:
+    try:
+        owner = json.loads(text)
+        return f"process {owner['pid']} on {owner['host']} (since {owner['started']})"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def lock_owner(folder: Path) -> str | None:
+    """Who holds the lock of ``folder`` now (a description), or None when nobody does."""
+    import fcntl
+
+    path = Path(folder) / LOCK
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _describe_owner(f.read().strip())
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return None
+
+
+def lock_new(out: Path) -> RunLock:
+    """Lock the freshly created (empty) run folder ``out``; refuses when another process holds it or
+    has meanwhile put a run there (two commands started into one ``--out`` at once)."""
+    lock = RunLock(out).acquire()
+    others = sorted(e.name for e in Path(out).iterdir() if e.name != LOCK)
+    if others:
+        lock.release()
+        raise RunFolderError(f"run folder {out} was just created by another process "
+                             f"({_status(Path(out))}); choose another --out")
+    return lock

@@ -93,7 +93,11 @@ class ArraySpec(NamedTuple):
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+        """Bytes on disk uncompressed: whole chunks (zarr stores an edge chunk at full size) plus
+        each chunk's 4-byte checksum."""
+        counts = [-(-n // c) for n, c in zip(self.shape, self.chunks)]
+        chunks = int(np.prod(counts))
+        return chunks * (int(np.prod(self.chunks)) * np.dtype(self.dtype).itemsize + 4)
 
 
 def _balanced(n: int, most: int) -> int:

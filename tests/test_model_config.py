@@ -46,8 +46,13 @@ def test_loss_is_softmax_cross_entropy():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(seeds=0), "seeds"),
-    (dict(lr=0.0), "learning rate must be > 0"),
-    (dict(lr=-1.0), "learning rate must be > 0"),
+    (dict(lr=0.0), "learning rate must be a finite number > 0"),
+    (dict(lr=-1.0), "learning rate must be a finite number > 0"),
+    (dict(lr=float("inf")), "learning rate must be a finite number > 0, got inf"),
+    (dict(lr=float("nan")), "learning rate must be a finite number > 0, got nan"),
+    (dict(opt_kwargs='{"momentum": Infinity}'), "opt_kwargs 'momentum' must be finite"),
+    (dict(base_seed=-1), r"base_seed must be an integer from 0 to 2\*\*64 - 1"),
+    (dict(base_seed=2**64), r"base_seed must be an integer from 0 to 2\*\*64 - 1"),
     (dict(optimizer="sgdd"), "unknown optimizer 'sgdd'; valid choices: .*adam.*sgd"),
     (dict(activation="relu6x"), "unknown activation 'relu6x'; valid choices: sigmoid, relu, tanh"),
     (dict(dataset="cifar"), "unknown dataset 'cifar'; valid choices: mnist, fashion_mnist"),

@@ -21,22 +21,45 @@ def _now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+_LOCKS: dict[Path, runfolder.RunLock] = {}
+"""Study folders this process has open (locked until :func:`finish_study` or the process ends)."""
+
+
+def _lock(out: Path, new: bool) -> runfolder.RunLock:
+    key = Path(out).resolve()
+    if key in _LOCKS:  # reopened by this process (e.g. a study that failed, run again)
+        return _LOCKS[key]
+    lock = runfolder.lock_new(out) if new else runfolder.RunLock(out).acquire()
+    _LOCKS[key] = lock
+    return lock
+
+
+def _unlock(out: Path) -> None:
+    lock = _LOCKS.pop(Path(out).resolve(), None)
+    if lock is not None:
+        lock.release()
+
+
 def open_study(out, experiment: str, settings: dict, *, resume: bool = False, overwrite: bool = False,
                command: str | None = None) -> Path:
-    """Create (or, with ``resume``, reopen) the study folder ``out`` and mark it running.
+    """Create (or, with ``resume``, reopen) the study folder ``out``, lock it and mark it running.
 
     ``settings`` is everything that determines the study's numbers (JSON-ready); resuming with other
-    settings is refused with the differences listed.
+    settings is refused with the differences listed. The folder stays locked against other
+    processes until :func:`finish_study` (or this process ends).
     """
     out = Path(out)
     if resume and overwrite:
         raise runfolder.RunFolderError("--resume and --overwrite exclude each other")
+    aside = None
     if resume:
         manifest = runfolder.read_manifest(out)
+        _lock(out, new=False)
         old = manifest.get("settings", {})
         diffs = [f"{k}: run folder has {old.get(k)!r}, this command gives {settings.get(k)!r}"
                  for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
         if diffs:
+            _unlock(out)
             raise runfolder.RunFolderError(f"cannot resume {out} with different settings:\n  "
                                            + "\n  ".join(diffs))
     else:
@@ -48,13 +71,15 @@ def open_study(out, experiment: str, settings: dict, *, resume: bool = False, ov
                     "versions": runfolder.versions(), "device": dev.describe()}
     manifest.update(status="running", updated=_now())
     try:
+        if not resume:
+            _lock(out, new=True)
         runfolder.write_manifest(out, manifest)
     except BaseException:
         if not resume:
+            _unlock(out)
             runfolder.restore(out, aside)
         raise
-    if not resume:
-        runfolder.discard(aside)  # the replaced study, moved aside, once the new one has started
+    runfolder.discard(aside)  # the replaced study, moved aside, once the new one has started
     (out / "figures").mkdir(exist_ok=True)
     return out
 
@@ -78,3 +103,4 @@ def finish_study(out, **updates) -> None:
     manifest = runfolder.read_manifest(out)
     manifest.update(updates, status="complete", updated=_now())
     runfolder.write_manifest(out, manifest)
+    _unlock(out)
