@@ -289,6 +289,8 @@ def _specs(ens: Ensemble, layout: ProbeLayout, probes: ProbeConfig):
 def _resume(config, probes, out, dataset, progress, checkpoint_seconds, stop) -> store.Run:
     """Continue (or, when complete, check and if needed finish) the run in ``out``, locked."""
     manifest = runfolder.check_resume(out, config.to_dict(), probes.to_dict())
+    if manifest["status"] == "complete":
+        store.verify_chunks(out, manifest, manifest["total_steps"])  # a lost chunk cannot be rebuilt
     if manifest["status"] == "complete" and store.final_ok(out):
         if progress:
             tqdm.write(f"run {out} is already complete ({manifest['total_steps']} steps); "

@@ -262,3 +262,14 @@ def test_resume_refuses_a_chunk_lost_before_the_checkpoint(reference, tmp_path):
     chunk.unlink()
     with pytest.raises(store.StoreError, match="params"):
         record_small(out, resume=True)
+
+
+def test_resume_of_a_complete_run_with_a_lost_chunk_says_so_instead_of_nothing_to_do(reference, tmp_path):
+    import shutil
+
+    out = tmp_path / "holed_complete"
+    shutil.copytree(reference.path, out)
+    next(p for p in sorted((out / "arrays" / "updates" / "c").rglob("*")) if p.is_file()).unlink()
+    assert not store.open_run(out).complete
+    with pytest.raises(store.StoreError, match="updates"):
+        record_small(out, resume=True)
