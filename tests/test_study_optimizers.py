@@ -80,7 +80,7 @@ def test_out_of_sample_prediction_windows_and_rules_are_reported(study):
             assert d["verdict"] in ("matches", "mismatch", "inconclusive"), (name, layer)
             assert d["median_relative_error"]["n"] == 3 and 0 < d["floor"]["mean"] < d["threshold"]["mean"] < 2
             assert d["error_over_floor"] == pytest.approx(d["median_relative_error"]["mean"] / d["floor"]["mean"])
-            assert (d["likely_cause"] is None) == (d["verdict"] == "matches")
+            assert (d["likely_cause"] is None) == (d["verdict"] == "matches" and not d["bands_off"])
         for d in v["layers"].values():
             assert set(d["spectral_shape"]["fractions"]) == {"white", "lorentzian", "power-law", "indistinguishable"}
             assert d["slope_fit_range"] == [pytest.approx(1 / 32), 0.5]

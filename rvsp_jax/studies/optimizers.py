@@ -268,8 +268,9 @@ error an exact theory scores (on simulated white noise of the same sizes) when i
 this factor (either way, the larger error); "mismatch" when the lower end of the error's 95%
 interval exceeds the threshold; else "inconclusive"."""
 BAND_FACTOR = 1.5
-"""Likely-cause rule: a band (low f < 0.1, high f > 0.25 cycles/step) is off when the median ratio
-measured / predicted there lies outside [1/BAND_FACTOR, BAND_FACTOR]."""
+"""Likely-cause rule: a band (low: the lowest 5% of the positive frequency bins, at least 2; high:
+f > 0.25 cycles/step) is off when the median ratio measured / predicted there lies outside
+[1/BAND_FACTOR, BAND_FACTOR]."""
 _FROZEN_STREAM = 0x66726f7a  # "froz": stream tag of the frozen-weight minibatch draw
 
 
@@ -336,7 +337,8 @@ class PredictionFit(NamedTuple):
     measured, predicted: ``[S, L, F]`` layer means of each process's PSD divided by the measured
       total power; rel_error: ``[S, L]`` median over the layer's processes of the median over f > 0
       of ``|measured - predicted| / predicted``; log_ratio_low, log_ratio_high: ``[S, L]`` median over
-      processes of the median log10(measured / predicted) over f < 0.1 and f > 0.25.
+      processes of the median log10(measured / predicted) over the low band (f <= f_low: the lowest
+      5% of the positive bins, at least 2) and over f > 0.25.
     """
 
     kind: str
@@ -350,6 +352,7 @@ class PredictionFit(NamedTuple):
     rel_error: np.ndarray
     log_ratio_low: np.ndarray
     log_ratio_high: np.ndarray
+    f_low: float = float("nan")
 
 
 def _median_rel_error(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -389,12 +392,16 @@ def predict_from_noise(updates, names, variant: Variant, usable: np.ndarray, noi
             ratio = np.log10(psd_d / pred)
             measured[s] = per_layer(psd_d / total, groups)
             predicted[s] = per_layer(pred / total, groups)
-        lo_band, hi_band = (freqs > 0) & (freqs < 0.1), freqs > 0.25
+        n_low = max(2, (freqs.size - 1) // 20)
+        lo_band, hi_band = np.zeros(freqs.size, bool), freqs > 0.25
+        lo_band[1:1 + n_low] = True
         err[s] = per_layer(_median_rel_error(psd_d, pred), groups, np.nanmedian)
         if lo_band.any():
             low[s] = per_layer(np.median(ratio[:, lo_band], axis=-1), groups, np.nanmedian)
         high[s] = per_layer(np.median(ratio[:, hi_band], axis=-1), groups, np.nanmedian)
-    return PredictionFit(kind, beta, variant.lr, start, stop, freqs, measured, predicted, err, low, high)
+    f_low = float(freqs[min(freqs.size - 1, max(2, (freqs.size - 1) // 20))])
+    return PredictionFit(kind, beta, variant.lr, start, stop, freqs, measured, predicted, err, low, high,
+                         f_low)
 
 
 class MetricFloor(NamedTuple):
@@ -557,9 +564,11 @@ def summarise(results: list[VariantResult], settings: OptimizerSettings, base: T
                     "median_relative_error": err, "floor": floor, "threshold": threshold,
                     "verdict": verdict,
                     "error_over_floor": float(err.mean / floor.mean) if floor.mean else None,
-                    "log10_ratio_low": low, "log10_ratio_high": high,
+                    "log10_ratio_low": low, "log10_ratio_high": high, "low_band_max_frequency": pr.f_low,
+                    "bands_off": bool(max(abs(low.mean), abs(high.mean)) > np.log10(BAND_FACTOR)),
                     "likely_cause": (mismatch_cause(float(low.mean), float(high.mean), pr.kind)
-                                     if verdict in ("mismatch", "inconclusive") else None)}
+                                     if verdict in ("mismatch", "inconclusive") or
+                                     max(abs(low.mean), abs(high.mean)) > np.log10(BAND_FACTOR) else None)}
             entry["prediction"] = {
                 "role": "out-of-sample: update PSD predicted from gradient noise measured at the frozen "
                         "final weights, independently of the run's own gradients",
@@ -579,7 +588,8 @@ RULES = {
                   f"by a factor {LEVEL_TOLERANCE} (either way, the larger); 'mismatch' when the lower "
                   "end of the error's 95% "
                   "interval exceeds the threshold; otherwise 'inconclusive'",
-    "likely_cause": f"for a mismatch, the median log10(measured / predicted) below f = 0.1 and above "
+    "likely_cause": f"for a mismatch (and for any layer with a band off), the median log10(measured / "
+                    "predicted) over the lowest 5% of the frequency bins (at least 2) and above "
                     f"f = 0.25 cycles/step is 'off' outside [1/{BAND_FACTOR}, {BAND_FACTOR}]; low band off "
                     "alone: non-white gradients along the trajectory (excess) or curvature feedback "
                     "(deficit); both off the same way: the noise level drifts between window and "
@@ -767,9 +777,11 @@ def report(summary: dict, captions: dict, settings: OptimizerSettings, base: Tra
                     f"{fmt_ci(d['median_relative_error'])} against a floor of {fmt(d['floor'].mean, 2)} "
                     f"(x{fmt(d['error_over_floor'], 2)}; threshold {fmt(d['threshold'].mean, 2)})")
             if d["likely_cause"]:
-                text += (f"; measured/predicted below f = 0.1: x{fmt(10 ** d['log10_ratio_low'].mean, 2)}, "
-                         f"above f = 0.25: x{fmt(10 ** d['log10_ratio_high'].mean, 2)}; likely cause: "
-                         f"{d['likely_cause']}")
+                text += (f"; measured/predicted at f <= {fmt(d['low_band_max_frequency'], 2)}: "
+                         f"x{fmt(10 ** d['log10_ratio_low'].mean, 2)}, above f = 0.25: "
+                         f"x{fmt(10 ** d['log10_ratio_high'].mean, 2)}; "
+                         + ("although the overall error matches, a band is off; " if d["verdict"] == "matches" else "")
+                         + f"likely cause: {d['likely_cause']}")
             bullets.append(text + ".")
     rep.bullets(bullets)
     rep.section("Update processes side by side")
