@@ -217,7 +217,8 @@ def entry_statistics(x, excluded=None, *, nperseg: int, alpha: float) -> dict:
     zero variance, e.g. a dead ReLU unit's weights, are left out), ``log10_band_power_ratio`` and
     ``spectral_beta`` (means over entries, Welch PSD), ``variance_drift`` (median over entries of
     the absolute relative variance drift of :func:`~rvsp_jax.analysis.measure_drift` over 4
-    sub-windows), ``stationary_fraction`` (raw ADF + KPSS verdicts); ``psd [S, F]`` (mean over entries of each entry's PSD normalised to unit total power),
+    sub-windows), ``stationary_fraction`` (raw ADF + KPSS verdicts); ``psd [S, F]`` (mean over
+    entries of each entry's PSD normalised to unit total power),
     ``freqs [F]``, and ``stationarity_bh`` (:func:`verdict_fractions` of the BH-adjusted verdicts of
     all analysed members' S x P series). Members marked in ``excluded: bool [S]`` get NaN and are
     left out of the tests.
