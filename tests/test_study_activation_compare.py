@@ -125,6 +125,21 @@ def test_loss_matched_windows_find_the_same_loss():
     assert cmp.window_length(60, 6, 100) == 54
 
 
+def test_proportion_intervals_stay_inside_zero_one():
+    """The t-interval of [0, 0, 0.01, 0, 0.2] reaches below 0; the bootstrap interval does not."""
+    from rvsp_jax.analysis import across_members
+    from rvsp_jax.report import proportion_summary
+    x = np.array([0.0, 0.0, 0.01, 0.0, 0.2, np.nan])
+    assert across_members(x).lo < 0
+    p = proportion_summary(x)
+    assert 0 <= p.lo <= p.mean <= p.hi <= 1 and p.mean == pytest.approx(0.042)
+    assert (p.n, p.excluded) == (5, 1)
+    assert proportion_summary(x) == proportion_summary(x)  # seeded: reproducible
+    flat = proportion_summary(np.full((4, 2), 0.5))
+    np.testing.assert_allclose([flat.lo, flat.hi], [[0.5, 0.5]] * 2)
+    assert np.isnan(proportion_summary(np.array([0.3])).lo)
+
+
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="unknown activation"):
         cmp.CompareSettings(activations="sigmoid,swish")
