@@ -350,6 +350,11 @@ def _standardised(xi: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.nd
     return across, along[:, np.isfinite(along).all(0)].ravel()
 
 
+def _max(x) -> float:
+    x = np.asarray(x)
+    return float(np.nanmax(x)) if np.isfinite(x).any() else np.nan
+
+
 def _median(x) -> float:
     x = np.asarray(x)
     return float(np.nanmedian(x)) if np.isfinite(x).any() else np.nan
@@ -362,8 +367,8 @@ def measure_step(xi: np.ndarray, g_ref: np.ndarray, groups: dict, tail_sample: i
     xi: ``[M, P]`` noise; g_ref: ``[P]`` reference gradient; groups: name -> positions.
     Returns ``{"across": {kind: {est: [G]}}, "across_verdicts": {kind: [G, 4]}, "across_n": [G],
     "scale_fallback": [G], "along": {est: [G]}, "along_verdicts": [G, 4], "along_verdicts_dense":
-    [G, 4], "sparse": [G], "along_bh": [G], "along_n": [G], "example": (...)}``. Across parameters the estimators use the first
-    ``ACROSS_MINIBATCHES`` minibatches and the verdicts the first ``VERDICT_MINIBATCHES``; the
+    [G, 4], "sparse": [G], "along_bh": [G], "along_n": [G], "example": (...)}``. Across parameters
+    the estimators use the first ``ACROSS_MINIBATCHES`` minibatches and the verdicts the first ``VERDICT_MINIBATCHES``; the
     robust scales use all M.
     """
     m, _ = xi.shape
@@ -384,8 +389,8 @@ def measure_step(xi: np.ndarray, g_ref: np.ndarray, groups: dict, tail_sample: i
            "across_verdicts": {k: np.full((n_groups, 4), np.nan) for k in ACROSS_KINDS},
            "across_n": np.zeros(n_groups), "scale_fallback": nan.copy(),
            "along": {"hill": nan.copy(), "simsekli": nan.copy()},
-           "along_verdicts": np.full((n_groups, 4), np.nan), "along_verdicts_dense": np.full((n_groups, 4), np.nan),
-           "sparse": nan.copy(), "along_bh": nan.copy(), "along_n": np.zeros(n_groups)}
+           "along_verdicts": np.full((n_groups, 4), np.nan),
+           "along_verdicts_dense": np.full((n_groups, 4), np.nan), "sparse": nan.copy(), "along_bh": nan.copy(), "along_n": np.zeros(n_groups)}
     v_rows = min(m, VERDICT_MINIBATCHES)
     for gi, idx in enumerate(groups.values()):
         pool = idx[active[idx]]
@@ -585,13 +590,15 @@ def decide(group: dict, gaussian_across: dict | None) -> dict:
     dense_iv = bool(np.isfinite(iv_dense.lo) and iv_dense.lo > ALPHA)
     along_gauss = bool(np.isfinite(g_along.hi) and g_along.hi >= GAUSSIAN_ALONG)
     if dense_iv:
-        simsekli = "supported"
+        simsekli = "supported" if iv_dense.mean >= 0.5 else "supported for a minority of parameters"
     elif along_iv:
         simsekli = "only in sparse parameters"
     elif np.isfinite(iv.hi) and iv.hi <= ALPHA:
         simsekli = "not supported"
     else:
         simsekli = "undetermined"
+    gap = plain["median"] - across["raw"]["simsekli"].mean if plain else np.nan
+    share = (plain["median"] - across["null"]["simsekli"].mean) / gap if gap > 0 else np.nan
     xie = {(True, True): "reproduced", (True, False): "across parameters only",
            (False, True): "along iterations only", (False, False): "not reproduced"}[(uncontrolled, along_gauss)]
     return {"across_heavier_than_gaussian_uncontrolled": uncontrolled,
@@ -599,6 +606,7 @@ def decide(group: dict, gaussian_across: dict | None) -> dict:
             "across_heavier_than_covariance_matched_gaussian": covariance,
             "across_standardised_heavier_than_gaussian": _below(across["standardised"]["simsekli"], std_ref),
             "across_explained_by_gaussian_structure": uncontrolled and not (scale or covariance),
+            "across_gap_share_of_scale_heterogeneity": float(share),
             "along_infinite_variance": along_iv, "along_infinite_variance_dense": dense_iv,
             "along_gaussian": along_gauss, "simsekli_2019": simsekli, "xie_2023": xie}
 
@@ -707,8 +715,14 @@ def rules() -> dict[str, str]:
         "along_infinite_variance_dense": "the same among the group's parameters that are not sparse",
         "along_gaussian": (f"upper end of the fraction of parameters called gaussian along iterations "
                            f">= {GAUSSIAN_ALONG:.2f} (Gaussian data: {1 - ALPHA:.2f})"),
+        "across_gap_share_of_scale_heterogeneity": ("(Gaussian reference - scale-matched null) / (Gaussian "
+                                                    "reference - raw), block sums: the share of the "
+                                                    "uncontrolled gap that independent Gaussian noise with "
+                                                    "the parameters' own scales already shows"),
         "simsekli_2019": ("alpha-stable noise with alpha < 2 (Simsekli et al. 2019): supported if "
-                          "along_infinite_variance_dense holds; only in sparse parameters if "
+                          "along_infinite_variance_dense holds and at least half of the non-sparse "
+                          "parameters are called infinite-variance, supported for a minority of parameters "
+                          "if it holds for fewer; only in sparse parameters if "
                           "along_infinite_variance holds but not among dense parameters; not supported if "
                           f"the upper end of the infinite-variance fraction is <= {ALPHA}; else undetermined"),
         "xie_2023": ("heavy tails across parameters but Gaussian along iterations (Xie et al. 2023): "
@@ -757,8 +771,9 @@ def figures(result: NoiseResult, folder: Path) -> dict[str, str]:
         plots.save_figure(fig, folder, "tail_index")
         captions["tail_index"] = ("Tail index of the minibatch gradient noise of all parameters: across "
                                   "parameters (raw, its scale-matched and covariance-matched Gaussian "
-                                  "nulls, standardised per parameter) and along iterations; mean and 95% t-interval across "
-                                  "members; dotted: Gaussian samples of the along-iteration size")
+                                  "nulls, standardised per parameter) and along iterations; mean and 95% "
+                                  "t-interval across members; dotted: Gaussian samples of the along-iteration "
+                                  "size")
 
         fig, axes = plots.subplots(1, 2, width="double", height=2.6)
         x = np.arange(len(nz.groups))
@@ -851,13 +866,17 @@ def _findings(entry: dict) -> list[str]:
                   f"a Gaussian with the noise's own scales and correlations ({nulls}): Gaussian structure "
                   "explains it")
     elif d["across_heavier_than_gaussian_uncontrolled"]:
-        across = f"across parameters the tail is heavier than Gaussian even against the matched nulls ({nulls})"
+        than = [f"the {label} null" for k, label in NULL_KINDS.items()
+                if d[f"across_heavier_than_{label.replace('-', '_')}_gaussian"]]
+        across = ("across parameters the tail is heavier than i.i.d. Gaussian samples and than "
+                  f"{' and '.join(than)} ({nulls}); scale heterogeneity alone accounts for "
+                  f"{pct(d['across_gap_share_of_scale_heterogeneity'])} of the uncontrolled gap")
     else:
         across = f"across parameters the tail is not heavier than i.i.d. Gaussian samples ({nulls})"
     v, dense = al["verdicts"], al["verdicts_dense"]
     along = (f"along iterations {_frac_text(v['gaussian'])} of parameters are called gaussian, "
-             f"{_frac_text(v['heavy-tailed'])} heavy-tailed (finite variance), {_frac_text(v['infinite-variance'])} "
-             f"infinite-variance ({_frac_text(dense['infinite-variance'])} of the non-sparse ones; "
+             f"{_frac_text(v['heavy-tailed'])} heavy-tailed (finite variance), "
+             f"{_frac_text(v['infinite-variance'])} infinite-variance ({_frac_text(dense['infinite-variance'])} of the non-sparse ones; "
              f"{_frac_text(al['sparse'])} are sparse): "
              + ("Gaussian" if d["along_gaussian"] else "not Gaussian")
              + (", with infinite variance" if d["along_infinite_variance_dense"] else
@@ -909,7 +928,9 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
     bullets.append(f"B_simple as the ratio of means over members: {_pooled_text(pooled, 0)} at step 0 and "
                    f"{_pooled_text(pooled, -1)} at step {last} (batch size "
                    f"{summary['batch_size']}); steps where n = {summary['reference_examples']} is not >> "
-                   f"B_simple (rule b_simple): {', '.join(map(str, flagged)) or 'none'}.")
+                   f"B_simple (rule b_simple): {', '.join(map(str, flagged)) or 'none'}"
+                   + (f" (their B_simple is uncertain; --reference-examples of at least "
+                      f"{fmt(N_OVER_B * _max(pooled.b_simple), 2)} would decide)." if flagged else "."))
     rep.bullets(bullets)
     rep.section("Simsekli et al. (2019) vs Xie et al. (2023), by window")
     header = ["window", "group", "across heavier (uncontrolled)", "than scale-matched", "than covariance-matched",
@@ -924,8 +945,8 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
     rep.table(header, rows)
     rep.section("Across parameters (window all, block sums)")
     g_ref = summary["gaussian_reference"]
-    header = ["group", "n", "raw", "i.i.d. Gaussian", "scale-matched null", "raw - null", "covariance-matched null",
-              "raw - null", "standardised", "Gaussian, standardised", "inf. var. (raw / scale / cov. / std)"]
+    header = ["group", "n", "raw", "i.i.d. Gaussian", "scale-matched null", "raw - null",
+              "covariance-matched null", "raw - null", "standardised", "Gaussian, standardised", "inf. var. (raw / scale / cov. / std)"]
     rows = []
     for group in summary["groups"]:
         a, ref = w_all[group]["across_parameters"], g_ref["across_parameters"][group]
@@ -976,8 +997,8 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
              "within the group.")
     rep.figure("tail_by_layer", captions["tail_by_layer"])
     rep.section("Tail index over training (all parameters, block sums)")
-    header = ["step", "across: raw", "across: null", "across: standardised", "along: gaussian fraction",
-              "along: inf. var. fraction"]
+    header = ["step", "across: raw", "across: scale-matched null", "across: covariance-matched null",
+              "across: standardised", "along: gaussian fraction", "along: inf. var. fraction"]
     bs = summary["by_step"]
     rows = [[int(step), *[fmt_ci(bs[f"across_{kind}_simsekli"]["all"][k]) for kind in ACROSS_KINDS],
              fmt_ci(bs["along_gaussian_fraction"]["all"][k], 2),
