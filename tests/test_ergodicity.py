@@ -422,6 +422,10 @@ def test_assess_short_series_relative_to_tau_is_inconclusive_with_steps_needed()
     # at least 3 batches of 5 tau; tau is only bounded below, so steps_needed is a lower bound
     assert np.all(r.steps_needed > 1500) and np.all(~r.tau_resolved)
     assert "analyse at least" in r.reason[0] and "too short for its memory" in r.reason[0]
+    assert f"analyse at least {r.steps_needed[0]:,} steps (have 500" in r.reason[0]
+    # probes recorded every 5 training steps: the reason counts training steps, fields indices
+    every5 = erg.assess(ar1(rng, (256, 500), 0.99), spacing=5)
+    assert f"analyse at least {5 * every5.steps_needed:,} steps (have 2,500" in every5.reason
     short = erg.assess(rng.standard_normal((S, 100)), burn_in=80)
     assert short.verdict == "inconclusive" and "20 steps" in short.reason and short.n_steps == 20
     few = erg.assess(rng.standard_normal((3, T)))

@@ -907,13 +907,20 @@ def _g(v: float, digits: int = 3) -> str:
 
 
 def _decide(row: dict, *, T: int, alpha: float, alpha_mean: float, alpha_ks: float,
-            drift_alpha: float, drift_tol: float, min_steps: int, min_members: int
-            ) -> tuple[str, str, int]:
-    """(verdict, reason, steps_needed) for one observable; the rule is documented in assess_many."""
+            drift_alpha: float, drift_tol: float, min_steps: int, min_members: int,
+            spacing: int = 1) -> tuple[str, str, int]:
+    """(verdict, reason, steps_needed) for one observable; the rule is documented in assess_many.
+
+    Step counts in the reason are in units of ``spacing`` (steps between time indices);
+    steps_needed is in time indices."""
+    def st(v: float) -> str:
+        return f"{v * spacing:,.0f}" if np.isfinite(v) else "n/a"
+
     n_div = row["n_diverged"]
     dropped = f" ({n_div} diverged member(s) excluded)" if n_div else ""
     if T < min_steps:
-        return "inconclusive", f"only {T} steps after burn-in; need at least {min_steps}", min_steps
+        return "inconclusive", (f"only {st(T)} steps after burn-in; need at least {st(min_steps)}"
+                                ), min_steps
     if row["n_members"] < min_members:
         return "inconclusive", (
             f"only {row['n_members']} finite members{dropped}; need at least {min_members} (more "
@@ -932,12 +939,12 @@ def _decide(row: dict, *, T: int, alpha: float, alpha_mean: float, alpha_ks: flo
     if not row["resolved"]:
         length = row["needed_length"]
         need = int(math.ceil(lrv.MIN_BATCHES * length)) if np.isfinite(length) else 0
-        lower = f"at least {_g(tau)}" if np.isfinite(tau) else "unknown"
+        lower = f"at least {_g(tau * spacing)}" if np.isfinite(tau) else "unknown"
         return "inconclusive", (
             f"the series is too short for its memory: its integrated autocorrelation time is "
             f"{lower} steps, and a decision needs {lrv.MIN_BATCHES} independent batches of at "
-            f"least {lrv.BATCH_TAUS:g} tau; analyse at least {need:,} steps (have {T:,}; a lower "
-            f"bound: the longer run will measure tau better){dropped}"
+            f"least {lrv.BATCH_TAUS:g} tau; analyse at least {st(need)} steps (have {st(T)}; a "
+            f"lower bound: the longer run will measure tau better){dropped}"
         ), need
     ratio, lo, hi = row["ratio"], row["ratio_ci_low"], row["ratio_ci_high"]
     share = row["var_mu"] / row["gamma0"]
@@ -963,11 +970,12 @@ def _decide(row: dict, *, T: int, alpha: float, alpha_mean: float, alpha_ks: flo
               else "distribution check not run")
     else:
         ks = (f"distribution check not decisive: needs {_RESOLVED_TAUS:g} tau = "
-              f"{int(math.ceil(_RESOLVED_TAUS * tau_up)):,} steps")
+              f"{st(math.ceil(_RESOLVED_TAUS * tau_up))} steps")
     return "ergodic", (
         f"no member-specific mean larger than sd {_g(math.sqrt(mde))} (var(mu) >= {_g(mde)}, "
         f"{mde / row['gamma0']:.2%} of the step-to-step variance, would be found with 80% power); "
-        f"{effect}, p = {_g(row['mean_pvalue'], 2)}; tau = {_g(tau)} steps; {ks}{dropped}"), 0
+        f"{effect}, p = {_g(row['mean_pvalue'], 2)}; tau = {_g(tau * spacing)} steps; {ks}{dropped}"
+    ), 0
 
 
 _FLOAT_FIELDS = ("ratio", "ratio_ci_low", "ratio_ci_high", "mean_pvalue", "var_mu", "var_mu_ci_low",
@@ -995,6 +1003,7 @@ def assess_many(
     ks_share: float = 0.2,
     power: float = 0.8,
     describe: bool = True,
+    spacing: int = 1,
 ) -> ErgodicityResult:
     """Ergodicity verdict for every observable of x: [S, ..., T] (members, observables..., steps).
 
@@ -1040,6 +1049,9 @@ def assess_many(
     :func:`fluctuation_metric`) are descriptive and do not enter the verdict; ``slope_tol`` is
     accepted for compatibility and unused. ``n_boot = 0`` skips the slope's bootstrap interval;
     ``describe=False`` skips the descriptive numbers altogether (NaN; the verdict is unchanged).
+    ``spacing``: training steps between consecutive time indices (a probe recorded every 5 steps:
+    5); the step counts written in ``reason`` are in training steps, every field stays in time
+    indices.
 
     Cost depends on the shapes only (no data-dependent slow path; the distribution check's samples
     are at most 2,500 per member). Vectorised over observables (blocks of about 32 MiB of float64);
@@ -1067,6 +1079,7 @@ def assess_many(
         raise ValueError(f"slope_tol must be in (0, 0.5); got {slope_tol!r}.")
     if not (isinstance(thin_factor, numbers.Real) and thin_factor > 0):
         raise ValueError(f"thin_factor must be positive; got {thin_factor!r}.")
+    spacing = _as_int(spacing, "spacing", 1)
     alpha_mean = (1.0 - float(ks_share)) * alpha
     alpha_ks = float(ks_share) * alpha
 
@@ -1103,7 +1116,7 @@ def assess_many(
     decided = [
         _decide({k: v[j] for k, v in rows.items()}, T=T, alpha=alpha, alpha_mean=alpha_mean,
                 alpha_ks=alpha_ks, drift_alpha=drift_alpha, drift_tol=float(drift_tol),
-                min_steps=min_steps, min_members=min_members)
+                min_steps=min_steps, min_members=min_members, spacing=spacing)
         for j in range(P)
     ]
     lead = x.shape[1:-1]

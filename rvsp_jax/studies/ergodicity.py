@@ -359,12 +359,14 @@ class Analysis(NamedTuple):
     alpha: float
 
 
-def _assess_blocks(x: np.ndarray, burn: int, alpha: float, bar) -> ErgodicityResult:
+def _assess_blocks(x: np.ndarray, burn: int, alpha: float, bar, spacing: int = 1
+                   ) -> ErgodicityResult:
     """:func:`assess_many` over ``x: [S, P, T]`` in blocks of observables (same numbers as one call:
-    its bootstrap draws are shared across observables)."""
+    its bootstrap draws are shared across observables); reasons in training steps."""
     parts = []
     for i in range(0, x.shape[1], _BLOCK):
-        parts.append(assess_many(x[:, i:i + _BLOCK], burn_in=burn, alpha=alpha, rng=0))
+        parts.append(assess_many(x[:, i:i + _BLOCK], burn_in=burn, alpha=alpha, rng=0,
+                                 spacing=spacing))
         bar.update(parts[-1].slope.shape[0])
     fields = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
               for f in dataclasses.fields(ErgodicityResult) if f.name not in ("n_steps", "alpha")}
@@ -380,7 +382,7 @@ def analyse(groups: list[ObservableGroup], alignment: dict, diverged: np.ndarray
     with tqdm(total=total, desc="ergodicity analysis", unit="obs", disable=not progress,
               dynamic_ncols=True) as bar:
         for g in groups:
-            assessed[g.name] = _assess_blocks(g.x, g.burn, settings.alpha, bar)
+            assessed[g.name] = _assess_blocks(g.x, g.burn, settings.alpha, bar, g.every)
     qvalues = {"ks_pvalue": {}, "mean_pvalue": {}}
     for family in dict.fromkeys(g.family for g in groups):
         members = [g for g in groups if g.family == family]
