@@ -6,7 +6,7 @@ standardised per parameter; first-layer weights are also grouped by how often th
 tail_verdict calls each sample gaussian / heavy-tailed / infinite-variance / inconclusive; the report
 answers Simsekli et al. (2019) vs Xie et al. (2023) by the rules it states, window by window.
 
-    python -m experiments.noise                          # 16 members, 3,000 SGD steps (~5 min, 2 cores)
+    python -m experiments.noise                          # 16 members, 3,000 SGD steps (~5 min CPU, 2 cores)
     python -m experiments.noise --seeds 32 --noise-steps 20 --minibatches 512 --batch-size 64
     python -m experiments.noise --out results/noise/run1 --resume     # reuse the recording, re-analyse
 

@@ -18,13 +18,17 @@ unit's error times its pixel, so a rarely lit pixel gives a mostly-zero noise wi
   the tail index of the noise over a random sample of the group's parameters (``tail_sample``,
   among those with a nonzero reference gradient), median over minibatches. Parameters have very
   different scales, and a Gaussian with heterogeneous scales is a scale mixture with a heavy tail,
-  so two controls: the **scale-matched Gaussian null** (each parameter Gaussian with its own
-  robust scale, one replicate per member and step, compared paired) and **per-parameter
-  standardisation** (each parameter's noise divided by its robust scale, MAD / 0.6745 over the M
-  minibatches, compared with Gaussian samples standardised the same way).
+  so three controls: the **scale-matched Gaussian null** (each parameter an independent Gaussian
+  with its own robust scale), the **covariance-matched Gaussian null** (a Gaussian with the sample
+  covariance of the M noise vectors: scales and correlations), one replicate of each per member and
+  step, compared paired, and **per-parameter standardisation** (each parameter's noise divided by
+  its robust scale, MAD / 0.6745 over the M minibatches, compared with Gaussian samples
+  standardised the same way).
 - **Along iterations** (Xie et al. 2023, "On the Overlooked Structure of Stochastic Gradients",
   NeurIPS, find heavy tails across parameters but Gaussian-like noise along iterations): for each
-  parameter the tail index of its M centred noise values, median over the group's parameters.
+  parameter the tail index and the tail verdict of its M centred noise values (i.i.d. draws, the
+  setting the verdict is calibrated for), median or fractions over the group's parameters; sparse
+  parameters (minibatch gradient exactly 0 in most minibatches) are counted apart.
 - Estimators: Hill (``k = sqrt n``) and the block-sum estimator of Simsekli et al. (2019),
   each next to its value on Gaussian samples of the same size (with an interval), and the
   verdict :func:`rvsp_jax.analysis.tail_verdict` (fraction of minibatches or parameters called
@@ -71,15 +75,16 @@ from rvsp_jax.studies.spectra import layer_groups, members_summary, usable_membe
 
 EXPERIMENT = "noise"
 TRAIN_DEFAULTS = {"seeds": 16, "steps": 3000}
-"""16 members, 3,000 SGD steps (1.6 epochs) of the sigmoid 784-16-16-10 network (about 4 min in
-all on 2 shared CPU cores, most of it measuring the noise)."""
+"""16 members, 3,000 SGD steps (1.6 epochs) of the sigmoid 784-16-16-10 network (about 5 min of
+CPU on 2 shared cores, 8-10 min wall while others share them; almost all of it measuring the
+noise)."""
 _SUBSAMPLE_STREAM = 0x7461696C  # "tail": stream tag of the across-parameter subsample
 _REFERENCE_SEED = 0
 ALPHA = 0.05
 """Level of every tail verdict and of the rules below."""
 MARGIN = 0.05
-"""A tail index is heavier (lighter) than its Gaussian reference when its whole interval lies more
-than 5% below (above) the reference interval."""
+"""A tail index is heavier than its Gaussian reference when its whole interval lies more than 5%
+below the reference interval (or, against a paired null, the paired difference below -5% of it)."""
 GAUSSIAN_ALONG = 1 - 2 * ALPHA
 """Along iterations a group is "Gaussian" when the upper end of the interval of its fraction of
 parameters called ``gaussian`` reaches 0.90 (Gaussian data give 0.95: at most alpha more rejections)."""
