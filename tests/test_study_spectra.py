@@ -103,12 +103,24 @@ def test_shape_word_follows_its_rule():
     assert shape_word(d([0.4, 0.3, 0.3, 0.0], 1.5)).startswith("mixed")
 
 
-def test_a_run_whose_members_all_diverge_is_refused_in_one_line(tmp_path):
-    """ReLU at lr 1e6 overflows within two steps: the study stops with one line naming the remedy
-    (the command line prints it as 'error: ...' without a traceback)."""
-    with pytest.raises(SystemExit, match=r"error: every member of .* diverged \(2 of 2.*lower --lr"):
-        main(["--seeds", "2", "--steps", "24", "--chunk", "24", "--probe-index", "1", "--nperseg", "8",
-              "--nlags", "4", "--activation", "relu", "--lr", "1e6", "--out", str(tmp_path / "x")])
+def test_a_run_whose_members_all_diverge_is_refused_in_one_line(study, tmp_path):
+    """Every member marked diverged in final.npz (as the trainer marks a member whose loss or
+    parameters turn non-finite, e.g. ReLU at --lr 1e6, which overflows within two steps): the
+    analysis stops with one line naming the remedy instead of a traceback from an empty reduction."""
+    import shutil
+
+    from rvsp_jax.store import open_run
+    from rvsp_jax.studies.spectra import SpectraSettings, analyse
+    copy = tmp_path / "diverged"
+    shutil.copytree(study, copy)
+    with np.load(copy / "final.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["diverged"] = np.ones_like(arrays["diverged"])
+    arrays["diverged_at"] = np.full_like(arrays["diverged_at"], 2)
+    np.savez(copy / "final.npz", **arrays)
+    settings = SpectraSettings(index="2", nlags=10, nperseg=32, burn_in=0.25)
+    with pytest.raises(ValueError, match=r"every member of .* diverged \(3 of 3.*lower --lr"):
+        analyse(open_run(copy), settings)
 
 
 def test_resume_reuses_the_recording_and_redoes_the_analysis_and_refuses_to_overwrite(study, capsys):
