@@ -390,8 +390,13 @@ def initial_params(run: store.Run) -> dict:
     for every variant of the comparison (the initialiser does not depend on the activation)."""
     config = run.config
     model = make_model(config)
-    keys, _ = member_keys(config.base_seed, jnp.arange(run.final().diverged.shape[0]), config.vary)
-    return jax.device_get(jax.jit(jax.vmap(lambda k: init_params(model, k)))(keys))
+
+    @jax.jit
+    def init(ids):  # one compiled program: the member keys and every member's initialiser
+        keys, _ = member_keys(config.base_seed, ids, config.vary)
+        return jax.vmap(lambda k: init_params(model, k))(keys)
+
+    return jax.device_get(init(np.arange(run.final().diverged.shape[0], dtype=np.int32)))
 
 
 def start_end_activations(run: store.Run, dataset: Dataset, start: dict | None = None
