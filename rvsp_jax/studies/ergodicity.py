@@ -846,9 +846,17 @@ def answer(summary: dict) -> str:
         text.append(f"The inconclusive ones change too slowly for {analysed:,} analysed steps: "
                     f"deciding them needs a median {np.median(need):,.0f} analysed steps (a lower "
                     "bound); train longer (--steps) or lower --burn-in.")
-    if len(by["inconclusive"]) > n / 2:
-        text.append("Most observables are undecided at this size, so this run does not answer the "
-                    "question for them; the numbers above say how long a run would.")
+    undecided = len(by["inconclusive"]) + len(by["non-stationary"])
+    if undecided > n / 2:
+        text.append(f"So at this size the question is mostly undecided: {undecided} of {n} "
+                    "observables are still drifting or change more slowly than the window "
+                    "resolves.")
+        if need and np.median(need) > 4 * analysed:
+            text.append(f"Their steps needed are {np.median(need) / analysed:.0f}x the analysed "
+                        "window; for an observable that is still drifting this lower bound grows "
+                        "with the window (its correlation time is as long as whatever window it is "
+                        "given), so a longer run alone may not decide it: it has not reached a "
+                        "stationary regime on this time scale.")
     return " ".join(text)
 
 
