@@ -906,6 +906,13 @@ def _g(v: float, digits: int = 3) -> str:
     return f"{v:.{digits}g}" if np.isfinite(v) else "n/a"
 
 
+def _p(v: float) -> str:
+    """A p-value for a sentence: "p = 0.012", "p < 1e-16" (below double rounding), "p = n/a"."""
+    if not np.isfinite(v):
+        return "p = n/a"
+    return "p < 1e-16" if v < 1e-16 else f"p = {v:.2g}"
+
+
 def _decide(row: dict, *, T: int, alpha: float, alpha_mean: float, alpha_ks: float,
             drift_alpha: float, drift_tol: float, min_steps: int, min_members: int,
             spacing: int = 1) -> tuple[str, str, int]:
@@ -933,7 +940,7 @@ def _decide(row: dict, *, T: int, alpha: float, alpha_mean: float, alpha_ks: flo
         way = "grows" if drift > 0 else "shrinks"
         return "non-stationary", (
             f"the members' spread around the ensemble mean {way} by {abs(drift):.0%} over the "
-            f"window (variance-drift test p = {drift_p:.2g} < {drift_alpha:g}): the window is not "
+            f"window (variance-drift test {_p(drift_p)} < {drift_alpha:g}): the window is not "
             "stationary, so time averages have no fixed ensemble value to converge to; choose a "
             f"later or shorter window (--burn-in){dropped}"), 0
     if not row["resolved"]:
@@ -953,7 +960,7 @@ def _decide(row: dict, *, T: int, alpha: float, alpha_mean: float, alpha_ks: flo
     if row["mean_pvalue"] < alpha_mean:
         return "non-ergodic", (
             f"members' time averages differ more than their own fluctuations explain: {effect}, "
-            f"p = {row['mean_pvalue']:.2g} < {alpha_mean:g}; member-specific means of variance "
+            f"{_p(row['mean_pvalue'])} < {alpha_mean:g}; member-specific means of variance "
             f"{_g(row['var_mu'])} [{_g(row['var_mu_ci_low'])}, {_g(row['var_mu_ci_high'])}] "
             f"(sd {_g(math.sqrt(max(row['var_mu'], 0.0)))}, {share:.1%} of the step-to-step "
             f"variance){dropped}"), 0
@@ -962,11 +969,11 @@ def _decide(row: dict, *, T: int, alpha: float, alpha_mean: float, alpha_ks: flo
     if decisive and np.isfinite(ks_p) and ks_p < alpha_ks:
         return "non-ergodic", (
             f"time averages agree ({effect}), but a member's distribution over time differs from "
-            f"the ensemble's at the same steps (distribution check p = {ks_p:.2g} < {alpha_ks:g}; "
+            f"the ensemble's at the same steps (distribution check {_p(ks_p)} < {alpha_ks:g}; "
             f"e.g. member-specific spread){dropped}"), 0
     mde = row["mde_var_mu"]
     if decisive:
-        ks = (f"distribution check p = {_g(ks_p, 2)}" if np.isfinite(ks_p)
+        ks = (f"distribution check {_p(ks_p)}" if np.isfinite(ks_p)
               else "distribution check not run")
     else:
         ks = (f"distribution check not decisive: needs {_RESOLVED_TAUS:g} tau = "
@@ -974,7 +981,7 @@ def _decide(row: dict, *, T: int, alpha: float, alpha_mean: float, alpha_ks: flo
     return "ergodic", (
         f"no member-specific mean larger than sd {_g(math.sqrt(mde))} (var(mu) >= {_g(mde)}, "
         f"{mde / row['gamma0']:.2%} of the step-to-step variance, would be found with 80% power); "
-        f"{effect}, p = {_g(row['mean_pvalue'], 2)}; tau = {_g(tau * spacing)} steps; {ks}{dropped}"
+        f"{effect}, {_p(row['mean_pvalue'])}; tau = {_g(tau * spacing)} steps; {ks}{dropped}"
     ), 0
 
 
