@@ -178,6 +178,11 @@ def test_windows_rules_and_like_for_like_inactivity_are_reported(study):
     assert isinstance(sel["loss_matched"], bool) and sel["stationary_accept"] == cmp.STATIONARY_ACCEPT
     assert [b["steps"] for b in sel["stationary_candidates"]] == [[6, 38]]
     assert ("stationary" in s["windows"]) == sel["stationary_candidates"][0]["accepted"]
+    rule = sel["stationarity_rule"]
+    assert set(rule) == set(s["windows"])
+    for w in rule.values():
+        assert w["accepted"] == all(d["stationary_fraction"] >= cmp.STATIONARY_ACCEPT
+                                    and d["variance_drift"] <= cmp.DRIFT_ACCEPT for d in w["by_variant"].values())
     assert set(s["rules"]) >= {"difference", "variance", "intermittency", "stationarity", "loss_matched",
                                "inactivity"}
     for w in s["windows"].values():
@@ -200,7 +205,7 @@ def test_windows_rules_and_like_for_like_inactivity_are_reported(study):
     report = (study / "report.md").read_text()
     for text in ("## Rules", "## Analysed windows", "loss-matched", "stationarity-accepted", "target loss",
                  "Inactive units, like for like", "exact zero", "Diverged members", "sigmoid: 0 of 3",
-                 "by the stationarity rule"):
+                 "By the stationarity rule"):
         assert text in report, text
     assert "more stable" not in report.replace("does not call a variant 'more stable'", "")
 
