@@ -1098,8 +1098,9 @@ def assess_many(
     T = x3.shape[-1]
     uniforms = _as_rng(rng).random((n_boot, S))
     keys = ["resolved", "batch_length", "n_batches", "n_used", "lrv", "gamma0", "tau", "tau_upper",
-            "decay", "needed_length", "ratio", "df1", "df2", "pvalue", "drift", "drift_pvalue", "slope", "slope_ci_low",
-            "slope_ci_high", "fit_start", "omega_exponent", "ks_stat", "ks_pvalue"]
+            "decay", "needed_length", "ratio", "df1", "df2", "pvalue", "drift", "drift_pvalue",
+            "slope", "slope_ci_low", "slope_ci_high", "fit_start", "omega_exponent", "ks_stat",
+            "ks_pvalue"]
     if T >= min_steps:
         def block(b, v):
             out = _assess_block(b, v.T, uniforms, alpha=alpha, n_windows=n_windows,

@@ -50,8 +50,8 @@ import math
 import numpy as np
 import scipy.stats
 
-__all__ = ["BATCH_TAUS", "MIN_BATCHES", "SELECT_DECAYS", "SELECT_TAUS", "LongRunVariance", "batch_grid", "long_run_variance",
-           "lugsail_df"]
+__all__ = ["BATCH_TAUS", "MIN_BATCHES", "SELECT_DECAYS", "SELECT_TAUS", "LongRunVariance",
+           "batch_grid", "long_run_variance", "lugsail_df"]
 
 SELECT_TAUS = 3.0
 """The selected L satisfies L >= SELECT_TAUS * tau(L); the test runs at 2L (>= 6 tau)."""
