@@ -2,6 +2,7 @@
 
     python -m benchmarks.ensemble_throughput                  # S in 1,64,256,1024; 600 steps
     python -m benchmarks.ensemble_throughput --members 256 --steps 400 --block 8,16
+    python -m benchmarks.ensemble_throughput --members 256 --sweep-grid 4   # + sweep vs plain run
 
 Every configuration runs in its own subprocess (the number of host devices is fixed when JAX starts),
 trains ``--steps`` steps after one warm-up chunk (which includes compilation, reported separately),
@@ -48,8 +49,9 @@ def _worker(spec: dict) -> dict:
     members, steps = spec["members"], spec["steps"]
     cfg = dict(steps=spec["chunk"] + steps, chunk=spec["chunk"], block=spec["block"])
 
-    def timed(seeds, block, devices=None):
-        ens = Ensemble(TrainConfig(seeds=seeds, **dict(cfg, block=block)), data, devices=devices)
+    def timed(seeds, block, devices=None, sweep="{}"):
+        ens = Ensemble(TrainConfig(seeds=seeds, sweep=sweep, **dict(cfg, block=block)), data,
+                       devices=devices)
         t0 = time.perf_counter()
         chunks = ens.chunks(ens.init())
         first = next(chunks)
@@ -65,6 +67,11 @@ def _worker(spec: dict) -> dict:
         seeds = spec["loop_seeds"]
         warm, run = zip(*(timed(1, 1, devices=jax.devices()[:1]) for _ in range(seeds)))
         return {"model_steps_per_s": seeds * steps / sum(run), "compile_s": warm[0]}
+    if spec["kind"] == "sweep":  # a grid of G learning rates x members / G seeds, same total members
+        g = spec["grid"]
+        lrs = [round(0.01 * 3 ** i, 6) for i in range(g)]
+        warm, run = timed(members // g, spec["block"], sweep=json.dumps({"lr": lrs}))
+        return {"model_steps_per_s": members // g * g * steps / run, "compile_s": warm}
     warm, run = timed(members, spec["block"])
     padded = -(-members // (len(jax.devices()) * spec["block"])) * len(jax.devices()) * spec["block"]
     return {"model_steps_per_s": members * steps / run, "compile_s": warm, "padded": padded,
@@ -91,6 +98,10 @@ def main(argv=None) -> None:
     p.add_argument("--block", default="8", help="members per block, comma separated to compare")
     p.add_argument("--devices", type=int, default=os.cpu_count(), help="host devices of the default split")
     p.add_argument("--loop-seeds", type=int, default=4, help="seeds timed in the per-seed loop")
+    p.add_argument("--sweep-grid", type=int, default=4, help="grid points of the sweep-vs-plain "
+                   "comparison (0 skips it)")
+    p.add_argument("--sweep-members", type=int, default=256, help="total members of that comparison")
+    p.add_argument("--sweep-rounds", type=int, default=3, help="paired rounds of that comparison")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -126,6 +137,19 @@ def main(argv=None) -> None:
     if headline:
         print(f"members=256 model_steps_per_s={headline[0]:.0f} vs_loop={headline[1]:.2f} "
               f"frac_of_matmul_peak={headline[2]:.3f}")
+    if args.sweep_grid > 1:
+        # paired, interleaved rounds: a sweep of G learning rates against a plain run, same members
+        rates = {"plain": [], "sweep": []}
+        for _ in range(args.sweep_rounds):
+            for kind in ("plain", "sweep"):
+                spec = dict(base, kind="ensemble" if kind == "plain" else "sweep",
+                            members=args.sweep_members, block=8, grid=args.sweep_grid)
+                rates[kind].append(_run(spec, args.devices)["model_steps_per_s"])
+        med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+        print(f"sweep of {args.sweep_grid} learning rates x {args.sweep_members // args.sweep_grid} seeds "
+              f"vs plain S={args.sweep_members} ({args.sweep_rounds} paired rounds, medians): "
+              f"{med['sweep']:,.0f} vs {med['plain']:,.0f} model-steps/s; "
+              f"sweep_cost={med['plain'] / med['sweep'] - 1:+.3f}")
 
 
 if __name__ == "__main__":

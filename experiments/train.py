@@ -16,7 +16,7 @@ from rvsp_jax.record import ProbeConfig, run
 
 def main(argv: list[str] | None = None) -> None:
     inv = cli.parse_experiment("train", "Train an ensemble and record its trajectories.", ProbeConfig, argv,
-                               settings_title="recording")
+                               settings_title="recording", allow_sweep=True)
     with cli.exit_on_user_error():
         recorded = run(inv.config, inv.settings, inv.out, resume=inv.args.resume,
                        overwrite=inv.args.overwrite, experiment="train", command=inv.command)
@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> None:
     if healthy:
         print(f"test accuracy: mean {sum(healthy) / len(healthy):.4f} over {len(healthy)} members"
               + (" that did not diverge" if diverged else ""))
+    if len(recorded.grid) > 1 and accuracy:
+        for g, members in recorded.groups.items():
+            ok = [accuracy[m] for m in members if not at or at[m] < 0]
+            point = ", ".join(f"{k}={v:g}" for k, v in recorded.grid[g].items())
+            print(f"  grid point {g} ({point}): " + (f"mean {sum(ok) / len(ok):.4f} over {len(ok)}"
+                                                     if ok else "every member diverged"))
     print(f"read it with: rvsp_jax.store.open_run({str(inv.out)!r})")
 
 

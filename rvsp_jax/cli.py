@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from rvsp_jax import devices
-from rvsp_jax.config import TrainConfig
+from rvsp_jax.config import TrainConfig, with_sweep_flags
 
 
 def _parse_ints(text: str) -> tuple[int, ...]:
@@ -28,7 +28,19 @@ def _parse_ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _parse_floats(text: str) -> float | tuple[float, ...]:
+    try:
+        values = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
 def _field_type(cls, f: dataclasses.Field):
+    if f.metadata.get("sweepable"):
+        return _parse_floats
     hint = typing.get_type_hints(cls)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if hint in (int, float, str):
@@ -94,9 +106,12 @@ def make_parser(experiment: str, description: str, train_defaults: dict | None =
 
 
 def parse_train_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` of parsed arguments; invalid values exit with the parser's message."""
+    """The :class:`TrainConfig` of parsed arguments (lists of hyperparameter values become its
+    ``sweep``, :func:`rvsp_jax.config.with_sweep_flags`); invalid values exit with the parser's
+    message."""
+    names = [f.name for f in dataclasses.fields(TrainConfig) if "flag" in f.metadata]
     try:
-        return dataclass_from_args(TrainConfig, args)
+        return TrainConfig(**with_sweep_flags({n: getattr(args, n) for n in names}))
     except ValueError as e:
         parser.error(str(e))
 
@@ -115,10 +130,12 @@ class Invocation(NamedTuple):
 def parse_experiment(experiment: str, description: str, settings_cls=None, argv: list[str] | None = None,
                      *, train_defaults: dict | None = None, settings_title: str = "analysis",
                      raw_description: bool = False,
-                     validate: Callable[[TrainConfig, Any], None] | None = None) -> Invocation:
+                     validate: Callable[[TrainConfig, Any], None] | None = None,
+                     allow_sweep: bool = False) -> Invocation:
     """Parse ``python -m experiments.<experiment>``: every TrainConfig flag, the run-folder flags and
     the flags of the dataclass ``settings_cls``; set the host devices; invalid values (including a
-    ValueError from ``validate(config, settings)``) exit with the parser's message."""
+    ValueError from ``validate(config, settings)``) exit with the parser's message. A sweep (several
+    values of a hyperparameter) is refused unless ``allow_sweep``."""
     parser = make_parser(experiment, description, train_defaults)
     if raw_description:
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -130,6 +147,10 @@ def parse_experiment(experiment: str, description: str, settings_cls=None, argv:
     except (ValueError, RuntimeError) as e:
         parser.error(f"--devices / RVSP_JAX_HOST_DEVICES: {e}")
     config = parse_train_config(parser, args)
+    if config.sweep_axes() and not allow_sweep:
+        parser.error(f"this experiment analyses one ensemble, but {', '.join(config.sweep_axes())} "
+                     "got several values (a sweep): give one value each, or analyse the grid with "
+                     "python -m experiments.sweep (python -m experiments.train records it)")
     try:
         settings = dataclass_from_args(settings_cls, args) if settings_cls is not None else None
         if validate is not None:

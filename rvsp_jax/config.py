@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -75,6 +76,32 @@ def from_fields(cls, d: dict):
     return cls(**d)
 
 
+def with_sweep_flags(values: dict) -> dict:
+    """TrainConfig field values as the command line gives them, with every list (``lr`` given as
+    ``0.01,0.1``, a list in ``opt_kwargs``) moved into ``sweep``; the plain field keeps the first
+    value. Values that are not lists pass through unchanged."""
+    values = dict(values)
+    axes = json.loads(values.get("sweep") or "{}") if isinstance(values.get("sweep", "{}"), str) else {}
+    if isinstance(values.get("lr"), (tuple, list)):
+        lrs = [float(v) for v in values["lr"]]
+        if len(lrs) > 1:
+            axes["lr"] = lrs
+        values["lr"] = lrs[0]
+    try:
+        kwargs = json.loads(values.get("opt_kwargs") or "{}")
+    except json.JSONDecodeError:
+        kwargs = None  # TrainConfig reports it
+    if isinstance(kwargs, dict) and any(isinstance(v, list) for v in kwargs.values()):
+        for key, v in list(kwargs.items()):
+            if isinstance(v, list):
+                axes[key] = v
+                kwargs[key] = v[0] if v else None
+        values["opt_kwargs"] = json.dumps({k: v for k, v in kwargs.items() if k not in axes})
+    if axes:
+        values["sweep"] = json.dumps(axes)
+    return values
+
+
 def opt(default, flag, help, **extra):
     """A dataclass field carrying its command-line flag and help text."""
     return field(default=default, metadata={"flag": flag, "help": help, **extra})
@@ -95,9 +122,10 @@ class TrainConfig:
                     "or init (shared minibatch order)", choices=VARY_CHOICES)
     optimizer: str = opt("sgd", "--optimizer", "any optax optimizer constructor taking "
                          "learning_rate (sgd, adam, adamw, rmsprop, ...)")
-    lr: float = opt(0.1, "--lr", "learning rate")
+    lr: float = opt(0.1, "--lr", "learning rate; a comma-separated list sweeps it (see --sweep)",
+                    sweepable=True)
     opt_kwargs: str = opt("{}", "--opt-kwargs", 'JSON keyword arguments for the optimizer, '
-                          'e.g. \'{"momentum": 0.9}\'')
+                          'e.g. \'{"momentum": 0.9}\'; a list of floats sweeps that one')
     activation: str = opt("sigmoid", "--activation", "hidden activation",
                           choices=tuple(ACTIVATIONS))
     widths: tuple[int, ...] = opt((16, 16), "--widths", "hidden layer widths, comma separated")
@@ -113,6 +141,9 @@ class TrainConfig:
                      "trajectories do not depend on it)")
     block: int = opt(8, "--block", "members computed together per device; member trajectories are "
                      "bit-identical for any S with the same block")
+    sweep: str = opt("{}", "--sweep", 'JSON grid of float hyperparameters, e.g. \'{"lr": [0.01, 0.1], '
+                     '"momentum": [0.5, 0.9]}\' (also made by --lr 0.01,0.1 or lists in --opt-kwargs); '
+                     "members are ordered grid-major: member g*S+s is grid point g, seed s")
 
     def __post_init__(self):
         if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
@@ -145,6 +176,13 @@ class TrainConfig:
             raise ValueError(f"chunk must be >= 1, got {self.chunk}")
         if self.block < 1:
             raise ValueError(f"block must be >= 1, got {self.block}")
+        axes = self.sweep_axes()
+        for key, value in self.optimizer_kwargs().items():
+            if isinstance(value, list):
+                raise ValueError(f"opt_kwargs {key!r} is a list; a grid of values goes in sweep "
+                                 f"(the command line moves it there: --opt-kwargs '{{\"{key}\": [...]}}')")
+        if "lr" in axes and any(not v > 0 for v in axes["lr"]):
+            raise ValueError(f"every swept learning rate must be > 0, got {axes['lr']}")
 
     def optimizer_kwargs(self) -> dict:
         try:
@@ -155,16 +193,92 @@ class TrainConfig:
             raise ValueError(f"opt_kwargs must be a JSON object, got {self.opt_kwargs!r}")
         return kwargs
 
+    def sweep_axes(self) -> dict[str, list[float]]:
+        """The swept hyperparameters and their values, in the order given (``{}`` without a sweep).
+
+        Keys are ``lr`` or keyword arguments of the optimizer; values are lists of finite floats."""
+        try:
+            axes = json.loads(self.sweep)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"sweep must be a JSON object of lists, got {self.sweep!r}: {e}") from None
+        if not isinstance(axes, dict):
+            raise ValueError(f"sweep must be a JSON object of lists, got {self.sweep!r}")
+        for key, values in axes.items():
+            if (not isinstance(values, list) or not values
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                               and math.isfinite(v) for v in values)):
+                raise ValueError(f"sweep {key!r} must be a non-empty list of finite numbers, got {values!r}")
+            if len(set(values)) != len(values):
+                raise ValueError(f"sweep {key!r} repeats a value: {values}")
+            if key != "lr" and key not in self._optimizer_parameters():
+                raise ValueError(f"sweep {key!r} is not a hyperparameter of optax.{self.optimizer} "
+                                 f"(it takes {', '.join(self._optimizer_parameters())})")
+        return {k: [float(v) for v in values] for k, values in axes.items()}
+
+    def _optimizer_parameters(self) -> tuple[str, ...]:
+        return tuple(inspect.signature(getattr(optax, self.optimizer)).parameters)
+
+    def grid(self) -> list[dict[str, float]]:
+        """The grid points of the sweep (Cartesian product, first axis slowest); ``[{}]`` without one."""
+        axes = self.sweep_axes()
+        return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+    @property
+    def members(self) -> int:
+        """Ensemble members in all: ``seeds`` per grid point times the grid points."""
+        return self.seeds * len(self.grid())
+
+    def point(self, g: int) -> "TrainConfig":
+        """The plain (unswept) configuration of grid point ``g``: its members equal, member for
+        member, the members ``g * seeds + s`` of this sweep."""
+        values = self.grid()[g]
+        kwargs = self.optimizer_kwargs()
+        kwargs.update({k: v for k, v in values.items() if k != "lr"})
+        return dataclasses.replace(self, lr=values.get("lr", self.lr), opt_kwargs=json.dumps(kwargs),
+                                   sweep="{}")
+
+    def injected(self) -> tuple[str, ...]:
+        """Hyperparameters held as per-member arrays in the optimizer state
+        (``optax.inject_hyperparams``): the learning rate, every float given in ``opt_kwargs`` and
+        every swept one; the rest stay constants of the compiled step."""
+        floats = [k for k, v in self.optimizer_kwargs().items()
+                  if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool)
+                                              and k in self.sweep_axes())]
+        return tuple(dict.fromkeys(["learning_rate", *floats,
+                                    *(k for k in self.sweep_axes() if k != "lr")]))
+
+    def grid_hyperparams(self) -> dict[str, list[float]]:
+        """Per grid point, the value of every injected hyperparameter (optax names:
+        ``learning_rate``, ``momentum``, ...)."""
+        kwargs = self.optimizer_kwargs()
+        out: dict[str, list[float]] = {}
+        for name in self.injected():
+            key = "lr" if name == "learning_rate" else name
+            base = self.lr if key == "lr" else kwargs.get(key)
+            out[name] = [float(point.get(key, base)) for point in self.grid()]
+        return out
+
     def make_optimizer(self, params=None) -> optax.GradientTransformation:
-        """The optax transformation ``optax.<optimizer>(learning_rate=lr, **opt_kwargs)``.
+        """The optax transformation ``optax.<optimizer>(learning_rate=lr, **opt_kwargs)``, wrapped in
+        ``optax.inject_hyperparams`` so that the hyperparameters of :meth:`injected` live in the
+        optimizer state, one value per member (a sweep sets them per grid point; a plain run takes
+        the same code path with one value).
 
         With ``params`` (a pytree of arrays or ``jax.ShapeDtypeStruct``), its ``init`` and ``update``
         are also traced abstractly on them (``jax.eval_shape``, nothing computed), so an option of
         the wrong type (``{"momentum": "x"}``) is refused here, as a ValueError naming it, rather
         than deep inside the compiled training step.
         """
+        kwargs = self.optimizer_kwargs()
+        for key, values in self.sweep_axes().items():
+            if key != "lr":
+                kwargs[key] = float(values[0])
+        injected = self.injected()
+        static = tuple(n for n in self._optimizer_parameters() if n not in injected)
         try:
-            tx = getattr(optax, self.optimizer)(learning_rate=self.lr, **self.optimizer_kwargs())
+            tx = optax.inject_hyperparams(getattr(optax, self.optimizer), static_args=static)(
+                learning_rate=float(self.lr), **{k: float(v) if k in injected else v
+                                                 for k, v in kwargs.items()})
         except (TypeError, ValueError) as e:
             raise ValueError(f"optax.{self.optimizer} rejected opt_kwargs {self.opt_kwargs}: {e}") from None
         if params is not None:

@@ -108,6 +108,14 @@ def member_keys(base_seed: int, members: jax.Array, vary: str):
     return fold(init_root, init_ids), fold(data_root, data_ids)
 
 
+def seed_ids(members: jax.Array, config: TrainConfig) -> jax.Array:
+    """The seed index of each member id (``members: [S_pad]`` int): member ``g * seeds + s`` of a
+    sweep is seed ``s``, so it starts from the same weights and data order as member ``s`` of a
+    plain run; padding members (ids past the last real one) keep their own id."""
+    real = config.members
+    return jnp.where(members < real, members % config.seeds, members)
+
+
 def _tree_where(cond, a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.where(cond, x, y), a, b)
 
@@ -147,8 +155,8 @@ class Ensemble:
         self.tx = config.make_optimizer(
             jax.eval_shape(partial(init_params, self.model), jax.random.PRNGKey(0)))
         self.mesh = dev.member_mesh(devices)
-        self.members = config.seeds
-        self.padded = dev.padded_members(config.seeds, self.mesh, config.block)
+        self.members = config.members
+        self.padded = dev.padded_members(self.members, self.mesh, config.block)
         self.n_train = int(self.dataset.train_labels.shape[0])
         self.steps_per_epoch = config.steps_per_epoch(self.n_train)
         self.total_steps = config.total_steps(self.n_train)
@@ -158,9 +166,12 @@ class Ensemble:
         self.probe, self.probe_every = probe, probe_every
         chunk = min(config.chunk, self.steps_per_epoch)
         self.chunk = max(probe_every, chunk // probe_every * probe_every)
+        # injected hyperparameters per grid point, float32 [G] each (members g*S .. g*S+S-1 use g)
+        self._hyperparams = {k: np.asarray(v, np.float32) for k, v in config.grid_hyperparams().items()}
         self._check_footprint()
         self._member_ids = dev.put_members(np.arange(self.padded, dtype=np.int32), self.mesh)
-        _, data_keys = member_keys(config.base_seed, jnp.arange(self.padded), config.vary)
+        _, data_keys = member_keys(config.base_seed, seed_ids(jnp.arange(self.padded), config),
+                                   config.vary)
         self._data_keys = np.asarray(jax.device_get(data_keys))
         images = self.dataset.train_images.reshape(self.n_train, -1)
         self._images = dev.put_replicated(images, self.mesh)
@@ -190,9 +201,15 @@ class Ensemble:
 
     # ---- pure functions (traced once) -------------------------------------------------------
     def _init_fn(self, member_ids):
-        init_keys, _ = member_keys(self.config.base_seed, member_ids, self.config.vary)
+        init_keys, _ = member_keys(self.config.base_seed, seed_ids(member_ids, self.config),
+                                   self.config.vary)
         params = jax.vmap(partial(init_params, self.model))(init_keys)
         opt_state = jax.vmap(self.tx.init)(params)
+        # each member's grid point's injected hyperparameters (padding members take the last point)
+        g = jnp.clip(member_ids // self.config.seeds, 0, len(self.config.grid()) - 1)
+        values = {k: jnp.asarray(v)[g].astype(opt_state.hyperparams[k].dtype)
+                  for k, v in self._hyperparams.items()}
+        opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, **values})
         s = member_ids.shape[0]
         return EnsembleState(params, opt_state, jnp.zeros(s, bool), jnp.full(s, -1, jnp.int32))
 

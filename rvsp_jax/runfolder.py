@@ -184,14 +184,16 @@ def check_new(out: Path, overwrite: bool) -> None:
                              "not delete it; move them out or choose another --out")
 
 
-def check_resume(out: Path, config: dict, probe_config: dict) -> dict:
-    """The manifest of the run to continue in ``out``; refuses when it was made with another config."""
+def check_resume(out: Path, config: dict, probe_config: dict, defaults: dict | None = None) -> dict:
+    """The manifest of the run to continue in ``out``; refuses when it was made with another config.
+
+    ``defaults``: config values that a manifest written before a field existed is taken to have."""
     out = Path(out)
     if not out.exists():
         raise RunFolderError(f"nothing to resume: {out} does not exist (drop --resume to start it)")
     manifest = read_manifest(out, RUN_KEYS)
     diffs = [f"{section}.{k}: run folder has {old[k]!r}, this command gives {new[k]!r}"
-             for section, old, new in (("config", manifest["config"], config),
+             for section, old, new in (("config", {**(defaults or {}), **manifest["config"]}, config),
                                        ("probes", manifest["probe_config"], probe_config))
              for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if diffs:

@@ -127,9 +127,10 @@ def test_footprint_scales_with_members_and_counts_what_the_trainer_keeps():
     twice = Ensemble(TrainConfig(seeds=16, steps=4, chunk=4, block=1), data,
                      devices=jax.devices()[:1]).footprint()
     assert twice.state == 2 * plain.state and twice.orders == 2 * plain.orders
-    # 13,002 float32 parameters, SGD's empty state, the diverged flag (1 byte) and step (4 bytes),
-    # 5 copies of 8 members; orders: int32 [S, 2, 60000] on the host and on the device
-    assert plain.state == footprint.STATE_COPIES * 8 * (13002 * 4 + 5)
+    # 13,002 float32 parameters, the optimizer state of inject_hyperparams(sgd) (its int32 count
+    # and float32 learning rate), the diverged flag (1 byte) and step (4 bytes), 5 copies of 8
+    # members; orders: int32 [S, 2, 60000] on the host and on the device
+    assert plain.state == footprint.STATE_COPIES * 8 * (13002 * 4 + 4 + 4 + 5)
     assert plain.orders == 2 * 8 * 2 * 60000 * 4
     with pytest.raises(footprint.FootprintError, match="members needs about"):
         footprint.check(plain._replace(orders=1 << 60), jax.devices()[:1], members=8)

@@ -123,7 +123,9 @@ def test_arrays_and_manifest_of_a_recorded_run(reference):
     assert m["probe_config"] == PROBES.to_dict()
     init_keys, data_keys = member_keys(SMALL.base_seed, jnp.arange(3), SMALL.vary)
     assert m["members"] == {"ids": [0, 1, 2], "init_keys": np.asarray(init_keys).tolist(),
-                            "data_keys": np.asarray(data_keys).tolist()}
+                            "data_keys": np.asarray(data_keys).tolist(), "grid_point": [0, 0, 0],
+                            "seed_index": [0, 1, 2], "hyperparams": {"learning_rate": [0.1] * 3}}
+    assert m["grid"] == {"axes": {}, "points": [{}], "seeds": 3, "configs": [SMALL.to_dict()]}
     assert set(m["versions"]) >= {"jax", "flax", "optax", "numpy", "zarr"} and m["device"].startswith("cpu")
     # members chunked along the devices' parts: blocks of 2 padded to 2 x devices, split evenly
     part = dev.padded_members(3, dev.member_mesh(), SMALL.block) // len(jax.devices())

@@ -1,0 +1,111 @@
+"""Hyperparameter sweeps: member (g, s) of a sweep equals member s of a plain run at grid point g
+(bit for bit for SGD and momentum, to float32 rounding for Adam), the grid is parsed from the
+command line and recorded in the manifest, and experiments.sweep analyses every grid point."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.sweep import main as sweep_main
+from experiments.spectra import main as spectra_main
+from rvsp_jax import cli
+from rvsp_jax.config import TrainConfig, with_sweep_flags
+from rvsp_jax.ensemble import train
+from rvsp_jax.probes import ProbeConfig
+from rvsp_jax.record import run
+from rvsp_jax.store import open_run
+
+BASE = dict(seeds=3, steps=20, chunk=10, block=1)
+
+
+def assert_members_equal(sweep, plain, g, S, exact=True):
+    pairs = [(a[g * S:(g + 1) * S], b) for a, b in zip(jax.tree_util.tree_leaves(sweep.params),
+                                                         jax.tree_util.tree_leaves(plain.params))]
+    pairs.append((sweep.metrics.loss[g * S:(g + 1) * S], plain.metrics.loss))
+    for a, b in pairs:
+        if exact:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+        else:
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer, kwargs, sweep, exact", [
+    ("sgd", {}, {"lr": [0.05, 0.5]}, True),
+    ("sgd", {"momentum": 0.9}, {"lr": [0.05, 0.2], "momentum": [0.5, 0.9]}, True),
+    ("adam", {}, {"lr": [1e-3, 3e-3], "b1": [0.8, 0.9]}, False),
+])
+def test_each_grid_point_equals_a_plain_run_with_its_values(optimizer, kwargs, sweep, exact):
+    config = TrainConfig(**BASE, optimizer=optimizer, lr=sweep["lr"][0], opt_kwargs=json.dumps(kwargs),
+                         sweep=json.dumps(sweep))
+    assert config.members == 3 * len(config.grid())
+    swept = train(config)
+    for g in range(len(config.grid())):
+        assert_members_equal(swept, train(config.point(g)), g, 3, exact)
+
+
+def test_grid_is_cartesian_first_axis_slowest_and_points_are_plain_configs():
+    config = TrainConfig(**BASE, optimizer="sgd", sweep='{"lr": [0.1, 0.2], "momentum": [0.0, 0.9]}')
+    assert config.grid() == [{"lr": 0.1, "momentum": 0.0}, {"lr": 0.1, "momentum": 0.9},
+                             {"lr": 0.2, "momentum": 0.0}, {"lr": 0.2, "momentum": 0.9}]
+    point = config.point(3)
+    assert (point.lr, json.loads(point.opt_kwargs), point.sweep) == (0.2, {"momentum": 0.9}, "{}")
+    assert config.grid_hyperparams() == {"learning_rate": [0.1, 0.1, 0.2, 0.2],
+                                         "momentum": [0.0, 0.9, 0.0, 0.9]}
+
+
+@pytest.mark.parametrize("sweep, needle", [
+    ('{"lr": []}', "non-empty list of finite numbers"),
+    ('{"lr": [0.1, 0.1]}', "repeats a value"),
+    ('{"lr": [0.1, -1]}', "every swept learning rate must be > 0"),
+    ('{"momentm": [0.5]}', "not a hyperparameter of optax.sgd"),
+    ('[0.1]', "JSON object of lists"),
+])
+def test_bad_sweeps_are_refused_with_the_reason(sweep, needle):
+    with pytest.raises(ValueError, match=needle):
+        TrainConfig(sweep=sweep)
+
+
+def test_command_line_lists_become_the_sweep():
+    values = with_sweep_flags({"lr": (0.01, 0.1), "opt_kwargs": '{"momentum": [0.5, 0.9], "nesterov": true}',
+                               "sweep": "{}"})
+    assert values["lr"] == 0.01 and json.loads(values["opt_kwargs"]) == {"nesterov": True}
+    assert json.loads(values["sweep"]) == {"lr": [0.01, 0.1], "momentum": [0.5, 0.9]}
+    inv = cli.parse_experiment("train", "x", argv=["--lr", "0.01,0.1", "--out", "unused"], allow_sweep=True)
+    assert inv.config.sweep_axes() == {"lr": [0.01, 0.1]} and inv.config.members == 16
+
+
+def test_single_ensemble_studies_refuse_a_sweep_with_the_way_out(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        spectra_main(["--lr", "0.01,0.1", "--out", "unused"])
+    assert exit_.value.code == 2
+    assert "python -m experiments.sweep" in capsys.readouterr().err
+
+
+def test_the_manifest_and_open_run_describe_every_member(tmp_path):
+    config = TrainConfig(**BASE, lr=0.05, sweep='{"lr": [0.05, 0.5]}')
+    recorded = run(config, ProbeConfig(probes="none"), tmp_path / "run", progress=False)
+    assert recorded.grid == [{"lr": 0.05}, {"lr": 0.5}]
+    assert {g: m.tolist() for g, m in recorded.groups.items()} == {0: [0, 1, 2], 1: [3, 4, 5]}
+    assert recorded.hyperparams()["learning_rate"].tolist() == pytest.approx([0.05] * 3 + [0.5] * 3)
+    members = recorded.manifest["members"]
+    assert members["seed_index"] == [0, 1, 2, 0, 1, 2] and members["init_keys"][0] == members["init_keys"][3]
+    assert recorded.manifest["grid"]["configs"][1]["lr"] == 0.5
+
+
+def test_the_sweep_study_analyses_every_grid_point(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    sweep_main(["--lr", "0.05,0.5", "--seeds", "4", "--steps", "200", "--chunk", "100", "--block", "2",
+                "--probe-index", "2", "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert [p["point"] for p in summary["points"]] == [{"lr": 0.05}, {"lr": 0.5}]
+    assert summary["window"] == {"from_step": 50, "to_step": 200, "steps": 150}
+    for p in summary["points"]:
+        assert p["analysed"] and p["parameters"] == 12 and p["members"] == 4
+        assert sum(p["ergodicity"].values()) == pytest.approx(1.0)
+        assert sum(p["tails"].values()) == pytest.approx(1.0)
+        assert p["updates"] in ("smooth", "jittery", "near-white") and p["band_ratio_median"] > 0
+    text = (out / "report.md").read_text()
+    assert "Analysed window: steps 50-200" in text and "Rules:" in text and "lr=0.5" in text
+    assert (out / "figures" / "sweep.png").stat().st_size > 0
