@@ -18,7 +18,7 @@ from rvsp_jax.studies.optimizers import PRESETS, Variant, fit_theory, parse_vari
 
 from test_study_spectra import assert_figures
 
-FIGURES = ("update_acf", "update_psd", "psd_prediction", "prediction_error", "psd_theory", "theory_error")
+FIGURES = ("update_acf", "update_psd", "psd_prediction", "prediction_error")
 BASE = TrainConfig()
 
 

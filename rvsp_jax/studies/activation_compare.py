@@ -706,8 +706,7 @@ def figures(analysis: CompareAnalysis, folder) -> list[str]:
         axes[0, 0].legend()
         save(fig, "distributions")
 
-        rows = (("grads", "log10_var", "log10 var (grads)"), ("grads", "excess_kurtosis", "excess kurtosis (grads)"),
-                ("updates", "log10_var", "log10 var (updates)"))
+        rows = (("grads", "log10_var", "log10 var (grads)"), ("grads", "excess_kurtosis", "excess kurtosis (grads)"))
         fig, axes = plots.subplots(len(rows), nl, width="double", height=2.0 * len(rows) + 0.3, squeeze=False)
         for i, (kind, metric, label) in enumerate(rows):
             for j, layer in enumerate(layers):
@@ -972,8 +971,9 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
                "a difference of training progress or of non-stationarity, not of the activation alone.")
     rep.figure("distributions", "Pooled distributions of gradient and update values per layer (equal-steps "
                "window, all analysed members; log density).")
-    rep.figure("variance_paired", "log10 variance and excess kurtosis per member (grey lines join a member's "
-               "values across activations) with each activation's mean and 95% t-interval (equal steps).")
+    rep.figure("variance_paired", "Gradient log10 variance and excess kurtosis per member (grey lines join a "
+               "member's values across activations) with each activation's mean and 95% t-interval (equal "
+               "steps; the update variances are in the tables).")
     rep.figure("update_psd", "Update PSD per layer (each entry's PSD normalised to unit power, mean over "
                "entries; median across members with the 5-95% band; equal steps).")
     rep.figure("smoothness", "Smooth-vs-jittery score of the updates: log10 of low- over high-frequency "

@@ -676,51 +676,19 @@ def figures(results: list[VariantResult], folder: Path) -> dict[str, str]:
                 ax.plot(xs, across_members(r.floor.floor).mean, "_", color=plots.PALETTE[i], markersize=8)
                 ax.plot(xs, across_members(r.floor.threshold).mean, "v", color=plots.PALETTE[i],
                         markersize=3, fillstyle="none")
+                if r.theory is not None:
+                    ax.plot(xs, across_members(r.theory.rel_error).mean, "x", color="0.5", markersize=3,
+                            label="in-sample sanity check" if i == 0 else None)
             ax.set(xticks=x, xticklabels=layers, ylabel="median relative error", yscale="log")
             ax.legend()
             plots.save_figure(fig, folder, "prediction_error")
             captions["prediction_error"] = (
                 f"Out-of-sample prediction error per layer (mean and 95% t-interval across members); "
                 f"dashes: the floor of the metric (exact theory); open triangles: the 'matches' "
-                f"threshold (exact theory with its level off by {LEVEL_TOLERANCE}x)")
+                f"threshold (exact theory with its level off by {LEVEL_TOLERANCE}x); grey crosses: the "
+                "in-sample sanity check (filter applied to the run's own recorded gradients, equal to "
+                "the updates by construction)")
 
-        fitted = [r for r in results if r.theory is not None]
-        if fitted:
-            fig, axes = plots.subplots(len(fitted), len(layers), width="double",
-                                       height=1.9 * len(fitted), squeeze=False, sharex=True)
-            for i, r in enumerate(fitted):
-                for l, ax in enumerate(axes[i]):
-                    f, measured = below_nyquist(r.theory.freqs, r.theory.measured[:, l])
-                    predicted = below_nyquist(r.theory.freqs, r.theory.predicted[:, l])[1]
-                    theory = np.nanmedian(predicted[r.usable], axis=0) if r.usable.any() else None
-                    plots.plot_psd_bands(ax, f, measured, theory, label="measured",
-                                         theory_label="filter x own recorded gradients")
-                    err = across_members(r.theory.rel_error[:, l])
-                    ax.set_title(f"{r.variant.name}, {layers[l]} (sanity check)\nerror {fmt(err.mean, 2)}")
-                axes[i, 0].set_ylabel("update PSD")
-            for ax in axes[-1]:
-                ax.set_xlabel("frequency (cycles/step)")
-            axes[0, 0].legend()
-            plots.save_figure(fig, folder, "psd_theory")
-            captions["psd_theory"] = ("In-sample sanity check, not a test of the theory: measured update "
-                                      "PSD (median over members, band 5-95%) against the optimizer filter "
-                                      "applied to the same run's recorded gradient PSD (dashed), which "
-                                      "the updates equal by construction; both normalised by the "
-                                      "measured power")
-
-            fig, ax = plots.subplots(width="single", height=2.4)
-            x = np.arange(len(layers))
-            width = 0.8 / len(fitted)
-            for i, r in enumerate(fitted):
-                m = across_members(r.theory.rel_error)
-                ax.errorbar(x + (i - (len(fitted) - 1) / 2) * width, m.mean,
-                            yerr=[m.mean - m.lo, m.hi - m.mean], fmt="o", capsize=2, label=r.variant.name)
-            ax.set(xticks=x, xticklabels=layers, ylabel="median relative error", yscale="log")
-            ax.legend()
-            plots.save_figure(fig, folder, "theory_error")
-            captions["theory_error"] = ("In-sample sanity check: median relative error |measured - "
-                                        "filtered own gradients| / filtered own gradients per layer; mean "
-                                        "and 95% t-interval across members")
     return captions
 
 
@@ -817,7 +785,7 @@ def report(summary: dict, captions: dict, settings: OptimizerSettings, base: Tra
                    "verdict", "likely cause"], rows)
         rep.figure("psd_prediction", captions["psd_prediction"]).figure("prediction_error",
                                                                        captions["prediction_error"])
-    if "psd_theory" in captions:
+    if any(v["theory"] is not None for v in variants.values()):
         rep.section("Sanity check (in-sample identity, not evidence for the theory)")
         rep.text("The filter applied to the run's own recorded gradients is compared with its recorded "
                  "updates. The updates are the filtered gradients by construction, so a small error only "
@@ -828,7 +796,8 @@ def report(summary: dict, captions: dict, settings: OptimizerSettings, base: Tra
                 for name, v in variants.items() if v["theory"] is not None]
         layers = next(iter(variants.values()))["layers"]
         rep.table(["variant", "power gain |H|^2", *layers], rows)
-        rep.figure("psd_theory", captions["psd_theory"]).figure("theory_error", captions["theory_error"])
+        rep.text("The grey crosses of the prediction-error figure show these errors beside the "
+                 "out-of-sample ones.")
     rep.section("Configuration")
     rep.config({"train": base.to_dict(), "optimizers": settings.to_dict(),
                 "variants": {n: {k: v[k] for k in ("optimizer", "lr", "opt_kwargs")}
