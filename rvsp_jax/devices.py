@@ -12,8 +12,12 @@ Precedence, highest first:
 3. ``os.cpu_count()``.
 
 On a GPU the host-device count is irrelevant: the mesh spans the accelerators. When
-``jax.distributed.initialize()`` has been called, ``jax.devices()`` lists every process's devices and
-the mesh spans them all (multi-machine runs need no other change).
+``jax.distributed.initialize()`` has been called (``python -m rvsp_jax.launch`` does it), ``jax.devices()``
+lists every process's devices and the mesh spans them all. Each process then holds only its own
+devices' members (:func:`member_parts`, :func:`member_ranges`) and writes only their chunks; process 0
+is the one writer of everything else (:func:`is_writer`). Decisions that start collectives are agreed
+(:func:`agree`), barriers are :func:`sync`, and threads that must not start device collectives
+coordinate through the coordination service (:func:`announce`, :func:`await_all`).
 """
 
 from __future__ import annotations
@@ -122,16 +126,36 @@ class MemberParts:
     :func:`member_parts` makes them zero-copy views of the device shards that computed the members,
     so large outputs (every parameter at every step) reach the store without being copied on the
     host. ``numpy.asarray(parts)`` concatenates them into one array.
+
+    With several processes a host holds only the parts of its own devices: ``starts`` gives the
+    global index of each part's first member, ``shape[0]`` is the global member count, and
+    :attr:`complete` is False. ``numpy.asarray`` of an incomplete one calls ``gather`` (a collective
+    that every process must make at the same point, see :func:`fetch`) or, without it, raises.
     """
 
-    def __init__(self, parts):
+    def __init__(self, parts, starts=None, members: int | None = None,
+                 gather: Callable[[], np.ndarray] | None = None):
         self.parts = tuple(parts)
         if not self.parts:
             raise ValueError("MemberParts needs at least one part")
+        sizes = [p.shape[0] for p in self.parts]
+        if starts is None:
+            starts = np.cumsum([0] + sizes[:-1]).tolist()
+        self._starts = tuple(int(a) for a in starts)
+        if len(self._starts) != len(self.parts):
+            raise ValueError(f"MemberParts got {len(self.parts)} parts but {len(self._starts)} starts")
+        ends = [a + n for a, n in zip(self._starts, sizes)]
+        if any(b > a for a, b in zip(self._starts[1:], ends[:-1])) or self._starts[0] < 0:
+            raise ValueError(f"MemberParts parts must be in member order without overlap, got starts "
+                             f"{self._starts} and sizes {sizes}")
+        self._members = ends[-1] if members is None else int(members)
+        if self._members < ends[-1]:
+            raise ValueError(f"MemberParts of {self._members} members cannot hold a part ending at {ends[-1]}")
+        self._gather = gather
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (sum(p.shape[0] for p in self.parts), *self.parts[0].shape[1:])
+        return (self._members, *self.parts[0].shape[1:])
 
     @property
     def dtype(self) -> np.dtype:
@@ -140,10 +164,24 @@ class MemberParts:
     @property
     def starts(self) -> tuple[int, ...]:
         """Index of the first member of every part."""
-        return tuple(np.cumsum([0] + [p.shape[0] for p in self.parts[:-1]]).tolist())
+        return self._starts
+
+    @property
+    def complete(self) -> bool:
+        """Whether the parts hold every member (always, in a single process)."""
+        return sum(p.shape[0] for p in self.parts) == self._members and self._starts[0] == 0
 
     def __array__(self, dtype=None, copy=None):
         # numpy's protocol: copy=True must return new memory, copy=False must not copy
+        if not self.complete:
+            if copy is False:
+                raise ValueError("MemberParts of some members only cannot become one array without a copy")
+            if self._gather is None:
+                raise ValueError(f"this process holds members {self._held()} of {self._members} only; "
+                                 "write them with rvsp_jax.store.write_by_chunk, or gather them with "
+                                 "rvsp_jax.devices.fetch on every process")
+            whole = self._gather()
+            return whole if dtype is None else whole.astype(dtype, copy=False)
         if len(self.parts) == 1 and not copy:
             whole = self.parts[0]
             if dtype is not None and np.dtype(dtype) != whole.dtype:
@@ -156,6 +194,9 @@ class MemberParts:
         whole = np.concatenate(self.parts) if len(self.parts) > 1 else self.parts[0].copy()
         return whole if dtype is None else whole.astype(dtype, copy=False)
 
+    def _held(self) -> str:
+        return ", ".join(f"{a}-{a + p.shape[0] - 1}" for a, p in zip(self._starts, self.parts))
+
     def __repr__(self) -> str:
         return f"MemberParts(shape={self.shape}, dtype={self.dtype}, parts={len(self.parts)})"
 
@@ -164,21 +205,103 @@ def member_parts(x, members: int, steps: int | None = None) -> MemberParts:
     """The first ``members`` members (and first ``steps`` entries of axis 1) of a member-split array
     ``x: [S_pad, T, ...]`` on the host.
 
-    In a single process every part is a read-only, zero-copy view of one device's shard (on a CPU
-    the device memory is host memory), which keeps that device buffer alive while it is referenced;
-    with several processes the array is gathered (:func:`fetch`) into one part.
+    Every part is a read-only, zero-copy view of one device's shard (on a CPU the device memory is
+    host memory), which keeps that device buffer alive while it is referenced. With several
+    processes only this process's shards are there (its devices' members, at their global
+    ``starts``): nothing crosses between hosts, each process writes its own members' chunks.
     """
     cut = (slice(None),) if steps is None else (slice(None), slice(0, steps))
-    if jax.process_count() > 1:
-        return MemberParts([fetch(x)[:members][cut]])
-    parts, taken = [], 0
+    parts, starts = [], []
     for shard in sorted(x.addressable_shards, key=lambda sh: sh.index[0].start or 0):
-        if taken >= members:
+        a = shard.index[0].start or 0
+        if a >= members:
             break
-        part = np.asarray(shard.data)[: members - taken][cut]
+        part = np.asarray(shard.data)[: members - a][cut]
         parts.append(part)
-        taken += part.shape[0]
-    return MemberParts(parts)
+        starts.append(a)
+    if jax.process_count() == 1:
+        return MemberParts(parts, starts, members)
+    if not parts:  # a process whose devices hold padding only: an empty part at the end
+        shape = (0, *x.shape[1:]) if steps is None else (0, min(steps, x.shape[1]), *x.shape[2:])
+        parts, starts = [np.empty(shape, x.dtype)], [members]
+    return MemberParts(parts, starts, members,
+                       gather=lambda: fetch(x)[:members][cut])
+
+
+def member_ranges(mesh: Mesh, padded: int, members: int) -> dict[int, list[tuple[int, int]]]:
+    """Members ``[a, b)`` held by each process (``process_index -> ranges``), of ``members`` split
+    over ``mesh`` as ``padded`` (padding left out); the same on every process."""
+    indices = member_sharding(mesh).devices_indices_map((padded,))
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for d, (index,) in indices.items():
+        a, b = index.start or 0, min(index.stop if index.stop is not None else padded, members)
+        if a < b:
+            ranges.setdefault(d.process_index, []).append((a, b))
+    return {p: sorted(r) for p, r in sorted(ranges.items())}
+
+
+# ---- several processes (jax.distributed): one writer, barriers, agreement ----------------------
+
+def is_writer() -> bool:
+    """Whether this process writes the run folder's manifest, checkpoints and final results
+    (process 0; every process writes its own members' chunks)."""
+    return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+    """Wait until every process gets here (a no-op in a single process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def agree(flags) -> np.ndarray:
+    """Every process's boolean ``flags: [k]``, as ``[processes, k]`` (one collective; in a single
+    process just ``[1, k]``). Decisions that start collectives (checkpoint now, stop now) are made
+    from it, so that every process makes them at the same chunk."""
+    flags = np.asarray(flags, dtype=np.int32).reshape(1, -1)
+    if jax.process_count() == 1:
+        return flags.astype(bool)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(flags[0])).reshape(jax.process_count(), -1) > 0
+
+
+_TOKENS = [0]
+
+
+def new_token() -> int:
+    """A number that is the same on every process at the same call (calls are made in lockstep):
+    names the coordination keys of one recording session apart from the next."""
+    _TOKENS[0] += 1
+    return _TOKENS[0]
+
+
+def _client():
+    from jax._src import distributed  # the coordination service client; no public API for it
+
+    client = distributed.global_state.client
+    if client is None:
+        raise RuntimeError("several JAX processes but no jax.distributed client: start them with "
+                           "python -m rvsp_jax.launch, or call jax.distributed.initialize() first")
+    return client
+
+
+def announce(key: str) -> None:
+    """Tell every process that this one reached ``key`` (a host-side key of the coordination service,
+    safe from any thread, no device collective)."""
+    if jax.process_count() > 1:
+        _client().key_value_set(f"rvsp_jax/{key}/{jax.process_index()}", "1")
+
+
+def await_all(key: str, timeout_s: float = 3600.0) -> None:
+    """Wait until every other process has :func:`announce`-d ``key`` (safe from any thread)."""
+    if jax.process_count() > 1:
+        client = _client()
+        for p in range(jax.process_count()):
+            if p != jax.process_index():
+                client.blocking_key_value_get(f"rvsp_jax/{key}/{p}", int(timeout_s * 1000))
 
 
 def views_released(arrays: Iterable[MemberParts]) -> Callable[[], bool]:

@@ -184,9 +184,14 @@ def write_steps(arrays: dict[str, zarr.Array], start: int, every: int, metrics: 
     """Write the steps ``[start, start + n)`` of one training chunk.
 
     metrics: name -> ``[S, n]``; probes: array name -> ``[S, ceil(n / every), P]`` (numpy arrays or
-    :class:`~rvsp_jax.devices.MemberParts`); ``start`` is a multiple of ``every``.
+    :class:`~rvsp_jax.devices.MemberParts`); ``start`` is a multiple of ``every``. With several
+    processes each passes the probes of its own members (MemberParts) and process 0 alone the
+    metrics (gathered, small); the others pass no metrics.
     """
     for name, x in metrics.items():
+        if isinstance(x, MemberParts):
+            write_by_chunk(arrays[f"metrics/{name}"], start, x)
+            continue
         arrays[f"metrics/{name}"][:, start:start + x.shape[1]] = x
     r0 = start // every
     for name, x in probes.items():
@@ -207,13 +212,50 @@ def _write_pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def _members(x, a: int, b: int) -> np.ndarray:
-    """Members ``[a, b)`` of ``x`` (an array or MemberParts): a view when one part holds them all."""
+def _members(x, a: int, b: int) -> np.ndarray | None:
+    """Members ``[a, b)`` of ``x`` (an array or MemberParts): a view when one part holds them all;
+    None when ``x`` holds none of them (another process's members)."""
     if not isinstance(x, MemberParts):
         return x[a:b]
     pieces = [part[max(a, s) - s:min(b, s + len(part)) - s]
               for s, part in zip(x.starts, x.parts) if max(a, s) < min(b, s + len(part))]
+    if not pieces:
+        return None
+    if sum(len(p) for p in pieces) != b - a:
+        raise StoreError(f"members {a}-{b - 1} share one zarr chunk but this process holds only some "
+                         "of them, so it cannot write the chunk alone; " + MEMBER_CHUNKS_REMEDY)
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+MEMBER_CHUNKS_REMEDY = ("continue the run with a process count whose processes split the members as "
+                        "the run's chunks do (e.g. the count it was recorded with), or in a single "
+                        "process")
+
+
+def member_chunk_problem(arrays: dict[str, ArraySpec | Any], ranges: dict[int, list[tuple[int, int]]]
+                         ) -> str | None:
+    """Why processes holding the members ``ranges`` (process -> ``[(a, b), ...]``, see
+    :func:`rvsp_jax.devices.member_ranges`) cannot each write their own members' chunks of the probe
+    ``arrays`` (specs or zarr arrays with ``shape`` and ``chunks``), or None when they can: every
+    member chunk must lie within the members of one process. Metrics arrays are written whole by
+    process 0 and are not checked; a single process can always write every chunk."""
+    if len(ranges) <= 1:
+        return None
+    owner = {}
+    for p, rs in ranges.items():
+        for a, b in rs:
+            owner.update({m: p for m in range(a, b)})
+    for name, x in arrays.items():
+        if name.startswith("metrics/"):
+            continue
+        s, s_c = x.shape[0], x.chunks[0]
+        for a in range(0, s, s_c):
+            held = {owner.get(m) for m in range(a, min(a + s_c, s))}
+            if len(held) > 1:
+                return (f"{name}: members {a}-{min(a + s_c, s) - 1} are one zarr chunk, but processes "
+                        f"{', '.join(str(p) for p in sorted(held, key=str))} would each hold some of them "
+                        f"(chunks of {s_c} members); {MEMBER_CHUNKS_REMEDY}")
+    return None
 
 
 def write_by_chunk(array: zarr.Array, r0: int, x) -> None:
@@ -223,6 +265,10 @@ def write_by_chunk(array: zarr.Array, r0: int, x) -> None:
     spans several chunks makes zarr allocate every chunk, fill it and copy the data in. With members
     chunked along the parts of a :class:`~rvsp_jax.devices.MemberParts` (see :func:`array_specs`) and
     P in one chunk, recording writes the trainer's buffers to disk without a host copy.
+
+    A :class:`~rvsp_jax.devices.MemberParts` of some members only (one process of several) writes
+    the chunks of those members and skips the others; a chunk that it holds only part of raises
+    :class:`StoreError` (see :func:`member_chunk_problem`, which ``--resume`` checks beforehand).
     """
     s, n = x.shape[:2]
     s_c, _, *rest = array.chunks
@@ -231,6 +277,8 @@ def write_by_chunk(array: zarr.Array, r0: int, x) -> None:
     jobs = []
     for a in range(0, s, s_c):
         piece = _members(x, a, min(a + s_c, s))
+        if piece is None:  # another process's members: it writes them
+            continue
         jobs += [((slice(a, a + len(piece)), slice(r0, r0 + n), *p), piece[(slice(None), slice(None), *p)])
                  for p in p_slices]
     if len(jobs) == 1 or WRITE_THREADS == 1:
