@@ -259,3 +259,18 @@ def test_which_alignment_is_used_and_reported(tiny, tmp_path, vary, align, metho
     assert method in report
     assert ("Per-parameter analysis skipped" in report) == (not families)
     assert set(summary["per_parameter"]) == families
+
+
+def test_a_run_where_most_or_all_members_diverge_still_reports_or_refuses_in_one_line(tmp_path, capsys):
+    # ReLU with lr 1e6: measured, 7 of 8 members diverge at steps 2-4 (member 4 survives)
+    diverging = ["--seeds", "8", "--steps", "80", "--chunk", "40", "--block", "2", "--probe-every", "2",
+                 "--burn-in", "10", "--activation", "relu", "--lr", "1e6"]
+    out = tmp_path / "most"
+    main([*diverging, "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert 4 <= summary["n_diverged"] < 8
+    assert "Diverged members:" in (out / "report.md").read_text()
+    assert all((out / "figures" / f"{name}.png").exists() for name in FIGURES)
+    with pytest.raises(SystemExit) as exit_:
+        main([*diverging[:-1], "1e30", "--out", str(tmp_path / "all")])
+    assert "every member" in str(exit_.value.code) and "diverged" in str(exit_.value.code)

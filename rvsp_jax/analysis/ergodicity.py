@@ -945,7 +945,8 @@ def _decide(row: dict, *, T: int, alpha: float, alpha_mean: float, alpha_ks: flo
             f"later or shorter window (--burn-in){dropped}"), 0
     if not row["resolved"]:
         length = row["needed_length"]
-        need = int(math.ceil(lrv.MIN_BATCHES * length)) if np.isfinite(length) else 0
+        # capped so that it fits the int64 result (a runaway process can ask for 1e19 steps)
+        need = int(min(math.ceil(lrv.MIN_BATCHES * length), 2**53)) if np.isfinite(length) else 0
         lower = f"at least {_g(tau * spacing)}" if np.isfinite(tau) else "unknown"
         return "inconclusive", (
             f"the series is too short for its memory: its integrated autocorrelation time is "

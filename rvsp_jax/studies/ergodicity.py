@@ -437,8 +437,9 @@ def _group_numbers(gr: GroupResult, m: np.ndarray, alpha: float, every: int) -> 
             "median_var_mu_share_non_ergodic": _median((res.var_mu / res.gamma0)[m][non]),
             "median_mde_share_ergodic": _median((res.mde_var_mu / res.gamma0)[m][v == "ergodic"]),
             "median_tau_steps": _median(res.tau_int[m] * every),
-            "steps_needed_median": _median(res.steps_needed[m][inc] * every),
-            "steps_needed_max": int(res.steps_needed[m][inc].max() * every) if inc.any() else None,
+            "steps_needed_median": _median(res.steps_needed[m][inc].astype(np.float64) * every),
+            "steps_needed_max": int(res.steps_needed[m][inc].astype(np.int64).max() * every)
+                                if inc.any() else None,
             "ks_rejections": int((res.ks_pvalue[m] < 0.2 * alpha).sum()),
             "ks_rejections_bh": int((gr.qvalue[m] < 0.2 * alpha).sum())}
 
@@ -635,11 +636,16 @@ def figure_histograms(analysis: Analysis, cross_steps: int = 8):
     """One member's time samples after burn-in against the ensemble cross-sections at
     ``cross_steps`` steps spread over the same window (what the distribution check compares)."""
     fig, axes = plots.subplots(2, 2, width="double", height=4.4)
-    member = int(_shown(analysis, 1)[0]) if (~analysis.diverged).any() else 0
     for ax, (gr, j) in zip(axes.flat, _headline(analysis)):
         g, res = gr.group, gr.result
         window = g.x[:, j, g.burn:].astype(np.float64)
         ok = np.isfinite(window).all(-1)
+        if not ok.any():  # every member diverged or overflowed in this observable
+            ax.text(0.5, 0.5, f"{g.names[j]}:\nno member with finite values", ha="center",
+                    va="center", transform=ax.transAxes, fontsize=7)
+            ax.set_axis_off()
+            continue
+        member = int(np.flatnonzero(ok)[0])
         at = np.unique(np.linspace(0, window.shape[-1] - 1, cross_steps).round().astype(int))
         cross = window[ok][:, at]
         plots.hist_compare(ax, window[member], cross,
