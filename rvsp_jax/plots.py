@@ -249,7 +249,12 @@ def hist_compare(ax, a, b, labels: Sequence[str] = ("a", "b"), *, bins: int = 50
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     if a.size == 0 or b.size == 0:
         raise ValueError("hist_compare: both samples need at least one finite value.")
-    edges = np.histogram_bin_edges(np.concatenate([a, b]), bins=bins)
+    both = np.concatenate([a, b])
+    try:
+        edges = np.histogram_bin_edges(both, bins=bins)
+    except ValueError:  # a range too narrow (or too wide) for float64 bins: one bin per side
+        lo, hi = float(both.min()), float(both.max())
+        edges = np.array([lo, hi if hi > lo else lo + 1.0])
     out = []
     for values, lab in zip((a, b), labels):
         _, _, patches = ax.hist(values, bins=edges, density=density, histtype="stepfilled", alpha=0.45,
