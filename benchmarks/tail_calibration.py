@@ -16,7 +16,7 @@ gives the fraction of series per verdict with a 95% Wilson interval. Cases:
 - ``stable(a)``: symmetric alpha-stable (``scipy.stats.levy_stable``, beta = 0), infinite variance
   for a < 2 ("infinite-variance").
 
-Prints the machine, the command and a markdown table (the one in docs/calibration_tails.md).
+Prints the machine, the command and a markdown table (the one in docs/calibration.md, Tails).
 """
 
 from __future__ import annotations

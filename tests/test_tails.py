@@ -238,7 +238,7 @@ def test_noise_scale_input_validation():
 
 # ---------------------------------------------------------------------------------------------------
 # tail_verdict (known answers on fixed seeds; rates measured with these seeds, calibration with
-# 1,000 series per case in docs/calibration_tails.md, python -m benchmarks.tail_calibration)
+# 1,000 series per case in docs/calibration.md, Tails, python -m benchmarks.tail_calibration)
 
 from scipy import stats  # noqa: E402
 

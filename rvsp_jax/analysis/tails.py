@@ -3,7 +3,7 @@
 - :func:`hill`, :func:`simsekli_alpha`: tail-index estimators (JAX, below);
 - :func:`tail_verdict`: ``gaussian | heavy-tailed | infinite-variance | inconclusive`` per series,
   with the tail index, its interval and the evidence (numpy/scipy, float64; size and power measured
-  by ``python -m benchmarks.tail_calibration``, docs/calibration_tails.md).
+  by ``python -m benchmarks.tail_calibration``, docs/calibration.md, Tails).
 
 Both estimators are batched over every leading axis: ``x: [..., n]`` holds ``n`` samples per series on
 the last axis and the result has shape ``[...]``. They are pure JAX functions (``jit``-able with the
@@ -273,7 +273,7 @@ def tail_verdict(x, *, axis: int = -1, alpha: float = 0.05) -> TailVerdict:
        decide; excess kurtosis <= 0; fewer than 20 samples; non-finite, constant or zero tails).
 
     Measured (``python -m benchmarks.tail_calibration``, 1,000 series per case, docs/
-    calibration_tails.md): Student-t(3), t(4) and Gaussian scale mixtures with log-normal scales of
+    calibration.md, Tails): Student-t(3), t(4) and Gaussian scale mixtures with log-normal scales of
     log-sd <= 1 are called ``infinite-variance`` at most ~alpha of the time (0-3.8%); symmetric
     alpha-stable samples with alpha <= 1.5 are called so >= 90% of the time at n = 4096. Not
     separable at these n, and said so in the calibration: log-normal scale mixtures with log-sd >=
