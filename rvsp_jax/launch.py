@@ -87,8 +87,15 @@ def _watchdog(me: int, count: int, done: threading.Event) -> None:
     from jax._src import distributed  # the coordination client: no public API for liveness
 
     client = distributed.global_state.client
-    while not done.wait(1.0):
+    while not done.wait(0.25):
         try:
+            failed = sorted(int(k.rsplit("/", 1)[-1]) for k, _ in client.key_value_dir_get(_FAILED))
+            failed = [p for p in failed if p != me]
+            if failed and not done.is_set():  # a peer said it fails (see _leave): follow it now
+                _say(f"[process {me}/{count}] error: process {', '.join(map(str, failed))} failed "
+                     "(its error is above); stopping")
+                client.key_value_set(f"{_EXITING}{me}", "1")
+                os._exit(PEER_FAILED)
             live = client.get_live_nodes(list(range(count)))
         except Exception as e:  # noqa: BLE001 -- the coordination service itself is gone
             if done.is_set():
@@ -103,6 +110,10 @@ def _watchdog(me: int, count: int, done: threading.Event) -> None:
             os._exit(PEER_FAILED)
 
 
+# coordination-service keys: process i sets <_FAILED>i when it fails, <_EXITING>i on any non-zero exit
+_FAILED, _EXITING = "rvsp_jax/failed/", "rvsp_jax/exiting/"
+
+
 def _peer_text(text: str) -> bool:
     """Whether an error message is JAX's for a collective or coordination call with a lost peer."""
     text = text.lower()
@@ -115,15 +126,18 @@ def _peer_failure(e: BaseException) -> bool:
             and any(w in str(e).lower() for w in _PEER_WORDS))
 
 
-def _leave(me: int, count: int, wait: bool, seconds: float = 2.0) -> None:
-    """Before a failing exit: say so through the coordination service; process 0, which hosts the
-    service (its exit aborts every other process at once, with JAX's long fatal message), first
-    waits up to ``seconds`` for the others that fail alike (a refusal they all make) to exit."""
+def _leave(me: int, count: int, failed: bool, wait: bool, seconds: float = 2.0) -> None:
+    """Before a non-zero exit: say so through the coordination service (``failed``: the others'
+    watchdogs follow at once, with one line each); process 0, which hosts the service (its exit
+    aborts every other process at once, with JAX's long fatal message), first waits up to
+    ``seconds`` for the others to exit too."""
     from jax._src import distributed
 
     client = distributed.global_state.client
     try:
-        client.key_value_set(f"rvsp_jax/failed/{me}", "1")
+        client.key_value_set(f"{_EXITING}{me}", "1")
+        if failed:
+            client.key_value_set(f"{_FAILED}{me}", "1")
     except Exception:  # noqa: BLE001 -- the service is gone already
         return
     if me != 0 or not wait:
@@ -132,9 +146,9 @@ def _leave(me: int, count: int, wait: bool, seconds: float = 2.0) -> None:
     while others and time.monotonic() < deadline:
         for p in list(others):
             try:
-                client.key_value_try_get(f"rvsp_jax/failed/{p}")
+                client.key_value_try_get(f"{_EXITING}{p}")
                 others.discard(p)
-            except Exception:  # noqa: BLE001 -- not failed (yet)
+            except Exception:  # noqa: BLE001 -- not exiting (yet)
                 pass
         time.sleep(0.05)
     time.sleep(0.2)  # let them finish exiting
@@ -180,7 +194,7 @@ def run_worker(module: str, args: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     if code:
-        _leave(me, count, wait=not peer_failed)
+        _leave(me, count, failed=code != 130, wait=not peer_failed)
         os._exit(code)  # not through JAX's shutdown barrier, which would wait for every peer
     done.set()
     import jax
@@ -236,14 +250,19 @@ def launch(processes: int, module: str, args: list[str], devices_per_process: in
                 child.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    status, deadline, why = 0, None, ""
+    status, deadline, why, first_failure = 0, None, "", None
     try:
         while True:
             running = [c for c in children if c.poll() is None]
             failed = [(i, c) for i, c in enumerate(children) if c.returncode not in (None, 0)]
-            if failed and not status:
-                # the cause, not a process that stopped because of it (PEER_FAILED), if one is seen
-                i, child = min(failed, key=lambda f: (f[1].returncode == PEER_FAILED, f[0]))
+            if failed and first_failure is None:
+                first_failure = time.monotonic()
+            # name the cause, not a process that stopped because of it (PEER_FAILED): wait a moment
+            # for the cause to exit when only those are seen
+            causes = [f for f in failed if f[1].returncode != PEER_FAILED]
+            if failed and not status and (causes or not running or
+                                          time.monotonic() - first_failure > FAILURE_GRACE_SECONDS):
+                i, child = (causes or failed)[0]
                 code = child.returncode
                 status = 128 - code if code < 0 else code
                 if forwarded and code in (130, -signal.SIGINT, -signal.SIGTERM):
