@@ -39,13 +39,14 @@ from rvsp_jax import devices as dev
 from rvsp_jax import runfolder, store
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import Dataset, load
-from rvsp_jax.ensemble import Chunk, Ensemble, host_state, member_keys
+from rvsp_jax.ensemble import Chunk, Ensemble, host_state, member_keys, seed_ids
 from rvsp_jax.model import make_model
 from rvsp_jax.probes import ProbeConfig, ProbeLayout, make_probe
 
 __all__ = ["ProbeConfig", "ProbeLayout", "make_probe", "run"]
 
 _CACHE: dict = {}
+_DEFAULTS = TrainConfig().to_dict()  # what manifests written before a config field existed mean
 _CACHE_SIZE = 2
 
 
@@ -82,8 +83,10 @@ def _state_bytes(ens: Ensemble) -> int:
 
 
 def _manifest(config, probes, layout, specs, ens, experiment, command) -> dict:
-    ids = jnp.arange(config.seeds, dtype=jnp.int32)
-    init_keys, data_keys = member_keys(config.base_seed, ids, config.vary)
+    ids = jnp.arange(config.members, dtype=jnp.int32)
+    init_keys, data_keys = member_keys(config.base_seed, seed_ids(ids, config), config.vary)
+    grid = config.grid()
+    per_point = config.grid_hyperparams()
     return {
         "format": runfolder.FORMAT, "experiment": experiment, "command": command,
         "status": "running", "created": _now(), "updated": _now(),
@@ -91,7 +94,14 @@ def _manifest(config, probes, layout, specs, ens, experiment, command) -> dict:
         "config": config.to_dict(), "config_hash": config.digest(),
         "probe_config": probes.to_dict(),
         "members": {"ids": np.asarray(ids).tolist(), "init_keys": np.asarray(init_keys).tolist(),
-                    "data_keys": np.asarray(data_keys).tolist()},
+                    "data_keys": np.asarray(data_keys).tolist(),
+                    # member g * seeds + s: grid point g, seed index s (grid-major)
+                    "grid_point": (np.asarray(ids) // config.seeds).tolist(),
+                    "seed_index": (np.asarray(ids) % config.seeds).tolist(),
+                    "hyperparams": {k: np.repeat(np.asarray(v), config.seeds).tolist()
+                                    for k, v in per_point.items()}},
+        "grid": {"axes": config.sweep_axes(), "points": grid, "seeds": config.seeds,
+                 "configs": [config.point(g).to_dict() for g in range(len(grid))]},
         "arrays": {s.name: {"shape": list(s.shape), "chunks": list(s.chunks), "dtype": s.dtype,
                             "compress": s.compress,
                             "time": "step" if s.name.startswith("metrics/") else "probe_step"}
@@ -105,34 +115,58 @@ def _start(out: Path, ens: Ensemble, specs, manifest: dict | None, new_manifest)
     """Create (or reopen) the folder's arrays and place the starting state on the devices.
 
     Returns ``(manifest, arrays, start step, device state)``; ``manifest`` is None for a new run.
+
+    With several processes only process 0 writes (the manifest, new arrays); the others open the
+    arrays once it has made them (a barrier). Every process reads the checkpoint, and a resumed run
+    is refused (by all alike) when its processes cannot each write their own members' chunks.
     """
+    writer = dev.is_writer()
     checkpoint = store.load_checkpoint(out, jax.eval_shape(ens.init)) if manifest else None
     if manifest is None:
         manifest = new_manifest()
-        runfolder.write_manifest(out, manifest)
+        if writer:
+            runfolder.write_manifest(out, manifest)
     if checkpoint is None:  # a new run, or one killed before its first checkpoint
-        arrays = store.create_arrays(out, specs)
+        arrays = store.create_arrays(out, specs) if writer else None
         start, host = 0, host_state(ens.init(), ens.members)
     else:
         start, host = checkpoint
         store.verify_chunks(out, manifest, start)  # no hole before the checkpoint survives resume
         arrays = store.open_arrays(out, [s.name for s in specs])
+        problem = store.member_chunk_problem(arrays, dev.member_ranges(ens.mesh, ens.padded,
+                                                                       ens.members))
+        if problem:
+            raise store.StoreError(f"cannot continue {out} with {jax.process_count()} processes: "
+                                   f"{problem}")
     manifest["sessions"] = [*manifest.get("sessions", []),
                             {"started": _now(), "from_step": start, "device": dev.describe()}]
     manifest.update(steps_completed=start, updated=_now())
-    runfolder.write_manifest(out, manifest)
+    if writer:
+        runfolder.write_manifest(out, manifest)
+    dev.sync("rvsp_jax: run folder ready")  # process 0 has made the arrays and the manifest
+    if arrays is None:
+        arrays = store.open_arrays(out, [s.name for s in specs])
     # every start goes through put_state, so fresh and resumed runs share one compiled step
     return manifest, arrays, start, ens.put_state(_padded(host, ens.padded))
 
 
-def _writer(out: Path, arrays: dict, every: int, manifest: dict) -> store.ChunkWriter:
-    """A background writer of :class:`Chunk` items whose ``state`` is a host checkpoint or None."""
+def _writer(out: Path, arrays: dict, every: int, manifest: dict, token: int = 0) -> store.ChunkWriter:
+    """A background writer of :class:`Chunk` items whose ``state`` is a host checkpoint or None.
+
+    With several processes each writes its own members' probe chunks and process 0 the metrics;
+    process 0 alone gets states, and writes a checkpoint only once every process has said (through
+    the coordination service, not a device collective: this is a background thread) that its chunks
+    up to that step are written, so a checkpoint never claims a chunk that a killed peer lost."""
+    writer = dev.is_writer()
 
     def write(chunk: Chunk) -> None:
         # arrays first; then, when the chunk carries a state, the checkpoint, then the manifest
         try:
-            store.write_steps(arrays, chunk.start, every, chunk.metrics._asdict(), chunk.probes or {})
+            store.write_steps(arrays, chunk.start, every, chunk.metrics._asdict() if writer else {},
+                              chunk.probes or {})
+            dev.announce(f"{token}/written/{chunk.stop}")
             if chunk.state is not None:
+                dev.await_all(f"{token}/written/{chunk.stop}")
                 store.save_checkpoint(out, chunk.stop, chunk.state)
                 manifest.update(steps_completed=chunk.stop, updated=_now())
                 runfolder.write_manifest(out, manifest)
@@ -147,9 +181,13 @@ def _writer(out: Path, arrays: dict, every: int, manifest: dict) -> store.ChunkW
 
 
 def _finish(out: Path, ens: Ensemble, state, manifest: dict, timing: dict) -> None:
-    """Evaluate the final parameters on the test split; write ``final.npz`` and mark complete."""
+    """Evaluate the final parameters on the test split; write ``final.npz`` and mark complete
+    (every process evaluates, process 0 writes; all return once it has)."""
     test_loss, test_accuracy = ens.evaluate(state.params)
     final = host_state(state, ens.members)
+    if not dev.is_writer():
+        dev.sync("rvsp_jax: run finished")
+        return
     try:
         store.save_final(out, store.FinalResult(final.params, test_loss, test_accuracy,
                                                 final.diverged, final.diverged_at))
@@ -160,6 +198,7 @@ def _finish(out: Path, ens: Ensemble, state, manifest: dict, timing: dict) -> No
     except OSError as e:
         raise store.StoreError(f"writing the final results to {out} failed: {e}; fix the problem, "
                                "then finish the run with --resume and the same options") from e
+    dev.sync("rvsp_jax: run finished")
 
 
 class Interrupted(Exception):
@@ -250,20 +289,26 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
     if resume and overwrite:
         raise runfolder.RunFolderError("--resume and --overwrite exclude each other: resume continues "
                                        "the run in --out, overwrite replaces it")
-    with _stop_requests(progress) as stop:
+    # with several processes (jax.distributed) process 0 checks, creates and locks the folder and
+    # writes everything but the other processes' own chunks (see _start, _writer, _finish)
+    writer = dev.is_writer()
+    with _stop_requests(progress and writer) as stop:
         if resume:
             # checked before locking (a lock file is only ever made in a run folder), then again
             # inside the lock, where no other process can change the folder any more
-            runfolder.check_resume(out, config.to_dict(), probes.to_dict())
-            with runfolder.RunLock(out):
+            if writer:
+                runfolder.check_resume(out, config.to_dict(), probes.to_dict(), _DEFAULTS)
+            with runfolder.RunLock(out) if writer else contextlib.nullcontext():
                 return _resume(config, probes, out, dataset, progress, checkpoint_seconds, stop)
-        runfolder.check_new(out, overwrite)
+        if writer:
+            runfolder.check_new(out, overwrite)
         ens, layout = _ensemble(config, probes, dataset)
         specs = _specs(ens, layout, probes)
-        runfolder.check_writable(out, _needed_bytes(out, ens, specs, resume=False))
-        aside = runfolder.create(out, overwrite)
+        if writer:
+            runfolder.check_writable(out, _needed_bytes(out, ens, specs, resume=False))
+        aside = runfolder.create(out, overwrite) if writer else None
         try:
-            lock = runfolder.lock_new(out)
+            lock = runfolder.lock_new(out) if writer else contextlib.nullcontext()
         except BaseException:
             runfolder.restore(out, aside)
             raise
@@ -273,8 +318,9 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
                                  lambda: _manifest(config, probes, layout, specs, ens, experiment,
                                                    command))
             except BaseException:
-                lock.release()
-                runfolder.restore(out, aside)
+                if writer:
+                    lock.release()
+                    runfolder.restore(out, aside)
                 raise
             # the replaced run (moved aside by create) is deleted once the new one has its manifest
             runfolder.discard(aside)
@@ -288,10 +334,13 @@ def _specs(ens: Ensemble, layout: ProbeLayout, probes: ProbeConfig):
 
 def _resume(config, probes, out, dataset, progress, checkpoint_seconds, stop) -> store.Run:
     """Continue (or, when complete, check and if needed finish) the run in ``out``, locked."""
-    manifest = runfolder.check_resume(out, config.to_dict(), probes.to_dict())
+    manifest = runfolder.check_resume(out, config.to_dict(), probes.to_dict(), _DEFAULTS)
     if manifest["status"] == "complete":
         store.verify_chunks(out, manifest, manifest["total_steps"])  # a lost chunk cannot be rebuilt
-    if manifest["status"] == "complete" and store.final_ok(out):
+    final_ok = manifest["status"] == "complete" and store.final_ok(out)
+    dev.sync("rvsp_jax: run folder read")  # every process decides from the folder as it was
+    progress = progress and dev.is_writer()
+    if final_ok:
         if progress:
             tqdm.write(f"run {out} is already complete ({manifest['total_steps']} steps); "
                        "nothing to do")
@@ -310,19 +359,26 @@ def _resume(config, probes, out, dataset, progress, checkpoint_seconds, stop) ->
                 manifest.get("timing", {}))
         return store.open_run(out)
     specs = _specs(ens, layout, probes)
-    runfolder.check_writable(out, _needed_bytes(out, ens, specs, resume=True))
+    if dev.is_writer():
+        runfolder.check_writable(out, _needed_bytes(out, ens, specs, resume=True))
     started = _start(out, ens, specs, manifest, None)
     return _train(out, ens, layout, *started, progress, checkpoint_seconds, stop)
 
 
 def _train(out: Path, ens: Ensemble, layout: ProbeLayout, manifest: dict, arrays: dict, start: int,
            state, progress: bool, checkpoint_seconds: float, stop: list) -> store.Run:
-    """The training loop of :func:`run` from ``start``, writing chunks in the background."""
-    writer = _writer(out, arrays, layout.every, manifest)
+    """The training loop of :func:`run` from ``start``, writing chunks in the background.
+
+    With several processes every decision that starts a collective (a checkpoint's gather, a stop)
+    is agreed at each chunk (process 0's clock decides checkpoints; a stop signal to any process
+    stops all); only process 0 shows progress."""
+    writer_process, several = dev.is_writer(), jax.process_count() > 1
+    writer = _writer(out, arrays, layout.every, manifest, dev.new_token())
     t0 = time.perf_counter()
     t_first = steps_first = t_checkpoint = cpu_first = None
     stopped_at = None
-    bar = tqdm(total=ens.total_steps, initial=start, unit="step", disable=not progress,
+    bar = tqdm(total=ens.total_steps, initial=start, unit="step",
+               disable=not progress or not writer_process,
                file=sys.stderr, dynamic_ncols=True, desc=f"training S={ens.members}")
     try:
         for chunk in ens.chunks(state, start):
@@ -330,22 +386,30 @@ def _train(out: Path, ens: Ensemble, layout: ProbeLayout, manifest: dict, arrays
             now = time.perf_counter()
             due = (t_checkpoint is None or now - t_checkpoint >= checkpoint_seconds
                    or chunk.stop == ens.total_steps or bool(stop))
+            stopping = bool(stop)
+            if several:  # one decision for all: process 0's clock, anyone's stop signal
+                flags = dev.agree([due, stopping])
+                stopping = bool(flags[:, 1].any())
+                due = bool(flags[0, 0]) or stopping
             t_checkpoint = now if due else t_checkpoint
             # a checkpoint takes its host copy of the state now, while the next chunk computes
-            writer.put(chunk._replace(state=host_state(state, ens.members) if due else None))
+            checkpoint = host_state(state, ens.members) if due else None
+            writer.put(chunk._replace(state=checkpoint if writer_process else None))
             if t_first is None:
                 t_first, steps_first, cpu_first = time.perf_counter(), chunk.stop, os.times()
             bar.update(chunk.stop - chunk.start)
             rate = bar.format_dict["rate"] or (bar.n - start) / (time.perf_counter() - t0)
             bar.set_postfix_str(f"{rate * ens.members:,.0f} model-steps/s")
-            if stop and chunk.stop < ens.total_steps:
+            if stopping and chunk.stop < ens.total_steps:
                 stopped_at = chunk.stop
                 break
     finally:
         bar.close()
         writer.close()
     if stopped_at is not None:
-        raise Interrupted(f"stopped by {signal.Signals(stop[0]).name} at step {stopped_at} of "
+        dev.sync("rvsp_jax: stopped")  # no process exits before process 0 has its checkpoint
+        by = signal.Signals(stop[0]).name if stop else "another process's stop signal"
+        raise Interrupted(f"stopped by {by} at step {stopped_at} of "
                           f"{ens.total_steps}, checkpoint written; continue with: "
                           f"{resume_command(manifest.get('command'), out)}")
     t_end, cpu_end = time.perf_counter(), os.times()

@@ -859,6 +859,24 @@ class Run:
         return np.asarray(self.manifest["members"]["ids"])
 
     @property
+    def grid(self) -> list[dict[str, float]]:
+        """The sweep's grid points (``[{}]`` for a plain run): the hyperparameter values of each."""
+        return self.manifest.get("grid", {}).get("points", [{}])
+
+    @property
+    def groups(self) -> dict[int, np.ndarray]:
+        """Members of each grid point: ``{g: member indices}``; member ``g * seeds + s`` is grid
+        point g, seed s (a plain run has one group, every member)."""
+        n = len(self.members)
+        point = np.asarray(self.manifest["members"].get("grid_point", np.zeros(n, int)))
+        return {g: np.flatnonzero(point == g) for g in range(len(self.grid))}
+
+    def hyperparams(self) -> dict[str, np.ndarray]:
+        """Per member, the value of every hyperparameter held in the optimizer state (``[S]`` each;
+        optax names: ``learning_rate``, ``momentum``, ...); empty for runs recorded before sweeps."""
+        return {k: np.asarray(v) for k, v in self.manifest["members"].get("hyperparams", {}).items()}
+
+    @property
     def steps(self) -> np.ndarray:
         """Training steps of the probe arrays' time axis: ``0, every, 2 * every, ... < T``."""
         return np.arange(0, self.manifest["total_steps"], self.layout.every)

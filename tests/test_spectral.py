@@ -489,3 +489,17 @@ def test_shape_of_white_noise_is_mostly_white_and_degenerate_series_are_flagged(
     assert np.all(out.verdict == -1) and np.all(np.isnan(out.phi)) and np.all(np.isnan(out.aic))
     with pytest.raises(ValueError, match="at least 3 bins"):
         spectral.spectral_shape(f, p, band=(0.0, 2 / 1024))
+
+
+def test_ljung_box_refuses_huge_lags_before_allocating_them():
+    import tracemalloc
+
+    from rvsp_jax.analysis import ljung_box
+
+    x = np.random.default_rng(0).standard_normal((3, 100))
+    tracemalloc.start()
+    with pytest.raises(ValueError, match="nlags=1000000000000 is too large for series of length T=100"):
+        ljung_box(x, 10**12)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 1 << 20  # nothing of size lags was allocated

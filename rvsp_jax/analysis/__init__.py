@@ -31,12 +31,14 @@ from rvsp_jax.analysis.ergodicity import (
     variance_scaling)
 from rvsp_jax.analysis.lrv import LongRunVariance, long_run_variance
 from rvsp_jax.analysis.multiple_testing import FdrResult, fdr_bh
-from rvsp_jax.analysis.noise_scale import NoiseScale, gradient_noise_scale, two_batch_noise_scale
+from rvsp_jax.analysis.noise_scale import (
+    NoiseScale, gradient_noise_scale, pooled_noise_scale, two_batch_noise_scale)
 from rvsp_jax.analysis.optimizer_filters import (
     ema_transfer, momentum_transfer, nesterov_transfer, predicted_update_psd)
 from rvsp_jax.analysis.spectral import (
-    LjungBoxResult, SpectralSlope, acf, acf_confint, band_power_ratio, is_constant, ljung_box, pacf,
-    periodogram, spectral_flatness, spectral_slope, welch)
+    SHAPE_MODELS, SHAPE_VERDICTS, LjungBoxResult, SpectralShape, SpectralSlope, acf, acf_confint,
+    band_power_ratio, is_constant, ljung_box, pacf, periodogram, spectral_flatness, spectral_shape,
+    spectral_slope, welch)
 from rvsp_jax.analysis.stationarity import VERDICTS as STATIONARITY_VERDICTS
 from rvsp_jax.analysis.stationarity import (
     AdfResult, KpssResult, adf, kpss, stationarity_verdict, stationarity_verdicts, verdict_fractions)

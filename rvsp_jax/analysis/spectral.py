@@ -437,7 +437,8 @@ def ljung_box(
     if lags is None:
         lag_arr = np.arange(1, min(nobs // 5, 10) + 1)
     elif isinstance(lags, numbers.Integral) and not isinstance(lags, bool):
-        lag_arr = np.arange(1, _as_int(lags, "lags", 1) + 1)
+        # checked before anything of size lags is allocated (lags=10**12 must not try 7 TiB)
+        lag_arr = np.arange(1, _check_nlags(_as_int(lags, "lags", 1), nobs, nobs - 1, "ljung_box") + 1)
     else:
         lag_arr = np.asarray(list(lags))
         if lag_arr.ndim != 1 or lag_arr.size == 0 or not np.issubdtype(lag_arr.dtype, np.integer):
