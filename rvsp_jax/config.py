@@ -102,6 +102,17 @@ def with_sweep_flags(values: dict) -> dict:
     return values
 
 
+def _json_object(text: str, must: str) -> dict:
+    """``json.loads(text)`` when it is a JSON object, else ValueError ``"<must>, got <text>"``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{must}, got {text!r}: {e}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{must}, got {text!r}")
+    return value
+
+
 def opt(default, flag, help, **extra):
     """A dataclass field carrying its command-line flag and help text."""
     return field(default=default, metadata={"flag": flag, "help": help, **extra})
@@ -185,24 +196,13 @@ class TrainConfig:
             raise ValueError(f"every swept learning rate must be > 0, got {axes['lr']}")
 
     def optimizer_kwargs(self) -> dict:
-        try:
-            kwargs = json.loads(self.opt_kwargs)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"opt_kwargs must be a JSON object, got {self.opt_kwargs!r}: {e}") from None
-        if not isinstance(kwargs, dict):
-            raise ValueError(f"opt_kwargs must be a JSON object, got {self.opt_kwargs!r}")
-        return kwargs
+        return _json_object(self.opt_kwargs, "opt_kwargs must be a JSON object")
 
     def sweep_axes(self) -> dict[str, list[float]]:
         """The swept hyperparameters and their values, in the order given (``{}`` without a sweep).
 
         Keys are ``lr`` or keyword arguments of the optimizer; values are lists of finite floats."""
-        try:
-            axes = json.loads(self.sweep)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"sweep must be a JSON object of lists, got {self.sweep!r}: {e}") from None
-        if not isinstance(axes, dict):
-            raise ValueError(f"sweep must be a JSON object of lists, got {self.sweep!r}")
+        axes = _json_object(self.sweep, "sweep must be a JSON object of lists")
         for key, values in axes.items():
             if (not isinstance(values, list) or not values
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
