@@ -731,6 +731,77 @@ class _Indexed:
         return self._array._read(lambda: inner[selection], selection, self._kind)
 
 
+class MemberRange:
+    """Members ``a .. b-1`` of a recorded array, read like the array itself (``x[:, 100:, :10]``,
+    ``np.asarray(x)``): a grid point of a sweep seen as a plain run (:meth:`Run.point`). The
+    member axis of a selection is shifted by ``a`` and nothing outside the range is read."""
+
+    def __init__(self, array: StoredArray, a: int, b: int):
+        self._array, self._a, self._b = array, int(a), int(b)
+
+    @property
+    def name(self) -> str:
+        return self._array.name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self._b - self._a, *self._array.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._array.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _members(self, first):
+        n = self._b - self._a
+        if isinstance(first, slice):
+            start, stop, step = first.indices(n)
+            if step > 0:
+                return slice(self._a + start, self._a + max(stop, start), step)
+            return self._a + np.arange(start, stop, step)
+        if isinstance(first, (int, np.integer)):
+            if not -n <= first < n:
+                raise IndexError(f"member {first} is out of range for {n} members")
+            return self._a + int(first) % n
+        idx = np.asarray(first)
+        if idx.dtype == bool:
+            if idx.shape != (n,):
+                raise IndexError(f"a boolean member mask must have shape ({n},), got {idx.shape}")
+            return self._a + np.flatnonzero(idx)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"member index out of range for {n} members")
+        return self._a + idx % n
+
+    def __getitem__(self, selection):
+        sel = selection if isinstance(selection, tuple) else (selection,)
+        if sel and sel[0] is Ellipsis and len(sel) < self.ndim + 1:
+            sel = (slice(None),) * (self.ndim - len(sel) + 1) + sel[1:]
+        if not sel:
+            sel = (slice(None),)
+        first = self._members(sel[0])
+        if isinstance(first, np.ndarray):  # a list of members: one orthogonal read
+            rest = tuple(slice(None) if s is Ellipsis else s for s in sel[1:])
+            return self._array.oindex[(first, *rest)]
+        return self._array[(first, *sel[1:])]
+
+    def __array__(self, dtype=None, copy=None):
+        x = np.asarray(self[...])
+        return x if dtype is None else x.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"<members {self._a}..{self._b - 1} of {self._array!r}>"
+
+
 class ChunkWriter:
     """Calls ``write(item)`` for every queued item, in order, on one background thread.
 
@@ -871,6 +942,22 @@ class Run:
         point = np.asarray(self.manifest["members"].get("grid_point", np.zeros(n, int)))
         return {g: np.flatnonzero(point == g) for g in range(len(self.grid))}
 
+    def point(self, g: int) -> "Run":
+        """Grid point ``g`` of a sweep as a plain run of its ``seeds`` members (members
+        ``g * seeds .. (g + 1) * seeds - 1``): ``config`` is :meth:`TrainConfig.point`, arrays,
+        ``final()`` and the per-member manifest entries hold those members only, and member ids are
+        the seed indices, so the view reads like the plain run with that point's hyperparameters (which
+        it equals, member for member: tests/test_sweep.py). A plain run's point 0 is the run itself."""
+        if not 0 <= g < len(self.grid):
+            raise IndexError(f"{self.path} has {len(self.grid)} grid point(s); there is no point {g}")
+        if len(self.grid) == 1:
+            return self
+        return _PointRun(self, g)
+
+    def points(self) -> list["Run"]:
+        """Every grid point as a plain run (:meth:`point`); ``[self]`` for a plain run."""
+        return [self.point(g) for g in range(len(self.grid))]
+
     def hyperparams(self) -> dict[str, np.ndarray]:
         """Per member, the value of every hyperparameter held in the optimizer state (``[S]`` each;
         optax names: ``learning_rate``, ``momentum``, ...); empty for runs recorded before sweeps."""
@@ -948,6 +1035,59 @@ class Run:
         return (f"Run({str(self.path)!r}, {self.manifest['status']}, "
                 f"{self.steps_completed}/{self.manifest['total_steps']} steps, S={self.config.seeds}, "
                 f"arrays={list(self.arrays)})")
+
+
+class _PointRun(Run):
+    """One grid point of a sweep (see :meth:`Run.point`)."""
+
+    def __init__(self, parent: Run, g: int):
+        members = parent.groups[g]
+        a, b = int(members[0]), int(members[-1]) + 1
+        if b - a != members.size:
+            raise StoreError(f"{parent.path}: the members of grid point {g} are not contiguous")
+        self.path, self.parent, self.grid_index, self._range = parent.path, parent, g, (a, b)
+        self.probe_config, self.layout = parent.probe_config, parent.layout
+        self.probe_names = parent.probe_names
+        self.config = parent.config.point(g)
+        self._arrays = {}
+        manifest = json.loads(json.dumps(parent.manifest))
+        n = len(parent.members)
+        cut = lambda v: v[a:b] if isinstance(v, list) and len(v) == n else v  # noqa: E731
+        old = manifest["members"]
+        manifest["members"] = {k: ({h: cut(x) for h, x in v.items()} if isinstance(v, dict) else cut(v))
+                               for k, v in old.items()}
+        manifest["members"]["ids"] = list(range(b - a))
+        manifest["members"]["sweep_ids"] = old["ids"][a:b]
+        if isinstance(manifest.get("result"), dict):
+            result = manifest["result"]
+            result.update({k: cut(v) for k, v in result.items()})
+            if isinstance(result.get("diverged_at"), list):
+                result["diverged"] = int(sum(d >= 0 for d in result["diverged_at"]))
+        manifest["config"] = self.config.to_dict()
+        manifest["config_hash"] = self.config.digest()
+        manifest["point"] = {"index": g, "values": parent.grid[g], "of": len(parent.grid)}
+        manifest["grid"] = {"axes": {}, "points": [{}], "seeds": self.config.seeds}
+        self.manifest = manifest
+
+    def problems(self) -> list[str]:
+        return self.parent.problems()
+
+    def verify(self, data: bool = False) -> None:
+        self.parent.verify(data)
+
+    def __getitem__(self, name: str) -> MemberRange:
+        if name not in self._arrays:
+            self._arrays[name] = MemberRange(self.parent[name], *self._range)
+        return self._arrays[name]
+
+    def final(self) -> FinalResult:
+        f = self.parent.final()
+        a, b = self._range
+        return FinalResult(jax.tree_util.tree_map(lambda x: x[a:b], f.params),
+                           *(np.asarray(getattr(f, k))[a:b] for k in FinalResult._fields[1:]))
+
+    def __repr__(self) -> str:
+        return f"Run point {self.grid_index} {self.parent.grid[self.grid_index]} of {self.parent!r}"
 
 
 def open_run(path: str | os.PathLike) -> Run:
