@@ -3,6 +3,7 @@
     python -m experiments.ergodicity --seeds 256                  # the defaults (a few minutes)
     python -m experiments.ergodicity --vary data --steps 2000 --burn-in 500
     python -m experiments.ergodicity --out results/ergodicity/run1 --resume   # same options again
+    python -m experiments.ergodicity --lr 0.03,0.1,0.3 --seeds 64     # each lr its own ensemble
 
 Writes the run folder (default results/ergodicity/<timestamp>): manifest.json, the recorded arrays,
 summary.json, report.md and figures/*.png|pdf. See :mod:`rvsp_jax.studies.ergodicity`.
@@ -11,7 +12,7 @@ summary.json, report.md and figures/*.png|pdf. See :mod:`rvsp_jax.studies.ergodi
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import ergodicity
+from rvsp_jax.studies import ergodicity, per_point
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,6 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     with cli.exit_on_user_error():
         result = ergodicity.run_study(run.config, run.settings, run.out, resume=run.args.resume,
                                       overwrite=run.args.overwrite, command=run.command)
+    if run.config.sweep_axes():
+        print("\n".join(per_point.describe(run.out, result.summary)))
+        return
     print(f"run: {run.out} ({result.summary['n_members']} members, {result.summary['n_diverged']} "
           "diverged)")
     for group, g in result.summary["groups"].items():

@@ -21,7 +21,8 @@ from rvsp_jax.studies import optimizers
 def _validate(config, settings) -> None:
     if config.optimizer != "sgd":
         raise ValueError("--optimizer has no effect here: name the optimizers in --variants")
-    optimizers.parse_variants(settings.variants, config)
+    for variant in optimizers.parse_variants(settings.variants, config):
+        variant.config(config)  # a swept hyperparameter this optimizer lacks is refused here
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ DEFAULTS = {"seeds": 32}
 def main(argv: list[str] | None = None) -> None:
     run = cli.parse_experiment("pixels", "Pixel statistics and the minibatch stream as a random process.",
                                pixels.PixelSettings, argv, train_defaults=DEFAULTS,
-                               settings_title="pixels analysis")
+                               settings_title="pixels analysis", allow_sweep=False)
     with cli.exit_on_user_error():
         analysis = pixels.run(run.config, run.settings, run.out, resume=run.args.resume,
                               overwrite=run.args.overwrite, command=run.command)

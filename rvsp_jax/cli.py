@@ -131,11 +131,12 @@ def parse_experiment(experiment: str, description: str, settings_cls=None, argv:
                      *, train_defaults: dict | None = None, settings_title: str = "analysis",
                      raw_description: bool = False,
                      validate: Callable[[TrainConfig, Any], None] | None = None,
-                     allow_sweep: bool = False) -> Invocation:
+                     allow_sweep: bool = True) -> Invocation:
     """Parse ``python -m experiments.<experiment>``: every TrainConfig flag, the run-folder flags and
     the flags of the dataclass ``settings_cls``; set the host devices; invalid values (including a
     ValueError from ``validate(config, settings)``) exit with the parser's message. A sweep (several
-    values of a hyperparameter) is refused unless ``allow_sweep``."""
+    values of a hyperparameter) is refused where ``allow_sweep`` is False (a study that the
+    optimizer's hyperparameters cannot change)."""
     parser = make_parser(experiment, description, train_defaults)
     if raw_description:
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -148,9 +149,9 @@ def parse_experiment(experiment: str, description: str, settings_cls=None, argv:
         parser.error(f"--devices / RVSP_JAX_HOST_DEVICES: {e}")
     config = parse_train_config(parser, args)
     if config.sweep_axes() and not allow_sweep:
-        parser.error(f"this experiment analyses one ensemble, but {', '.join(config.sweep_axes())} "
-                     "got several values (a sweep): give one value each, or analyse the grid with "
-                     "python -m experiments.sweep (python -m experiments.train records it)")
+        parser.error(f"{', '.join(config.sweep_axes())} got several values (a sweep), but the "
+                     f"{experiment} study does not depend on the optimizer's hyperparameters, so "
+                     "every grid point would give the same numbers: give one value each")
     try:
         settings = dataclass_from_args(settings_cls, args) if settings_cls is not None else None
         if validate is not None:

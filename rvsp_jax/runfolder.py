@@ -22,6 +22,7 @@ MANIFEST = "manifest.json"
 FORMAT = "rvsp-jax run 1"
 RUN_ENTRIES = frozenset({
     MANIFEST, "arrays", "checkpoint.npz", "final.npz", "summary.json", "report.md", "figures", "runs",
+    "points",
     "lock",
 })
 """Names a run folder (or a study folder) holds; with ``overwrite`` anything else makes it refuse.

@@ -44,6 +44,7 @@ involving it, and counted; a variant with no member left stops the analysis with
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -65,6 +66,7 @@ from rvsp_jax.data import Dataset, load, to_model_inputs
 from rvsp_jax.ensemble import member_keys
 from rvsp_jax.model import init_params, make_model
 from rvsp_jax.probes import ProbeConfig
+from rvsp_jax.studies import per_point
 from rvsp_jax.report import Report, fmt, fmt_ci, pct, proportion_summary, write_summary
 from rvsp_jax.studies.activations import diverged_members, summary_series
 from rvsp_jax.studies.folder import finish_study, open_study, train_variant
@@ -1017,19 +1019,69 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
     return rep
 
 
-def run(config: TrainConfig, settings: CompareSettings, out, *, resume: bool = False,
-        overwrite: bool = False, command: str | None = None, progress: bool = True,
-        dataset: Dataset | None = None) -> CompareAnalysis:
-    """The whole comparison into the study folder ``out``: runs/<activation>/, summary.json, report.md
-    and figures/."""
-    out = Path(out)
+def record_runs(config: TrainConfig, settings: CompareSettings, out, *, resume: bool = False,
+                overwrite: bool = False, command: str | None = None, progress: bool = True,
+                dataset: Dataset | None = None) -> dict[str, store.Run]:
+    """Open the study folder ``out`` and train (or reuse) every variant (a sweep config: every
+    variant records the whole sweep)."""
     data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
     check_steps(config.total_steps(int(data.train_labels.shape[0])), settings.burn_in)
-    runs = train(config, settings, out, resume=resume, overwrite=overwrite, command=command,
+    return train(config, settings, out, resume=resume, overwrite=overwrite, command=command,
                  progress=progress, dataset=data)
-    analysis = analyse(runs, settings, progress=progress, dataset=data)
-    write_summary(out, analysis.summary)
-    figures(analysis, out / "figures")
-    report(analysis, command).write(out)
+
+
+def write_results(runs: dict[str, store.Run], settings: CompareSettings, folder, *,
+                  command: str | None = None, progress: bool = True,
+                  dataset: Dataset | None = None) -> dict:
+    """Compare the variants ``runs`` (plain runs, or one grid point of each) and write summary.json,
+    report.md and figures/ into ``folder``; returns the summary."""
+    return _write(analyse(runs, settings, progress=progress, dataset=dataset), folder, command).summary
+
+
+def _write(analysis: CompareAnalysis, folder, command: str | None) -> CompareAnalysis:
+    folder = Path(folder)
+    write_summary(folder, analysis.summary)
+    figures(analysis, folder / "figures")
+    report(analysis, command).write(folder)
+    return analysis
+
+
+SWEPT_METRICS = ("log10_var", "log10_band_power_ratio", "stationary_fraction")
+
+
+def sweep_statistics(summary: dict) -> dict[str, dict[str, float]]:
+    """Headline numbers of one grid point (for :mod:`rvsp_jax.studies.per_point`): in the
+    equal-steps window, per pair (variant minus baseline) and layer, the mean paired difference of
+    the updates' log10 variance, log10 band-power ratio and stationary fraction, and per variant
+    the mean test accuracy."""
+    metrics = summary["windows"]["equal_steps"]["metrics"]["updates"]
+    out: dict[str, dict[str, float]] = {}
+    for m in SWEPT_METRICS:
+        panel = out.setdefault(f"updates {m}: paired difference", {})
+        for layer, entry in metrics.items():
+            for pair, test in entry[m]["paired"].items():
+                panel[f"{layer} ({pair})"] = test["diff"]["mean"]
+    out["test accuracy"] = {v: a["mean"] for v, a in summary["test_accuracy"].items()}
+    return out
+
+
+def run(config: TrainConfig, settings: CompareSettings, out, *, resume: bool = False,
+        overwrite: bool = False, command: str | None = None, progress: bool = True,
+        dataset: Dataset | None = None):
+    """The whole comparison into the study folder ``out``: runs/<activation>/, summary.json, report.md
+    and figures/; returns the :class:`CompareAnalysis`. A sweep is recorded once per variant and
+    every grid point compared on its own into ``out/points/`` (:mod:`.per_point`); then the
+    :class:`~rvsp_jax.studies.per_point.SweepResult` is returned."""
+    out = Path(out)
+    data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
+    if config.sweep_axes():
+        result = per_point.run(sys.modules[__name__], config, settings, out, resume=resume,
+                               overwrite=overwrite, command=command, progress=progress, dataset=data,
+                               title="Activation comparison")
+        finish_study(out)
+        return result
+    runs = record_runs(config, settings, out, resume=resume, overwrite=overwrite, command=command,
+                       progress=progress, dataset=data)
+    analysis = _write(analyse(runs, settings, progress=progress, dataset=data), out, command)
     finish_study(out)
     return analysis

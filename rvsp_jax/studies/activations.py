@@ -23,6 +23,7 @@ reading of the run (:func:`analyse`), the figures and the report.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -36,6 +37,7 @@ from rvsp_jax.analysis import (
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
 from rvsp_jax.probes import ProbeConfig
+from rvsp_jax.studies import per_point
 from rvsp_jax.report import Report, fmt, fmt_ci, pct, proportion_summary, write_summary
 
 EXPERIMENT = "activations"
@@ -490,19 +492,57 @@ def report(analysis: ActivationAnalysis, command: str | None = None) -> Report:
     return rep
 
 
-def run(config: TrainConfig, settings: ActivationSettings, out, *, resume: bool = False,
-        overwrite: bool = False, command: str | None = None, progress: bool = True,
-        dataset: Dataset | None = None) -> ActivationAnalysis:
-    """Train and record ``config`` into the run folder ``out`` (or reuse it with ``resume``), then write
-    summary.json, report.md and figures/ there."""
-    out = Path(out)
+def record_runs(config: TrainConfig, settings: ActivationSettings, out, *, resume: bool = False,
+                overwrite: bool = False, command: str | None = None, progress: bool = True,
+                dataset: Dataset | None = None) -> store.Run:
+    """Train and record ``config`` into the run folder ``out`` (or reuse it with ``resume``)."""
     data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
     check_length(-(-config.total_steps(int(data.train_labels.shape[0])) // settings.probe_every),
                  settings.phases)
-    recorded = record.run(config, settings.probes(), out, resume=resume, overwrite=overwrite,
-                          dataset=dataset, experiment=EXPERIMENT, command=command, progress=progress)
-    analysis = analyse(recorded, settings, progress=progress)
-    write_summary(out, analysis.summary)
-    figures(analysis, out / "figures")
-    report(analysis, command).write(out)
+    return record.run(config, settings.probes(), Path(out), resume=resume, overwrite=overwrite,
+                      dataset=data, experiment=EXPERIMENT, command=command, progress=progress)
+
+
+def write_results(run: store.Run, settings: ActivationSettings, folder, *, command: str | None = None,
+                  progress: bool = True, dataset: Dataset | None = None) -> dict:
+    """Analyse ``run`` (a plain run or one grid point of a sweep) and write summary.json, report.md
+    and figures/ into ``folder``; returns the summary."""
+    return _write(analyse(run, settings, progress=progress), folder, command).summary
+
+
+def _write(analysis: ActivationAnalysis, folder, command: str | None) -> ActivationAnalysis:
+    folder = Path(folder)
+    write_summary(folder, analysis.summary)
+    figures(analysis, folder / "figures")
+    report(analysis, command).write(folder)
     return analysis
+
+
+def sweep_statistics(summary: dict) -> dict[str, dict[str, float]]:
+    """Headline numbers of one grid point (for :mod:`rvsp_jax.studies.per_point`): per hidden layer,
+    the across-member mean at the last recording of every per-layer statistic (saturated, zero and
+    dead fractions, ...) and of the Wasserstein drift from the first recording."""
+    out: dict[str, dict[str, float]] = {}
+    for layer, entry in summary["layers"].items():
+        for stat, v in entry["statistics"].items():
+            out.setdefault(f"{stat} (last recording)", {})[layer] = v["end"]["mean"]
+        out.setdefault("drift from the start (last recording)", {})[layer] = entry["drift"]["end"]["mean"]
+    return out
+
+
+def run(config: TrainConfig, settings: ActivationSettings, out, *, resume: bool = False,
+        overwrite: bool = False, command: str | None = None, progress: bool = True,
+        dataset: Dataset | None = None):
+    """Train and record ``config`` into the run folder ``out`` (or reuse it with ``resume``), then write
+    summary.json, report.md and figures/ there; returns the :class:`ActivationAnalysis`. A sweep is
+    recorded once and every grid point analysed as its own ensemble into ``out/points/``
+    (:mod:`.per_point`); then the :class:`~rvsp_jax.studies.per_point.SweepResult` is returned."""
+    out = Path(out)
+    data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
+    if config.sweep_axes():
+        return per_point.run(sys.modules[__name__], config, settings, out, resume=resume,
+                             overwrite=overwrite, command=command, progress=progress, dataset=data,
+                             title="Activations")
+    recorded = record_runs(config, settings, out, resume=resume, overwrite=overwrite, command=command,
+                           progress=progress, dataset=data)
+    return _write(analyse(recorded, settings, progress=progress), out, command)

@@ -39,6 +39,7 @@ beside the raw verdicts. :func:`run_study` does everything and writes ``summary.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ import numpy as np
 from matplotlib import ticker
 from tqdm.auto import tqdm
 
-from rvsp_jax import plots, record, runfolder
+from rvsp_jax import devices, plots, record, runfolder
 from rvsp_jax.analysis import (
     ErgodicityResult, FluctuationMetric, MemberSummary, VarianceScaling, across_members, assess_many,
     fdr_bh, fluctuation_metric, match_weights, permutation_index, variance_scaling)
@@ -56,6 +57,7 @@ from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
 from rvsp_jax.model import make_model
 from rvsp_jax.probes import ProbeConfig, param_shapes
+from rvsp_jax.studies import per_point
 from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
 from rvsp_jax.store import METRICS, Run
 
@@ -972,39 +974,80 @@ class StudyResult(NamedTuple):
     summary: dict
 
 
-def run_study(config: TrainConfig, settings: ErgodicitySettings, out, *, resume: bool = False,
-              overwrite: bool = False, command: str | None = None, progress: bool = True,
-              dataset: Dataset | None = None) -> StudyResult:
-    """Train and record (or, with ``resume``, continue or reuse) the run in ``out``, analyse it, and
-    write ``summary.json``, ``report.md`` and ``figures/`` there. Timings of training, analysis and
-    figures are measured separately and stored in the summary and the manifest."""
-    out = Path(out)
+def record_runs(config: TrainConfig, settings: ErgodicitySettings, out, *, resume: bool = False,
+                overwrite: bool = False, command: str | None = None, progress: bool = True,
+                dataset: Dataset | None = None) -> Run:
+    """Train and record (or, with ``resume``, continue or reuse) the run in ``out``."""
     data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
-    total = config.total_steps(int(data.train_labels.shape[0]))
-    burn_in = burn_in_steps(settings, total)
+    return record.run(config, probe_config(config, settings), Path(out), resume=resume,
+                      overwrite=overwrite, dataset=data, experiment=EXPERIMENT, command=command,
+                      progress=progress)
+
+
+def write_results(run: Run, settings: ErgodicitySettings, folder, *, command: str | None = None,
+                  progress: bool = True, dataset: Dataset | None = None,
+                  training_s: float | None = None) -> dict:
+    """Analyse the recorded ``run`` (a plain run, or one grid point of a sweep) and write
+    ``summary.json``, ``report.md`` and ``figures/`` into ``folder``; returns the summary. Timings
+    of analysis, figures and report are measured separately and stored in the summary."""
+    folder = Path(folder)
+    config = run.config
+    burn_in = burn_in_steps(settings, int(run.manifest["total_steps"]))
     probes = probe_config(config, settings)
-    t0 = time.perf_counter()
-    run = record.run(config, probes, out, resume=resume, overwrite=overwrite, dataset=data,
-                     experiment=EXPERIMENT, command=command, progress=progress)
     t1 = time.perf_counter()
     groups, alignment, diverged = load_groups(run, settings, burn_in)
     if diverged.all():
-        raise ValueError(f"every member of {out} diverged (non-finite loss or parameters), so there "
-                         "is nothing to analyse; lower --lr")
+        raise ValueError(f"every member of {run.path} diverged (non-finite loss or parameters), so "
+                         "there is nothing to analyse; lower --lr")
     analysis = analyse(groups, alignment, diverged, run.final().test_accuracy, settings, burn_in,
                        progress=progress)
     summary = summarize(analysis, config, settings, probes)
     t2 = time.perf_counter()
-    write_figures(analysis, summary, out / "figures", settings)
+    write_figures(analysis, summary, folder / "figures", settings)
     t3 = time.perf_counter()
-    summary["timings"] = {"training_s": t1 - t0,
+    summary["timings"] = {"training_s": training_s,
                           "training_recorded_s": run.manifest.get("timing", {}).get("seconds"),
                           "analysis_s": t2 - t1, "figures_s": t3 - t2}
-    write_report(analysis, summary, out, command)
+    write_report(analysis, summary, folder, command)
     summary["timings"]["report_s"] = time.perf_counter() - t3
-    write_summary(out, summary)
-    manifest = runfolder.read_manifest(out)
-    manifest["study"] = {"settings": settings.to_dict(), "burn_in": burn_in,
-                         "timings": summary["timings"], "status": "complete"}
-    runfolder.write_manifest(out, manifest)
+    write_summary(folder, summary)
+    return summary
+
+
+def sweep_statistics(summary: dict) -> dict[str, dict[str, float]]:
+    """Headline numbers of one grid point (for :mod:`rvsp_jax.studies.per_point`): per observable
+    group, the fraction of its processes given each verdict, and the median variance ratio
+    (between-member variance of the time average over its ergodic expectation)."""
+    groups = summary["groups"]
+    share = lambda g, v: groups[g][v] / groups[g]["n"] if groups[g]["n"] else float("nan")  # noqa: E731
+    return {**{f"{v} (fraction)": {g: share(g, v) for g in groups} for v in VERDICT_COLOURS},
+            "variance ratio (median)": {g: groups[g]["median_ratio"] for g in groups}}
+
+
+def run_study(config: TrainConfig, settings: ErgodicitySettings, out, *, resume: bool = False,
+              overwrite: bool = False, command: str | None = None, progress: bool = True,
+              dataset: Dataset | None = None) -> StudyResult:
+    """Train and record (or, with ``resume``, continue or reuse) the run in ``out``, analyse it, and
+    write ``summary.json``, ``report.md`` and ``figures/`` there. A sweep (``config.sweep``) is
+    recorded once and every grid point analysed as its own ensemble into ``out/points/``
+    (:mod:`rvsp_jax.studies.per_point`)."""
+    out = Path(out)
+    data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
+    if config.sweep_axes():
+        result = per_point.run(sys.modules[__name__], config, settings, out, resume=resume,
+                               overwrite=overwrite, command=command, progress=progress, dataset=data,
+                               title="Ergodicity")
+        summary = result.summary
+    else:
+        t0 = time.perf_counter()
+        run = record_runs(config, settings, out, resume=resume, overwrite=overwrite, command=command,
+                          progress=progress, dataset=data)
+        summary = write_results(run, settings, out, command=command, progress=progress, dataset=data,
+                                training_s=time.perf_counter() - t0)
+    if devices.is_writer():
+        manifest = runfolder.read_manifest(out)
+        manifest["study"] = {"settings": settings.to_dict(),
+                             "burn_in": burn_in_steps(settings, int(manifest["total_steps"])),
+                             "timings": summary.get("timings"), "status": "complete"}
+        runfolder.write_manifest(out, manifest)
     return StudyResult(out, summary)

@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -71,6 +72,7 @@ from rvsp_jax.gradient_noise import inputs, make_noise_fn, minibatch_indices, re
 from rvsp_jax.model import make_model
 from rvsp_jax.probes import ProbeConfig
 from rvsp_jax.report import Report, fmt, fmt_ci, pct, proportion_summary, write_summary
+from rvsp_jax.studies import per_point
 from rvsp_jax.studies.spectra import layer_groups, members_summary, usable_members
 
 EXPERIMENT = "noise"
@@ -1027,22 +1029,66 @@ def report(result: NoiseResult, summary: dict, captions: dict, command: str | No
     return rep
 
 
+def record_runs(config: TrainConfig, settings: NoiseSettings, out, *, resume: bool = False,
+                overwrite: bool = False, command: str | None = None, progress: bool = True,
+                dataset=None) -> store.Run:
+    """Train and record (or reuse) the ensemble in ``out``."""
+    data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
+    probes = settings.probes(config, int(data.train_labels.shape[0]))
+    return record.run(config, probes, Path(out), resume=resume, overwrite=overwrite, dataset=data,
+                      experiment=EXPERIMENT, command=command, progress=progress)
+
+
+def write_results(run: store.Run, settings: NoiseSettings, folder, *, command: str | None = None,
+                  progress: bool = True, dataset=None) -> dict:
+    """Measure the gradient noise of ``run`` (a plain run or one grid point of a sweep) and write
+    ``summary.json``, ``report.md`` and ``figures/`` into ``folder``; returns the summary.
+
+    Raises :class:`NoUsableMembersError` (a ValueError: one line, no traceback from the CLI) when
+    every member diverged."""
+    folder = Path(folder)
+    config = run.config
+    data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
+    result = analyse(run, settings, dataset=data, progress=progress)
+    summary = summarise(result)
+    write_summary(folder, summary)
+    captions = figures(result, folder / "figures")
+    report(result, summary, captions, command).write(folder)
+    return summary
+
+
+def sweep_statistics(summary: dict) -> dict[str, dict[str, float]]:
+    """Headline numbers of one grid point (for :mod:`rvsp_jax.studies.per_point`), in the late
+    window, per parameter group: the across-member mean fraction of update-noise series along
+    iterations called Gaussian and infinite-variance by ``tail_verdict``, the Simsekli tail index
+    across parameters (raw), and the last noise step's simple noise scale B_simple."""
+    late = summary["tails"]["late"]
+    pick = lambda f: {g: f(e) for g, e in late.items()}  # noqa: E731
+    scale = summary["noise_scale"]["b_simple"]["last"]
+    along = lambda v: pick(lambda e: e["along_iterations"]["verdicts"][v]["mean"])  # noqa: E731
+    return {"along: gaussian (fraction)": along("gaussian"),
+            "along: infinite-variance (fraction)": along("infinite-variance"),
+            "across: Simsekli tail index (raw)":
+                pick(lambda e: e["across_parameters"]["raw"]["simsekli"]["mean"]),
+            "noise scale B_simple (last step)": {"all": scale["mean"]}}
+
+
 def run_study(config: TrainConfig, settings: NoiseSettings, out, *, resume: bool = False,
               overwrite: bool = False, command: str | None = None, progress: bool = True,
               dataset=None) -> Path:
     """Train and record (or reuse) the ensemble in ``out``, measure its gradient noise and write
-    ``summary.json``, ``report.md`` and ``figures/``; returns ``out``.
+    ``summary.json``, ``report.md`` and ``figures/``; returns ``out``. A sweep is recorded once and
+    every grid point measured as its own ensemble into ``out/points/`` (:mod:`.per_point`).
 
     Raises :class:`NoUsableMembersError` (a ValueError: one line, no traceback from the CLI) when
     every member diverged."""
     out = Path(out)
     data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
-    probes = settings.probes(config, int(data.train_labels.shape[0]))
-    run = record.run(config, probes, out, resume=resume, overwrite=overwrite, dataset=dataset,
-                     experiment=EXPERIMENT, command=command, progress=progress)
-    result = analyse(run, settings, dataset=data, progress=progress)
-    summary = summarise(result)
-    write_summary(out, summary)
-    captions = figures(result, out / "figures")
-    report(result, summary, captions, command).write(out)
+    if config.sweep_axes():
+        per_point.run(sys.modules[__name__], config, settings, out, resume=resume, overwrite=overwrite,
+                      command=command, progress=progress, dataset=data, title="Gradient noise")
+        return out
+    run = record_runs(config, settings, out, resume=resume, overwrite=overwrite, command=command,
+                      progress=progress, dataset=data)
+    write_results(run, settings, out, command=command, progress=progress, dataset=data)
     return out

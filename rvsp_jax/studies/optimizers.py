@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -54,6 +55,7 @@ from rvsp_jax.data import Dataset, load, to_model_inputs
 from rvsp_jax.model import loss_and_accuracy, make_model
 from rvsp_jax.probes import ProbeConfig
 from rvsp_jax.report import Report, fmt, fmt_ci, pct, write_summary
+from rvsp_jax.studies import per_point
 from rvsp_jax.studies.folder import finish_study, open_study, train_variant
 from rvsp_jax.studies.spectra import (
     DRIFT_ACCEPT, STATIONARY_ACCEPT, LayerSpectra, WindowStationarity, below_nyquist, check_usable,
@@ -810,24 +812,88 @@ def _describe(v: dict) -> str:
     return f"optax.{v['optimizer']}(lr={v['lr']:g}{', ' + extra if extra else ''})"
 
 
-def run_study(base: TrainConfig, settings: OptimizerSettings, out, *, resume: bool = False,
-              overwrite: bool = False, command: str | None = None, progress: bool = True) -> Path:
-    """Train (or reuse) every variant into ``out/runs/<variant>``, compare them and write
-    ``summary.json``, ``report.md`` and ``figures/``; returns ``out``."""
+class VariantRuns(NamedTuple):
+    """The recorded variants of a comparison: the base configuration and each variant's run (in the
+    order of ``--variants``)."""
+
+    base: TrainConfig
+    runs: dict[str, store.Run]
+
+    def point(self, g: int) -> "VariantRuns":
+        """Grid point ``g`` of a sweep: every variant's run at that point (:meth:`store.Run.point`)."""
+        return VariantRuns(self.base.point(g), {k: r.point(g) for k, r in self.runs.items()})
+
+
+def record_runs(base: TrainConfig, settings: OptimizerSettings, out, *, resume: bool = False,
+                overwrite: bool = False, command: str | None = None, progress: bool = True,
+                dataset: Dataset | None = None) -> VariantRuns:
+    """Open the study folder ``out`` and train (or reuse) every variant into ``out/runs/<variant>``.
+    With a sweep, every variant records the whole grid (its own value of a swept hyperparameter is
+    replaced by the grid's)."""
     variants = parse_variants(settings.variants, base)
+    configs = [v.config(base) for v in variants]  # a swept key the optimizer lacks is refused here
     out = open_study(out, EXPERIMENT, {
         "config": base.to_dict(), "settings": settings.to_dict(),
         "variants": [dataclasses.asdict(v) for v in variants]},
         resume=resume, overwrite=overwrite, command=command)
-    data = load(base.dataset, data_dir=base.data_dir)
+    data = dataset if dataset is not None else load(base.dataset, data_dir=base.data_dir)
+    return VariantRuns(base, {v.name: train_variant(out, v.name, c, settings.probes(), resume=resume,
+                                                    experiment=EXPERIMENT, progress=progress, dataset=data)
+                              for v, c in zip(variants, configs)})
+
+
+def write_results(recorded: VariantRuns, settings: OptimizerSettings, folder, *,
+                  command: str | None = None, progress: bool = True,
+                  dataset: Dataset | None = None) -> dict:
+    """Compare the recorded variants (plain runs, or one grid point of each) and write
+    summary.json, report.md and figures/ into ``folder``; returns the summary. Each variant's
+    optimizer, learning rate and options are read from its run's configuration (for a grid point:
+    that point's values)."""
+    folder = Path(folder)
+    base = recorded.base
+    data = dataset if dataset is not None else load(base.dataset, data_dir=base.data_dir)
     results = []
-    for variant in variants:
-        run = train_variant(out, variant.name, variant.config(base), settings.probes(), resume=resume,
-                            experiment=EXPERIMENT, progress=progress, dataset=data)
+    for name, run in recorded.runs.items():
+        c = run.config
+        variant = Variant(name, c.optimizer, c.lr, c.opt_kwargs)
         results.append(analyse_variant(run, variant, settings, dataset=data, progress=progress))
     summary = summarise(results, settings, base)
-    write_summary(out, summary)
-    captions = figures(results, out / "figures")
-    report(summary, captions, settings, base, command).write(out)
+    write_summary(folder, summary)
+    captions = figures(results, folder / "figures")
+    report(summary, captions, settings, base, command).write(folder)
+    return summary
+
+
+def sweep_statistics(summary: dict) -> dict[str, dict[str, float]]:
+    """Headline numbers of one grid point (for :mod:`rvsp_jax.studies.per_point`): per variant and
+    layer, the across-member mean low/high band-power ratio of the updates and the out-of-sample
+    prediction's median relative error (variants without a filter theory have none), and per variant
+    the mean test accuracy."""
+    band, error, accuracy = {}, {}, {}
+    for name, v in summary["variants"].items():
+        accuracy[name] = v["test_accuracy"]["mean"]
+        for layer, entry in v["layers"].items():
+            band[f"{name} {layer}"] = entry["band_power_ratio"]["mean"]
+        for layer, entry in ((v.get("prediction") or {}).get("layers") or {}).items():
+            error[f"{name} {layer}"] = entry["median_relative_error"]["mean"]
+    out = {"band power ratio low/high": band, "test accuracy": accuracy}
+    if error:
+        out["prediction: median relative error"] = error
+    return out
+
+
+def run_study(base: TrainConfig, settings: OptimizerSettings, out, *, resume: bool = False,
+              overwrite: bool = False, command: str | None = None, progress: bool = True) -> Path:
+    """Train (or reuse) every variant into ``out/runs/<variant>``, compare them and write
+    ``summary.json``, ``report.md`` and ``figures/``; returns ``out``. A sweep is recorded once per
+    variant and every grid point compared on its own into ``out/points/`` (:mod:`.per_point`)."""
+    out = Path(out)
+    if base.sweep_axes():
+        per_point.run(sys.modules[__name__], base, settings, out, resume=resume, overwrite=overwrite,
+                      command=command, progress=progress, title="Optimizers")
+    else:
+        recorded = record_runs(base, settings, out, resume=resume, overwrite=overwrite,
+                               command=command, progress=progress)
+        write_results(recorded, settings, out, command=command, progress=progress)
     finish_study(out)
     return out

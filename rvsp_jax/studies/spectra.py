@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from rvsp_jax.analysis import (
 from rvsp_jax.analysis.spectral import SHAPE_VERDICTS, spectral_shape
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.probes import ProbeConfig
+from rvsp_jax.studies import per_point
 from rvsp_jax.report import Report, fmt, fmt_ci, pct, proportion_summary, write_summary
 
 EXPERIMENT = "spectra"
@@ -692,16 +694,52 @@ def report(result: SpectraResult, summary: dict, captions: dict, command: str | 
     return rep
 
 
+def record_runs(config: TrainConfig, settings: SpectraSettings, out, *, resume: bool = False,
+                overwrite: bool = False, command: str | None = None, progress: bool = True,
+                dataset=None) -> store.Run:
+    """Train and record (or, with ``resume``, reuse) the ensemble in ``out``."""
+    return record.run(config, settings.probes(), Path(out), resume=resume, overwrite=overwrite,
+                      dataset=dataset, experiment=EXPERIMENT, command=command, progress=progress)
+
+
+def write_results(run: store.Run, settings: SpectraSettings, folder, *, command: str | None = None,
+                  progress: bool = True, dataset=None) -> dict:
+    """Analyse ``run`` (a plain run or one grid point of a sweep) and write ``summary.json``,
+    ``report.md`` and ``figures/`` into ``folder``; returns the summary."""
+    folder = Path(folder)
+    result = analyse(run, settings, progress=progress)
+    summary = summarise(result)
+    write_summary(folder, summary)
+    captions = figures(result, folder / "figures")
+    report(result, summary, captions, command).write(folder)
+    return summary
+
+
+def sweep_statistics(summary: dict) -> dict[str, dict[str, float]]:
+    """Headline numbers of one grid point (for :mod:`rvsp_jax.studies.per_point`): per layer the
+    across-member mean of the low/high band-power ratio (white noise gives 1), of the lag-1
+    autocorrelation and of the spectral slope, and the fraction of the analysed window's processes
+    that the window's stationarity check accepts."""
+    layers = summary["layers"]
+    window = summary["analysed_window"]
+    return {"band power ratio low/high": {k: v["band_power_ratio"]["mean"] for k, v in layers.items()},
+            "ACF lag 1": {k: v["acf_lag1"]["mean"] for k, v in layers.items()},
+            "spectral slope": {k: v["spectral_slope"]["mean"] for k, v in layers.items()},
+            "stationary in the window (fraction)": {
+                k: v["stationary_fraction"]["mean"] for k, v in window["layers"].items()}}
+
+
 def run_study(config: TrainConfig, settings: SpectraSettings, out, *, resume: bool = False,
               overwrite: bool = False, command: str | None = None, progress: bool = True) -> Path:
     """Train and record (or, with ``resume``, reuse) the ensemble in ``out``, analyse it and write
-    ``summary.json``, ``report.md`` and ``figures/``; returns ``out``."""
+    ``summary.json``, ``report.md`` and ``figures/``; returns ``out``. A sweep is recorded once and
+    every grid point analysed as its own ensemble into ``out/points/`` (:mod:`.per_point`)."""
     out = Path(out)
-    run = record.run(config, settings.probes(), out, resume=resume, overwrite=overwrite,
-                     experiment=EXPERIMENT, command=command, progress=progress)
-    result = analyse(run, settings, progress=progress)
-    summary = summarise(result)
-    write_summary(out, summary)
-    captions = figures(result, out / "figures")
-    report(result, summary, captions, command).write(out)
+    if config.sweep_axes():
+        per_point.run(sys.modules[__name__], config, settings, out, resume=resume, overwrite=overwrite,
+                      command=command, progress=progress, title="Spectra")
+        return out
+    run = record_runs(config, settings, out, resume=resume, overwrite=overwrite, command=command,
+                      progress=progress)
+    write_results(run, settings, out, command=command, progress=progress)
     return out
