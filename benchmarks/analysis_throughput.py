@@ -30,6 +30,7 @@ from statsmodels.tsa.stattools import acf as sm_acf
 from statsmodels.tsa.stattools import adfuller
 from statsmodels.tsa.stattools import kpss as sm_kpss
 
+from rvsp_jax import devices
 from rvsp_jax.analysis.spectral import acf, welch
 from rvsp_jax.analysis.stationarity import VERDICTS, adf, kpss, stationarity_verdict
 
@@ -177,6 +178,7 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    devices.setup_host_devices()  # before JAX starts: one CPU host device per core (env RVSP_JAX_HOST_DEVICES)
     if args.quick:
         args.n, args.t, args.ref_n = 200, 256, 10
         args.members, args.params, args.pipeline_t = 2, 500, 128

@@ -30,6 +30,7 @@ import numpy as np
 import scipy.signal
 import scipy.stats
 
+from rvsp_jax import devices
 from rvsp_jax.analysis import assess_many, integrated_autocorr_time
 
 VERDICTS = ("ergodic", "non-ergodic", "non-stationary", "inconclusive")
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=20261201)
     ap.add_argument("--only", default="", help="run only processes whose name contains this")
     args = ap.parse_args(argv)
+    devices.setup_host_devices()  # before JAX starts: one CPU host device per core (env RVSP_JAX_HOST_DEVICES)
     steps = [int(s) for s in args.steps.split(",")]
     long_reps = args.reps if args.reps_long is None else args.reps_long
     print("command: python -m benchmarks.calibration " + " ".join(sys.argv[1:] if argv is None

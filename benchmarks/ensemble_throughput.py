@@ -28,7 +28,9 @@ def _worker(spec: dict) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    import rvsp_jax  # noqa: F401  (sets the host devices from the environment)
+    from rvsp_jax import devices
+
+    devices.setup_host_devices()  # before JAX starts: RVSP_JAX_HOST_DEVICES (set by _run)
     from rvsp_jax.config import TrainConfig
     from rvsp_jax.data import load
     from rvsp_jax.ensemble import Ensemble
@@ -109,6 +111,10 @@ def main(argv=None) -> None:
         return
 
     import jax
+
+    from rvsp_jax import devices
+
+    devices.setup_host_devices()  # before JAX starts: one CPU host device per core (env RVSP_JAX_HOST_DEVICES)
 
     print(f"# {' '.join(['python -m benchmarks.ensemble_throughput'] + (argv or sys.argv[1:]))}")
     print(f"# machine: {platform.platform()}, {platform.processor() or platform.machine()}, "

@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from rvsp_jax import devices
 
+    devices.setup_host_devices()  # before JAX starts: one CPU host device per core (env RVSP_JAX_HOST_DEVICES)
     print(f"machine: {_machine()}; jax {jax.__version__}; devices {devices.describe()}")
     print(f"load average at start (1/5/15 min): {os.getloadavg()}")
     print(f"command: python -m benchmarks.recording {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())

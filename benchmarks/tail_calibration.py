@@ -32,6 +32,7 @@ import scipy
 from scipy.stats import levy_stable
 from statsmodels.stats.proportion import proportion_confint
 
+from rvsp_jax import devices
 from rvsp_jax.analysis.tails import TAIL_VERDICTS, tail_verdict
 
 CASES = ("gaussian", "t(3)", "t(4)", "lnmix(0.5)", "lnmix(1)", "lnmix(1.25)", "lnmix(1.5)",
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sizes", default="512,4096", help="sample sizes n, comma-separated")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    devices.setup_host_devices()  # before JAX starts: one CPU host device per core (env RVSP_JAX_HOST_DEVICES)
     sizes = [int(s) for s in args.sizes.split(",")]
     args_text = " ".join(argv if argv is not None else sys.argv[1:])
     print(f"command: python -m benchmarks.tail_calibration {args_text}".rstrip())

@@ -2,8 +2,12 @@
 
 On a CPU, XLA runs one small model's ops on about one core, so the ensemble splits its members over
 *host devices*, one per core by default. The number of host devices must be fixed before JAX
-initialises its backends; ``rvsp_jax`` calls :func:`use_host_devices` when it is imported, so every
-entry point (experiments, benchmarks, tests, a notebook that imports ``rvsp_jax`` first) gets it.
+initialises its backends. Importing ``rvsp_jax`` changes nothing; the entry points call
+:func:`use_host_devices` before JAX starts: the experiments (through
+:func:`rvsp_jax.cli.parse_experiment`, which also reads ``--devices``), ``python -m rvsp_jax.launch``,
+the benchmarks (:func:`setup_host_devices`) and the tests (``tests/conftest.py``). A notebook that
+wants one host device per core calls ``rvsp_jax.devices.use_host_devices()`` before its first JAX
+computation (otherwise JAX's default, one CPU device, is used).
 
 Precedence, highest first:
 1. a user's own ``XLA_FLAGS`` containing ``--xla_force_host_platform_device_count`` (left alone);
@@ -74,6 +78,19 @@ def use_host_devices(n: int | None = None) -> int | None:
         return None
     jax.config.update("jax_num_cpu_devices", int(n))
     return int(n)
+
+
+def setup_host_devices(n: int | None = None) -> int | None:
+    """:func:`use_host_devices` for an entry point that keeps going on a bad value: a bad
+    ``RVSP_JAX_HOST_DEVICES`` (or ``n``) becomes a warning and JAX's default devices are kept
+    (the experiments refuse it instead, see :func:`rvsp_jax.cli.parse_experiment`)."""
+    try:
+        return use_host_devices(n)
+    except ValueError as e:
+        import warnings
+
+        warnings.warn(f"{e}; using JAX's default devices (the experiments refuse it)", stacklevel=2)
+        return None
 
 
 def member_mesh(devices=None) -> Mesh:
@@ -244,8 +261,17 @@ def member_ranges(mesh: Mesh, padded: int, members: int) -> dict[int, list[tuple
 
 def is_writer() -> bool:
     """Whether this process writes the run folder's manifest, checkpoints and final results
-    (process 0; every process writes its own members' chunks)."""
+    (process 0; every process writes its own members' chunks). Also the one writer of a study's
+    ``summary.json``, ``report.md`` and figures. Before JAX has started and without
+    ``jax.distributed`` this is True without starting JAX (so asking keeps the devices unset)."""
+    if not _backends_started() and not _distributed():
+        return True
     return jax.process_index() == 0
+
+
+def _distributed() -> bool:
+    check = getattr(jax.distributed, "is_initialized", None)
+    return True if check is None else bool(check())
 
 
 def sync(name: str) -> None:

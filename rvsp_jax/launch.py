@@ -68,9 +68,14 @@ def _say(line: str) -> None:
 
 
 def _initialize() -> tuple[int, int]:
-    """``jax.distributed.initialize`` from the launcher's environment, else by auto-detection."""
+    """``jax.distributed.initialize`` from the launcher's environment, else by auto-detection; the
+    host devices (``RVSP_JAX_HOST_DEVICES``, which the local launcher sets to
+    ``--devices-per-process``) are set first, before JAX starts."""
     import jax
 
+    from rvsp_jax import devices
+
+    devices.setup_host_devices()
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     timeouts = dict(initialization_timeout=INIT_SECONDS, heartbeat_timeout_seconds=HEARTBEAT_SECONDS,
                     shutdown_timeout_seconds=SHUTDOWN_SECONDS)

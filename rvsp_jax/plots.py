@@ -132,10 +132,18 @@ def save_figure(fig: Figure, folder: str | os.PathLike, name: str) -> list[Path]
 
     Returns:
       ``[png_path, pdf_path]``.
+
+    With several processes only process 0 writes (:func:`rvsp_jax.devices.is_writer`); the others
+    close the figure and return the paths it would have written.
     """
     if not name or os.sep in name or "/" in name or Path(name).suffix.lower() in {".png", ".pdf"}:
         raise ValueError(f"save_figure: name must be a bare file stem like 'acf', got {name!r}.")
     folder = Path(folder)
+    from rvsp_jax.devices import is_writer
+
+    if not is_writer():
+        _close(fig)
+        return [folder / f"{name}.{fmt}" for fmt in FIGURE_FORMATS]
     paths = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -145,7 +153,7 @@ def save_figure(fig: Figure, folder: str | os.PathLike, name: str) -> list[Path]
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fig.savefig(fh, format=fmt, dpi=DPI)
-                os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; figures are ordinary files
+                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; figures are ordinary files
                 os.replace(tmp, final)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
@@ -157,13 +165,16 @@ def save_figure(fig: Figure, folder: str | os.PathLike, name: str) -> list[Path]
     return paths
 
 
+_UMASK: list[int] = []
+"""The process's umask, read at the first save (reading it means setting it, so not at import)."""
+
+
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
+    if not _UMASK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        _UMASK.append(mask)
+    return _UMASK[0]
 
 
 def plot_band(ax, t, mean, lo, hi, label: str | None = None, *, color=None, alpha: float = 0.25):

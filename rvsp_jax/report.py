@@ -2,7 +2,12 @@
 
 A :class:`Report` collects markdown blocks and is written atomically at the end; numbers are
 formatted with their uncertainty across members (:func:`fmt_ci`). ``summary.json`` holds the same
-numbers for programs (numpy scalars and arrays are converted; NaN becomes null).
+numbers for programs (numpy scalars and arrays are converted; NaN becomes null) and names its format
+in ``"schema"`` (:data:`SUMMARY_SCHEMA`; see ``docs/summary.md``).
+
+With several processes only process 0 writes (:func:`rvsp_jax.devices.is_writer`): the others'
+:func:`write_summary` and :meth:`Report.write` return the path without writing. Progress bars follow
+:func:`progress_enabled` (``TQDM_DISABLE`` turns them off).
 """
 
 from __future__ import annotations
@@ -39,9 +44,35 @@ def _plain(obj):
     return obj
 
 
+SUMMARY_SCHEMA = "rvsp-jax summary 1"
+"""The ``"schema"`` of every ``summary.json`` written by :func:`write_summary` (docs/summary.md)."""
+
+
+def _writer() -> bool:
+    from rvsp_jax.devices import is_writer
+
+    return is_writer()
+
+
+def progress_enabled(progress: bool | None = None) -> bool:
+    """Whether to show progress bars: ``progress`` when given, else True unless the environment
+    variable ``TQDM_DISABLE`` is set to anything but ``""``, ``0`` or ``false`` (tqdm's own switch,
+    which an explicit ``disable=`` would override). ``progress=True`` is also turned off by it:
+    quiet mode wins, so a study that passes ``progress=True`` down stays quiet."""
+    quiet = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
+    return (True if progress is None else bool(progress)) and not quiet
+
+
 def write_summary(folder: str | os.PathLike, summary: dict) -> Path:
-    """Write ``summary.json`` atomically (temporary file, then rename); return its path."""
+    """Write ``summary.json`` atomically (temporary file, then rename); return its path.
+
+    ``"schema": SUMMARY_SCHEMA`` is added as the first key (a ``"schema"`` already in ``summary``
+    is kept). Only process 0 writes (:func:`rvsp_jax.devices.is_writer`); other processes return
+    the path without writing."""
     path = Path(folder) / "summary.json"
+    if not _writer():
+        return path
+    summary = {"schema": SUMMARY_SCHEMA, **summary}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(_plain(summary), indent=1, allow_nan=False) + "\n")
     os.replace(tmp, path)
@@ -116,7 +147,11 @@ class Report:
         return "\n\n".join(self.blocks) + "\n"
 
     def write(self, folder: str | os.PathLike) -> Path:
+        """Write ``report.md`` atomically; return its path (process 0 only: other processes
+        return the path without writing)."""
         path = Path(folder) / "report.md"
+        if not _writer():
+            return path
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(self.markdown())
         os.replace(tmp, path)

@@ -19,6 +19,13 @@ manifest do the same), so a killed process leaves whole files only.
 
 Reading is lazy: :func:`open_run` parses the manifest; ``run["updates"]`` opens one zarr array
 (metadata only) and slicing it reads only the chunk files that the slice touches.
+:func:`open_folder` (``rvsp_jax.open``) opens a run folder as a :class:`Run` and a study folder
+(several runs under ``runs/``, :mod:`rvsp_jax.studies.folder`) as a :class:`Study`.
+
+Every array carries zarr v3 ``dimension_names`` (:func:`dimension_names`: ``member, step`` for
+metrics, ``member, probe_step, <name>_entry`` for probes), so that other tools open a run lazily
+without this library, e.g. ``xarray.open_datatree(run / "arrays", engine="zarr")``; runs recorded
+before have none and read the same through :class:`Run`.
 
 Integrity: every chunk ends in a CRC-32C checksum (zarr's ``crc32c`` codec, the last codec of every
 array created here; runs recorded before it read as they are, unchecked), and ``checkpoint.npz`` and
@@ -42,6 +49,7 @@ import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -163,12 +171,23 @@ def _compressors(compress: str) -> list:
     return [*codecs, zarr.codecs.Crc32cCodec()]
 
 
+def dimension_names(name: str, ndim: int) -> tuple[str, ...]:
+    """The zarr ``dimension_names`` of stored array ``name``: ``("member", "step")`` for a metric
+    ``[S, T]``, ``("member", "probe_step", "<name>_entry")`` for a probe ``[S, T_rec, P]`` (``/`` in
+    the name becomes ``_``; the same names as :meth:`Run.to_xarray`)."""
+    if ndim == 2:
+        return ("member", "step")
+    key = name.replace("/", "_")
+    return ("member", "probe_step", f"{key}_entry", *(f"{key}_dim{i}" for i in range(3, ndim)))
+
+
 def create_arrays(folder: Path, specs: list[ArraySpec]) -> dict[str, zarr.Array]:
     """Create the ``arrays/`` zarr group of a new run (every array full size, fill value NaN, a
-    checksum per chunk)."""
+    checksum per chunk, :func:`dimension_names`)."""
     group = zarr.open_group(Path(folder) / "arrays", mode="w")
     return {s.name: group.create_array(s.name, shape=s.shape, chunks=s.chunks, dtype=s.dtype,
                                        fill_value=np.nan, compressors=_compressors(s.compress),
+                                       dimension_names=dimension_names(s.name, len(s.shape)),
                                        config=WRITE_CONFIG)
             for s in specs}
 
@@ -861,6 +880,8 @@ class Run:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
+        if "config" not in self.manifest:
+            raise StoreError(_not_a_run(self.path, self.manifest))
         self.config = TrainConfig.from_dict(self.manifest["config"])
         self.probe_config = ProbeConfig.from_dict(self.manifest["probe_config"])
         self.layout = ProbeLayout.from_dict(self.manifest["probes"])
@@ -1013,6 +1034,70 @@ class Run:
         return load_final(self.path, f"the run is {self.manifest['status']} ({self.steps_completed}/"
                                      f"{self.manifest['total_steps']} steps); finish it with --resume")
 
+    def series(self, name: str, entries=None, members=None) -> np.ndarray:
+        """Array ``name`` as float64 numpy with time last, the analysis convention: ``[S, P, T_rec]``
+        for a probe (``run["updates"]`` is ``[S, T_rec, P]`` on disk), ``[S, T]`` for a metric
+        (``"loss"`` means ``"metrics/loss"``).
+
+        ``entries``: names from ``probe_names[name]`` (or integer positions; one name alone is one
+        entry), default all; ``members``: indices, a boolean mask or a slice, default all. Only the
+        chunks holding the selection are read. Steps past ``steps_completed`` of an unfinished run
+        are NaN, as are a diverged member's steps from its divergence on.
+        """
+        if name not in self.manifest["arrays"] and f"metrics/{name}" in self.manifest["arrays"]:
+            name = f"metrics/{name}"
+        x = self[name]
+        n = x.shape[0]
+        if members is None or isinstance(members, slice):
+            m = slice(None) if members is None else members
+        else:
+            m = np.asarray(members)
+            m = np.flatnonzero(m) if m.dtype == bool else m.astype(np.int64).reshape(-1) % max(n, 1)
+        if x.ndim == 2:
+            if entries is not None:
+                raise ValueError(f"{name} is a metric [S, T]: it has no entries to choose")
+            sel = (m, slice(None))
+        elif entries is None:
+            sel = (m, slice(None), slice(None))
+        else:
+            entries = [entries] if isinstance(entries, (str, int, np.integer)) else list(entries)
+            if all(isinstance(e, str) for e in entries):
+                e = self.index(name, entries)
+            else:
+                e = np.asarray(entries, dtype=np.int64) % x.shape[-1]
+            sel = (m, slice(None), e)
+        if any(isinstance(v, np.ndarray) for v in sel):  # one orthogonal read of members x entries
+            if isinstance(sel[0], slice):
+                sel = (np.arange(n)[sel[0]], *sel[1:])
+            data = x.oindex[sel] if isinstance(x, StoredArray) else x[sel]
+        else:
+            data = x[sel]
+        data = np.asarray(data, dtype=np.float64)
+        return np.moveaxis(data, 1, -1) if data.ndim == 3 else data
+
+    @property
+    def diverged(self) -> np.ndarray:
+        """Whether each member diverged, bool ``[S]``: from the manifest's result (``diverged_at``)
+        of a complete run, else ``final.npz``; for an unfinished run from what is known so far, the
+        members whose loss at the last completed step is NaN (a diverged member records NaN from its
+        divergence on), all False before any step is completed."""
+        result = self.manifest.get("result")
+        if self.manifest["status"] == "complete":
+            if isinstance(result, dict) and isinstance(result.get("diverged_at"), list):
+                return np.asarray(result["diverged_at"], dtype=np.int64) >= 0
+            return np.asarray(self.final().diverged, dtype=bool)
+        steps = self.steps_completed
+        if steps == 0:
+            return np.zeros(len(self.members), dtype=bool)
+        return np.isnan(np.asarray(self["metrics/loss"][:, steps - 1], dtype=np.float64))
+
+    @property
+    def summary(self) -> dict | None:
+        """``summary.json`` of the folder as a dict (see ``docs/summary.md``), or None when there is
+        none (a plain recorded run has none; an experiment's folder does). A sweep's grid point
+        (:meth:`point`) shows the sweep's summary."""
+        return _read_summary(self.path)
+
     def to_xarray(self):
         """Every array as an ``xarray.Dataset`` (loads them into memory; needs xarray installed)."""
         try:
@@ -1090,6 +1175,109 @@ class _PointRun(Run):
         return f"Run point {self.grid_index} {self.parent.grid[self.grid_index]} of {self.parent!r}"
 
 
+def _read_summary(folder: Path) -> dict | None:
+    path = Path(folder) / "summary.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        summary = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"{path} is not valid JSON ({e}); write it again by running the study "
+                         "again with --resume and the same options") from None
+    if not isinstance(summary, dict):
+        raise StoreError(f"{path} holds a JSON {type(summary).__name__}, not an object")
+    return summary
+
+
+def _is_study(manifest: dict) -> bool:
+    return "config" not in manifest and "experiment" in manifest and isinstance(manifest.get("runs", {}), dict)
+
+
+def _not_a_run(path: Path, manifest: dict) -> str:
+    if _is_study(manifest):
+        return (f"{path} is a study folder ({manifest['experiment']}), not a run folder: open it with "
+                "rvsp_jax.open(path), which returns a Study (its recorded runs are study.runs)")
+    return (f"{path}/manifest.json has no config: the folder is neither a run folder nor a study "
+            "folder of rvsp-jax")
+
+
+class _LazyRuns(Mapping):
+    """``name -> Run`` of a study's recorded runs, each opened on first access."""
+
+    def __init__(self, root: Path, entries: dict):
+        self._root, self._entries, self._open = root, entries, {}
+
+    def __getitem__(self, name: str) -> Run:
+        if name not in self._entries:
+            raise KeyError(f"no run {name!r} in {self._root}; it has {', '.join(self._entries) or 'none'}")
+        if name not in self._open:
+            entry = self._entries[name]
+            folder = entry.get("folder", f"runs/{name}") if isinstance(entry, dict) else f"runs/{name}"
+            self._open[name] = Run(self._root / folder)
+        return self._open[name]
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"<runs {list(self._entries)} of {self._root}>"
+
+
+class Study:
+    """A study folder (:mod:`rvsp_jax.studies.folder`): its manifest (experiment, settings,
+    status), the recorded runs under ``runs/<name>/`` (:attr:`runs`, each a :class:`Run`, opened on
+    first access) and ``summary.json`` (:attr:`summary`). Only the manifest is read when opened."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        if not _is_study(self.manifest):
+            raise StoreError(f"{self.path} is a run folder, not a study folder: open it with "
+                             "rvsp_jax.open(path) or rvsp_jax.store.open_run(path)"
+                             if "config" in self.manifest else _not_a_run(self.path, self.manifest))
+        self.runs: Mapping[str, Run] = _LazyRuns(self.path, dict(self.manifest.get("runs", {})))
+
+    @property
+    def experiment(self) -> str:
+        return self.manifest["experiment"]
+
+    @property
+    def status(self) -> str:
+        return self.manifest["status"]
+
+    @property
+    def settings(self) -> dict:
+        return self.manifest.get("settings", {})
+
+    @property
+    def summary(self) -> dict | None:
+        """``summary.json`` as a dict (see ``docs/summary.md``), or None before it is written."""
+        return _read_summary(self.path)
+
+    def __repr__(self) -> str:
+        return (f"Study({str(self.path)!r}, {self.experiment}, {self.status}, "
+                f"runs={list(self.manifest.get('runs', {}))})")
+
+
 def open_run(path: str | os.PathLike) -> Run:
-    """Open a run folder for reading (see :class:`Run`)."""
+    """Open a run folder for reading (see :class:`Run`); a study folder is refused (use
+    :func:`open_folder`)."""
     return Run(path)
+
+
+def open_folder(path: str | os.PathLike) -> Run | Study:
+    """``rvsp_jax.open``: a :class:`Run` for a run folder (its manifest has a ``config``), a
+    :class:`Study` for a study folder (an ``experiment`` and ``runs``, no ``config``); anything else
+    raises a one-line :class:`StoreError` (or :class:`~rvsp_jax.runfolder.RunFolderError` when
+    there is no readable manifest)."""
+    manifest = read_manifest(Path(path))
+    if "config" in manifest:
+        return Run(path)
+    if _is_study(manifest):
+        return Study(path)
+    raise StoreError(_not_a_run(Path(path), manifest))
