@@ -42,6 +42,7 @@ from rvsp_jax.data import Dataset, load
 from rvsp_jax.ensemble import Chunk, Ensemble, host_state, member_keys, seed_ids
 from rvsp_jax.model import make_model
 from rvsp_jax.probes import ProbeConfig, ProbeLayout, make_probe
+from rvsp_jax.report import progress_enabled
 
 __all__ = ["ProbeConfig", "ProbeLayout", "make_probe", "run"]
 
@@ -378,7 +379,7 @@ def _train(out: Path, ens: Ensemble, layout: ProbeLayout, manifest: dict, arrays
     t_first = steps_first = t_checkpoint = cpu_first = None
     stopped_at = None
     bar = tqdm(total=ens.total_steps, initial=start, unit="step",
-               disable=not progress or not writer_process,
+               disable=not progress_enabled(progress) or not writer_process,
                file=sys.stderr, dynamic_ncols=True, desc=f"training S={ens.members}")
     try:
         for chunk in ens.chunks(state, start):

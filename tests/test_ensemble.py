@@ -94,8 +94,9 @@ def test_minibatches_are_without_replacement_within_an_epoch():
 
 _DEVICE_SCRIPT = textwrap.dedent("""
     import json, sys
+    from rvsp_jax.devices import use_host_devices
+    use_host_devices()  # RVSP_JAX_HOST_DEVICES, before JAX starts (importing rvsp_jax does not)
     import numpy as np, jax
-    import rvsp_jax
     from rvsp_jax.config import TrainConfig
     from rvsp_jax.ensemble import train
     out = {"devices": len(jax.devices())}

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from experiments.sweep import main as sweep_main
+from experiments.optimizers import main as optimizers_main
+from experiments.pixels import main as pixels_main
 from experiments.spectra import main as spectra_main
 from rvsp_jax import cli
 from rvsp_jax.config import TrainConfig, with_sweep_flags
@@ -78,11 +80,84 @@ def test_command_line_lists_become_the_sweep():
     assert inv.config.sweep_axes() == {"lr": [0.01, 0.1]} and inv.config.members == 16
 
 
-def test_single_ensemble_studies_refuse_a_sweep_with_the_way_out(capsys):
+def test_the_pixel_study_refuses_a_sweep_with_the_reason(capsys):
     with pytest.raises(SystemExit) as exit_:
-        spectra_main(["--lr", "0.01,0.1", "--out", "unused"])
+        pixels_main(["--lr", "0.01,0.1", "--out", "unused"])
     assert exit_.value.code == 2
-    assert "python -m experiments.sweep" in capsys.readouterr().err
+    assert "does not depend on the optimizer's hyperparameters" in capsys.readouterr().err
+
+
+def test_a_grid_point_reads_like_the_plain_run_with_its_values(tmp_path):
+    config = TrainConfig(**BASE, lr=0.05, sweep='{"lr": [0.05, 0.5]}')
+    probes = ProbeConfig(probes="updates,params", index="3")
+    sweep, plain = run(config, probes, tmp_path / "s", progress=False), run(config.point(1), probes,
+                                                                               tmp_path / "p", progress=False)
+    view = sweep.point(1)
+    assert view.config == plain.config and sweep.point(0).config.lr == 0.05
+    for name in sweep.arrays:
+        for sel in ((), (slice(1, None), slice(3, 5)), ([2, 0],), (-1,), (np.array([True, False, True]),)):
+            a = view[name][sel] if sel else np.asarray(view[name])
+            b = np.asarray(plain[name])[sel] if sel else np.asarray(plain[name])
+            assert np.array_equal(a, b, equal_nan=True), (name, sel)
+    assert view["params"].shape == plain["params"].shape
+    for a, b in zip(jax.tree_util.tree_leaves(view.final()), jax.tree_util.tree_leaves(plain.final())):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    for key in ("ids", "init_keys", "data_keys"):
+        assert view.manifest["members"][key] == plain.manifest["members"][key]
+    assert view.manifest["result"] == plain.manifest["result"]
+    assert view.manifest["members"]["sweep_ids"] == [3, 4, 5]
+    assert plain.point(0) is plain and len(sweep.points()) == 2
+    with pytest.raises(IndexError, match="no point 2"):
+        sweep.point(2)
+
+
+SPECTRA = ["--seeds", "3", "--steps", "96", "--chunk", "48", "--block", "2", "--probe-index", "2",
+           "--nlags", "10", "--nperseg", "32", "--burn-in", "0.25"]
+
+
+def test_a_study_on_a_sweep_gives_each_point_the_numbers_of_its_plain_run(tmp_path, capsys):
+    spectra_main([*SPECTRA, "--lr", "0.05,0.5", "--out", str(tmp_path / "sweep")])
+    spectra_main([*SPECTRA, "--lr", "0.5", "--out", str(tmp_path / "plain")])
+    point = json.loads((tmp_path / "sweep" / "points" / "1-lr=0.5" / "summary.json").read_text())
+    plain = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert point.pop("run") != plain.pop("run")
+    assert point == plain  # the unchanged analysis of the same members: every number equal
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert summary["grid"] == {"axes": {"lr": [0.05, 0.5]}, "seeds": 3, "points": [{"lr": 0.05}, {"lr": 0.5}]}
+    assert [p["folder"] for p in summary["points"]] == ["points/0-lr=0.05", "points/1-lr=0.5"]
+    stats = summary["points"][1]["statistics"]
+    assert stats["band power ratio low/high"]["Dense_0"] == pytest.approx(
+        plain["layers"]["Dense_0"]["band_power_ratio"]["mean"])
+    text = (tmp_path / "sweep" / "report.md").read_text()
+    assert "(points/1-lr=0.5/report.md)" in text and "band power ratio low/high: Dense_0" in text
+    for folder in (tmp_path / "sweep", tmp_path / "sweep" / "points" / "0-lr=0.05"):
+        assert any((folder / "figures").glob("*.png")) and (folder / "report.md").stat().st_size > 0
+    assert (tmp_path / "sweep" / "figures" / "statistics.png").stat().st_size > 0
+
+
+def test_the_optimizer_comparison_on_a_sweep_compares_the_variants_at_each_point(tmp_path):
+    out = tmp_path / "study"
+    optimizers_main(["--seeds", "3", "--steps", "96", "--chunk", "48", "--block", "2", "--probe-index", "2",
+                     "--nlags", "10", "--nperseg", "32", "--variants", "sgd,momentum", "--frozen-batches",
+                     "16", "--lr", "0.01,0.1", "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(p["analysed"] for p in summary["points"])
+    for p in summary["points"]:
+        point = json.loads((out / p["folder"] / "summary.json").read_text())
+        # each variant analysed with the grid point's learning rate (its own preset lr replaced)
+        assert {v: e["lr"] for v, e in point["variants"].items()} == {"sgd": p["point"]["lr"],
+                                                                       "momentum": p["point"]["lr"]}
+        assert point["variants"]["momentum"]["opt_kwargs"] == {"momentum": 0.9}
+        assert set(p["statistics"]["test accuracy"]) == {"sgd", "momentum"}
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_a_swept_key_an_optimizer_lacks_is_refused_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        optimizers_main(["--variants", "sgd,adam", "--opt-kwargs", '{"momentum": [0.5, 0.9]}',
+                         "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2 and "not a hyperparameter of optax.adam" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_the_manifest_and_open_run_describe_every_member(tmp_path):

@@ -67,7 +67,7 @@ from rvsp_jax.ensemble import member_keys
 from rvsp_jax.model import init_params, make_model
 from rvsp_jax.probes import ProbeConfig
 from rvsp_jax.studies import per_point
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, proportion_summary, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
 from rvsp_jax.studies.activations import diverged_members, summary_series
 from rvsp_jax.studies.folder import finish_study, open_study, train_variant
 
@@ -541,7 +541,7 @@ def analyse(runs: dict[str, store.Run], settings: CompareSettings, *, progress: 
     samples: dict = {k: {layer: {} for layer in ranges} for k in KINDS}
     stationarity: dict = {k: {layer: {} for layer in ranges} for k in KINDS}
     jobs = [(w, v, k, layer) for w in values for v in variants for k in KINDS for layer in ranges]
-    for w, v, kind, layer in tqdm(jobs, desc="analysing variants", disable=not progress):
+    for w, v, kind, layer in tqdm(jobs, desc="analysing variants", disable=not progress_enabled(progress)):
         lo, hi = ranges[layer]
         a, b = windows[w][v]
         x = np.asarray(runs[v][kind][:, a:b, lo:hi])

@@ -38,7 +38,7 @@ from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
 from rvsp_jax.probes import ProbeConfig
 from rvsp_jax.studies import per_point
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, proportion_summary, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
 
 EXPERIMENT = "activations"
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -185,7 +185,7 @@ def read_layers(run: store.Run, *, progress: bool = True) -> dict[str, LayerActi
     q = np.asarray(QUANTILES)
     out = {name: {k: [] for k in LayerActivations._fields} for name in hidden_layers(config)}
     bounds = np.cumsum([0, *[b * h for h in config.widths]])
-    for s0 in tqdm(range(0, s_all, per_block), desc="reading activations", disable=not progress):
+    for s0 in tqdm(range(0, s_all, per_block), desc="reading activations", disable=not progress_enabled(progress)):
         block = np.asarray(post[s0:s0 + per_block])  # [s, T, P]
         pre_ends = {"start": np.asarray(pre[s0:s0 + per_block, 0]), "end": np.asarray(pre[s0:s0 + per_block, t_all - 1])}
         for l, (name, h) in enumerate(zip(out, config.widths)):

@@ -58,7 +58,7 @@ from rvsp_jax.data import Dataset, load
 from rvsp_jax.model import make_model
 from rvsp_jax.probes import ProbeConfig, param_shapes
 from rvsp_jax.studies import per_point
-from rvsp_jax.report import Report, fmt, fmt_ci, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, progress_enabled, write_summary
 from rvsp_jax.store import METRICS, Run
 
 EXPERIMENT = "ergodicity"
@@ -381,7 +381,7 @@ def analyse(groups: list[ObservableGroup], alignment: dict, diverged: np.ndarray
     """Ergodicity verdicts of every observable (float64 numerics of :mod:`rvsp_jax.analysis`)."""
     total = sum(g.x.shape[1] for g in groups)
     assessed = {}
-    with tqdm(total=total, desc="ergodicity analysis", unit="obs", disable=not progress,
+    with tqdm(total=total, desc="ergodicity analysis", unit="obs", disable=not progress_enabled(progress),
               dynamic_ncols=True) as bar:
         for g in groups:
             assessed[g.name] = _assess_blocks(g.x, g.burn, settings.alpha, bar, g.every)

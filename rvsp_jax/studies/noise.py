@@ -71,7 +71,7 @@ from rvsp_jax.ensemble import Ensemble
 from rvsp_jax.gradient_noise import inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn
 from rvsp_jax.model import make_model
 from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, proportion_summary, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
 from rvsp_jax.studies import per_point
 from rvsp_jax.studies.spectra import layer_groups, members_summary, usable_members
 
@@ -462,7 +462,7 @@ def measure(run: store.Run, settings: NoiseSettings, *, dataset=None, progress: 
            "along_n": full()}
     per_step = {f: np.full((config.seeds, steps.size), np.nan) for f in _PER_STEP}
     example = (np.zeros(0),) * 3
-    bar = tqdm(total=int(usable.sum()) * steps.size, desc="gradient noise", disable=not progress,
+    bar = tqdm(total=int(usable.sum()) * steps.size, desc="gradient noise", disable=not progress_enabled(progress),
                leave=False)
     for k, step in enumerate(steps):
         batches = minibatch_indices(ens, int(step), m)  # [S, M, B]

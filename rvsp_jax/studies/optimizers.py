@@ -54,7 +54,7 @@ from rvsp_jax.config import TrainConfig, optimizer_names, opt
 from rvsp_jax.data import Dataset, load, to_model_inputs
 from rvsp_jax.model import loss_and_accuracy, make_model
 from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, progress_enabled, write_summary
 from rvsp_jax.studies import per_point
 from rvsp_jax.studies.folder import finish_study, open_study, train_variant
 from rvsp_jax.studies.spectra import (
@@ -246,7 +246,7 @@ def fit_theory(updates, grads, names, variant: Variant, usable: np.ndarray, *, s
     freqs = np.fft.rfftfreq(nperseg)
     measured = np.full((n_members, len(groups), freqs.size), np.nan)
     predicted, rel_error = measured.copy(), np.full((n_members, len(groups)), np.nan)
-    for s in tqdm(np.flatnonzero(usable), desc=f"theory {variant.name}", disable=not progress, leave=False):
+    for s in tqdm(np.flatnonzero(usable), desc=f"theory {variant.name}", disable=not progress_enabled(progress), leave=False):
         d, g = member_series(updates, s, start), member_series(grads, s, start)
         dead = is_constant(d) | is_constant(g)
         d[dead], g[dead] = np.nan, np.nan
@@ -311,7 +311,7 @@ def frozen_noise(run: store.Run, dataset: Dataset, usable: np.ndarray, batches: 
     p_count = sum(len(i) for _, i in index)
     var = np.full((usable.size, p_count), np.nan)
     mean_sq = var.copy()
-    for s in tqdm(np.flatnonzero(usable), desc="frozen-weight noise", disable=not progress, leave=False):
+    for s in tqdm(np.flatnonzero(usable), desc="frozen-weight noise", disable=not progress_enabled(progress), leave=False):
         params = jax.tree_util.tree_map(lambda a: jnp.asarray(a[s]), final)
         g = np.asarray(per_batch(params, x, y), np.float64)  # [M, P]
         var[s], mean_sq[s] = g.var(0, ddof=1), (g * g).mean(0)
@@ -380,7 +380,7 @@ def predict_from_noise(updates, names, variant: Variant, usable: np.ndarray, noi
     measured = np.full((*shape, freqs.size), np.nan)
     predicted = measured.copy()
     err, low, high = (np.full(shape, np.nan) for _ in range(3))
-    for s in tqdm(np.flatnonzero(usable), desc=f"prediction {variant.name}", disable=not progress, leave=False):
+    for s in tqdm(np.flatnonzero(usable), desc=f"prediction {variant.name}", disable=not progress_enabled(progress), leave=False):
         d = member_series(updates, s, start, stop)
         dead = is_constant(d) | ~(noise.var[s] > 0)
         d[dead] = np.nan

@@ -35,7 +35,7 @@ from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
 from rvsp_jax.data import pixels as px
 from rvsp_jax.ensemble import Ensemble
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, progress_enabled, write_summary
 from rvsp_jax.studies.folder import finish_study, open_study
 
 EXPERIMENT = "pixels"
@@ -192,7 +192,7 @@ def analyse(config: TrainConfig, settings: PixelSettings, dataset: Dataset, *,
     if steps < 20:
         raise ValueError(f"the minibatch streams need at least 20 steps for the ADF/KPSS tests, got "
                          f"{steps}; raise --steps or --epochs")
-    bar = tqdm(total=3 + 2 * len(OBSERVABLES), desc="pixels analysis", disable=not progress)
+    bar = tqdm(total=3 + 2 * len(OBSERVABLES), desc="pixels analysis", disable=not progress_enabled(progress))
     m = n if settings.pca_images is None else min(settings.pca_images, n)
     images = dataset.train_images[:m]
     moments = px.pixel_moments(images)

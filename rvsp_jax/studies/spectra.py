@@ -40,7 +40,7 @@ from rvsp_jax.analysis.spectral import SHAPE_VERDICTS, spectral_shape
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.probes import ProbeConfig
 from rvsp_jax.studies import per_point
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, proportion_summary, write_summary
+from rvsp_jax.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
 
 EXPERIMENT = "spectra"
 TRAIN_DEFAULTS = {"seeds": 32, "steps": 4000, "chunk": 500}
@@ -211,7 +211,7 @@ def measure_layers(x, names, usable: np.ndarray, *, start: int = 0, nlags: int =
     acfs, psds = np.full((*shape, nlags + 1), np.nan), np.full((*shape, n_freq), np.nan)
     lb_p = np.full((n_members, x.shape[2]), np.nan)
     freqs = np.fft.rfftfreq(nperseg)
-    for s in tqdm(np.flatnonzero(usable), desc=desc, disable=not progress, leave=False):
+    for s in tqdm(np.flatnonzero(usable), desc=desc, disable=not progress_enabled(progress), leave=False):
         d = member_series(x, s, start)
         constant = is_constant(d)
         out["constant"][s] = per_layer(constant, groups)
@@ -275,7 +275,7 @@ def window_stationarity(x, names, usable: np.ndarray, *, start: int = 0, stop: i
     invalid = STATIONARITY_VERDICTS.index("invalid")
     passed = tested = 0
     drifts = []
-    for s in tqdm(np.flatnonzero(usable), desc="window stationarity", disable=not progress, leave=False):
+    for s in tqdm(np.flatnonzero(usable), desc="window stationarity", disable=not progress_enabled(progress), leave=False):
         d = member_series(x, s, start, stop)
         raw, _ = stationarity_verdicts(d, alpha)
         ok = raw != invalid
@@ -410,7 +410,7 @@ def phase_verdicts(x, usable: np.ndarray, *, alpha: float = 0.05, progress: bool
     members = np.flatnonzero(usable)
     for k, (name, a, b) in enumerate(bounds):
         adfs, kpsses = [], []
-        for s in tqdm(members, desc=f"ADF/KPSS {name}", disable=not progress, leave=False):
+        for s in tqdm(members, desc=f"ADF/KPSS {name}", disable=not progress_enabled(progress), leave=False):
             d = member_series(x, s, a, b)
             adfs.append(adf(d))
             kpsses.append(kpss(d))
