@@ -24,7 +24,7 @@ import pytest
 from rvsp_jax import devices as dev
 from rvsp_jax import launch, store
 
-from test_store import assert_same_recording
+from conftest import assert_same_recording
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--seeds", "4", "--steps", "40", "--chunk", "10", "--block", "1",
@@ -219,3 +219,30 @@ def test_the_launcher_refuses_a_command_line_without_a_module():
         with pytest.raises(SystemExit) as exit_:
             launch.main(argv)
         assert exit_.value.code == 2 or words in str(exit_.value.code)
+
+
+STUDY = ["--seeds", "2", "--steps", "64", "--chunk", "32", "--block", "1", "--probe-index", "2",
+         "--nlags", "8", "--nperseg", "16", "--variants", "sgd,momentum", "--frozen-batches", "16",
+         "--lr", "0.05,0.2"]
+
+
+@pytest.mark.slow
+def test_a_study_on_a_sweep_across_two_processes_writes_what_one_process_writes(hook_dir, tmp_path):
+    # a study folder (open_study / train_variant / finish_study), two variants, two grid points:
+    # process 0 writes the folder, summaries, reports and figures; process 1 only its chunks
+    one, two = tmp_path / "one", tmp_path / "two"
+    done = subprocess.run([sys.executable, "-m", "experiments.optimizers", *STUDY, "--devices", "2",
+                           "--out", str(one)], cwd=ROOT, env=env_for(hook_dir), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = launched(2, "experiments.optimizers", [*STUDY, "--out", str(two)], env_for(hook_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for variant in ("sgd", "momentum"):
+        assert_same_files(one / "runs" / variant, two / "runs" / variant)
+    for folder in ("points/0-lr=0.05", "points/1-lr=0.2"):
+        a, b = (json.loads((o / folder / "summary.json").read_text()) for o in (one, two))
+        assert a == b
+    a, b = (json.loads((o / "summary.json").read_text()) for o in (one, two))
+    assert a == b and json.loads((two / "manifest.json").read_text())["status"] == "complete"
+    assert sorted(p.name for p in (two / "figures").iterdir()) == ["statistics.pdf", "statistics.png"]
+    assert not list(two.rglob("*.tmp"))

@@ -2,8 +2,8 @@
 run whose numbers are checked against each other (updates = parameter differences exactly,
 activations = a fresh forward pass, summaries and norms recomputed from recorded values).
 
-``SMALL``, ``PROBES`` and :func:`record_small` are shared with test_store.py and
-test_train_experiment.py, so the one compiled ensemble serves all three files.
+The recorded run is conftest's ``small_run`` (``SMALL`` with ``PROBES``), shared with the store,
+integrity, reliability and command-line tests, so one compiled ensemble and one recording serve them.
 """
 
 import jax
@@ -18,22 +18,15 @@ from rvsp_jax.model import init_params, make_model
 from rvsp_jax.probes import ProbeConfig, make_probe, param_shapes, probe_batch, select_parameters
 from rvsp_jax.record import run
 
-SMALL = TrainConfig(seeds=3, steps=30, chunk=10, block=2)
-"""3 members, 3 chunks of 10 steps; S=3 is padded (2 per block) so padding is exercised."""
-PROBES = ProbeConfig(probes="params,updates,grads,weight_norms,activations,act_summary",
-                     index="all", batch=8)
+from conftest import PROBES, SMALL
+
 SHAPES = {"Dense_0/bias": (16,), "Dense_0/kernel": (784, 16), "Dense_1/bias": (16,),
           "Dense_1/kernel": (16, 16), "Dense_2/bias": (10,), "Dense_2/kernel": (16, 10)}
 
 
-def record_small(out, **kwargs):
-    """The uninterrupted reference recording of ``SMALL`` with ``PROBES`` in ``out``."""
-    return run(SMALL, PROBES, out, progress=False, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    return record_small(tmp_path_factory.mktemp("record") / "run")
+@pytest.fixture
+def recorded(small_run):
+    return small_run
 
 
 def as_tree(flat: np.ndarray, shapes) -> dict:

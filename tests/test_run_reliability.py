@@ -25,35 +25,22 @@ from rvsp_jax.ensemble import member_keys, root_key
 from rvsp_jax.probes import ProbeConfig
 from rvsp_jax.runfolder import RunFolderError, RunLock
 
-from test_record import PROBES, SMALL, record_small
-from test_store import assert_same_recording
+from conftest import PROBES, ROOT, SMALL, TRAIN_ARGS as ARGS, assert_same_recording, hooked_train_script, \
+    record_small, subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--seeds", str(SMALL.seeds), "--steps", str(SMALL.steps), "--chunk", str(SMALL.chunk),
-        "--block", str(SMALL.block), "--probes", PROBES.probes, "--probe-index", PROBES.index,
-        "--probe-batch", str(PROBES.batch), "--devices", str(len(jax.devices()))]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RVSP_JAX_HOST_DEVICES": str(len(jax.devices()))}
+ENV = subprocess_env()
 
 # experiments.train that sends itself SIGNAL from the training loop when it takes the host copy of
 # its first checkpoint (chunk 1 done, chunk 2 computing): as a Ctrl-C mid-run, at a fixed point
-SIGNAL_AT_FIRST_CHECKPOINT = textwrap.dedent("""
-    import os, runpy, signal, sys
-    import rvsp_jax.record as record
-    copy, sig = record.host_state, getattr(signal, os.environ["SEND_SIGNAL"])
-    def copy_then_signal(*args, **kwargs):
-        if not getattr(copy_then_signal, "sent", False):
-            copy_then_signal.sent = True
-            os.kill(os.getpid(), sig)
-        return copy(*args, **kwargs)
-    record.host_state = copy_then_signal
-    sys.argv = ["experiments.train", *sys.argv[1:]]
-    runpy.run_module("experiments.train", run_name="__main__")
+SIGNAL_AT_FIRST_CHECKPOINT = hooked_train_script("rvsp_jax.record", "host_state", """
+    if calls == 1:
+        os.kill(os.getpid(), getattr(signal, os.environ["SEND_SIGNAL"]))
 """)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    return record_small(tmp_path_factory.mktemp("reliability") / "reference")
+@pytest.fixture
+def reference(small_run):
+    return small_run
 
 
 def exit_message(call) -> str:

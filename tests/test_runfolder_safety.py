@@ -17,8 +17,7 @@ from rvsp_jax.data import load
 from rvsp_jax.ensemble import Ensemble
 from rvsp_jax.runfolder import RunFolderError
 
-from test_record import record_small
-from test_store import assert_same_recording
+from conftest import assert_same_recording, record_small
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--seeds", "2", "--steps", "4", "--chunk", "2", "--block", "1", "--probes", "params",

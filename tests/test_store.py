@@ -22,25 +22,12 @@ from rvsp_jax.record import run
 from rvsp_jax.runfolder import RunFolderError
 from rvsp_jax.store import ChunkWriter, StoreError, chunk_shape, open_run
 
-from test_record import PROBES, SMALL, record_small
+from conftest import PROBES, SMALL, assert_same_recording, record_small
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    return record_small(tmp_path_factory.mktemp("store") / "reference")
-
-
-def assert_same_recording(a, b):
-    """Every array, the final parameters and test metrics of two runs are bit-identical."""
-    assert a.arrays == b.arrays and a.probe_names == b.probe_names
-    for name in a.arrays:
-        np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
-    fa, fb = a.final(), b.final()
-    for layer in fa.params:
-        for leaf in fa.params[layer]:
-            np.testing.assert_array_equal(fa.params[layer][leaf], fb.params[layer][leaf])
-    for field in store.FinalResult._fields[1:]:
-        np.testing.assert_array_equal(getattr(fa, field), getattr(fb, field))
+@pytest.fixture
+def reference(small_run):
+    return small_run
 
 
 # ---- layout ---------------------------------------------------------------------------------------

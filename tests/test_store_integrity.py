@@ -18,12 +18,12 @@ from rvsp_jax import record, runfolder, store
 from rvsp_jax.probes import ProbeConfig
 from rvsp_jax.store import StoreError, open_run
 
-from test_record import PROBES, SMALL, record_small
+from conftest import PROBES, SMALL, record_small
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    return record_small(tmp_path_factory.mktemp("integrity") / "reference")
+@pytest.fixture
+def reference(small_run):
+    return small_run
 
 
 @pytest.fixture

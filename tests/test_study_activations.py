@@ -15,7 +15,7 @@ from rvsp_jax.runfolder import read_manifest, write_manifest
 from rvsp_jax.store import open_run
 from rvsp_jax.studies import activations as act
 
-from test_study_pixels import assert_finite_summary, assert_valid_figure
+from conftest import assert_finite_summary, assert_valid_figure
 
 ARGS = ["--seeds", "3", "--steps", "60", "--chunk", "20", "--block", "2", "--activation", "relu",
         "--probe-every", "2", "--probe-batch", "8", "--devices", str(len(jax.devices()))]

@@ -20,7 +20,7 @@ from rvsp_jax.studies import noise
 from rvsp_jax.studies.noise import (
     NoiseSettings, NoUsableMembersError, _standardised, gaussian_reference, measure_step, parameter_groups)
 
-from test_study_spectra import assert_figures
+from conftest import assert_figures
 
 FIGURES = ("tail_index", "tail_by_layer", "noise_scale", "noise_distribution")
 

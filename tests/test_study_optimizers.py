@@ -16,7 +16,7 @@ from rvsp_jax.config import TrainConfig
 from rvsp_jax.studies import optimizers as opt
 from rvsp_jax.studies.optimizers import PRESETS, Variant, fit_theory, parse_variants
 
-from test_study_spectra import assert_figures
+from conftest import assert_figures
 
 FIGURES = ("update_acf", "update_psd", "psd_prediction", "prediction_error")
 BASE = TrainConfig()

@@ -3,11 +3,9 @@ and the study's minibatch streams against the minibatches the trainer really use
 records each step's labels and mean intensity, over several epochs of a small data set)."""
 
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib.image
 import numpy as np
 import pytest
 
@@ -17,27 +15,12 @@ from rvsp_jax.data import Dataset, load
 from rvsp_jax.ensemble import train
 from rvsp_jax.studies import pixels
 
+from conftest import assert_finite_summary, assert_valid_figure
+
 ARGS = ["--seeds", "3", "--steps", "60", "--pca-images", "1500", "--nlags", "10", "--nperseg", "32",
         "--devices", str(len(jax.devices()))]
 FIGURES = ("pixel_maps", "class_means", "pca_spectrum", "pca_components", "pixel_correlation",
            "stream_traces", "label_histogram", "stream_acf", "stream_psd", "stream_stationarity")
-
-
-def assert_valid_figure(folder: Path, name: str) -> None:
-    png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    assert matplotlib.image.imread(png).ndim == 3
-    data = pdf.read_bytes()
-    assert data.startswith(b"%PDF-") and b"%%EOF" in data[-64:], pdf
-
-
-def assert_finite_summary(obj, path="summary"):
-    """MemberSummary-like dicts (mean/lo/hi) have finite means, unless every member was excluded."""
-    if isinstance(obj, dict):
-        if {"mean", "lo", "hi", "n"} <= set(obj):
-            assert obj["n"] == 0 or obj["mean"] is not None, path
-        for k, v in obj.items():
-            assert_finite_summary(v, f"{path}.{k}")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ vs white noise by phase, excluded members, constant processes)."""
 
 import json
 
-import matplotlib.image
 import numpy as np
 import pytest
 
@@ -15,19 +14,11 @@ from rvsp_jax.studies.spectra import (
     layer_groups, layer_of, measure_layers, normalised_psd, phase_bounds, phase_verdicts,
     layer_verdict_fractions)
 
+from conftest import assert_figures
+
 FIGURES = ("acf_by_layer", "psd_by_layer", "spectral_summary", "stationarity")
 ARGS = ["--seeds", "3", "--steps", "96", "--chunk", "48", "--block", "2", "--probe-index", "2",
         "--nlags", "10", "--nperseg", "32", "--burn-in", "0.25"]
-
-
-def assert_figures(folder, names):
-    for name in names:
-        png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-        image = matplotlib.image.imread(png)
-        assert image.ndim == 3 and min(image.shape[:2]) > 100
-        data = pdf.read_bytes()
-        assert data.startswith(b"%PDF-") and b"%%EOF" in data[-64:], pdf
 
 
 @pytest.fixture(scope="module")

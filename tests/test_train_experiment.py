@@ -6,11 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 import zarr
@@ -18,34 +16,19 @@ import zarr
 from experiments.train import main
 from rvsp_jax.store import open_run
 
-from test_record import PROBES, SMALL, record_small
-from test_store import assert_same_recording
-
-ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--seeds", str(SMALL.seeds), "--steps", str(SMALL.steps), "--chunk", str(SMALL.chunk),
-        "--block", str(SMALL.block), "--probes", PROBES.probes, "--probe-index", PROBES.index,
-        "--probe-batch", str(PROBES.batch), "--devices", str(len(jax.devices()))]
+from conftest import ROOT, SMALL, TRAIN_ARGS as ARGS, assert_same_recording, hooked_train_script
 
 # Runs experiments.train with its second checkpoint held back, so the process is reliably killed
 # with chunk 1 complete on disk and chunk 2's arrays written past the checkpoint.
-HOLD_SECOND_CHECKPOINT = textwrap.dedent("""
-    import runpy, sys, time
-    import rvsp_jax.store as store
-    save, calls = store.save_checkpoint, []
-    def held(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            time.sleep(600)
-        return save(*args, **kwargs)
-    store.save_checkpoint = held
-    sys.argv = ["experiments.train", *sys.argv[1:]]
-    runpy.run_module("experiments.train", run_name="__main__")
+HOLD_SECOND_CHECKPOINT = hooked_train_script("rvsp_jax.store", "save_checkpoint", """
+    if calls == 2:
+        time.sleep(600)
 """)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    return record_small(tmp_path_factory.mktemp("train") / "reference")
+@pytest.fixture
+def reference(small_run):
+    return small_run
 
 
 def steps_completed(out: Path) -> int:
