@@ -47,8 +47,14 @@ def open_study(out, experiment: str, settings: dict, *, resume: bool = False, ov
     ``settings`` is everything that determines the study's numbers (JSON-ready); resuming with other
     settings is refused with the differences listed. The folder stays locked against other
     processes until :func:`finish_study` (or this process ends).
+
+    In a run that spans processes only process 0 creates, locks and writes the folder; the others
+    wait until it has (a refusal on process 0 ends them through the launcher).
     """
     out = Path(out)
+    if not dev.is_writer():
+        dev.sync("rvsp_jax: study folder open")
+        return out
     if resume and overwrite:
         raise runfolder.RunFolderError("--resume and --overwrite exclude each other")
     aside = None
@@ -81,6 +87,7 @@ def open_study(out, experiment: str, settings: dict, *, resume: bool = False, ov
         raise
     runfolder.discard(aside)  # the replaced study, moved aside, once the new one has started
     (out / "figures").mkdir(exist_ok=True)
+    dev.sync("rvsp_jax: study folder open")
     return out
 
 
@@ -92,6 +99,8 @@ def train_variant(out, name: str, config: TrainConfig, probes: ProbeConfig, *, r
     again = resume and (folder / runfolder.MANIFEST).exists()
     run = record.run(config, probes, folder, resume=again, dataset=dataset,
                      experiment=f"{experiment}/{name}", progress=progress)
+    if not dev.is_writer():
+        return run
     manifest = runfolder.read_manifest(out)
     manifest.setdefault("runs", {})[name] = {"folder": f"runs/{name}", "config_hash": config.digest()}
     runfolder.write_manifest(out, manifest)
@@ -99,7 +108,10 @@ def train_variant(out, name: str, config: TrainConfig, probes: ProbeConfig, *, r
 
 
 def finish_study(out, **updates) -> None:
-    """Mark the study folder complete (after summary.json, report.md and figures are written)."""
+    """Mark the study folder complete (after summary.json, report.md and figures are written; in a
+    run that spans processes, by process 0)."""
+    if not dev.is_writer():
+        return
     manifest = runfolder.read_manifest(out)
     manifest.update(updates, status="complete", updated=_now())
     runfolder.write_manifest(out, manifest)

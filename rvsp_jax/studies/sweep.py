@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from rvsp_jax import plots, record
+from rvsp_jax import devices, plots, record
 from rvsp_jax.analysis import assess_many, band_power_ratio, tail_verdict, welch
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.probes import ProbeConfig
@@ -228,7 +228,8 @@ def run_study(config: TrainConfig, settings: SweepSettings, out, *, resume: bool
     write_summary(out, {"settings": dataclasses.asdict(settings), **analysis})
     plots.save_figure(figure(analysis), out / "figures", "sweep")
     text = report(analysis, command)
-    tmp = out / "report.md.tmp"
-    tmp.write_text(text)
-    tmp.replace(out / "report.md")
+    if devices.is_writer():  # process 0 writes (write_summary and save_figure check it themselves)
+        tmp = out / "report.md.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / "report.md")
     return out
