@@ -284,3 +284,13 @@ def test_refusals(study, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*ARGS, "--activations", "relu", "--out", str(tmp_path / "x")])
     assert "at least two different" in capsys.readouterr().err
+
+
+def test_sweep_statistics_repeat_the_paired_differences_of_the_equal_steps_window(study):
+    summary = json.loads((study / "summary.json").read_text())
+    stats = cmp.sweep_statistics(summary)
+    updates = summary["windows"]["equal_steps"]["metrics"]["updates"]
+    for layer, entry in updates.items():
+        got = stats["updates log10_var: paired difference"][f"{layer} (relu - sigmoid)"]
+        assert got == entry["log10_var"]["paired"]["relu - sigmoid"]["diff"]["mean"]
+    assert set(stats["test accuracy"]) == {"sigmoid", "relu"}

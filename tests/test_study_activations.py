@@ -158,3 +158,12 @@ def test_refusals(study, tmp_path, capsys):
     assert "probe_batch must be >= 2" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="too few"):
         main([*ARGS, "--phases", "4", "--out", str(tmp_path / "y")])
+
+
+def test_sweep_statistics_repeat_the_last_recording_of_every_layer_statistic(study):
+    summary = json.loads((study / "summary.json").read_text())
+    stats = act.sweep_statistics(summary)
+    for layer, entry in summary["layers"].items():
+        assert stats["dead (last recording)"][layer] == entry["statistics"]["dead"]["end"]["mean"]
+        assert 0 <= stats["dead (last recording)"][layer] <= 1
+        assert stats["drift from the start (last recording)"][layer] == entry["drift"]["end"]["mean"]

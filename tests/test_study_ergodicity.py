@@ -274,3 +274,12 @@ def test_a_run_where_most_or_all_members_diverge_still_reports_or_refuses_in_one
     with pytest.raises(SystemExit) as exit_:
         main([*diverging[:-1], "1e30", "--out", str(tmp_path / "all")])
     assert "every member" in str(exit_.value.code) and "diverged" in str(exit_.value.code)
+
+
+def test_sweep_statistics_repeat_the_verdict_shares_and_ratios_of_the_summary(tiny):
+    summary = json.loads((tiny / "summary.json").read_text())
+    stats = E.sweep_statistics(summary)
+    for group, g in summary["groups"].items():
+        shares = [stats[f"{v} (fraction)"][group] for v in E.VERDICT_COLOURS]
+        assert sum(shares) == pytest.approx(1.0) and shares[0] == g["ergodic"] / g["n"]
+        assert stats["variance ratio (median)"][group] == g["median_ratio"]

@@ -255,3 +255,15 @@ def test_standardised_noise_has_unit_scale():
     assert along.shape == (250,)
     np.testing.assert_allclose(along.reshape(50, 5).std(0), 1)
     np.testing.assert_allclose(along.reshape(50, 5).mean(0), 0, atol=1e-12)
+
+
+def test_sweep_statistics_repeat_the_late_window_tail_numbers(study):
+    summary = json.loads((study / "summary.json").read_text())
+    stats = noise.sweep_statistics(summary)
+    late = summary["tails"]["late"]
+    assert set(stats["along: gaussian (fraction)"]) == set(late)
+    for group, entry in late.items():
+        verdicts = entry["along_iterations"]["verdicts"]
+        assert stats["along: gaussian (fraction)"][group] == verdicts["gaussian"]["mean"]
+        assert 0 <= stats["along: infinite-variance (fraction)"][group] <= 1
+    assert stats["noise scale B_simple (last step)"]["all"] == summary["noise_scale"]["b_simple"]["last"]["mean"] > 0

@@ -255,3 +255,15 @@ def test_adam_approximation_is_close_for_stationary_white_gradients():
     fit = fit_theory(updates, grads, NAMES, variant, np.ones(2, bool), start=512, nperseg=256)
     # approximation: vhat ~ E[g^2] with b2 = 0.999 (measured at most 0.031)
     assert np.nanmax(fit.rel_error) < 0.1, fit.rel_error
+
+
+def test_sweep_statistics_repeat_band_ratios_and_prediction_errors(study):
+    summary = json.loads((study / "summary.json").read_text())
+    stats = opt.sweep_statistics(summary)
+    for name, v in summary["variants"].items():
+        assert stats["test accuracy"][name] == v["test_accuracy"]["mean"]
+        for layer, entry in v["layers"].items():
+            assert stats["band power ratio low/high"][f"{name} {layer}"] == entry["band_power_ratio"]["mean"]
+        for layer, entry in v["prediction"]["layers"].items():
+            assert stats["prediction: median relative error"][f"{name} {layer}"] == \
+                entry["median_relative_error"]["mean"]
