@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rvsp_jax.analysis._common import as_real, block_slices, restore_time, time_last
+
 __all__ = ["DriftSummary", "RollingMeanVar", "measure_drift", "rolling_mean_var"]
 
 # Elements of the largest temporary per block of windows (about 32 MiB of float64).
@@ -50,10 +52,7 @@ class DriftSummary(NamedTuple):
 
 
 def _check_window(x, window, step) -> tuple[np.ndarray, int, int]:
-    arr = np.asarray(x)
-    if arr.ndim == 0:
-        raise ValueError("x must have a time axis (last axis); got a scalar. Pass x: [..., T].")
-    arr = arr.astype(np.float64, copy=False)
+    arr = as_real(x).astype(np.float64, copy=False)
     nobs = arr.shape[-1]
     for name, value in (("window", window), ("step", step)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
@@ -70,15 +69,18 @@ def _check_window(x, window, step) -> tuple[np.ndarray, int, int]:
     return arr, window, step
 
 
-def rolling_mean_var(x, window: int, step: int | None = None, *, ddof: int = 0) -> RollingMeanVar:
+def rolling_mean_var(x, window: int, step: int | None = None, *, ddof: int = 0,
+                     axis: int = -1) -> RollingMeanVar:
     """Mean and variance of every series over windows of ``window`` steps.
 
     x: [..., T] -> :class:`RollingMeanVar` with mean, var [..., W], W = (T - window) // step + 1,
     windows starting at 0, step, 2 step, ... (step defaults to window: non-overlapping blocks;
     trailing steps that do not fill a window are dropped). var divides by ``window - ddof``.
     Float64; each window equals ``np.mean`` / ``np.var(ddof=ddof)`` of its slice (two-pass).
-    A NaN in a window makes that window's moments NaN only.
+    A NaN in a window makes that window's moments NaN only. ``axis``: the time axis of x; the
+    window axis of mean and var takes its place.
     """
+    x, pos = time_last(x, axis)
     arr, window, step = _check_window(x, window, step)
     if not 0 <= int(ddof) < window:
         raise ValueError(f"ddof must be in [0, window); got ddof={ddof}, window={window}.")
@@ -89,11 +91,12 @@ def rolling_mean_var(x, window: int, step: int | None = None, *, ddof: int = 0) 
     mean = np.empty(arr.shape[:-1] + (starts.size,))
     var = np.empty_like(mean)
     with np.errstate(invalid="ignore", over="ignore"):
-        for lo in range(0, starts.size, per_block):
-            block = views[..., lo : lo + per_block, :]
-            mean[..., lo : lo + per_block] = block.mean(axis=-1)
-            var[..., lo : lo + per_block] = block.var(axis=-1, ddof=int(ddof))
-    return RollingMeanVar(mean, var, starts)
+        for win in block_slices(starts.size, per_block):
+            block = views[..., win, :]
+            mean[..., win] = block.mean(axis=-1)
+            var[..., win] = block.var(axis=-1, ddof=int(ddof))
+    return RollingMeanVar(restore_time(mean, pos, keeps_axis=True),
+                          restore_time(var, pos, keeps_axis=True), starts)
 
 
 def _slope(t: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -102,7 +105,7 @@ def _slope(t: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (y - y.mean(axis=-1, keepdims=True)) @ tc / (tc @ tc)
 
 
-def measure_drift(x, window: int, step: int | None = None) -> DriftSummary:
+def measure_drift(x, window: int, step: int | None = None, *, axis: int = -1) -> DriftSummary:
     """Drift of the rolling mean and variance of every series.
 
     x: [..., T] -> :class:`DriftSummary` of [...] arrays (float64). Fits ordinary least-squares
@@ -114,7 +117,9 @@ def measure_drift(x, window: int, step: int | None = None) -> DriftSummary:
     with standard error ``sqrt(12 (W - 1) / (window W (W + 1)))`` (W windows), about
     ``sqrt(12 / (window W))``. Needs at least two windows.
     Constant series give NaN drifts (0/0) without warnings; NaN propagates per series.
+    ``axis``: the time axis of x; results have x's shape without it.
     """
+    x = time_last(x, axis)[0]
     stats = rolling_mean_var(x, window, step)
     if stats.starts.size < 2:
         raise ValueError(

@@ -49,15 +49,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import os
 from collections.abc import Callable
 
 import numpy as np
-import scipy.fft
 import scipy.special
 import scipy.stats
 
 from rvsp_jax.analysis import lrv
+from rvsp_jax.analysis._common import (
+    as_int as _as_int, as_real, block_slices, ensemble_last, fft_autocov, restore_ensemble,
+    restore_members)
 
 __all__ = [
     "VERDICTS",
@@ -82,7 +83,6 @@ __all__ = [
 
 # Elements of the largest [S, p, T] temporary per block of observables (32 MiB of float64).
 _BLOCK_ELEMENTS = 1 << 22
-_WORKERS = os.cpu_count() or 1
 # Fits start at FIT_TAUS integrated autocorrelation times (local AR(1) slope there: about -0.87).
 _FIT_TAUS = 4.0
 # Distribution check: fewest thinned samples per member; most thinned samples per member (bounds
@@ -243,25 +243,12 @@ def _as_ensemble(x, name: str = "x") -> np.ndarray:
     Float inputs keep their dtype (blocks are converted to float64 as they are processed, so a
     large float32 array is never copied whole); other real inputs become float64.
     """
-    arr = np.asarray(x)
-    if arr.ndim < 2:
-        raise ValueError(
-            f"{name} must have a member axis (first) and a time axis (last), e.g. x: [S, T] or "
-            f"[S, P, T]; got shape {arr.shape}. For a single series use x[None]."
-        )
-    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"{name} must be real-valued; got dtype {arr.dtype}.")
+    arr = as_real(x, name=name, min_ndim=2,
+                  what="a member axis (first) and a time axis (last), e.g. x: [S, T] or [S, P, T]",
+                  hint="For a single series use x[None].")
     if arr.shape[0] < 1 or arr.shape[-1] < 1:
         raise ValueError(f"{name} has an empty member or time axis: shape {arr.shape}.")
     return arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float64)
-
-
-def _as_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer; got {value!r}.")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}.")
-    return int(value)
 
 
 def _as_rng(rng) -> np.random.Generator:
@@ -284,17 +271,19 @@ def _map_observables(fn: Callable[..., tuple], x3: np.ndarray, *args, cost: int 
     cost: temporaries per element of x3, to size the blocks.
     """
     S, P, T = x3.shape
-    block = max(1, _BLOCK_ELEMENTS // max(1, S * T * cost))
     parts = [
-        fn(x3[:, i : i + block].astype(np.float64), *(a[i : i + block] for a in args))
-        for i in range(0, P, block)
+        fn(x3[:, rows].astype(np.float64), *(a[rows] for a in args))
+        for rows in block_slices(P, _BLOCK_ELEMENTS // max(1, S * T * cost))
     ]
     return tuple(np.concatenate(col, axis=0) for col in zip(*parts))
 
 
-def finite_members(x) -> np.ndarray:
-    """x: [S, ..., T] -> bool [S, ...]: True where member s's series is finite at every step."""
-    return np.isfinite(_as_ensemble(x)).all(axis=-1)
+def finite_members(x, *, member_axis: int = 0, axis: int = -1) -> np.ndarray:
+    """x: [S, ..., T] -> bool [S, ...]: True where member s's series is finite at every step.
+
+    (With ``member_axis``/``axis``: x's shape without the time axis.)"""
+    x, pos = ensemble_last(x, member_axis, axis)
+    return restore_members(np.isfinite(_as_ensemble(x)).all(axis=-1), pos, keeps_time=False)
 
 
 def _deviations(x3: np.ndarray, valid: np.ndarray | None = None):
@@ -351,37 +340,40 @@ def _safe_log(v: np.ndarray) -> np.ndarray:
 # Cross-sections and time averages
 
 
-def ensemble_mean(x) -> np.ndarray:
+def ensemble_mean(x, *, member_axis: int = 0, axis: int = -1) -> np.ndarray:
     """x: [S, ..., T] -> [..., T]: mean over the finite members at each step (NaN if none)."""
+    x, pos = ensemble_last(x, member_axis, axis)
     x = _as_ensemble(x).astype(np.float64, copy=False)
     x3 = _flat(x)
     valid = np.isfinite(x3).all(axis=-1)
     n = valid.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(valid[..., None], x3, 0.0).sum(axis=0) / n[:, None]
-    return mean.reshape(x.shape[1:])
+    return restore_ensemble(mean.reshape(x.shape[1:]), pos)
 
 
-def ensemble_variance(x, *, ddof: int = 1) -> np.ndarray:
+def ensemble_variance(x, *, ddof: int = 1, member_axis: int = 0, axis: int = -1) -> np.ndarray:
     """x: [S, ..., T] -> [..., T]: variance over the finite members at each step.
 
     Divides by ``n_finite - ddof`` (ddof=1: unbiased, as ``np.var(x, axis=0, ddof=1)`` on the finite
     members); NaN where ``n_finite <= ddof``.
     """
     ddof = _as_int(ddof, "ddof", 0)
+    x, pos = ensemble_last(x, member_axis, axis)
     x = _as_ensemble(x).astype(np.float64, copy=False)
     dev, _, n = _deviations(_flat(x))
     with np.errstate(invalid="ignore", divide="ignore"):
         var = (dev * dev).sum(axis=0) / np.where(n > ddof, n - ddof, np.nan)[:, None]
-    return var.reshape(x.shape[1:])
+    return restore_ensemble(var.reshape(x.shape[1:]), pos)
 
 
-def time_averages(x, window: int) -> np.ndarray:
+def time_averages(x, window: int, *, member_axis: int = 0, axis: int = -1) -> np.ndarray:
     """x: [S, ..., T] -> [S, ..., T // window]: each member's mean over non-overlapping windows.
 
     Blocks are aligned to the end of the series (the first ``T % window`` steps are dropped, the
     earliest being the least converged). A member with a non-finite value gets NaN blocks.
     """
+    x, pos = ensemble_last(x, member_axis, axis)
     x = _as_ensemble(x).astype(np.float64, copy=False)
     T = x.shape[-1]
     window = _as_int(window, "window", 1)
@@ -389,17 +381,18 @@ def time_averages(x, window: int) -> np.ndarray:
         raise ValueError(f"window={window} exceeds the {T} steps of x; pass window <= T.")
     nb = T // window
     out = x[..., T - nb * window :].reshape(x.shape[:-1] + (nb, window)).mean(axis=-1)
-    return np.where(finite_members(x)[..., None], out, np.nan)
+    return restore_members(np.where(finite_members(x)[..., None], out, np.nan), pos)
 
 
-def running_average(x) -> np.ndarray:
+def running_average(x, *, member_axis: int = 0, axis: int = -1) -> np.ndarray:
     """x: [S, ..., T] -> [S, ..., T]: xbar_s(t) = (1/t) sum_{u <= t} x_s(u), t = 1..T (cumulative).
 
     A member with a non-finite value gets NaN throughout.
     """
+    x, pos = ensemble_last(x, member_axis, axis)
     x = _as_ensemble(x).astype(np.float64, copy=False)
     run = np.cumsum(x, axis=-1) / np.arange(1, x.shape[-1] + 1)
-    return np.where(finite_members(x)[..., None], run, np.nan)
+    return restore_members(np.where(finite_members(x)[..., None], run, np.nan), pos)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,10 +403,8 @@ def _tau_block(dev: np.ndarray, n: np.ndarray, c: float) -> np.ndarray:
     """Sokal-windowed tau_int of the member-averaged autocovariance. dev: [S, p, T] -> [p]."""
     S, p, T = dev.shape
     d = dev - dev.mean(axis=-1, keepdims=True)  # each member about its own time mean
-    nfft = scipy.fft.next_fast_len(2 * T - 1, real=True)
-    f = scipy.fft.rfft(d, n=nfft, axis=-1, workers=_WORKERS)
-    power = (f.real**2 + f.imag**2).sum(axis=0) / np.maximum(n, 1)[:, None]
-    acov = scipy.fft.irfft(power, n=nfft, axis=-1, workers=_WORKERS)[:, :T]
+    # member-averaged autocovariance sums: power spectra pooled over members before inverting
+    acov = fft_autocov(d, 2 * T - 1, T, pool=lambda power: power.sum(axis=0) / np.maximum(n, 1)[:, None])
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = acov / acov[:, :1]
     taus = 2.0 * np.cumsum(rho, axis=-1) - 1.0  # tau(M) = 1 + 2 sum_{k=1..M} rho(k)
@@ -423,7 +414,7 @@ def _tau_block(dev: np.ndarray, n: np.ndarray, c: float) -> np.ndarray:
     return np.where(acov[:, 0] > 0, tau, np.nan)
 
 
-def integrated_autocorr_time(x, *, c: float = 5.0) -> np.ndarray:
+def integrated_autocorr_time(x, *, c: float = 5.0, member_axis: int = 0, axis: int = -1) -> np.ndarray:
     """x: [S, ..., T] -> [...]: integrated autocorrelation time tau_int = 1 + 2 sum_k rho(k), in steps.
 
     rho is the autocorrelation of the fluctuations ``x_s(t) - <x(t)>`` about each member's own time
@@ -433,7 +424,7 @@ def integrated_autocorr_time(x, *, c: float = 5.0) -> np.ndarray:
     as ``emcee.autocorr.integrated_time``, applied to the pooled ACF). For AR(1),
     ``tau_int = (1 + phi)/(1 - phi)``. NaN for an observable without fluctuations.
     """
-    x = _as_ensemble(x)
+    x = _as_ensemble(ensemble_last(x, member_axis, axis)[0])
     if not c > 0:
         raise ValueError(f"c must be positive; got {c!r}.")
     def block(b):
@@ -552,6 +543,8 @@ def variance_scaling(
     n_boot: int = 1000,
     ci: float = 0.95,
     rng: int | np.random.Generator = 0,
+    member_axis: int = 0,
+    axis: int = -1,
 ) -> VarianceScaling:
     """Variance across members of each member's W-step time average, versus W; log-log slope.
 
@@ -579,7 +572,10 @@ def variance_scaling(
       n_boot: bootstrap resamples (0 skips the interval: ci_low/ci_high are NaN).
       ci: coverage of the interval.
       rng: int seed or numpy Generator for the resampling.
+      member_axis, axis: the member and time axes of x; ``variance`` puts its window axis where
+        time was among the axes left once members are gone.
     """
+    x, pos = ensemble_last(x, member_axis, axis)
     x = _as_ensemble(x)
     S, T = x.shape[0], x.shape[-1]
     n_boot = _as_int(n_boot, "n_boot", 0)
@@ -608,7 +604,7 @@ def variance_scaling(
     lead = x.shape[1:-1]
     return VarianceScaling(
         windows=windows,
-        variance=variance.reshape(lead + (len(windows),)),
+        variance=restore_ensemble(variance.reshape(lead + (len(windows),)), pos),
         slope=slope.reshape(lead),
         ci_low=lo.reshape(lead),
         ci_high=hi.reshape(lead),
@@ -636,7 +632,8 @@ def _omega_exponent(omega: np.ndarray, fit_start: np.ndarray, n_points: int = 32
     return _ols_slope(np.log(t.astype(float)), _safe_log(omega[:, t - 1]), use)
 
 
-def fluctuation_metric(x, *, fit_start: int | None = None) -> FluctuationMetric:
+def fluctuation_metric(x, *, fit_start: int | None = None, member_axis: int = 0,
+                       axis: int = -1) -> FluctuationMetric:
     """Thirumalai-Mountain fluctuation metric Omega(t) of x: [S, ..., T] and its decay exponent.
 
     ``Omega(t) = mean_s (xbar_s(t) - <xbar(t)>)^2`` over the finite members, with ``xbar_s(t)`` the
@@ -644,8 +641,10 @@ def fluctuation_metric(x, *, fit_start: int | None = None) -> FluctuationMetric:
     Mountain & Kirkpatrick, Phys. Rev. A 39, 3563, 1989). Ergodic: ``Omega(t) ~ 1/t`` (exponent -1)
     once ``t >> tau_int``; a random intercept leaves a plateau (0); a random walk grows (+1).
     The exponent is a least-squares log-log slope over log-spaced ``t >= fit_start``, by default
-    ``clip(ceil(4 tau_int), 1, T // 8)``. Float64.
+    ``clip(ceil(4 tau_int), 1, T // 8)``. Float64. With ``member_axis``/``axis``, omega's time axis
+    stays where it was among the axes left once members are gone.
     """
+    x, pos = ensemble_last(x, member_axis, axis)
     x = _as_ensemble(x)
     x3 = _flat(x)
     T = x.shape[-1]
@@ -662,7 +661,8 @@ def fluctuation_metric(x, *, fit_start: int | None = None) -> FluctuationMetric:
 
     omega, exponent = _map_observables(block, x3, start, cost=3)
     lead = x.shape[1:-1]
-    return FluctuationMetric(omega.reshape(lead + (T,)), exponent.reshape(lead), start.reshape(lead))
+    return FluctuationMetric(restore_ensemble(omega.reshape(lead + (T,)), pos), exponent.reshape(lead),
+                             start.reshape(lead))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -678,19 +678,21 @@ def _as_lags(lags, T: int) -> np.ndarray:
     return lags.astype(np.int64)
 
 
-def tamsd(x, lags) -> np.ndarray:
+def tamsd(x, lags, *, member_axis: int = 0, axis: int = -1) -> np.ndarray:
     """Time-averaged mean squared displacement of each member: x: [S, ..., T] -> [S, ..., L].
 
     ``TAMSD_s(lag) = (1/(T - lag)) sum_{t=0}^{T-lag-1} (x_s(t + lag) - x_s(t))^2`` (Metzler et al.
     2014, discretised: T recorded positions). Float64; NaN for a member with non-finite values.
+    With ``member_axis``/``axis``, members stay on their axis and the lag axis takes time's place.
     """
+    x, pos = ensemble_last(x, member_axis, axis)
     x = _as_ensemble(x).astype(np.float64, copy=False)
     lags = _as_lags(lags, x.shape[-1])
     out = np.stack([np.mean((x[..., lag:] - x[..., :-lag]) ** 2, axis=-1) for lag in lags], axis=-1)
-    return np.where(finite_members(x)[..., None], out, np.nan)
+    return restore_members(np.where(finite_members(x)[..., None], out, np.nan), pos)
 
 
-def ergodicity_breaking(x, lags) -> np.ndarray:
+def ergodicity_breaking(x, lags, *, member_axis: int = 0, axis: int = -1) -> np.ndarray:
     """Ergodicity-breaking parameter ``EB(lag) = <TAMSD^2>/<TAMSD>^2 - 1``: [S, ..., T] -> [..., L].
 
     ``<.>`` is the mean over finite members (ddof=0), TAMSD from :func:`tamsd`. R. Metzler, J.-H. Jeon,
@@ -699,7 +701,9 @@ def ergodicity_breaking(x, lags) -> np.ndarray:
     ``EB ~ (4/3) lag/T`` for ``1 << lag << T``; it stays finite for non-ergodic diffusion
     (e.g. continuous-time random walks). It measures the increments only: a constant member-specific
     offset (random intercept) cancels and gives EB -> 0. NaN with fewer than one finite member.
+    With ``member_axis``/``axis``, the lag axis takes time's place among the axes left.
     """
+    x, pos = ensemble_last(x, member_axis, axis)
     x = _as_ensemble(x)
     d = tamsd(x, lags)
     valid = finite_members(x)[..., None]
@@ -707,7 +711,7 @@ def ergodicity_breaking(x, lags) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         m1 = np.where(valid, d, 0.0).sum(axis=0) / n
         m2 = np.where(valid, d * d, 0.0).sum(axis=0) / n
-        return m2 / (m1 * m1) - 1.0
+        return restore_ensemble(m2 / (m1 * m1) - 1.0, pos)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -773,7 +777,8 @@ def _ks_block(x3: np.ndarray, valid: np.ndarray, tau: np.ndarray, thin_factor: f
 
 
 def distribution_check(
-    x, *, tau=None, thin_factor: float = 3.0, max_pairs: int = 16
+    x, *, tau=None, thin_factor: float = 3.0, max_pairs: int = 16, member_axis: int = 0,
+    axis: int = -1,
 ) -> DistributionCheck:
     """Does one member's distribution over time match the ensemble's distribution at its steps?
 
@@ -798,9 +803,10 @@ def distribution_check(
     2 finite members are available. Cost: one sort of ``m (1 + q) n1`` values per observable,
     whatever the data.
 
-    Returns a :class:`DistributionCheck` with arrays over the observable axes.
+    Returns a :class:`DistributionCheck` with arrays over the observable axes (x's shape without
+    ``member_axis`` and ``axis``).
     """
-    x = _as_ensemble(x)
+    x = _as_ensemble(ensemble_last(x, member_axis, axis)[0])
     x3 = _flat(x)
     P = x3.shape[1]
     if not (isinstance(thin_factor, numbers.Real) and thin_factor > 0):
@@ -1012,6 +1018,8 @@ def assess_many(
     power: float = 0.8,
     describe: bool = True,
     spacing: int = 1,
+    member_axis: int = 0,
+    axis: int = -1,
 ) -> ErgodicityResult:
     """Ergodicity verdict for every observable of x: [S, ..., T] (members, observables..., steps).
 
@@ -1064,9 +1072,11 @@ def assess_many(
     Cost depends on the shapes only (no data-dependent slow path; the distribution check's samples
     are at most 2,500 per member). Vectorised over observables (blocks of about 32 MiB of float64);
     the bootstrap draws (``rng``) are shared, so an observable gets the same numbers alone or in a
-    batch. Returns an :class:`ErgodicityResult` of arrays over ``x.shape[1:-1]``.
+    batch. Returns an :class:`ErgodicityResult` of arrays over ``x.shape[1:-1]``: the observable
+    axes, x's shape without ``member_axis`` (default 0) and ``axis`` (time, default -1), so a stored
+    ``[S, T, P]`` array is ``assess_many(x, axis=1)``.
     """
-    x = _as_ensemble(x)
+    x = _as_ensemble(ensemble_last(x, member_axis, axis)[0])
     S, T0 = x.shape[0], x.shape[-1]
     burn_in = _as_int(burn_in, "burn_in", 0)
     if burn_in >= T0:
@@ -1149,13 +1159,15 @@ def assess_many(
     )
 
 
-def assess(x, *, burn_in: int = 0, alpha: float = 0.05, **kwargs) -> ErgodicityResult:
+def assess(x, *, burn_in: int = 0, alpha: float = 0.05, member_axis: int = 0, axis: int = -1,
+           **kwargs) -> ErgodicityResult:
     """Ergodicity verdict for one observable x: [S, T] (members by steps); scalar fields.
 
     Same numbers and rule as :func:`assess_many` (keyword arguments are passed through); for many
-    observables call :func:`assess_many` once rather than this in a loop.
+    observables call :func:`assess_many` once rather than this in a loop. ``member_axis`` and
+    ``axis`` name the member and time axes of a 2-D x (defaults 0 and -1).
     """
-    x = _as_ensemble(x)
+    x = _as_ensemble(ensemble_last(x, member_axis, axis)[0])
     if x.ndim != 2:
         raise ValueError(
             f"assess takes one observable x: [S, T]; got shape {x.shape}. Use assess_many for "

@@ -232,16 +232,17 @@ def lrv_block(dev: np.ndarray, n: np.ndarray) -> dict:
     return _select(*_lrv_block(dev, n, grid), grid, n)
 
 
-def long_run_variance(x) -> LongRunVariance:
+def long_run_variance(x, *, member_axis: int = 0, axis: int = -1) -> LongRunVariance:
     """Lugsail batch-means long-run variance and mean-ergodicity ANOVA of x: [S, ..., T].
 
     See the module docstring for the estimator, the batch-length rule and the F reference.
     Members with a non-finite value are excluded. Returns a :class:`LongRunVariance` of arrays over
-    ``x.shape[1:-1]``.
+    ``x.shape[1:-1]`` (x's shape without ``member_axis`` and ``axis``, the member and time axes).
     """
+    from rvsp_jax.analysis._common import ensemble_last
     from rvsp_jax.analysis.ergodicity import _as_ensemble, _deviations, _flat, _map_observables
 
-    x = _as_ensemble(x)
+    x = _as_ensemble(ensemble_last(x, member_axis, axis)[0])
     fields = [f.name for f in dataclasses.fields(LongRunVariance)]
 
     def block(b):

@@ -26,7 +26,6 @@ whatever the leading shape; the output itself is the caller's to chunk.
 from __future__ import annotations
 
 import numbers
-import os
 import warnings
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
@@ -35,6 +34,9 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 import scipy.stats
+
+from rvsp_jax.analysis._common import (
+    WORKERS as _WORKERS, as_int as _as_int, as_real, fft_autocov, map_rows, restore_time, time_last)
 
 __all__ = [
     "LjungBoxResult",
@@ -57,7 +59,6 @@ __all__ = [
 
 # Elements of the largest temporary per row block (about 32 MiB of float64).
 _BLOCK_ELEMENTS = 1 << 22
-_WORKERS = os.cpu_count() or 1
 
 _PACF_METHODS = {
     "yw": "yw", "ywa": "yw", "ywadjusted": "yw", "yw_adjusted": "yw",
@@ -145,12 +146,7 @@ class SpectralShape(NamedTuple):
 
 def _as_series(x, name: str = "x", min_length: int = 2) -> np.ndarray:
     """x -> float64 ndarray [..., T]; raises ValueError on a scalar or a too-short time axis."""
-    arr = np.asarray(x)
-    if arr.ndim == 0:
-        raise ValueError(f"{name} must have a time axis (last axis); got a scalar. Pass x: [..., T].")
-    if np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be real-valued; got dtype {arr.dtype}.")
-    arr = arr.astype(np.float64, copy=False)
+    arr = as_real(x, name=name).astype(np.float64, copy=False)
     if arr.shape[-1] < min_length:
         raise ValueError(
             f"{name} has {arr.shape[-1]} time steps along its last axis; at least {min_length} "
@@ -159,42 +155,21 @@ def _as_series(x, name: str = "x", min_length: int = 2) -> np.ndarray:
     return arr
 
 
-def _as_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer; got {value!r}.")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}.")
-    return value
-
-
 def _map_rows(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, row_cost: int) -> np.ndarray:
     """Applies fn: [B, T] -> [B, *K] to x: [..., T] in row blocks; returns [..., *K].
 
     row_cost: elements of the largest temporary per row, to size the blocks.
     """
-    lead = x.shape[:-1]
-    flat = x.reshape(-1, x.shape[-1])
-    n = flat.shape[0]
-    block = max(1, _BLOCK_ELEMENTS // max(1, row_cost))
-    if n <= block:
-        out = fn(flat)
-        return out.reshape(lead + out.shape[1:])
-    first = fn(flat[:block])
-    out = np.empty((n,) + first.shape[1:], dtype=first.dtype)
-    out[:block] = first
-    for start in range(block, n, block):
-        out[start : start + block] = fn(flat[start : start + block])
-    return out.reshape(lead + out.shape[1:])
+    return map_rows(fn, x, row_cost, _BLOCK_ELEMENTS)
 
 
-def is_constant(x) -> np.ndarray:
+def is_constant(x, *, axis: int = -1) -> np.ndarray:
     """x: [..., T] -> bool [...]: True where a series takes one value only (zero variance).
 
     Such series have no defined autocorrelation: :func:`acf`, :func:`pacf` and :func:`ljung_box`
     return NaN for them. A series containing NaN is not constant (its outputs are NaN anyway).
     """
-    arr = _as_series(x, min_length=1)
+    arr = _as_series(time_last(x, axis)[0], min_length=1)
     return np.ptp(arr, axis=-1) == 0
 
 
@@ -212,11 +187,7 @@ def _acovf(x: np.ndarray, nlags: int, adjusted: bool) -> np.ndarray:
     Divisor T (biased) or T - k (adjusted), as statsmodels.tsa.stattools.acovf(fft=True).
     """
     nobs = x.shape[-1]
-    xo = x - x.mean(axis=-1, keepdims=True)
-    nfft = scipy.fft.next_fast_len(2 * nobs - 1, real=True)
-    spec = scipy.fft.rfft(xo, n=nfft, axis=-1, workers=_WORKERS)
-    acov = scipy.fft.irfft(spec.real**2 + spec.imag**2, n=nfft, axis=-1, workers=_WORKERS)
-    acov = acov[:, : nlags + 1]
+    acov = fft_autocov(x - x.mean(axis=-1, keepdims=True), 2 * nobs - 1, nlags + 1)
     divisor = nobs - np.arange(nlags + 1) if adjusted else nobs
     return acov / divisor
 
@@ -238,7 +209,7 @@ def _check_nlags(nlags, nobs: int, limit: int, what: str) -> int:
     return nlags
 
 
-def acf(x, nlags: int | None, *, adjusted: bool = False) -> np.ndarray:
+def acf(x, nlags: int | None, *, adjusted: bool = False, axis: int = -1) -> np.ndarray:
     """Sample autocorrelation function of every series, lags 0..nlags.
 
     x: [..., T] -> [..., nlags + 1] (float64). The series is demeaned, its autocovariance computed
@@ -246,17 +217,20 @@ def acf(x, nlags: int | None, *, adjusted: bool = False) -> np.ndarray:
     lag-0 value. Equals ``statsmodels.tsa.stattools.acf(x, nlags=nlags, adjusted=adjusted,
     fft=True)`` per series (to ~1e-12 relative). ``nlags=None`` uses statsmodels' default
     ``min(int(10 log10 T), T - 1)``. Constant series give NaN (see :func:`is_constant`); a series
-    with NaN/inf gives NaN. Raises ValueError if ``nlags >= T``.
+    with NaN/inf gives NaN. Raises ValueError if ``nlags >= T``. ``axis``: the time axis of x; the
+    lag axis of the result takes its place (``[..., nlags + 1, ...]``).
     """
+    x, pos = time_last(x, axis)
     arr = _as_series(x)
     nobs = arr.shape[-1]
     nlags = _default_nlags(nobs) if nlags is None else nlags
     nlags = _check_nlags(nlags, nobs, nobs - 1, "acf")
     with np.errstate(invalid="ignore", divide="ignore"):
-        return _map_rows(lambda b: _acf_block(b, nlags, bool(adjusted)), arr, 4 * nobs)
+        out = _map_rows(lambda b: _acf_block(b, nlags, bool(adjusted)), arr, 4 * nobs)
+    return restore_time(out, pos, keeps_axis=True)
 
 
-def acf_confint(acf_values, nobs: int, alpha: float = 0.05) -> np.ndarray:
+def acf_confint(acf_values, nobs: int, alpha: float = 0.05, *, axis: int = -1) -> np.ndarray:
     """Bartlett confidence intervals around sample autocorrelations.
 
     acf_values: [..., nlags + 1] (lag 0 first, as :func:`acf` returns) -> [..., nlags + 1, 2]
@@ -264,8 +238,10 @@ def acf_confint(acf_values, nobs: int, alpha: float = 0.05) -> np.ndarray:
     ``sqrt((1 + 2 sum_{j<k} r_j^2) / nobs)``, at lag 1 ``1/sqrt(nobs)``, at lag 0 zero; the band is
     ``r_k -/+ z_{1-alpha/2} se_k``. Equals the ``confint`` of
     ``statsmodels.tsa.stattools.acf(x, nlags, alpha=alpha)`` (bartlett_confint=True). For bands
-    around 0 (a white-noise test) use ``confint - acf_values[..., None]``.
+    around 0 (a white-noise test) use ``confint - acf_values[..., None]``. ``axis``: the lag axis
+    of acf_values (as :func:`acf` put it); the result keeps it there, (lower, upper) last.
     """
+    acf_values, pos = time_last(acf_values, axis)
     r = np.asarray(acf_values, dtype=np.float64)
     if r.ndim == 0 or r.shape[-1] < 1:
         raise ValueError("acf_values must be [..., nlags + 1] with lag 0 first, as acf() returns.")
@@ -277,7 +253,8 @@ def acf_confint(acf_values, nobs: int, alpha: float = 0.05) -> np.ndarray:
     if r.shape[-1] > 2:
         var[..., 2:] *= 1.0 + 2.0 * np.cumsum(r[..., 1:-1] ** 2, axis=-1)
     half = scipy.stats.norm.ppf(1.0 - float(alpha) / 2.0) * np.sqrt(var)
-    return np.stack([r - half, r + half], axis=-1)
+    out = np.stack([r - half, r + half], axis=-1)
+    return out if pos is None else np.moveaxis(out, -2, pos)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -378,7 +355,7 @@ def _pacf_block(x: np.ndarray, nlags: int, method: str) -> np.ndarray:
     return out
 
 
-def pacf(x, nlags: int | None, *, method: str = "yw") -> np.ndarray:
+def pacf(x, nlags: int | None, *, method: str = "yw", axis: int = -1) -> np.ndarray:
     """Sample partial autocorrelation function of every series, lags 0..nlags.
 
     x: [..., T] -> [..., nlags + 1] (float64, lag 0 is 1). Equals
@@ -394,12 +371,14 @@ def pacf(x, nlags: int | None, *, method: str = "yw") -> np.ndarray:
 
     ``nlags=None`` uses statsmodels' default ``min(int(10 log10 T), T // 2 - 1)`` (at least 1).
     Raises ValueError if ``nlags > T // 2`` (statsmodels' limit). Constant series give NaN beyond
-    lag 0, as do series with NaN/inf.
+    lag 0, as do series with NaN/inf. ``axis``: the time axis of x; the lag axis of the result
+    takes its place.
     """
     name = str(method).lower()
     if name not in _PACF_METHODS:
         raise ValueError(f"Unknown pacf method {method!r}; choose one of {sorted(_PACF_METHODS)}.")
     kind = _PACF_METHODS[name]
+    x, pos = time_last(x, axis)
     arr = _as_series(x)
     nobs = arr.shape[-1]
     if nlags is None:
@@ -408,7 +387,8 @@ def pacf(x, nlags: int | None, *, method: str = "yw") -> np.ndarray:
     nlags = max(nlags, 1)
     row_cost = 4 * nobs if kind in ("yw", "ywm", "burg") else 3 * nobs * (nlags + 1)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        return _map_rows(lambda b: _pacf_block(b, nlags, kind), arr, row_cost)
+        out = _map_rows(lambda b: _pacf_block(b, nlags, kind), arr, row_cost)
+    return restore_time(out, pos, keeps_axis=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,6 +401,7 @@ def ljung_box(
     *,
     boxpierce: bool = False,
     model_df: int = 0,
+    axis: int = -1,
 ) -> LjungBoxResult:
     """Ljung-Box test of no autocorrelation up to each given lag, per series.
 
@@ -431,7 +412,9 @@ def ljung_box(
     ``boxpierce=True`` adds ``Q_BP = T sum r_k^2``. Float64; equals
     ``statsmodels.stats.diagnostic.acorr_ljungbox(x, lags, boxpierce, model_df)`` (lb_stat,
     lb_pvalue, bp_stat, bp_pvalue) per series. Constant or non-finite series give NaN.
+    ``axis``: the time axis of x; the lag axis of ``stat``/``pvalue`` takes its place.
     """
+    x, pos = time_last(x, axis)
     arr = _as_series(x)
     nobs = arr.shape[-1]
     if lags is None:
@@ -459,10 +442,13 @@ def ljung_box(
         p[..., valid] = scipy.stats.chi2.sf(q[..., valid], dof[valid])
         return p
 
+    def back(a):
+        return restore_time(a, pos, keeps_axis=True)
+
     if not boxpierce:
-        return LjungBoxResult(q_lb, tail(q_lb), lag_arr)
+        return LjungBoxResult(back(q_lb), back(tail(q_lb)), lag_arr)
     q_bp = nobs * np.cumsum(terms, axis=-1)[..., lag_arr - 1]
-    return LjungBoxResult(q_lb, tail(q_lb), lag_arr, q_bp, tail(q_bp))
+    return LjungBoxResult(back(q_lb), back(tail(q_lb)), lag_arr, back(q_bp), back(tail(q_bp)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -557,6 +543,7 @@ def periodogram(
     window="boxcar",
     detrend="constant",
     nfft: int | None = None,
+    axis: int = -1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Periodogram (one-sided power spectral density) of every series.
 
@@ -565,8 +552,10 @@ def periodogram(
     ("constant", "linear" or False), multiplied by the window, and
     ``psd = |rfft|^2 / (fs * sum(window^2))`` with every bin but DC (and Nyquist for even nfft)
     doubled. Float64; equals ``scipy.signal.periodogram(x, fs, window, nfft, detrend,
-    scaling="density")`` per series.
+    scaling="density")`` per series. ``axis``: the time axis of x; the frequency axis of psd takes
+    its place (as ``scipy.signal.periodogram(axis=)``).
     """
+    x, pos = time_last(x, axis)
     arr = _as_series(x, min_length=1)
     nobs = arr.shape[-1]
     if nfft is not None:
@@ -574,7 +563,8 @@ def periodogram(
         if nfft < nobs:
             arr = arr[..., :nfft]
             nobs, nfft = nfft, None
-    return _psd(arr, fs, window, nobs, 0, nfft, detrend, clip_nperseg=False)
+    freqs, psd = _psd(arr, fs, window, nobs, 0, nfft, detrend, clip_nperseg=False)
+    return freqs, restore_time(psd, pos, keeps_axis=True)
 
 
 def welch(
@@ -586,6 +576,7 @@ def welch(
     window="hann",
     detrend="constant",
     nfft: int | None = None,
+    axis: int = -1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Welch power spectral density (one-sided density) of every series.
 
@@ -597,17 +588,21 @@ def welch(
     does. Float64; equals ``scipy.signal.welch(x, fs, window, nperseg, noverlap, nfft, detrend,
     scaling="density", average="mean")`` per series, several times faster on large batches
     (one batched ``scipy.fft.rfft`` over strided segment views instead of ``ShortTimeFFT``).
+    ``axis``: the time axis of x; the frequency axis of psd takes its place (as
+    ``scipy.signal.welch(axis=)``).
     """
-    return _psd(x, fs, window, nperseg, noverlap, nfft, detrend, clip_nperseg=True)
+    x, pos = time_last(x, axis)
+    freqs, psd = _psd(x, fs, window, nperseg, noverlap, nfft, detrend, clip_nperseg=True)
+    return freqs, restore_time(psd, pos, keeps_axis=True)
 
 
 # ----------------------------------------------------------------------------------------------
 # Spectrum summaries
 
 
-def _check_spectrum(freqs, psd) -> tuple[np.ndarray, np.ndarray]:
+def _check_spectrum(freqs, psd, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     f = np.asarray(freqs, dtype=np.float64)
-    p = np.asarray(psd, dtype=np.float64)
+    p = np.asarray(time_last(psd, axis)[0], dtype=np.float64)
     if f.ndim != 1 or p.ndim < 1 or p.shape[-1] != f.shape[0]:
         raise ValueError(
             f"freqs must be 1-D [F] and psd [..., F] with the same F; got {f.shape} and {p.shape}."
@@ -615,7 +610,8 @@ def _check_spectrum(freqs, psd) -> tuple[np.ndarray, np.ndarray]:
     return f, p
 
 
-def spectral_slope(freqs, psd, band: tuple[float, float] | None = None) -> SpectralSlope:
+def spectral_slope(freqs, psd, band: tuple[float, float] | None = None, *,
+                   axis: int = -1) -> SpectralSlope:
     """Power-law exponent beta of ``psd ~ f**(-beta)`` per series.
 
     freqs: [F], psd: [..., F] -> :class:`SpectralSlope` of [...] arrays. Ordinary least squares of
@@ -625,9 +621,10 @@ def spectral_slope(freqs, psd, band: tuple[float, float] | None = None) -> Spect
     low frequency). r2 is the coefficient of determination of the fit, f_lo and f_hi the lowest and
     highest frequency fitted; fewer than two usable bins give NaN. Float64. The slope of an AR(1)
     spectrum is not 0 either (phi = 0.9 gives about 1.5 over a Welch band): say which model fits
-    (:func:`spectral_shape`) before reading beta as a power-law exponent.
+    (:func:`spectral_shape`) before reading beta as a power-law exponent. ``axis``: the frequency
+    axis of psd (results have psd's shape without it).
     """
-    f, p = _check_spectrum(freqs, psd)
+    f, p = _check_spectrum(freqs, psd, axis)
     lo, hi = (0.0, np.inf) if band is None else (float(band[0]), float(band[1]))
     if not lo <= hi:
         raise ValueError(f"band must be (low, high) with low <= high; got {band!r}.")
@@ -663,7 +660,7 @@ def spectral_slope(freqs, psd, band: tuple[float, float] | None = None) -> Spect
     )
 
 
-def band_power_ratio(freqs, psd, split: float | None = None) -> np.ndarray:
+def band_power_ratio(freqs, psd, split: float | None = None, *, axis: int = -1) -> np.ndarray:
     """Low- vs high-frequency power per unit bandwidth: the "smooth vs jittery" score.
 
     freqs: [F], psd: [..., F] -> [...] (float64) = mean psd over bins with ``0 < f < split`` divided
@@ -672,9 +669,10 @@ def band_power_ratio(freqs, psd, split: float | None = None) -> np.ndarray:
     equal width and the score is the ratio of their energies. White noise scores about 1 whatever
     the split; > 1 means power concentrated at low frequency (smooth, e.g. AR(1) with phi > 0),
     < 1 at high frequency (jittery, e.g. phi < 0). The DC bin is excluded. NaN propagates; a
-    series with no power in the high band gives inf (no warning).
+    series with no power in the high band gives inf (no warning). ``axis``: the frequency axis of
+    psd (the result has psd's shape without it).
     """
-    f, p = _check_spectrum(freqs, psd)
+    f, p = _check_spectrum(freqs, psd, axis)
     split = f[-1] / 2.0 if split is None else float(split)
     low = (f > 0) & (f < split)
     high = f >= split
@@ -687,7 +685,7 @@ def band_power_ratio(freqs, psd, split: float | None = None) -> np.ndarray:
         return p[..., low].mean(axis=-1) / p[..., high].mean(axis=-1)
 
 
-def spectral_flatness(psd, *, drop_dc: bool = True) -> np.ndarray:
+def spectral_flatness(psd, *, drop_dc: bool = True, axis: int = -1) -> np.ndarray:
     """Wiener entropy: geometric over arithmetic mean of the psd bins, per series.
 
     psd: [..., F] -> [...] in [0, 1] (float64): 1 for a perfectly flat spectrum, near 1 for a
@@ -695,9 +693,9 @@ def spectral_flatness(psd, *, drop_dc: bool = True) -> np.ndarray:
     exponential, gives about exp(-gamma) = 0.56), towards 0 for peaked or power-law spectra.
     ``drop_dc=True`` ignores the first bin, the f = 0 bin of :func:`welch`/:func:`periodogram`
     output, which detrending empties. A zero bin gives 0, an all-zero psd (a constant series)
-    gives NaN, NaN propagates; no warnings.
+    gives NaN, NaN propagates; no warnings. ``axis``: the frequency axis of psd.
     """
-    p = np.asarray(psd, dtype=np.float64)
+    p = np.asarray(time_last(psd, axis)[0], dtype=np.float64)
     if p.ndim < 1:
         raise ValueError("psd must be [..., F] with frequency last.")
     if drop_dc:
@@ -741,7 +739,7 @@ def _refine(grid: np.ndarray, nll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def spectral_shape(freqs, psd, *, fs: float = 1.0, dof: float = 2.0, band=None,
-                   margin: float = 2.0) -> SpectralShape:
+                   margin: float = 2.0, axis: int = -1) -> SpectralShape:
     """Which spectral model fits each series: white, Lorentzian (AR(1)) or power law.
 
     freqs: [F], psd: [..., F] -> :class:`SpectralShape` of [...] arrays (float64). Each model is
@@ -760,9 +758,10 @@ def spectral_shape(freqs, psd, *, fs: float = 1.0, dof: float = 2.0, band=None,
     beats both others by more than ``margin``; if it is the Lorentzian or the power law and beats
     white but not the other by ``margin``, the verdict is ``indistinguishable``; if the best is
     within ``margin`` of white, the verdict is ``white`` (the simpler model). A constant series
-    (all-zero psd) or a NaN bin gives code -1 and NaN fits.
+    (all-zero psd) or a NaN bin gives code -1 and NaN fits. ``axis``: the frequency axis of psd
+    (fields have psd's shape without it; ``aic`` adds the model axis last).
     """
-    f, p = _check_spectrum(freqs, psd)
+    f, p = _check_spectrum(freqs, psd, axis)
     if not dof > 0 or not margin >= 0:
         raise ValueError(f"dof must be > 0 and margin >= 0; got dof={dof}, margin={margin}.")
     lo, hi = (0.0, np.inf) if band is None else (float(band[0]), float(band[1]))

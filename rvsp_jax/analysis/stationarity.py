@@ -38,8 +38,6 @@ NaN statistics and ``constant=True``; a series containing NaN or inf gives NaN i
 
 from __future__ import annotations
 
-import numbers
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,6 +46,8 @@ import scipy.fft
 import scipy.stats
 from statsmodels.tsa import adfvalues
 
+from rvsp_jax.analysis._common import (
+    WORKERS as _WORKERS, as_int, as_real, block_slices, fft_autocov, time_last)
 from rvsp_jax.analysis.multiple_testing import fdr_bh
 
 __all__ = [
@@ -69,7 +69,6 @@ _TSTAT_STOP = 1.6448536269514722
 _PIVOT_RTOL = 1e-10
 # Target size (bytes) of the per-block temporaries (blocks that fit in cache run fastest).
 _BLOCK_BYTES = 1 << 24
-_WORKERS = os.cpu_count() or 1  # threads for the batched FFTs
 
 # Kwiatkowski et al. (1992), Table 1: upper-tail critical values at 10%, 5%, 2.5%, 1%, exactly as
 # statsmodels.tsa.stattools.kpss interpolates them (the test checks its returned crit dict).
@@ -137,11 +136,7 @@ class KpssResult:
 
 def _as_batch(x, min_length: int) -> tuple[np.ndarray, tuple[int, ...]]:
     """x: [..., T] -> (float64 [N, T], leading shape); raises ValueError on unusable input."""
-    arr = np.asarray(x)
-    if arr.ndim == 0:
-        raise ValueError("x must have a time axis (its last axis); got a scalar. Pass x: [..., T].")
-    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"x must be real-valued; got dtype {arr.dtype}.")
+    arr = as_real(x, what="a time axis (its last axis)")
     if arr.shape[-1] < min_length:
         raise ValueError(
             f"x has T={arr.shape[-1]} time steps along its last axis; at least {min_length} are "
@@ -149,12 +144,6 @@ def _as_batch(x, min_length: int) -> tuple[np.ndarray, tuple[int, ...]]:
         )
     lead = arr.shape[:-1]
     return arr.astype(np.float64, copy=False).reshape(-1, arr.shape[-1]), lead
-
-
-def _as_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer; got {value!r}.")
-    return int(value)
 
 
 def _degenerate_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,9 +155,7 @@ def _degenerate_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _blocks(n: int, row_bytes: int):
     """Yields slices of at most ~_BLOCK_BYTES / row_bytes rows covering range(n)."""
-    step = max(1, _BLOCK_BYTES // max(1, row_bytes))
-    for start in range(0, n, step):
-        yield slice(start, min(n, start + step))
+    yield from block_slices(n, _BLOCK_BYTES // max(1, row_bytes))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,7 +205,7 @@ def _adf_maxlag(nobs: int, ntrend: int, maxlag) -> int:
                 'fewer trend terms (regression="n" or "c").'
             )
         return maxlag
-    maxlag = _as_int(maxlag, "maxlag")
+    maxlag = as_int(maxlag, "maxlag")
     if maxlag < 0:
         raise ValueError(f"maxlag must be >= 0; got {maxlag}.")
     if maxlag > limit:
@@ -395,6 +382,7 @@ def adf(
     regression: Literal["c", "ct", "ctt", "n"] = "c",
     maxlag: int | None = None,
     autolag: Literal["AIC", "BIC", "t-stat"] | None = "AIC",
+    axis: int = -1,
 ) -> AdfResult:
     """Augmented Dickey-Fuller unit-root test of every series, batched.
 
@@ -416,6 +404,10 @@ def adf(
     ``constant=True``; a series with NaN/inf, or whose regression is numerically singular, gives
     the same NaN/-1 outputs with ``constant=False``. Nothing warns. Large batches are processed in
     blocks of about 64 MiB of design matrix.
+
+    axis: the time axis of x (default the last); results have x's shape without it, so
+        ``adf(run["updates"], axis=1)`` tests every member and parameter of a stored ``[S, T, P]``
+        array (any array-like: numpy, JAX, a stored array).
     """
     if regression not in _ADF_REGRESSIONS:
         raise ValueError(f"regression must be one of {list(_ADF_REGRESSIONS)}; got {regression!r}.")
@@ -425,7 +417,7 @@ def adf(
             raise ValueError(f'autolag must be "AIC", "BIC", "t-stat" or None; got {autolag!r}.')
         autolag = _AUTOLAGS[key]
     ntrend = _ADF_REGRESSIONS[regression]
-    series, lead = _as_batch(x, min_length=1)
+    series, lead = _as_batch(time_last(x, axis)[0], min_length=1)
     length = series.shape[-1]
     maxlag = _adf_maxlag(length, ntrend, maxlag)
 
@@ -499,10 +491,7 @@ def _kpss_block(x: np.ndarray, ntrend: int, nlags) -> tuple[np.ndarray, np.ndarr
         lags = np.full(batch, float(nlags))
     top = int(np.nanmax(lags, initial=0.0))
     # autocovariance sums sum_t e_t e_{t-i}, i = 0..top, by FFT (zero padded: no wrap-around)
-    nfft = scipy.fft.next_fast_len(n + top + 1, real=True)
-    spec = scipy.fft.rfft(resid, n=nfft, axis=-1, workers=_WORKERS)
-    acov = scipy.fft.irfft(spec.real**2 + spec.imag**2, n=nfft, axis=-1, workers=_WORKERS)
-    acov = acov[:, : top + 1]
+    acov = fft_autocov(resid, n + top + 1, top + 1)
     # Newey-West / Bartlett weights 1 - i/(lags+1) for i <= lags, 0 beyond
     i = np.arange(1, top + 1)
     weights = np.clip(1.0 - i[None, :] / (np.nan_to_num(lags)[:, None] + 1.0), 0.0, None)
@@ -515,6 +504,7 @@ def kpss(
     *,
     regression: Literal["c", "ct"] = "c",
     nlags: Literal["auto", "legacy"] | int = "auto",
+    axis: int = -1,
 ) -> KpssResult:
     """Kwiatkowski-Phillips-Schmidt-Shin stationarity test of every series, batched.
 
@@ -530,11 +520,12 @@ def kpss(
 
     The long-run variance is the Newey-West (Bartlett kernel) estimate, its autocovariances
     computed by FFT. A constant series gives NaN stat/pvalue, lags = -1 and ``constant=True``; a
-    series with NaN/inf the same with ``constant=False``. Nothing warns.
+    series with NaN/inf the same with ``constant=False``. Nothing warns. ``axis``: the time axis
+    of x (default the last); results have x's shape without it.
     """
     if regression not in _KPSS_CRIT:
         raise ValueError(f'regression must be "c" or "ct"; got {regression!r}.')
-    series, lead = _as_batch(x, min_length=2)
+    series, lead = _as_batch(time_last(x, axis)[0], min_length=2)
     length = series.shape[-1]
     if isinstance(nlags, str):
         if nlags not in ("auto", "legacy"):
@@ -542,7 +533,7 @@ def kpss(
     else:
         if nlags is None:
             raise ValueError('nlags must be "auto", "legacy" or an int; got None.')
-        nlags = _as_int(nlags, "nlags")
+        nlags = as_int(nlags, "nlags")
         if not 0 <= nlags < length:
             raise ValueError(
                 f"nlags={nlags} must satisfy 0 <= nlags < T for series of length T={length}. "
@@ -633,10 +624,12 @@ def stationarity_verdict(
     return code
 
 
-def stationarity_verdicts(x, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+def stationarity_verdicts(x, alpha: float = 0.05, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """Joint ADF + KPSS verdict codes (both ``regression="c"``, defaults otherwise) of every series
     ``x: [..., T]``: ``(raw, bh)`` int8 ``[...]``, the second with each test's p-values
-    Benjamini-Hochberg adjusted over all the series given (see :func:`stationarity_verdict`)."""
+    Benjamini-Hochberg adjusted over all the series given (see :func:`stationarity_verdict`).
+    ``axis``: the time axis of x; the codes have x's shape without it."""
+    x = time_last(x, axis)[0]
     a, k = adf(x), kpss(x)
     return stationarity_verdict(a, k, alpha), stationarity_verdict(a, k, alpha, adjust="fdr_bh")
 

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from rvsp_jax.analysis._common import time_last
+
 __all__ = ["TAIL_VERDICTS", "TailVerdict", "default_hill_k", "hill", "simsekli_alpha", "tail_verdict"]
 
 
@@ -49,7 +51,7 @@ def default_hill_k(n: int) -> int:
     return max(1, min(n - 1, math.isqrt(n)))
 
 
-def hill(x, k: int | None = None) -> jax.Array:
+def hill(x, k: int | None = None, *, axis: int = -1) -> jax.Array:
     """Hill (1975) estimator of the tail index ``alpha`` of ``|x|`` from its ``k`` largest values.
 
     With ``|x|`` sorted in decreasing order ``X_(1) >= ... >= X_(n)``::
@@ -66,12 +68,13 @@ def hill(x, k: int | None = None) -> jax.Array:
       k: number of upper order statistics, ``1 <= k <= n - 1``; default :func:`default_hill_k`
         (``floor(sqrt(n))``). Larger ``k`` lowers the variance (~``alpha^2/k``) but biases the
         estimate when the distribution is only Pareto in the far tail.
+      axis: the sample axis (default the last).
 
     Returns:
-      ``alpha_hat: [...]`` in the dtype of ``x`` (at least float32). NaN where ``X_(k+1) == 0`` or
-      the series holds NaN.
+      ``alpha_hat: [...]`` (x's shape without ``axis``) in the dtype of ``x`` (at least float32).
+      NaN where ``X_(k+1) == 0`` or the series holds NaN.
     """
-    x = _as_samples(x, "hill")
+    x = _as_samples(time_last(x, axis, keep_jax=True)[0], "hill")
     n = x.shape[-1]
     if n < 2:
         raise ValueError(f"hill: need at least 2 samples on the last axis, got n={n}.")
@@ -90,7 +93,7 @@ def hill(x, k: int | None = None) -> jax.Array:
     return jnp.where(bad, jnp.nan, 1.0 / gamma)
 
 
-def simsekli_alpha(x, block_size: int | None = None) -> jax.Array:
+def simsekli_alpha(x, block_size: int | None = None, *, axis: int = -1) -> jax.Array:
     """Tail index ``alpha`` of centred symmetric alpha-stable samples by the block-sum estimator.
 
     The estimator of M. Mohammadi, A. Mohammadpour and H. Ogata, "On estimating the tail index and
@@ -112,12 +115,13 @@ def simsekli_alpha(x, block_size: int | None = None) -> jax.Array:
         the first ``K1 * K2`` samples and the trailing ``n - K1*K2 < K1`` samples are dropped (both
         means use the same ``K1 * K2`` samples, as in the formula). Simsekli et al. take the divisor
         of ``n`` closest to ``sqrt(n)``; for a perfect square ``n`` the two rules agree.
+      axis: the sample axis (default the last).
 
     Returns:
-      ``alpha_hat: [...]`` in the dtype of ``x`` (at least float32). NaN where a used sample or a
+      ``alpha_hat: [...]`` (x's shape without ``axis``) in the dtype of ``x`` (at least float32). NaN where a used sample or a
       block sum is exactly zero (e.g. a dead ReLU unit's gradient) or the series holds NaN/inf.
     """
-    x = _as_samples(x, "simsekli_alpha")
+    x = _as_samples(time_last(x, axis, keep_jax=True)[0], "simsekli_alpha")
     n = x.shape[-1]
     if block_size is None:
         block_size = math.isqrt(n)
