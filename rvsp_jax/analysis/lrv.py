@@ -240,7 +240,7 @@ def long_run_variance(x, *, member_axis: int = 0, axis: int = -1) -> LongRunVari
     ``x.shape[1:-1]`` (x's shape without ``member_axis`` and ``axis``, the member and time axes).
     """
     from rvsp_jax.analysis._common import ensemble_last
-    from rvsp_jax.analysis.ergodicity import _as_ensemble, _deviations, _flat, _map_observables
+    from rvsp_jax.analysis.ergodicity._base import _as_ensemble, _deviations, _flat, _map_observables
 
     x = _as_ensemble(ensemble_last(x, member_axis, axis)[0])
     fields = [f.name for f in dataclasses.fields(LongRunVariance)]
