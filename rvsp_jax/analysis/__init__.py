@@ -1,8 +1,20 @@
 """Batched time-series and random-variable analysis of training trajectories (pure functions of arrays).
 
-Every estimator is batched over all leading axes with time last (``x: [..., T]``), computes in
-float64 unless its docstring says otherwise, and is tested series by series against its reference
-(statsmodels, scipy) or a known analytic answer. Modules:
+One axis convention: every estimator that takes a series takes ``axis=`` for its time (or sample,
+or frequency) axis, default ``-1`` (time last, ``x: [..., T]``), and is batched over all the other
+axes; ensemble estimators (``[S, ..., T]``: :mod:`~rvsp_jax.analysis.ergodicity`,
+:func:`long_run_variance`; :func:`across_members` on ``[S, ...]``) also take ``member_axis=``,
+default ``0``. Input is any array-like (numpy, JAX, a stored array: ``adf(run["updates"], axis=1)``
+tests every member and parameter of a stored ``[S, T, P]`` array). A result that reduces time (a
+statistic per series) has the input's shape without that axis; a result that replaces time by a
+new axis (the lags of :func:`acf`, the frequencies of :func:`welch`, windows, TAMSD lags) puts it
+where time was, as ``scipy.signal.welch(axis=)`` does (an extra axis that replaces nothing, such as
+:func:`spectral_shape`'s models or :func:`tail_verdict`'s two Hill thresholds, stays last); ensemble results drop the member axis and
+per-member results keep it in place. The defaults are the conventions the functions always had,
+so a call without ``axis``/``member_axis`` gives what it gave before, bit for bit.
+
+Every estimator computes in float64 unless its docstring says otherwise, and is tested series by
+series against its reference (statsmodels, scipy) or a known analytic answer. Modules:
 
 - :mod:`~rvsp_jax.analysis.spectral`: acf, pacf, Ljung-Box, periodogram, Welch, spectral slope,
   band-power ratio ("smooth vs jittery"), spectral flatness.

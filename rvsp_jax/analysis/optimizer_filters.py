@@ -33,6 +33,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from rvsp_jax.analysis._common import restore_time, time_last
+
 __all__ = ["ema_transfer", "momentum_transfer", "nesterov_transfer", "predicted_update_psd"]
 
 
@@ -94,6 +96,7 @@ def predicted_update_psd(
     fs=1.0,
     kind: Literal["momentum", "nesterov", "adam"] = "momentum",
     grad_second_moment=None,
+    axis: int = -1,
 ) -> jax.Array:
     """Update PSD predicted from the gradient PSD: ``PSD_update = |H|^2 * PSD_grad``.
 
@@ -110,10 +113,17 @@ def predicted_update_psd(
         ``grad_second_moment``; an approximation valid for ``b2`` near 1, see the module docstring).
       grad_second_moment: ``[...]`` mean square ``E[g^2]`` of each gradient series; required for
         ``kind="adam"`` (it is the value Adam's ``vhat`` settles to), unused otherwise.
+      axis: the frequency axis of ``grad_psd`` (default the last); the result keeps it there.
 
     Returns:
       ``[..., F]`` predicted update PSD.
     """
+    grad_psd, pos = time_last(grad_psd, axis, keep_jax=True)
+    return restore_time(_predicted_update_psd(freqs, grad_psd, beta, lr, fs, kind, grad_second_moment),
+                        pos, keeps_axis=True)
+
+
+def _predicted_update_psd(freqs, grad_psd, beta, lr, fs, kind, grad_second_moment) -> jax.Array:
     grad_psd = jnp.asarray(grad_psd)
     freqs = jnp.asarray(freqs)
     if freqs.ndim != 1 or grad_psd.ndim < 1 or grad_psd.shape[-1] != freqs.shape[0]:

@@ -2,7 +2,7 @@
 
 Every function takes ``x: [..., T]`` (any number of leading axes, e.g. ``[S, T]`` members by steps
 or ``[S, P, T]`` members by parameters by steps; numpy or JAX input), treats the last axis as time
-and returns numpy ``float64`` arrays with the leading axes kept. All numerics run on the host in
+(``axis=`` names another: lags and frequencies then take its place) and returns numpy ``float64`` arrays with the leading axes kept. All numerics run on the host in
 float64 (numpy, and ``scipy.fft`` with every core for the FFTs), whatever the input dtype, and match
 their reference implementation per series to rounding:
 

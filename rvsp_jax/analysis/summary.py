@@ -22,16 +22,19 @@ class MemberSummary(NamedTuple):
     excluded: np.ndarray
 
 
-def across_members(x, level: float = 0.95) -> MemberSummary:
+def across_members(x, level: float = 0.95, *, member_axis: int = 0) -> MemberSummary:
     """Summarise ``x: [S, ...]`` over members (axis 0), per remaining entry, in float64.
 
     Non-finite values (diverged members) are excluded and counted, never averaged in. The interval is
     ``mean ± t_{(1+level)/2, n-1} · sd / sqrt(n)`` (``scipy.stats.t``); with fewer than two finite
     members the interval is NaN. Equals ``scipy.stats.t.interval(level, n-1, mean, sem)`` per entry.
+    ``member_axis``: the member axis of x (default 0); fields have x's shape without it.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     x = np.asarray(x, np.float64)
+    if member_axis != 0 and x.ndim:
+        x = np.moveaxis(x, member_axis, 0)
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"x must have a members axis of length >= 1, got shape {x.shape}")
     ok = np.isfinite(x)

@@ -6,9 +6,9 @@
   by ``python -m benchmarks.tail_calibration``, docs/calibration.md, Tails).
 
 Both estimators are batched over every leading axis: ``x: [..., n]`` holds ``n`` samples per series on
-the last axis and the result has shape ``[...]``. They are pure JAX functions (``jit``-able with the
-block/order sizes static) and compute in the dtype of ``x`` after promotion to at least float32
-(float64 inside ``jax.enable_x64``). Float32 is ample here: the rounding error of the log-means is
+the last axis (``axis=`` names another) and the result has shape ``[...]``. They are pure JAX
+functions (``jit``-able with the block/order sizes static) and compute in the dtype of ``x`` after
+promotion to at least float32 (float64 inside ``jax.enable_x64``). Float32 is ample here: the rounding error of the log-means is
 orders of magnitude below the estimators' sampling error.
 
 A value (or an order statistic the estimator needs) that is exactly zero makes ``log|x|`` undefined;
