@@ -30,7 +30,7 @@ from statsmodels.tsa.stattools import acf as sm_acf
 from statsmodels.tsa.stattools import adfuller
 from statsmodels.tsa.stattools import kpss as sm_kpss
 
-from rvsp_jax import devices
+from rvsp_jax.training import devices
 from rvsp_jax.analysis.spectral import acf, welch
 from rvsp_jax.analysis.stationarity import VERDICTS, adf, kpss, stationarity_verdict
 

@@ -30,7 +30,7 @@ import numpy as np
 import scipy.signal
 import scipy.stats
 
-from rvsp_jax import devices
+from rvsp_jax.training import devices
 from rvsp_jax.analysis import assess_many, integrated_autocorr_time
 
 VERDICTS = ("ergodic", "non-ergodic", "non-stationary", "inconclusive")

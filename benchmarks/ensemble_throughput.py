@@ -28,12 +28,12 @@ def _worker(spec: dict) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from rvsp_jax import devices
+    from rvsp_jax.training import devices
 
     devices.setup_host_devices()  # before JAX starts: RVSP_JAX_HOST_DEVICES (set by _run)
     from rvsp_jax.config import TrainConfig
     from rvsp_jax.data import load
-    from rvsp_jax.ensemble import Ensemble
+    from rvsp_jax.training.ensemble import Ensemble
 
     if spec["kind"] == "peak":
         n = 2048
@@ -112,7 +112,7 @@ def main(argv=None) -> None:
 
     import jax
 
-    from rvsp_jax import devices
+    from rvsp_jax.training import devices
 
     devices.setup_host_devices()  # before JAX starts: one CPU host device per core (env RVSP_JAX_HOST_DEVICES)
 

@@ -52,7 +52,7 @@ def _baseline(ens) -> tuple[float, float]:
     after the first chunk."""
     import jax
 
-    from rvsp_jax.ensemble import host_state
+    from rvsp_jax.training.ensemble import host_state
 
     first = first_stop = cpu = None
     # started like record.run (a state placed by put_state), so both compile one step function
@@ -105,7 +105,7 @@ def _plain_writes(folder: Path, ens=None, gib: int = 4) -> dict:
 
 
 def _recorded(mode: str, config, out: Path) -> dict:
-    from rvsp_jax.record import ProbeConfig, run
+    from rvsp_jax.io.record import ProbeConfig, run
 
     probes, index = MODES[mode]
     recorded = run(config, ProbeConfig(probes=probes, index=index), out, overwrite=True, progress=False)
@@ -117,16 +117,16 @@ def _recorded(mode: str, config, out: Path) -> dict:
 
 def _child(args) -> dict:
     """One subprocess's measurements (``--child throughput`` or ``--child full``)."""
-    from rvsp_jax import devices
+    from rvsp_jax.training import devices
     from rvsp_jax.config import TrainConfig
 
     devices.use_host_devices(args.devices)
     config = TrainConfig(seeds=args.seeds, steps=args.child_steps, chunk=args.chunk)
     if args.child == "full":
         return _recorded("full", config, args.out)
-    from rvsp_jax.ensemble import Ensemble
-    from rvsp_jax.model import make_model
-    from rvsp_jax.probes import ProbeConfig, make_probe
+    from rvsp_jax.training.ensemble import Ensemble
+    from rvsp_jax.training.model import make_model
+    from rvsp_jax.training.probes import ProbeConfig, make_probe
 
     baseline = Ensemble(config)
     full_probe, _ = make_probe(ProbeConfig(probes="updates", index="all"), make_model(config),
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import jax
 
-    from rvsp_jax import devices
+    from rvsp_jax.training import devices
 
     devices.setup_host_devices()  # before JAX starts: one CPU host device per core (env RVSP_JAX_HOST_DEVICES)
     print(f"machine: {_machine()}; jax {jax.__version__}; devices {devices.describe()}")

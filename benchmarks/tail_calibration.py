@@ -32,7 +32,7 @@ import scipy
 from scipy.stats import levy_stable
 from statsmodels.stats.proportion import proportion_confint
 
-from rvsp_jax import devices
+from rvsp_jax.training import devices
 from rvsp_jax.analysis.tails import TAIL_VERDICTS, tail_verdict
 
 CASES = ("gaussian", "t(3)", "t(4)", "lnmix(0.5)", "lnmix(1)", "lnmix(1.25)", "lnmix(1.5)",

@@ -18,9 +18,10 @@ import argparse
 import importlib
 from pathlib import Path
 
-from rvsp_jax import cli, devices
+from rvsp_jax import cli
+from rvsp_jax.training import devices
 from rvsp_jax.studies import batch_sizes as batch_study
-from rvsp_jax.studies.index import write_index
+from rvsp_jax.present.index import write_index
 
 SMALL = {  # per experiment: the flags of its small size (--seeds is added from the command line)
     "pixels": ["--steps", "600"],

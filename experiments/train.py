@@ -4,14 +4,14 @@
     python -m experiments.train --out results/train/run1 --resume ...   # same options as before
 
 Every training flag of :class:`rvsp_jax.config.TrainConfig`, every recording flag of
-:class:`rvsp_jax.record.ProbeConfig`, and --out/--resume/--overwrite/--devices. Read the run with
-``rvsp_jax.store.open_run(path)``.
+:class:`rvsp_jax.io.record.ProbeConfig`, and --out/--resume/--overwrite/--devices. Read the run with
+``rvsp_jax.io.store.open_run(path)``.
 """
 
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.record import ProbeConfig, run
+from rvsp_jax.io.record import ProbeConfig, run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
             point = ", ".join(f"{k}={v:g}" for k, v in recorded.grid[g].items())
             print(f"  grid point {g} ({point}): " + (f"mean {sum(ok) / len(ok):.4f} over {len(ok)}"
                                                      if ok else "every member diverged"))
-    print(f"read it with: rvsp_jax.store.open_run({str(inv.out)!r})")
+    print(f"read it with: rvsp_jax.io.store.open_run({str(inv.out)!r})")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-from rvsp_jax import devices
+from rvsp_jax.training import devices
 from rvsp_jax.config import TrainConfig, with_sweep_flags
 
 
@@ -172,9 +172,9 @@ def exit_on_user_error():
     too little memory) into ``error: <message>`` and exit status 1, and an interruption (Ctrl-C,
     SIGTERM) into one line with the ``--resume`` command and exit status 130, without a traceback."""
     from rvsp_jax.data import DataError
-    from rvsp_jax.record import Interrupted
-    from rvsp_jax.runfolder import RunFolderError
-    from rvsp_jax.store import StoreError
+    from rvsp_jax.io.record import Interrupted
+    from rvsp_jax.io.runfolder import RunFolderError
+    from rvsp_jax.io.store import StoreError
 
     try:
         yield

@@ -8,7 +8,7 @@ CPU host devices (default 1), gloo CPU collectives and a coordinator on a free l
 child calls ``jax.distributed.initialize`` before any JAX computation, then runs the module as
 ``python -m`` would. The member mesh spans every process's devices; process 0 writes the run
 folder's manifest, checkpoints and final results and every process its own members' chunks
-(:mod:`rvsp_jax.record`). Ctrl-C or SIGTERM is forwarded to every child (the run stops at the end
+(:mod:`rvsp_jax.io.record`). Ctrl-C or SIGTERM is forwarded to every child (the run stops at the end
 of a chunk with a checkpoint); if a child dies, the others are killed at once and the launcher
 exits non-zero naming it. Children's stdout, except process 0's, is dropped (``--all-output``
 keeps it); stderr is kept and every line a child prints on failure starts with ``[process i/N]``.
@@ -73,7 +73,7 @@ def _initialize() -> tuple[int, int]:
     ``--devices-per-process``) are set first, before JAX starts."""
     import jax
 
-    from rvsp_jax import devices
+    from rvsp_jax.training import devices
 
     devices.setup_host_devices()
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -29,7 +29,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
-from rvsp_jax.devices import use_host_devices  # noqa: E402
+from rvsp_jax.training.devices import use_host_devices  # noqa: E402
 
 use_host_devices()  # before anything below starts JAX's backends
 
@@ -41,10 +41,10 @@ import matplotlib.image  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from rvsp_jax import store  # noqa: E402
+from rvsp_jax.io import store  # noqa: E402
 from rvsp_jax.config import TrainConfig  # noqa: E402
-from rvsp_jax.probes import ProbeConfig  # noqa: E402
-from rvsp_jax.record import run  # noqa: E402
+from rvsp_jax.training.probes import ProbeConfig  # noqa: E402
+from rvsp_jax.io.record import run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root (the working directory and ``PYTHONPATH`` of the subprocess tests)."""

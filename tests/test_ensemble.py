@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from rvsp_jax.config import TrainConfig
-from rvsp_jax.ensemble import Ensemble, host_state, member_keys, train
+from rvsp_jax.training.ensemble import Ensemble, host_state, member_keys, train
 
 SMALL = dict(steps=24, chunk=8, optimizer="adam", lr=1e-3, activation="relu")
 
@@ -94,11 +94,11 @@ def test_minibatches_are_without_replacement_within_an_epoch():
 
 _DEVICE_SCRIPT = textwrap.dedent("""
     import json, sys
-    from rvsp_jax.devices import use_host_devices
+    from rvsp_jax.training.devices import use_host_devices
     use_host_devices()  # RVSP_JAX_HOST_DEVICES, before JAX starts (importing rvsp_jax does not)
     import numpy as np, jax
     from rvsp_jax.config import TrainConfig
-    from rvsp_jax.ensemble import train
+    from rvsp_jax.training.ensemble import train
     out = {"devices": len(jax.devices())}
     for name, kwargs in json.loads(sys.argv[1]).items():
         r = train(TrainConfig(seeds=5, **kwargs))

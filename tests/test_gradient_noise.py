@@ -1,4 +1,4 @@
-"""rvsp_jax.gradient_noise: minibatch indices over epoch boundaries, flat parameter order, per-example
+"""rvsp_jax.analysis.gradient_noise: minibatch indices over epoch boundaries, flat parameter order, per-example
 gradients against the analytic softmax gradient of the last layer, noise and noise scale against
 direct per-example computation. (That rebuilt minibatch gradients reproduce the trainer's recorded
 ones, across an epoch boundary, is tested on the noise study's recording in test_study_noise.py, so
@@ -12,11 +12,11 @@ import pytest
 from rvsp_jax.analysis import gradient_noise_scale
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import Dataset, to_model_inputs
-from rvsp_jax.ensemble import Ensemble
-from rvsp_jax.gradient_noise import (
+from rvsp_jax.training.ensemble import Ensemble
+from rvsp_jax.analysis.gradient_noise import (
     inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn)
-from rvsp_jax.model import init_params, loss_and_accuracy, make_model
-from rvsp_jax.probes import ProbeConfig, make_probe
+from rvsp_jax.training.model import init_params, loss_and_accuracy, make_model
+from rvsp_jax.training.probes import ProbeConfig, make_probe
 
 N_TRAIN = 96  # 3 minibatches of 32 per epoch
 CONFIG = TrainConfig(seeds=3, steps=8, chunk=4, block=2)

@@ -9,7 +9,7 @@ import pytest
 
 from rvsp_jax import cli
 from rvsp_jax.config import ACTIVATIONS, TrainConfig, optimizer_names
-from rvsp_jax.model import MLP, count_params, init_params, loss_and_accuracy, make_model
+from rvsp_jax.training.model import MLP, count_params, init_params, loss_and_accuracy, make_model
 
 
 def test_parameter_count_is_3b1b_network():

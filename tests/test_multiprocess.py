@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rvsp_jax import devices as dev
-from rvsp_jax import launch, store
+from rvsp_jax.training import devices as dev
+from rvsp_jax import launch
+from rvsp_jax.io import store
 
 from conftest import assert_same_recording
 
@@ -36,7 +37,7 @@ KILL_HOOK = textwrap.dedent("""
     import os, runpy, signal, sys, time
     from pathlib import Path
     if os.environ.get("RVSP_JAX_PROCESS_ID") == os.environ.get("KILL_PROCESS"):
-        from rvsp_jax import store
+        from rvsp_jax.io import store
         write = store.write_steps
         def write_or_die(arrays, start, *args, **kwargs):
             if start >= int(os.environ["KILL_AT_STEP"]):

@@ -1,4 +1,4 @@
-"""Pixel statistics and minibatch-stream numerics (rvsp_jax.data.pixels) against numpy/scipy and
+"""Pixel statistics and minibatch-stream numerics (rvsp_jax.analysis.pixels) against numpy/scipy and
 exact answers: moments and covariance vs numpy.cov, PCA vs the SVD of the centred data, sampling
 moments vs scipy.stats.hypergeom and a Monte Carlo over random permutations."""
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rvsp_jax.data import pixels as px
+from rvsp_jax.analysis import pixels as px
 
 
 def random_images(n=300, h=5, w=6, seed=0):

@@ -1,11 +1,11 @@
-"""Paper style, atomic figure files and plot helpers (rvsp_jax.plots)."""
+"""Paper style, atomic figure files and plot helpers (rvsp_jax.present.plots)."""
 
 import matplotlib as mpl
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from rvsp_jax import plots
+from rvsp_jax.present import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # PNG specification (RFC 2083), section 3.1
 

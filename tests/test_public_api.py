@@ -15,10 +15,13 @@ import pytest
 import zarr
 
 import rvsp_jax
-from rvsp_jax import plots, report, runfolder, store
+from rvsp_jax.present import plots
+from rvsp_jax.present import report
+from rvsp_jax.io import runfolder
+from rvsp_jax.io import store
 from rvsp_jax.config import TrainConfig
-from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.store import Run, StoreError, Study, open_run
+from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.io.store import Run, StoreError, Study, open_run
 from rvsp_jax.studies.folder import finish_study, open_study, train_variant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +69,7 @@ def test_the_entry_points_set_the_host_devices_and_warn_on_a_bad_variable():
 
 
 def test_importing_plots_leaves_the_umask_alone_until_the_first_save():
-    out = _python("import os; os.umask(0o027); import rvsp_jax.plots as p; "
+    out = _python("import os; os.umask(0o027); import rvsp_jax.present.plots as p; "
                   "m = os.umask(0o022); os.umask(m); print(oct(m), p._UMASK)")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0o27", "[]"]
@@ -74,17 +77,17 @@ def test_importing_plots_leaves_the_umask_alone_until_the_first_save():
 
 def test_the_public_namespace_is_lazy_and_names_the_library_objects():
     import rvsp_jax.analysis
-    import rvsp_jax.ensemble
-    import rvsp_jax.record
+    import rvsp_jax.training.ensemble
+    import rvsp_jax.io.record
 
     assert rvsp_jax.TrainConfig is TrainConfig and rvsp_jax.ProbeConfig is ProbeConfig
-    assert rvsp_jax.train is rvsp_jax.ensemble.train
-    assert rvsp_jax.record is sys.modules["rvsp_jax.record"]  # the module stays the module
-    assert rvsp_jax.record_run is rvsp_jax.record.run
+    assert rvsp_jax.train is rvsp_jax.training.ensemble.train
+    assert rvsp_jax.record is rvsp_jax.io.record.run  # the function: the module lives in io/
+    assert rvsp_jax.devices is sys.modules["rvsp_jax.training.devices"]
     assert rvsp_jax.open is store.open_folder and rvsp_jax.Run is Run and rvsp_jax.Study is Study
     assert rvsp_jax.analysis is sys.modules["rvsp_jax.analysis"]
     assert set(rvsp_jax.__all__) <= set(dir(rvsp_jax))
-    assert {"TrainConfig", "ProbeConfig", "train", "record_run", "open", "analysis"} <= set(rvsp_jax.__all__)
+    assert {"TrainConfig", "ProbeConfig", "train", "record", "open", "analysis"} <= set(rvsp_jax.__all__)
     for name in rvsp_jax.__all__:
         assert getattr(rvsp_jax, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
@@ -243,7 +246,7 @@ def test_progress_honours_tqdm_disable(monkeypatch, value, enabled):
 
 
 def test_only_process_zero_writes_study_outputs(monkeypatch, tmp_path):
-    monkeypatch.setattr("rvsp_jax.devices.is_writer", lambda: False)
+    monkeypatch.setattr("rvsp_jax.training.devices.is_writer", lambda: False)
     rep = report.Report("t").text("x")
     assert rep.write(tmp_path) == tmp_path / "report.md"
     assert report.write_summary(tmp_path, {"a": 1}) == tmp_path / "summary.json"
@@ -253,7 +256,7 @@ def test_only_process_zero_writes_study_outputs(monkeypatch, tmp_path):
                                                                   tmp_path / "figures" / "f.pdf"]
     assert not fig.axes  # closed all the same
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr("rvsp_jax.devices.is_writer", lambda: True)
+    monkeypatch.setattr("rvsp_jax.training.devices.is_writer", lambda: True)
     assert rep.write(tmp_path).read_text() == "# t\n\nx\n"
     assert report.write_summary(tmp_path, {"a": 1}).is_file()
     fig, _ = plots.subplots()

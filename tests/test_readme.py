@@ -37,7 +37,7 @@ def run_alone(code: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_a_block_that_needs_another_blocks_names_fails(tmp_path):
     """The check can fail: a block using a name it does not import exits non-zero."""
-    failed = run_alone("from rvsp_jax.store import open_run\nTrainConfig(seeds=2)\n", tmp_path)
+    failed = run_alone("from rvsp_jax.io.store import open_run\nTrainConfig(seeds=2)\n", tmp_path)
     assert failed.returncode != 0 and "NameError: name 'TrainConfig' is not defined" in failed.stderr
 
 

@@ -13,10 +13,10 @@ import pytest
 
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import load, to_model_inputs
-from rvsp_jax.ensemble import StepContext
-from rvsp_jax.model import init_params, make_model
-from rvsp_jax.probes import ProbeConfig, make_probe, param_shapes, probe_batch, select_parameters
-from rvsp_jax.record import run
+from rvsp_jax.training.ensemble import StepContext
+from rvsp_jax.training.model import init_params, make_model
+from rvsp_jax.training.probes import ProbeConfig, make_probe, param_shapes, probe_batch, select_parameters
+from rvsp_jax.io.record import run
 
 from conftest import PROBES, SMALL
 

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from rvsp_jax.analysis.summary import across_members
-from rvsp_jax.report import Report, fmt_ci, markdown_table, write_summary
+from rvsp_jax.present.report import Report, fmt_ci, markdown_table, write_summary
 
 
 def test_across_members_matches_scipy_t_interval_and_excludes_nonfinite():

@@ -7,7 +7,7 @@ import jax
 import pytest
 
 from experiments import reproduce
-from rvsp_jax.studies.index import find_runs, write_index
+from rvsp_jax.present.index import find_runs, write_index
 
 TINY_PIXELS = ["--steps", "60", "--pca-images", "1500", "--nlags", "10", "--nperseg", "32"]
 
@@ -82,7 +82,7 @@ def test_reproduce_gathers_the_sweep_over_batch_sizes(tmp_path, monkeypatch):
 
 
 def _fake_sweep(folder, lr, batch_size, seeds=4):
-    from rvsp_jax.report import write_summary
+    from rvsp_jax.present.report import write_summary
     folder.mkdir(parents=True)
     config = {"seeds": seeds, "base_seed": 0, "vary": "both", "batch_size": batch_size, "steps": 200}
     (folder / "manifest.json").write_text(json.dumps({"experiment": "sweep", "status": "complete",

@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 
 from experiments.train import main
-from rvsp_jax import record, runfolder, store
+from rvsp_jax.io import record
+from rvsp_jax.io import runfolder
+from rvsp_jax.io import store
 from rvsp_jax.config import TrainConfig
-from rvsp_jax.ensemble import member_keys, root_key
-from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.runfolder import RunFolderError, RunLock
+from rvsp_jax.training.ensemble import member_keys, root_key
+from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.io.runfolder import RunFolderError, RunLock
 
 from conftest import PROBES, ROOT, SMALL, TRAIN_ARGS as ARGS, assert_same_recording, hooked_train_script, \
     record_small, subprocess_env
@@ -32,7 +34,7 @@ ENV = subprocess_env()
 
 # experiments.train that sends itself SIGNAL from the training loop when it takes the host copy of
 # its first checkpoint (chunk 1 done, chunk 2 computing): as a Ctrl-C mid-run, at a fixed point
-SIGNAL_AT_FIRST_CHECKPOINT = hooked_train_script("rvsp_jax.record", "host_state", """
+SIGNAL_AT_FIRST_CHECKPOINT = hooked_train_script("rvsp_jax.io.record", "host_state", """
     if calls == 1:
         os.kill(os.getpid(), getattr(signal, os.environ["SEND_SIGNAL"]))
 """)
@@ -126,7 +128,7 @@ def test_a_lock_left_by_a_killed_process_is_stale_and_taken_over(tmp_path):
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from rvsp_jax.runfolder import RunLock
+        from rvsp_jax.io.runfolder import RunLock
         lock = RunLock({str(out)!r}).acquire()
         print("locked", flush=True)
         time.sleep(600)

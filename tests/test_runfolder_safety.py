@@ -11,11 +11,13 @@ from pathlib import Path
 import jax
 import pytest
 
-from rvsp_jax import footprint, record, runfolder
+from rvsp_jax.training import footprint
+from rvsp_jax.io import record
+from rvsp_jax.io import runfolder
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import load
-from rvsp_jax.ensemble import Ensemble
-from rvsp_jax.runfolder import RunFolderError
+from rvsp_jax.training.ensemble import Ensemble
+from rvsp_jax.io.runfolder import RunFolderError
 
 from conftest import assert_same_recording, record_small
 

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import zarr.storage
 
-from rvsp_jax import devices as dev
-from rvsp_jax import runfolder, store
-from rvsp_jax.ensemble import member_keys
-from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.record import run
-from rvsp_jax.runfolder import RunFolderError
-from rvsp_jax.store import ChunkWriter, StoreError, chunk_shape, open_run
+from rvsp_jax.training import devices as dev
+from rvsp_jax.io import runfolder
+from rvsp_jax.io import store
+from rvsp_jax.training.ensemble import member_keys
+from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.io.record import run
+from rvsp_jax.io.runfolder import RunFolderError
+from rvsp_jax.io.store import ChunkWriter, StoreError, chunk_shape, open_run
 
 from conftest import PROBES, SMALL, assert_same_recording, record_small
 

@@ -14,9 +14,11 @@ import pytest
 import zarr
 import zarr.codecs
 
-from rvsp_jax import record, runfolder, store
-from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.store import StoreError, open_run
+from rvsp_jax.io import record
+from rvsp_jax.io import runfolder
+from rvsp_jax.io import store
+from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.io.store import StoreError, open_run
 
 from conftest import PROBES, SMALL, record_small
 

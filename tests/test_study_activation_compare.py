@@ -12,10 +12,10 @@ import pytest
 from scipy import stats
 
 from experiments.activation_compare import main
-from rvsp_jax.ensemble import member_keys
-from rvsp_jax.model import init_params, make_model
-from rvsp_jax.runfolder import read_manifest, write_manifest
-from rvsp_jax.store import open_run
+from rvsp_jax.training.ensemble import member_keys
+from rvsp_jax.training.model import init_params, make_model
+from rvsp_jax.io.runfolder import read_manifest, write_manifest
+from rvsp_jax.io.store import open_run
 from rvsp_jax.studies import activation_compare as cmp
 
 from conftest import assert_finite_summary, assert_valid_figure
@@ -128,7 +128,7 @@ def test_loss_matched_windows_find_the_same_loss():
 def test_proportion_intervals_stay_inside_zero_one():
     """The t-interval of [0, 0, 0.01, 0, 0.2] reaches below 0; the bootstrap interval does not."""
     from rvsp_jax.analysis import across_members
-    from rvsp_jax.report import proportion_summary
+    from rvsp_jax.present.report import proportion_summary
     x = np.array([0.0, 0.0, 0.01, 0.0, 0.2, np.nan])
     assert across_members(x).lo < 0
     p = proportion_summary(x)

@@ -11,8 +11,8 @@ import pytest
 from scipy import stats
 
 from experiments.activations import main
-from rvsp_jax.runfolder import read_manifest, write_manifest
-from rvsp_jax.store import open_run
+from rvsp_jax.io.runfolder import read_manifest, write_manifest
+from rvsp_jax.io.store import open_run
 from rvsp_jax.studies import activations as act
 
 from conftest import assert_finite_summary, assert_valid_figure

@@ -19,9 +19,9 @@ import pytest
 from experiments.ergodicity import main
 from rvsp_jax.analysis import ERGODICITY_VERDICTS, apply_permutations, match_weights
 from rvsp_jax.config import TrainConfig
-from rvsp_jax.model import make_model
-from rvsp_jax.probes import param_shapes, select_parameters
-from rvsp_jax.store import FinalResult, open_run, save_final
+from rvsp_jax.training.model import make_model
+from rvsp_jax.training.probes import param_shapes, select_parameters
+from rvsp_jax.io.store import FinalResult, open_run, save_final
 from rvsp_jax.studies import ergodicity as E
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # PNG specification (RFC 2083), section 3.1

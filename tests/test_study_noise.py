@@ -1,5 +1,5 @@
 """experiments.noise end to end at tiny size (files, figures, summary, report windows and rules),
-minibatch gradients rebuilt by rvsp_jax.gradient_noise against the trainer's recorded ones (across an
+minibatch gradients rebuilt by rvsp_jax.analysis.gradient_noise against the trainer's recorded ones (across an
 epoch boundary), diverged members, and the study's pieces with known answers (Gaussian references,
 scale-matched null and standardisation on simulated noise, pixel strata, pooled noise scale,
 recording schedule)."""
@@ -12,10 +12,10 @@ import pytest
 from experiments.noise import main
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import load
-from rvsp_jax.ensemble import Ensemble
-from rvsp_jax.gradient_noise import inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn
-from rvsp_jax.model import make_model
-from rvsp_jax.store import open_run
+from rvsp_jax.training.ensemble import Ensemble
+from rvsp_jax.analysis.gradient_noise import inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn
+from rvsp_jax.training.model import make_model
+from rvsp_jax.io.store import open_run
 from rvsp_jax.studies import noise
 from rvsp_jax.studies.noise import (
     NoiseSettings, NoUsableMembersError, _standardised, gaussian_reference, measure_step, parameter_groups)

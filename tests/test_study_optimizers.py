@@ -94,7 +94,7 @@ def test_out_of_sample_prediction_windows_and_rules_are_reported(study):
 def test_a_variant_with_every_member_diverged_is_refused_in_one_line(study, tmp_path):
     import shutil
 
-    from rvsp_jax.store import open_run
+    from rvsp_jax.io.store import open_run
     copy = tmp_path / "diverged"
     shutil.copytree(study / "runs" / "sgd", copy)
     with np.load(copy / "final.npz") as f:

@@ -12,7 +12,7 @@ import pytest
 from experiments.pixels import main
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import Dataset, load
-from rvsp_jax.ensemble import train
+from rvsp_jax.training.ensemble import train
 from rvsp_jax.studies import pixels
 
 from conftest import assert_finite_summary, assert_valid_figure

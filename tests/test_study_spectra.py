@@ -100,7 +100,7 @@ def test_a_run_whose_members_all_diverge_is_refused_in_one_line(study, tmp_path)
     analysis stops with one line naming the remedy instead of a traceback from an empty reduction."""
     import shutil
 
-    from rvsp_jax.store import open_run
+    from rvsp_jax.io.store import open_run
     from rvsp_jax.studies.spectra import SpectraSettings, analyse
     copy = tmp_path / "diverged"
     shutil.copytree(study, copy)

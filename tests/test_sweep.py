@@ -14,10 +14,10 @@ from experiments.pixels import main as pixels_main
 from experiments.spectra import main as spectra_main
 from rvsp_jax import cli
 from rvsp_jax.config import TrainConfig, with_sweep_flags
-from rvsp_jax.ensemble import train
-from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.record import run
-from rvsp_jax.store import open_run
+from rvsp_jax.training.ensemble import train
+from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.io.record import run
+from rvsp_jax.io.store import open_run
 
 BASE = dict(seeds=3, steps=12, chunk=6, block=1)
 

@@ -14,13 +14,13 @@ import pytest
 import zarr
 
 from experiments.train import main
-from rvsp_jax.store import open_run
+from rvsp_jax.io.store import open_run
 
 from conftest import ROOT, SMALL, TRAIN_ARGS as ARGS, assert_same_recording, hooked_train_script
 
 # Runs experiments.train with its second checkpoint held back, so the process is reliably killed
 # with chunk 1 complete on disk and chunk 2's arrays written past the checkpoint.
-HOLD_SECOND_CHECKPOINT = hooked_train_script("rvsp_jax.store", "save_checkpoint", """
+HOLD_SECOND_CHECKPOINT = hooked_train_script("rvsp_jax.io.store", "save_checkpoint", """
     if calls == 2:
         time.sleep(600)
 """)

@@ -64,7 +64,7 @@ def _unwrap(params):
         if match is None:
             raise ValueError(
                 f"unexpected key {name!r} in params: expected flax linen Dense layers named "
-                "'Dense_0', 'Dense_1', ... (the MLP of rvsp_jax.model)."
+                "'Dense_0', 'Dense_1', ... (the MLP of rvsp_jax.training.model)."
             )
         numbered[int(match.group(1))] = name
     if sorted(numbered) != list(range(len(numbered))) or not numbered:

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rvsp_jax.analysis._common import as_jax_float
+
 __all__ = ["N_OVER_B", "NoiseScale", "PooledNoiseScale", "gradient_noise_scale", "pooled_noise_scale",
            "two_batch_noise_scale"]
 
@@ -47,11 +49,6 @@ class NoiseScale(NamedTuple):
     grad_sq: jax.Array
 
 
-def _float(x) -> jax.Array:
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
-
-
 def gradient_noise_scale(per_example_grads) -> NoiseScale:
     """``B_simple`` from ``n`` per-example gradients (McCandlish et al. 2018).
 
@@ -71,7 +68,7 @@ def gradient_noise_scale(per_example_grads) -> NoiseScale:
     Returns:
       :class:`NoiseScale` with fields of shape ``[...]``.
     """
-    g = _float(per_example_grads)
+    g = as_jax_float(per_example_grads)
     if g.ndim < 2:
         raise ValueError(
             f"gradient_noise_scale: expected per-example gradients [..., n, P], got shape {g.shape}; "
@@ -114,7 +111,7 @@ def two_batch_noise_scale(sq_norm_small, sq_norm_big, b_small, b_big, *, axis: i
         raise ValueError(
             f"two_batch_noise_scale: need 0 < b_small < b_big, got b_small={b_small}, b_big={b_big}."
         )
-    small, big = jnp.broadcast_arrays(_float(sq_norm_small), _float(sq_norm_big))
+    small, big = jnp.broadcast_arrays(as_jax_float(sq_norm_small), as_jax_float(sq_norm_big))
     grad_sq = (b_big * big - b_small * small) / (b_big - b_small)
     trace_sigma = (small - big) / (1.0 / b_small - 1.0 / b_big)
     if axis is not None:

@@ -57,17 +57,18 @@ import jax
 import jax.numpy as jnp
 from scipy.ndimage import uniform_filter1d
 
-from rvsp_jax import plots, store
+from rvsp_jax.present import plots
+from rvsp_jax.io import store
 from rvsp_jax.analysis import (
     STATIONARITY_VERDICTS, MemberSummary, across_members, band_power_ratio, measure_drift,
     spectral_slope, stationarity_verdicts, verdict_fractions, welch)
 from rvsp_jax.config import ACTIVATIONS, TrainConfig, opt
 from rvsp_jax.data import Dataset, load, to_model_inputs
-from rvsp_jax.ensemble import member_keys
-from rvsp_jax.model import init_params, make_model
-from rvsp_jax.probes import ProbeConfig
+from rvsp_jax.training.ensemble import member_keys
+from rvsp_jax.training.model import init_params, make_model
+from rvsp_jax.training.probes import ProbeConfig
 from rvsp_jax.studies import per_point
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
+from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
 from rvsp_jax.studies.activations import diverged_members, summary_series
 from rvsp_jax.studies.folder import finish_study, open_study, train_variant
 

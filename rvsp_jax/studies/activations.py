@@ -2,7 +2,7 @@
 
     python -m experiments.activations --seeds 16 --epochs 2 --activation sigmoid
 
-An ensemble is trained with the activation probe (:mod:`rvsp_jax.probes`): every ``--probe-every``
+An ensemble is trained with the activation probe (:mod:`rvsp_jax.training.probes`): every ``--probe-every``
 steps each member's pre-activations z and activations y = phi(z) of every hidden unit on a fixed batch
 of B test images are recorded, with the layer summaries (mean, variance, and the saturated fraction
 for sigmoid/tanh or the zero and dead fractions for ReLU). For each unit of each member, the B values
@@ -31,14 +31,16 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from rvsp_jax import plots, record, store
+from rvsp_jax.present import plots
+from rvsp_jax.io import record
+from rvsp_jax.io import store
 from rvsp_jax.analysis import (
     STATIONARITY_VERDICTS, MemberSummary, across_members, stationarity_verdicts, verdict_fractions)
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
-from rvsp_jax.probes import ProbeConfig
+from rvsp_jax.training.probes import ProbeConfig
 from rvsp_jax.studies import per_point
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
+from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
 
 EXPERIMENT = "activations"
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)

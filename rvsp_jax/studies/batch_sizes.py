@@ -40,8 +40,8 @@ import numpy as np
 
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
-from rvsp_jax import plots
-from rvsp_jax.report import Report, fmt, pct, write_summary
+from rvsp_jax.present import plots
+from rvsp_jax.present.report import Report, fmt, pct, write_summary
 
 ALPHA = 0.05
 """Level of the permutation test of the trend of the tail index against lr/B."""

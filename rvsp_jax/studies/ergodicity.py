@@ -49,17 +49,20 @@ import numpy as np
 from matplotlib import ticker
 from tqdm.auto import tqdm
 
-from rvsp_jax import devices, plots, record, runfolder
+from rvsp_jax.training import devices
+from rvsp_jax.present import plots
+from rvsp_jax.io import record
+from rvsp_jax.io import runfolder
 from rvsp_jax.analysis import (
     ErgodicityResult, FluctuationMetric, MemberSummary, VarianceScaling, across_members, assess_many,
     fdr_bh, fluctuation_metric, match_weights, permutation_index, variance_scaling)
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
-from rvsp_jax.model import make_model
-from rvsp_jax.probes import ProbeConfig, param_shapes
+from rvsp_jax.training.model import make_model
+from rvsp_jax.training.probes import ProbeConfig, param_shapes
 from rvsp_jax.studies import per_point
-from rvsp_jax.report import Report, fmt, fmt_ci, progress_enabled, write_summary
-from rvsp_jax.store import METRICS, Run
+from rvsp_jax.present.report import Report, fmt, fmt_ci, progress_enabled, write_summary
+from rvsp_jax.io.store import METRICS, Run
 
 EXPERIMENT = "ergodicity"
 TRAIN_DEFAULTS = {"seeds": 256, "steps": 3000}

@@ -1,7 +1,7 @@
 """Run folders of studies that hold several recorded runs (``<out>/runs/<variant>/``) or none.
 
 The study's own ``manifest.json`` records the experiment, its settings and its status; each variant
-is an ordinary recorded run (:func:`rvsp_jax.record.run`), so it can be opened, resumed and read on
+is an ordinary recorded run (:func:`rvsp_jax.io.record.run`), so it can be opened, resumed and read on
 its own. The same refusal rules as a single run apply: an existing folder is never replaced without
 ``overwrite``, and ``resume`` needs the same settings.
 """
@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from rvsp_jax import devices as dev
-from rvsp_jax import record, runfolder, store
+from rvsp_jax.training import devices as dev
+from rvsp_jax.io import record
+from rvsp_jax.io import runfolder
+from rvsp_jax.io import store
 from rvsp_jax.config import TrainConfig
-from rvsp_jax.probes import ProbeConfig
+from rvsp_jax.training.probes import ProbeConfig
 
 
 def _now() -> str:

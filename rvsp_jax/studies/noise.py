@@ -2,7 +2,7 @@
 
 The ensemble is recorded with every parameter (``params``, and the trainer's ``grads`` as a check)
 at a dozen steps spread over training. At each such step ``t`` and for each member the gradient
-noise is rebuilt after training (:mod:`rvsp_jax.gradient_noise`): the gradients of the member's
+noise is rebuilt after training (:mod:`rvsp_jax.analysis.gradient_noise`): the gradients of the member's
 next M minibatches at the frozen weights ``theta_t`` minus the mean gradient ``G`` over a fixed
 subset of the training set, ``xi_m = g_m - G`` (``[M, P]``), then centred per parameter by its mean
 over the M minibatches (the reference gradient is not the full-data one; the offset would bias the
@@ -61,17 +61,19 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from rvsp_jax import plots, record, store
+from rvsp_jax.present import plots
+from rvsp_jax.io import record
+from rvsp_jax.io import store
 from rvsp_jax.analysis import across_members, fdr_bh, hill, simsekli_alpha, tail_verdict, two_batch_noise_scale
 from rvsp_jax.analysis.noise_scale import N_OVER_B, pooled_noise_scale
 from rvsp_jax.analysis.tails import TAIL_VERDICTS
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import load
-from rvsp_jax.ensemble import Ensemble
-from rvsp_jax.gradient_noise import inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn
-from rvsp_jax.model import make_model
-from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
+from rvsp_jax.training.ensemble import Ensemble
+from rvsp_jax.analysis.gradient_noise import inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn
+from rvsp_jax.training.model import make_model
+from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
 from rvsp_jax.studies import per_point
 from rvsp_jax.studies.spectra import layer_groups, members_summary, usable_members
 
@@ -569,7 +571,7 @@ def _below(s, ref: dict | None) -> bool:
 
 def fraction_summary(x: np.ndarray):
     """Mean of per-member fractions ``[S, ...]`` with a 95% percentile bootstrap interval over members
-    (:func:`rvsp_jax.report.proportion_summary`: it stays inside [0, 1])."""
+    (:func:`rvsp_jax.present.report.proportion_summary`: it stays inside [0, 1])."""
     return proportion_summary(x)
 
 

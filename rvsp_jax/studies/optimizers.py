@@ -48,13 +48,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from rvsp_jax import plots, store
+from rvsp_jax.present import plots
+from rvsp_jax.io import store
 from rvsp_jax.analysis import across_members, is_constant, predicted_update_psd, welch
 from rvsp_jax.config import TrainConfig, optimizer_names, opt
 from rvsp_jax.data import Dataset, load, to_model_inputs
-from rvsp_jax.model import loss_and_accuracy, make_model
-from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, progress_enabled, write_summary
+from rvsp_jax.training.model import loss_and_accuracy, make_model
+from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, write_summary
 from rvsp_jax.studies import per_point
 from rvsp_jax.studies.folder import finish_study, open_study, train_variant
 from rvsp_jax.studies.spectra import (

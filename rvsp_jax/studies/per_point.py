@@ -5,7 +5,7 @@
 A list of values for ``--lr`` or for a float key of ``--opt-kwargs`` makes a sweep (see
 :meth:`rvsp_jax.config.TrainConfig.grid`). The whole grid x ``--seeds`` is trained in one compiled
 ensemble; then every grid point g is the plain run of its ``seeds`` members
-(:meth:`rvsp_jax.store.Run.point`: member (g, s) equals member s of a plain run with g's values) and
+(:meth:`rvsp_jax.io.store.Run.point`: member (g, s) equals member s of a plain run with g's values) and
 goes through the study's own analysis, unchanged, into ``<out>/points/<g>-<values>/`` (its
 summary.json, report.md and figures/, exactly as the study writes them for a plain run). ``<out>``
 itself gets:
@@ -25,7 +25,7 @@ A study module taking part declares::
     write_results(runs, settings, folder, *, command, progress, dataset) -> dict   # the summary
     sweep_statistics(summary) -> {panel: {series: float}}
 
-and calls :func:`run` for a sweep config. Only process 0 writes (see :mod:`rvsp_jax.devices`).
+and calls :func:`run` for a sweep config. Only process 0 writes (see :mod:`rvsp_jax.training.devices`).
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from typing import NamedTuple
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from rvsp_jax import devices, plots
-from rvsp_jax.report import Report, _plain, fmt, write_summary
+from rvsp_jax.training import devices
+from rvsp_jax.present import plots
+from rvsp_jax.present.report import Report, _plain, fmt, write_summary
 
 POINTS = "points"
 """Sub-folder of a sweep's study folder holding one folder per grid point."""

@@ -4,9 +4,9 @@
 
 Nothing is trained. An image is a random vector of 784 pixel intensities: its per-pixel mean and
 variance maps, per-class mean images, pixel covariance, PCA spectrum and the correlation of pixel
-pairs by distance describe it (:mod:`rvsp_jax.data.pixels`). The minibatch stream is the process a
+pairs by distance describe it (:mod:`rvsp_jax.analysis.pixels`). The minibatch stream is the process a
 run actually sees: member s's minibatches are cut from the trainer's own epoch orders
-(:meth:`rvsp_jax.ensemble.Ensemble.orders`), so ``--seeds/--base-seed/--vary/--batch-size/--steps``
+(:meth:`rvsp_jax.training.ensemble.Ensemble.orders`), so ``--seeds/--base-seed/--vary/--batch-size/--steps``
 give exactly the streams of the training runs with the same flags (the model and optimizer flags
 do not matter here). Two orders are compared: ``shuffled`` (the trainer's) and ``sorted`` (each
 epoch's order re-arranged by label, ties in the member's shuffled order, so members still differ).
@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rvsp_jax import plots
+from rvsp_jax.present import plots
 from rvsp_jax.analysis import (
     STATIONARITY_VERDICTS, across_members, acf, band_power_ratio, fdr_bh, ljung_box, spectral_slope,
     stationarity_verdicts, verdict_fractions, welch)
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
-from rvsp_jax.data import pixels as px
-from rvsp_jax.ensemble import Ensemble
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, progress_enabled, write_summary
+from rvsp_jax.analysis import pixels as px
+from rvsp_jax.training.ensemble import Ensemble
+from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, write_summary
 from rvsp_jax.studies.folder import finish_study, open_study
 
 EXPERIMENT = "pixels"

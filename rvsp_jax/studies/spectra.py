@@ -13,7 +13,7 @@ as a time series, then summarised per layer and per member, and across members w
   verdict (stationary, unit-root, inconclusive, invalid) raw and with Benjamini-Hochberg control of
   each test's false discovery rate over all processes of the phase.
 
-The study writes one run folder: the recording of :func:`rvsp_jax.record.run` (manifest, arrays),
+The study writes one run folder: the recording of :func:`rvsp_jax.io.record.run` (manifest, arrays),
 ``summary.json``, ``report.md`` and ``figures/``. :func:`measure_layers` is shared with the
 optimizer comparison (:mod:`rvsp_jax.studies.optimizers`).
 """
@@ -31,16 +31,18 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from rvsp_jax import plots, record, store
+from rvsp_jax.present import plots
+from rvsp_jax.io import record
+from rvsp_jax.io import store
 from rvsp_jax.analysis import (
     STATIONARITY_VERDICTS, across_members, acf, adf, band_power_ratio, fdr_bh, is_constant, kpss,
     ljung_box, measure_drift, periodogram, spectral_flatness, spectral_slope, stationarity_verdict,
     stationarity_verdicts, welch)
 from rvsp_jax.analysis.spectral import SHAPE_VERDICTS, spectral_shape
 from rvsp_jax.config import TrainConfig, opt
-from rvsp_jax.probes import ProbeConfig
+from rvsp_jax.training.probes import ProbeConfig
 from rvsp_jax.studies import per_point
-from rvsp_jax.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
+from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
 
 EXPERIMENT = "spectra"
 TRAIN_DEFAULTS = {"seeds": 32, "steps": 4000, "chunk": 500}

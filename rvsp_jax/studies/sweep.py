@@ -34,11 +34,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from rvsp_jax import devices, plots, record
+from rvsp_jax.training import devices
+from rvsp_jax.present import plots
+from rvsp_jax.io import record
 from rvsp_jax.analysis import assess_many, band_power_ratio, tail_verdict, welch
 from rvsp_jax.config import TrainConfig, opt
-from rvsp_jax.probes import ProbeConfig
-from rvsp_jax.report import fmt, markdown_table, write_summary
+from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.present.report import fmt, markdown_table, write_summary
 
 EXPERIMENT = "sweep"
 TRAIN_DEFAULTS = {"seeds": 32, "steps": 2000}
@@ -105,7 +107,7 @@ def analyse_point(x: np.ndarray, burn: int, settings: SweepSettings) -> dict:
 
 
 def analyse(run, settings: SweepSettings) -> dict:
-    """Every grid point of the recorded sweep ``run`` (a :class:`~rvsp_jax.store.Run`)."""
+    """Every grid point of the recorded sweep ``run`` (a :class:`~rvsp_jax.io.store.Run`)."""
     updates = np.asarray(run["updates"][...])  # [members, T, P]
     T = updates.shape[1]
     burn = T // 4 if settings.burn_in < 0 else settings.burn_in

@@ -4,7 +4,7 @@ A run recorded with ``ProbeConfig(probes="params", index="all")`` holds every me
 ``theta_t`` at the probed steps. At such a step this module rebuilds, for one member:
 
 - the minibatches it draws at steps ``t, t+1, ..., t+M-1`` (:func:`minibatch_indices`, from
-  :meth:`rvsp_jax.ensemble.Ensemble.orders`: the first is the minibatch of step ``t`` itself, the
+  :meth:`rvsp_jax.training.ensemble.Ensemble.orders`: the first is the minibatch of step ``t`` itself, the
   others those its next iterations would use);
 - their gradients at the *frozen* weights ``theta_t``, ``g_m = grad L_{B_m}(theta_t)``;
 - the reference gradient ``G = grad L_R(theta_t)``, the mean over a fixed subset ``R`` of the
@@ -35,8 +35,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from rvsp_jax.analysis.noise_scale import NoiseScale, gradient_noise_scale
-from rvsp_jax.ensemble import Ensemble
-from rvsp_jax.model import MLP, init_params, loss_and_accuracy
+from rvsp_jax.training.ensemble import Ensemble
+from rvsp_jax.training.model import MLP, init_params, loss_and_accuracy
 
 __all__ = ["GradientNoise", "inputs", "make_noise_fn", "minibatch_indices", "reference_subset",
            "unravel_fn"]
@@ -85,7 +85,7 @@ def reference_subset(n_train: int, size: int, base_seed: int) -> np.ndarray:
 def minibatch_indices(ensemble: Ensemble, step: int, count: int = 1) -> np.ndarray:
     """Training-set indices int32 ``[S, count, B]`` of the minibatches every member draws at steps
     ``step, step + 1, ..., step + count - 1`` (the trainer's own order, from
-    :meth:`~rvsp_jax.ensemble.Ensemble.orders`; steps past the end of training continue the order).
+    :meth:`~rvsp_jax.training.ensemble.Ensemble.orders`; steps past the end of training continue the order).
 
     ``count`` is at most the steps per epoch, so the steps span at most two epochs.
     """

@@ -1,6 +1,6 @@
 """Memory a training run will need, estimated from its configuration before anything is allocated.
 
-:class:`~rvsp_jax.ensemble.Ensemble` calls :func:`check` first thing, so an ensemble that cannot fit
+:class:`~rvsp_jax.training.ensemble.Ensemble` calls :func:`check` first thing, so an ensemble that cannot fit
 (``--seeds 1000000000``) is refused in well under a second with the numbers, instead of growing until
 the kernel kills it. The estimate is built from shapes only (``jax.eval_shape`` of one member's
 initial state and probe output), multiplied by the members and by how many copies of each thing the
@@ -12,7 +12,7 @@ trainer and the recorder keep alive at once:
 - minibatch orders: int32 ``[S_pad, 2, N]`` on the host and on the devices;
 - per-step metrics: 4 float32 ``[S_pad, chunk]`` per chunk, :data:`CHUNK_COPIES` chunks alive;
 - probe buffers: ``[S_pad, chunk / every, ...]`` per chunk, :data:`CHUNK_COPIES` chunks alive (the
-  trainer keeps :data:`~rvsp_jax.ensemble.SPARE_CHUNKS` handed-out chunks for reuse, plus the one
+  trainer keeps :data:`~rvsp_jax.training.ensemble.SPARE_CHUNKS` handed-out chunks for reuse, plus the one
   being computed and the one being written);
 - the data set, once on the host and once per device (host devices share the machine's memory).
 
@@ -48,7 +48,7 @@ class Footprint(NamedTuple):
         return self.state + self.orders + self.metrics + self.probes + self.data
 
     def describe(self) -> str:
-        from rvsp_jax.runfolder import human_bytes
+        from rvsp_jax.io.runfolder import human_bytes
 
         return ", ".join(f"{name} {human_bytes(v)}" for name, v in self._asdict().items() if v)
 
@@ -99,7 +99,7 @@ def _device_limit(devices) -> int | None:
 
 def check(fp: Footprint, devices, *, members: int) -> None:
     """Refuse (:class:`FootprintError`) when ``fp`` does not fit this machine, naming the numbers."""
-    from rvsp_jax.runfolder import human_bytes
+    from rvsp_jax.io.runfolder import human_bytes
 
     device_limit = _device_limit(devices)
     host_need = fp.total if device_limit is None else fp.orders // 2 + fp.probes + fp.metrics + fp.data

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from rvsp_jax.report import markdown_table
+from rvsp_jax.present.report import markdown_table
 
 
 def _manifest(folder: Path) -> dict:

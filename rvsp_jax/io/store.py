@@ -1,6 +1,6 @@
 """Recorded trajectories on disk: chunked zarr arrays, a background writer, checkpoints, a lazy reader.
 
-A run folder (see ``DESIGN.md``, "On-disk run format", and :mod:`rvsp_jax.runfolder`)::
+A run folder (see ``DESIGN.md``, "On-disk run format", and :mod:`rvsp_jax.io.runfolder`)::
 
     manifest.json          config, members, probes, arrays, versions, device, status, steps done
     arrays/                zarr v3 group, one array per observable, fill value NaN
@@ -59,12 +59,12 @@ import zarr.codecs
 import zarr.storage
 
 from rvsp_jax.config import TrainConfig
-from rvsp_jax.devices import MemberParts
-from rvsp_jax.probes import ProbeConfig, ProbeLayout
-from rvsp_jax.runfolder import read_manifest
+from rvsp_jax.training.devices import MemberParts
+from rvsp_jax.training.probes import ProbeConfig, ProbeLayout
+from rvsp_jax.io.runfolder import read_manifest
 
 METRICS = ("loss", "accuracy", "grad_norm", "update_norm")
-"""Per-step scalars of :class:`~rvsp_jax.ensemble.StepMetrics`, stored as ``metrics/<name>``."""
+"""Per-step scalars of :class:`~rvsp_jax.training.ensemble.StepMetrics`, stored as ``metrics/<name>``."""
 TARGET_CHUNK_BYTES = 16 << 20
 P_CHUNK = 4096
 WRITE_CONFIG = {"write_empty_chunks": True}
@@ -122,7 +122,7 @@ def chunk_shape(shape: tuple[int, ...], step_chunk: int, itemsize: int = 4,
     evenly into pieces that keep the chunk under ``target`` bytes (at least one member).
 
     ``member_part``: the trainer hands members over in parts of this many (one per device, see
-    :class:`~rvsp_jax.devices.MemberParts`); the member chunk is then a divisor of it, so that no
+    :class:`~rvsp_jax.training.devices.MemberParts`); the member chunk is then a divisor of it, so that no
     chunk straddles two parts (which would cost a copy to join them).
 
     Large chunks keep zarr's per-chunk cost low when every step of all parameters is written
@@ -203,7 +203,7 @@ def write_steps(arrays: dict[str, zarr.Array], start: int, every: int, metrics: 
     """Write the steps ``[start, start + n)`` of one training chunk.
 
     metrics: name -> ``[S, n]``; probes: array name -> ``[S, ceil(n / every), P]`` (numpy arrays or
-    :class:`~rvsp_jax.devices.MemberParts`); ``start`` is a multiple of ``every``. With several
+    :class:`~rvsp_jax.training.devices.MemberParts`); ``start`` is a multiple of ``every``. With several
     processes each passes the probes of its own members (MemberParts) and process 0 alone the
     metrics (gathered, small); the others pass no metrics.
     """
@@ -254,7 +254,7 @@ MEMBER_CHUNKS_REMEDY = ("continue the run with a process count whose processes s
 def member_chunk_problem(arrays: dict[str, ArraySpec | Any], ranges: dict[int, list[tuple[int, int]]]
                          ) -> str | None:
     """Why processes holding the members ``ranges`` (process -> ``[(a, b), ...]``, see
-    :func:`rvsp_jax.devices.member_ranges`) cannot each write their own members' chunks of the probe
+    :func:`rvsp_jax.training.devices.member_ranges`) cannot each write their own members' chunks of the probe
     ``arrays`` (specs or zarr arrays with ``shape`` and ``chunks``), or None when they can: every
     member chunk must lie within the members of one process. Metrics arrays are written whole by
     process 0 and are not checked; a single process can always write every chunk."""
@@ -282,10 +282,10 @@ def write_by_chunk(array: zarr.Array, r0: int, x) -> None:
 
     Handing zarr exactly one chunk per call lets it store that piece of ``x`` as it is; a call that
     spans several chunks makes zarr allocate every chunk, fill it and copy the data in. With members
-    chunked along the parts of a :class:`~rvsp_jax.devices.MemberParts` (see :func:`array_specs`) and
+    chunked along the parts of a :class:`~rvsp_jax.training.devices.MemberParts` (see :func:`array_specs`) and
     P in one chunk, recording writes the trainer's buffers to disk without a host copy.
 
-    A :class:`~rvsp_jax.devices.MemberParts` of some members only (one process of several) writes
+    A :class:`~rvsp_jax.training.devices.MemberParts` of some members only (one process of several) writes
     the chunks of those members and skips the others; a chunk that it holds only part of raises
     :class:`StoreError` (see :func:`member_chunk_problem`, which ``--resume`` checks beforehand).
     """
@@ -1238,7 +1238,7 @@ class Study:
         self.manifest = read_manifest(self.path)
         if not _is_study(self.manifest):
             raise StoreError(f"{self.path} is a run folder, not a study folder: open it with "
-                             "rvsp_jax.open(path) or rvsp_jax.store.open_run(path)"
+                             "rvsp_jax.open(path) or rvsp_jax.io.store.open_run(path)"
                              if "config" in self.manifest else _not_a_run(self.path, self.manifest))
         self.runs: Mapping[str, Run] = _LazyRuns(self.path, dict(self.manifest.get("runs", {})))
 
@@ -1273,7 +1273,7 @@ def open_run(path: str | os.PathLike) -> Run:
 def open_folder(path: str | os.PathLike) -> Run | Study:
     """``rvsp_jax.open``: a :class:`Run` for a run folder (its manifest has a ``config``), a
     :class:`Study` for a study folder (an ``experiment`` and ``runs``, no ``config``); anything else
-    raises a one-line :class:`StoreError` (or :class:`~rvsp_jax.runfolder.RunFolderError` when
+    raises a one-line :class:`StoreError` (or :class:`~rvsp_jax.io.runfolder.RunFolderError` when
     there is no readable manifest)."""
     manifest = read_manifest(Path(path))
     if "config" in manifest:

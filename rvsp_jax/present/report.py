@@ -5,7 +5,7 @@ formatted with their uncertainty across members (:func:`fmt_ci`). ``summary.json
 numbers for programs (numpy scalars and arrays are converted; NaN becomes null) and names its format
 in ``"schema"`` (:data:`SUMMARY_SCHEMA`; see ``docs/summary.md``).
 
-With several processes only process 0 writes (:func:`rvsp_jax.devices.is_writer`): the others'
+With several processes only process 0 writes (:func:`rvsp_jax.training.devices.is_writer`): the others'
 :func:`write_summary` and :meth:`Report.write` return the path without writing. Progress bars follow
 :func:`progress_enabled` (``TQDM_DISABLE`` turns them off).
 """
@@ -49,7 +49,7 @@ SUMMARY_SCHEMA = "rvsp-jax summary 1"
 
 
 def _writer() -> bool:
-    from rvsp_jax.devices import is_writer
+    from rvsp_jax.training.devices import is_writer
 
     return is_writer()
 
@@ -67,7 +67,7 @@ def write_summary(folder: str | os.PathLike, summary: dict) -> Path:
     """Write ``summary.json`` atomically (temporary file, then rename); return its path.
 
     ``"schema": SUMMARY_SCHEMA`` is added as the first key (a ``"schema"`` already in ``summary``
-    is kept). Only process 0 writes (:func:`rvsp_jax.devices.is_writer`); other processes return
+    is kept). Only process 0 writes (:func:`rvsp_jax.training.devices.is_writer`); other processes return
     the path without writing."""
     path = Path(folder) / "summary.json"
     if not _writer():

@@ -224,7 +224,7 @@ def batch_indices(orders, batch_size: int, steps: int) -> np.ndarray:
     """Examples of every step's minibatch: ``orders: int [S, E, N]`` -> int64 ``[S, steps, B]``.
 
     ``orders[s, e]`` is member s's visiting order in epoch e (a permutation of the N examples, as
-    :meth:`rvsp_jax.ensemble.Ensemble.orders` returns them); each epoch is cut into N // B
+    :meth:`rvsp_jax.training.ensemble.Ensemble.orders` returns them); each epoch is cut into N // B
     minibatches in order, the incomplete last one dropped, exactly as the trainer does: step t of
     member s uses ``orders[s, t // (N // B)][(t % (N // B)) * B:][:B]``.
     """

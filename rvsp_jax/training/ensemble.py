@@ -8,7 +8,7 @@ depend on how many other members there are::
 
 Each epoch ``e`` member ``s`` visits the training set in a permutation seeded by its data key and
 ``e`` (:meth:`Ensemble.orders`), in minibatches of ``batch_size`` (the incomplete last batch is
-dropped). Members are split over a 1-D device mesh (:mod:`rvsp_jax.devices`) and, on each device,
+dropped). Members are split over a 1-D device mesh (:mod:`rvsp_jax.training.devices`) and, on each device,
 computed in blocks of ``config.block`` members; S is padded up to a multiple of block x devices with
 extra, genuinely trained members that are dropped from every output. A member whose loss or parameters become non-finite is marked diverged at that step and
 frozen; the others go on; its metrics read NaN from the next step on and its probes from that step on.
@@ -32,11 +32,11 @@ import optax
 
 from jax.sharding import PartitionSpec
 
-from rvsp_jax import devices as dev
-from rvsp_jax import footprint
+from rvsp_jax.training import devices as dev
+from rvsp_jax.training import footprint
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import Dataset, load, to_model_inputs
-from rvsp_jax.model import init_params, loss_and_accuracy, make_model
+from rvsp_jax.training.model import init_params, loss_and_accuracy, make_model
 
 
 SPARE_CHUNKS = 4
@@ -79,7 +79,7 @@ Probe = Callable[[StepContext], Any]
 
 class Chunk(NamedTuple):
     """One finished chunk, on the host: steps ``[start, stop)``; metrics are ``[S, stop - start]``
-    numpy arrays, probes :class:`~rvsp_jax.devices.MemberParts` ``[S, ceil((stop - start) /
+    numpy arrays, probes :class:`~rvsp_jax.training.devices.MemberParts` ``[S, ceil((stop - start) /
     probe_every), ...]`` (None without a probe); ``state`` is still on the devices."""
 
     start: int
@@ -373,7 +373,7 @@ class Ensemble:
         The next chunk is dispatched before the previous one is copied to the host, so the device
         computes chunk k+1 while the caller handles chunk k.
 
-        Probes arrive as :class:`~rvsp_jax.devices.MemberParts`, zero-copy views of the device
+        Probes arrive as :class:`~rvsp_jax.training.devices.MemberParts`, zero-copy views of the device
         buffers. Once the caller holds no view of a chunk's probes any more, the trainer writes a
         later chunk's probes into the same buffers (up to :data:`SPARE_CHUNKS` finished chunks are
         kept for that); a chunk whose views are still held is never reused, so keeping them is

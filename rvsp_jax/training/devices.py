@@ -6,7 +6,7 @@ initialises its backends. Importing ``rvsp_jax`` changes nothing; the entry poin
 :func:`use_host_devices` before JAX starts: the experiments (through
 :func:`rvsp_jax.cli.parse_experiment`, which also reads ``--devices``), ``python -m rvsp_jax.launch``,
 the benchmarks (:func:`setup_host_devices`) and the tests (``tests/conftest.py``). A notebook that
-wants one host device per core calls ``rvsp_jax.devices.use_host_devices()`` before its first JAX
+wants one host device per core calls ``rvsp_jax.training.devices.use_host_devices()`` before its first JAX
 computation (otherwise JAX's default, one CPU device, is used).
 
 Precedence, highest first:
@@ -195,8 +195,8 @@ class MemberParts:
                 raise ValueError("MemberParts of some members only cannot become one array without a copy")
             if self._gather is None:
                 raise ValueError(f"this process holds members {self._held()} of {self._members} only; "
-                                 "write them with rvsp_jax.store.write_by_chunk, or gather them with "
-                                 "rvsp_jax.devices.fetch on every process")
+                                 "write them with rvsp_jax.io.store.write_by_chunk, or gather them with "
+                                 "rvsp_jax.training.devices.fetch on every process")
             whole = self._gather()
             return whole if dtype is None else whole.astype(dtype, copy=False)
         if len(self.parts) == 1 and not copy:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from rvsp_jax import plots
+    from rvsp_jax.present import plots
 
     with plots.paper_style():
         fig, ax = plots.subplots()
@@ -133,13 +133,13 @@ def save_figure(fig: Figure, folder: str | os.PathLike, name: str) -> list[Path]
     Returns:
       ``[png_path, pdf_path]``.
 
-    With several processes only process 0 writes (:func:`rvsp_jax.devices.is_writer`); the others
+    With several processes only process 0 writes (:func:`rvsp_jax.training.devices.is_writer`); the others
     close the figure and return the paths it would have written.
     """
     if not name or os.sep in name or "/" in name or Path(name).suffix.lower() in {".png", ".pdf"}:
         raise ValueError(f"save_figure: name must be a bare file stem like 'acf', got {name!r}.")
     folder = Path(folder)
-    from rvsp_jax.devices import is_writer
+    from rvsp_jax.training.devices import is_writer
 
     if not is_writer():
         _close(fig)

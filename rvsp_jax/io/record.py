@@ -1,17 +1,17 @@
 """Train an ensemble and record its trajectories into a run folder, in one call, resumably.
 
 Every experiment that needs trajectories calls :func:`run`, then analyses the folder with
-:func:`rvsp_jax.store.open_run`::
+:func:`rvsp_jax.io.store.open_run`::
 
     from rvsp_jax.config import TrainConfig
-    from rvsp_jax.record import ProbeConfig, run
+    from rvsp_jax.io.record import ProbeConfig, run
 
     recorded = run(TrainConfig(seeds=64, steps=2000), ProbeConfig(probes="updates", index="all"),
                    "results/ergodicity/run1")
     d = recorded["updates"][:, 100:, :]        # [S, T_rec - 100, 13002] float32, read on demand
 
-What is recorded, and the names of the entries, is described in :mod:`rvsp_jax.probes`; the folder
-layout in :mod:`rvsp_jax.store`. The device computes chunk k+1 while a background thread writes
+What is recorded, and the names of the entries, is described in :mod:`rvsp_jax.training.probes`; the folder
+layout in :mod:`rvsp_jax.io.store`. The device computes chunk k+1 while a background thread writes
 chunk k: its arrays, then, after the first chunk, every ``checkpoint_seconds`` and at the end, a
 checkpoint of the ensemble state and the manifest's ``steps_completed``. An interrupted run
 continues from its last checkpoint with ``resume=True`` and ends bit for bit equal to an
@@ -35,14 +35,15 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from rvsp_jax import devices as dev
-from rvsp_jax import runfolder, store
+from rvsp_jax.training import devices as dev
+from rvsp_jax.io import runfolder
+from rvsp_jax.io import store
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import Dataset, load
-from rvsp_jax.ensemble import Chunk, Ensemble, host_state, member_keys, seed_ids
-from rvsp_jax.model import make_model
-from rvsp_jax.probes import ProbeConfig, ProbeLayout, make_probe
-from rvsp_jax.report import progress_enabled
+from rvsp_jax.training.ensemble import Chunk, Ensemble, host_state, member_keys, seed_ids
+from rvsp_jax.training.model import make_model
+from rvsp_jax.training.probes import ProbeConfig, ProbeLayout, make_probe
+from rvsp_jax.present.report import progress_enabled
 
 __all__ = ["ProbeConfig", "ProbeLayout", "make_probe", "run"]
 
@@ -271,19 +272,19 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
       equal the manifest's; a complete run is returned as it is, after rebuilding ``final.npz`` from
       the last checkpoint if it is missing or damaged).
     overwrite: replace an existing run folder ``out`` (never needed for a new or empty folder); only
-      a run folder of ours, holding nothing else, is replaced (:func:`rvsp_jax.runfolder.check_new`).
+      a run folder of ours, holding nothing else, is replaced (:func:`rvsp_jax.io.runfolder.check_new`).
     experiment, command: recorded in the manifest.
     progress: show a tqdm bar on stderr (steps/s, and model-steps/s = steps/s x S in the postfix).
     checkpoint_seconds: checkpoint the ensemble state (and advance the manifest's
       ``steps_completed``) after the first chunk, then at the first chunk end at least this long
       after the previous checkpoint, and at the end; 0 checkpoints every chunk.
 
-    The folder is locked (:class:`~rvsp_jax.runfolder.RunLock`) while the run writes it. SIGINT
+    The folder is locked (:class:`~rvsp_jax.io.runfolder.RunLock`) while the run writes it. SIGINT
     (Ctrl-C) or SIGTERM stops training at the end of the current chunk, writes a checkpoint and
     raises :class:`Interrupted` whose message is the command that continues the run.
-    Raises :class:`~rvsp_jax.runfolder.RunFolderError` before training when ``out`` is taken, locked,
-    unwritable or its disk too small, :class:`~rvsp_jax.footprint.FootprintError` when the ensemble
-    would not fit in memory, and :class:`~rvsp_jax.store.StoreError` when writing fails during
+    Raises :class:`~rvsp_jax.io.runfolder.RunFolderError` before training when ``out`` is taken, locked,
+    unwritable or its disk too small, :class:`~rvsp_jax.training.footprint.FootprintError` when the ensemble
+    would not fit in memory, and :class:`~rvsp_jax.io.store.StoreError` when writing fails during
     training (the run then stays resumable from its last checkpoint).
     """
     out = Path(out)

@@ -1,6 +1,6 @@
 """What to record during training: probes, their index selections and their readable names.
 
-A probe is a pure function of one member's :class:`~rvsp_jax.ensemble.StepContext` (vmapped over
+A probe is a pure function of one member's :class:`~rvsp_jax.training.ensemble.StepContext` (vmapped over
 members by the trainer) that returns a dict ``array name -> float32 [P]``: every kind of observable
 is packed into one flat vector per step, so XLA emits one output per kind and the store writes one
 ``[S, T_rec, P]`` array per kind. The arrays and the names of their ``P`` entries:
@@ -58,7 +58,7 @@ import numpy as np
 
 from rvsp_jax.config import TrainConfig, from_fields, opt
 from rvsp_jax.data import Dataset, to_model_inputs
-from rvsp_jax.model import MLP, init_params
+from rvsp_jax.training.model import MLP, init_params
 
 KINDS = ("params", "updates", "grads", "weight_norms", "activations", "act_summary")
 """Probe kinds accepted by ``ProbeConfig.probes``; ``activations`` records pre- and post-activations."""
@@ -297,7 +297,7 @@ def _layout(probes: ProbeConfig, model: MLP, n_test: int, config: TrainConfig) -
 
 
 def make_probe(probes: ProbeConfig, model: MLP, dataset: Dataset, config: TrainConfig):
-    """The probe function for :class:`~rvsp_jax.ensemble.Ensemble` and its :class:`ProbeLayout`.
+    """The probe function for :class:`~rvsp_jax.training.ensemble.Ensemble` and its :class:`ProbeLayout`.
 
     Returns ``(probe, layout)``; ``probe`` is None when nothing but the per-step metrics is recorded.
     ``probe(ctx)`` maps one member's ``StepContext`` to ``{array name: float32 [P]}`` (float32

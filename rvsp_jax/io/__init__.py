@@ -1,0 +1,1 @@
+"""Storage: run folders (safety, locks, manifests), the chunked trajectory store, recording."""

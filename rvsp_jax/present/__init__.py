@@ -1,0 +1,1 @@
+"""Presentation: figures, reports, the index of run folders."""
