@@ -44,6 +44,15 @@ def as_real(x, *, name: str = "x", min_ndim: int = 1, what: str = "a time axis (
     return arr
 
 
+def as_jax_float(x):
+    """``jnp.asarray(x)``, promoted to the default float dtype unless it is floating already (the
+    JAX estimators compute in the input's float dtype, at least float32)."""
+    import jax.numpy as jnp
+
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+
+
 def as_int(value, name: str, minimum: int | None = None) -> int:
     """An integer argument (not a bool), at least ``minimum`` if given, or ValueError."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

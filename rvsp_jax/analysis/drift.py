@@ -11,12 +11,11 @@ no cancellation on series with a large offset).
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
-from rvsp_jax.analysis._common import as_real, block_slices, restore_time, time_last
+from rvsp_jax.analysis._common import as_int, as_real, block_slices, restore_time, time_last
 
 __all__ = ["DriftSummary", "RollingMeanVar", "measure_drift", "rolling_mean_var"]
 
@@ -54,11 +53,8 @@ class DriftSummary(NamedTuple):
 def _check_window(x, window, step) -> tuple[np.ndarray, int, int]:
     arr = as_real(x).astype(np.float64, copy=False)
     nobs = arr.shape[-1]
-    for name, value in (("window", window), ("step", step)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-            raise ValueError(f"{name} must be an integer; got {value!r}.")
-    window = int(window)
-    step = window if step is None else int(step)
+    window = as_int(window, "window")
+    step = window if step is None else as_int(step, "step")
     if window < 1 or step < 1:
         raise ValueError(f"window and step must be >= 1; got window={window}, step={step}.")
     if window > nobs:

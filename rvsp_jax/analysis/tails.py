@@ -26,16 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from rvsp_jax.analysis._common import time_last
+from rvsp_jax.analysis._common import as_jax_float, as_real, time_last
 
 __all__ = ["TAIL_VERDICTS", "TailVerdict", "default_hill_k", "hill", "simsekli_alpha", "tail_verdict"]
 
 
 def _as_samples(x, name: str) -> jax.Array:
     """``x`` as a floating JAX array with at least one axis, or ValueError."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.result_type(float))
+    x = as_jax_float(x)
     if x.ndim == 0:
         raise ValueError(f"{name}: x must have a sample axis (last axis), got a scalar; pass x[..., n].")
     return x
@@ -295,11 +293,8 @@ def tail_verdict(x, *, axis: int = -1, alpha: float = 0.05) -> TailVerdict:
     """
     if not 0 < alpha < 0.5:
         raise ValueError(f"tail_verdict: alpha must be in (0, 0.5), got {alpha!r}")
-    x = np.asarray(x)
-    if x.ndim == 0:
-        raise ValueError("tail_verdict: x must have a sample axis, got a scalar; pass x[..., n].")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise ValueError(f"tail_verdict: x must be real numbers, got dtype {x.dtype}")
+    x = as_real(x, name="tail_verdict: x", what="a sample axis", hint="Pass x[..., n].",
+                allow_bool=False)
     x = np.moveaxis(x.astype(np.float64, copy=False), axis, -1)
     n = x.shape[-1]
     if n < 2:
