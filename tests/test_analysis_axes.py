@@ -152,6 +152,16 @@ def test_spectrum_summaries_take_the_frequency_axis(shape, axis):
     np.testing.assert_array_equal(np.asarray(got), want)
 
 
+def test_gradient_noise_scale_examples_axis():
+    g = np.random.default_rng(4).standard_normal((16, 3, 7)) + 0.3  # [n, S, P]
+    want = A.gradient_noise_scale(np.moveaxis(g, 0, -2))
+    got = A.gradient_noise_scale(g, axis=0)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="parameter axis"):
+        A.gradient_noise_scale(g, axis=2)
+
+
 def test_acf_confint_keeps_the_lag_axis():
     x = _data((30, 100, 2), seed=9)
     r = A.acf(x, 8, axis=1)  # [30, 9, 2]

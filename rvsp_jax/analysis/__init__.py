@@ -1,17 +1,19 @@
 """Batched time-series and random-variable analysis of training trajectories (pure functions of arrays).
 
-One axis convention: every estimator that takes a series takes ``axis=`` for its time (or sample,
-or frequency) axis, default ``-1`` (time last, ``x: [..., T]``), and is batched over all the other
-axes; ensemble estimators (``[S, ..., T]``: :mod:`~rvsp_jax.analysis.ergodicity`,
+One axis convention: every estimator that takes a series takes ``axis=`` for its time (or
+sample, or frequency) axis, default ``-1`` (time last, ``x: [..., T]``; the examples axis of
+:func:`gradient_noise_scale` defaults to ``-2``, before the parameters), and is batched over all
+the other axes; ensemble estimators (``[S, ..., T]``: :mod:`~rvsp_jax.analysis.ergodicity`,
 :func:`long_run_variance`; :func:`across_members` on ``[S, ...]``) also take ``member_axis=``,
-default ``0``. Input is any array-like (numpy, JAX, a stored array: ``adf(run["updates"], axis=1)``
-tests every member and parameter of a stored ``[S, T, P]`` array). A result that reduces time (a
-statistic per series) has the input's shape without that axis; a result that replaces time by a
-new axis (the lags of :func:`acf`, the frequencies of :func:`welch`, windows, TAMSD lags) puts it
-where time was, as ``scipy.signal.welch(axis=)`` does (an extra axis that replaces nothing, such as
-:func:`spectral_shape`'s models or :func:`tail_verdict`'s two Hill thresholds, stays last); ensemble results drop the member axis and
-per-member results keep it in place. The defaults are the conventions the functions always had,
-so a call without ``axis``/``member_axis`` gives what it gave before, bit for bit.
+default ``0``. Input is any array-like (numpy, JAX, a stored array: ``adf(run["updates"],
+axis=1)`` tests every member and parameter of a stored ``[S, T, P]`` array). A result that
+reduces time (a statistic per series) has the input's shape without that axis; a result that
+replaces time by a new axis (the lags of :func:`acf`, the frequencies of :func:`welch`, windows,
+TAMSD lags) puts it where time was, as ``scipy.signal.welch(axis=)`` does, while an extra axis that
+replaces nothing (the models of :func:`spectral_shape`, the two Hill thresholds of
+:func:`tail_verdict`) stays last; ensemble results drop the member axis and per-member results
+keep it in place. The defaults are the conventions the functions always had, so a call without
+``axis``/``member_axis`` gives what it gave before, bit for bit.
 
 Every estimator computes in float64 unless its docstring says otherwise, and is tested series by
 series against its reference (statsmodels, scipy) or a known analytic answer. Modules:

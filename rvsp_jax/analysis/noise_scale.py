@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rvsp_jax.analysis._common import as_jax_float
+from rvsp_jax.analysis._common import as_int, as_jax_float
 
 __all__ = ["N_OVER_B", "NoiseScale", "PooledNoiseScale", "gradient_noise_scale", "pooled_noise_scale",
            "two_batch_noise_scale"]
@@ -49,7 +49,7 @@ class NoiseScale(NamedTuple):
     grad_sq: jax.Array
 
 
-def gradient_noise_scale(per_example_grads) -> NoiseScale:
+def gradient_noise_scale(per_example_grads, *, axis: int = -2) -> NoiseScale:
     """``B_simple`` from ``n`` per-example gradients (McCandlish et al. 2018).
 
     With ``g_1..g_n`` the per-example gradients and ``gbar`` their mean::
@@ -64,11 +64,21 @@ def gradient_noise_scale(per_example_grads) -> NoiseScale:
     Args:
       per_example_grads: ``[..., n, P]`` with ``n >= 2`` examples of a ``P``-parameter gradient
         (flatten a parameter pytree with ``jax.flatten_util.ravel_pytree`` or concatenate leaves).
+      axis: the examples axis (default -2, just before the parameter axis, which stays last).
 
     Returns:
-      :class:`NoiseScale` with fields of shape ``[...]``.
+      :class:`NoiseScale` with fields of shape ``[...]`` (the input's shape without the examples
+      and parameter axes).
     """
     g = as_jax_float(per_example_grads)
+    if axis != -2 and g.ndim >= 2:
+        pos = as_int(axis, "axis")
+        if not -g.ndim <= pos < g.ndim or pos % g.ndim == g.ndim - 1:
+            raise ValueError(
+                f"gradient_noise_scale: axis={axis} must name the examples axis of [..., n, P], "
+                f"not the parameter axis (last) nor beyond the {g.ndim} axes."
+            )
+        g = jnp.moveaxis(g, pos, -2)
     if g.ndim < 2:
         raise ValueError(
             f"gradient_noise_scale: expected per-example gradients [..., n, P], got shape {g.shape}; "
