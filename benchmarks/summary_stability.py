@@ -36,7 +36,7 @@ SMALL = {  # the sizes of the tests (tests/test_study_*.py), without flags whose
     "activation_compare": ["--seeds", "3", "--steps", "60", "--chunk", "20", "--block", "2",
                            "--activations", "sigmoid,relu", "--probe-index", "2", "--probe-batch", "8",
                            "--nperseg", "32"],
-    "ergodicity": ["--seeds", "4", "--steps", "80", "--chunk", "40", "--block", "2", "--probe-every", "2"],
+    "ergodicity": ["--seeds", "4", "--steps", "160", "--chunk", "40", "--block", "2", "--probe-every", "2"],
     "spectra": ["--seeds", "3", "--steps", "96", "--chunk", "48", "--block", "2", "--probe-index", "2",
                 "--nlags", "10", "--nperseg", "32"],
     "optimizers": ["--seeds", "3", "--steps", "96", "--chunk", "48", "--block", "2", "--probe-index", "2",
