@@ -312,3 +312,15 @@ def test_readme_acf_treats_axis1_as_time():
     np.testing.assert_array_equal(r, np.moveaxis(want, -1, 1))
     assert_identical(A.assess_many(updates, axis=1, n_boot=20),
                      A.assess_many(np.moveaxis(np.asarray(updates), 1, -1), n_boot=20))
+
+
+def test_estimators_read_a_stored_run_with_time_on_axis_1(small_run):
+    stored = small_run["updates"]  # StoredArray [S, T, P]
+    x = np.asarray(stored)
+    assert x.ndim == 3 and x.shape[1] >= 20
+    assert_identical(A.adf(stored, axis=1), A.adf(np.moveaxis(x, 1, -1)))
+    assert_identical(A.kpss(stored, axis=1), A.kpss(np.moveaxis(x, 1, -1)))
+    r = A.acf(stored[:, 5:, :10], 4, axis=1)
+    assert r.shape == (x.shape[0], 5, min(10, x.shape[2]))
+    np.testing.assert_array_equal(r, np.moveaxis(A.acf(np.moveaxis(x[:, 5:, :10], 1, -1), 4), -1, 1))
+    assert_identical(A.ensemble_mean(stored, axis=1), np.moveaxis(A.ensemble_mean(np.moveaxis(x, 1, -1)), -1, 0))

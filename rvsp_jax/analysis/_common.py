@@ -82,9 +82,9 @@ def time_last(x, axis, *, keep_jax: bool = False) -> tuple[object, int | None]:
     """Moves the time axis ``axis`` of x last; returns ``(x', position)``.
 
     ``axis=-1`` (the default of every series estimator) or None leaves x as it is (not even
-    converted) and returns position None. Otherwise x is coerced with ``np.asarray`` (JAX arrays stay JAX arrays with
-    ``keep_jax``) and the returned position is ``axis`` normalised to ``0..ndim-1``, for
-    :func:`restore_time`.
+    converted) and returns position None. Otherwise x is coerced with ``np.asarray`` (JAX arrays
+    stay JAX arrays with ``keep_jax``) and the returned position is ``axis`` normalised to
+    ``0..ndim-1``, for :func:`restore_time`.
     """
     if axis is None or (isinstance(axis, int) and not isinstance(axis, bool) and axis == -1):
         return x, None

@@ -2,11 +2,11 @@
 
 A stationary process has the same mean and variance in every window; a drifting one does not.
 :func:`rolling_mean_var` gives the per-window moments of every series, :func:`measure_drift` fits a
-straight line through them against window position and reports the fitted change over the series
-in natural units (within-window standard deviations for the mean, relative change for the
-variance). Inputs ``x: [..., T]`` (numpy or JAX, time last unless ``axis=`` names another); outputs numpy float64, computed in
-float64 with the two-pass moments of ``np.mean``/``np.var`` over each window (no running sums, so
-no cancellation on series with a large offset).
+straight line through them against window position and reports the fitted change over the series in
+natural units (within-window standard deviations for the mean, relative change for the variance).
+Inputs ``x: [..., T]`` (numpy or JAX, time last unless ``axis=`` names another); outputs numpy
+float64, computed in float64 with the two-pass moments of ``np.mean``/``np.var`` over each window
+(no running sums, so no cancellation on series with a large offset).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Every function takes ``x: [..., T]`` (any number of leading axes, e.g. ``[S, T]`` members by steps
 or ``[S, P, T]`` members by parameters by steps; numpy or JAX input), treats the last axis as time
-(``axis=`` names another: lags and frequencies then take its place) and returns numpy ``float64`` arrays with the leading axes kept. All numerics run on the host in
-float64 (numpy, and ``scipy.fft`` with every core for the FFTs), whatever the input dtype, and match
-their reference implementation per series to rounding:
+(``axis=`` names another: lags and frequencies then take its place) and returns numpy ``float64``
+arrays with the leading axes kept. All numerics run on the host in float64 (numpy, and ``scipy.fft``
+with every core for the FFTs), whatever the input dtype, and match their reference implementation
+per series to rounding:
 
 - :func:`acf`, :func:`acf_confint`: ``statsmodels.tsa.stattools.acf(x, nlags, adjusted, fft=True,
   alpha)``.

@@ -1,8 +1,9 @@
 """Batched unit-root and stationarity tests: augmented Dickey-Fuller, KPSS, and their joint verdict.
 
 Every test takes ``x: [..., T]`` (any leading axes, e.g. ``[S, T]`` or ``[S, P, T]``; numpy or JAX
-input of any float dtype), treats the last axis as time (``axis=`` names another) and returns a frozen result of numpy arrays
-with the leading axes kept. The numerics run on the host in float64 and match, per series:
+input of any float dtype), treats the last axis as time (``axis=`` names another) and returns a
+frozen result of numpy arrays with the leading axes kept. The numerics run on the host in float64
+and match, per series:
 
 - :func:`adf`: ``statsmodels.tsa.stattools.adfuller`` (statistic, MacKinnon (1994) p-value, the lag
   that autolag picks, nobs, MacKinnon (2010) critical values, icbest).

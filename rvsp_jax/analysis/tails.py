@@ -5,11 +5,11 @@
   with the tail index, its interval and the evidence (numpy/scipy, float64; size and power measured
   by ``python -m benchmarks.tail_calibration``, docs/calibration.md, Tails).
 
-Both estimators are batched over every leading axis: ``x: [..., n]`` holds ``n`` samples per series on
-the last axis (``axis=`` names another) and the result has shape ``[...]``. They are pure JAX
+Both estimators are batched over every leading axis: ``x: [..., n]`` holds ``n`` samples per series
+on the last axis (``axis=`` names another) and the result has shape ``[...]``. They are pure JAX
 functions (``jit``-able with the block/order sizes static) and compute in the dtype of ``x`` after
-promotion to at least float32 (float64 inside ``jax.enable_x64``). Float32 is ample here: the rounding error of the log-means is
-orders of magnitude below the estimators' sampling error.
+promotion to at least float32 (float64 inside ``jax.enable_x64``). Float32 is ample here: the
+rounding error of the log-means is orders of magnitude below the estimators' sampling error.
 
 A value (or an order statistic the estimator needs) that is exactly zero makes ``log|x|`` undefined;
 the estimate is then NaN rather than a meaningless 0 or inf. NaN/inf inputs (diverged members) also
@@ -116,8 +116,9 @@ def simsekli_alpha(x, block_size: int | None = None, *, axis: int = -1) -> jax.A
       axis: the sample axis (default the last).
 
     Returns:
-      ``alpha_hat: [...]`` (x's shape without ``axis``) in the dtype of ``x`` (at least float32). NaN where a used sample or a
-      block sum is exactly zero (e.g. a dead ReLU unit's gradient) or the series holds NaN/inf.
+      ``alpha_hat: [...]`` (x's shape without ``axis``) in the dtype of ``x`` (at least float32).
+      NaN where a used sample or a block sum is exactly zero (e.g. a dead ReLU unit's gradient) or
+      the series holds NaN/inf.
     """
     x = _as_samples(time_last(x, axis, keep_jax=True)[0], "simsekli_alpha")
     n = x.shape[-1]

@@ -2,10 +2,10 @@
 
 Every function takes ``x: [S, ..., T]``: members on axis 0 (the project convention), time on the
 last axis, any number of observables in between (``[S, T]`` one observable, ``[S, P, T]`` P of
-them); results keep the middle axes. ``member_axis=`` and ``axis=`` name other member and time
-axes (a stored ``[S, T, P]`` array: ``axis=1``); per-member results keep the member axis in place,
-and a new axis (blocks, lags, windows) takes the time axis' place. Input may be numpy or JAX, of any float dtype; all numerics run
-on the host in numpy/scipy float64 and return float64 arrays.
+them); results keep the middle axes. ``member_axis=`` and ``axis=`` name other member and time axes
+(a stored ``[S, T, P]`` array: ``axis=1``); per-member results keep the member axis in place, and a
+new axis (blocks, lags, windows) takes the time axis' place. Input may be numpy or JAX, of any float
+dtype; all numerics run on the host in numpy/scipy float64 and return float64 arrays.
 
 The verdict (:func:`assess` / :func:`assess_many`: "ergodic", "non-ergodic", "non-stationary" or
 "inconclusive", with its reason, effect size and, when undecided, the steps that would decide it)
