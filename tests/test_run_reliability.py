@@ -83,7 +83,7 @@ def test_a_malformed_host_device_variable_is_refused_and_does_not_break_import(m
     assert "RVSP_JAX_HOST_DEVICES must be an integer >= 1, got 'abc'" in capsys.readouterr().err
     imported = subprocess.run([sys.executable, "-c", "import rvsp_jax"], env={**ENV, "RVSP_JAX_HOST_DEVICES": "abc"},
                               capture_output=True, text=True, timeout=60)
-    assert imported.returncode == 0 and "RVSP_JAX_HOST_DEVICES must be an integer" in imported.stderr
+    assert imported.returncode == 0 and imported.stderr == ""  # importing sets no devices, so no warning
 
 
 def test_seeds_cover_the_full_64_bit_range_without_wrapping(capsys):
