@@ -8,9 +8,11 @@ options and :func:`dataclass_from_args` reads them back, so a flag means the sam
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import contextlib
 import dataclasses
 import datetime as _dt
+import json
 import shlex
 import sys
 import typing
@@ -26,6 +28,26 @@ def _parse_ints(text: str) -> tuple[int, ...]:
         return tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _parse_names(text: str) -> tuple[str, ...]:
+    """``a,b`` -> ``("a", "b")``; ``none`` (or nothing) -> ``()``."""
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    return () if names == ("none",) else names
+
+
+def _parse_json_object(text: str) -> dict:
+    """A JSON object (``'{"momentum": 0.9}'``) -> dict; lists in it stay lists (a sweep, see
+    :func:`rvsp_jax.config.with_sweep_flags`)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"momentum\": 0.9}}', "
+                                         f"got {text!r}: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"momentum\": 0.9}}', "
+                                         f"got {text!r}")
+    return value
 
 
 def _parse_floats(text: str) -> float | tuple[float, ...]:
@@ -46,7 +68,9 @@ def _field_type(cls, f: dataclasses.Field):
     if hint in (int, float, str):
         return hint
     if typing.get_origin(hint) is tuple:
-        return _parse_ints
+        return _parse_names if typing.get_args(hint)[0] is str else _parse_ints
+    if typing.get_origin(hint) is collections.abc.Mapping:
+        return _parse_json_object
     if args and args[0] in (int, float, str):  # Optional[X] / X | None
         return args[0]
     raise TypeError(f"no command-line type for field {cls.__name__}.{f.name}: {hint}")
@@ -62,7 +86,12 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, defaults: dict
         if "flag" not in meta:
             continue
         default = defaults.get(f.name, f.default)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        if isinstance(default, tuple):
+            shown = ",".join(map(str, default)) or "none"
+        elif isinstance(default, collections.abc.Mapping):
+            shown = json.dumps(dict(default))
+        else:
+            shown = default
         group.add_argument(meta["flag"], dest=f.name, type=_field_type(cls, f), default=default,
                            choices=meta.get("choices"), metavar=meta.get("metavar"),
                            help=f"{meta['help']} (default: {shown})")

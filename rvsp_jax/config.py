@@ -3,6 +3,10 @@
 The command-line flags of every experiment are generated from these dataclasses
 (:mod:`rvsp_jax.cli`), so ``--seeds`` means the same thing everywhere. Field metadata holds the flag
 name and its help text.
+
+Fields are typed: ``opt_kwargs`` and ``sweep`` are read-only mappings (:class:`JSONObject`),
+``widths`` a tuple; the command line's text is parsed in :mod:`rvsp_jax.cli`. The constructors also
+read the JSON text these fields used to be (older code, and manifests, which store that text).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import inspect
 import itertools
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import optax
@@ -76,41 +82,129 @@ def from_fields(cls, d: dict):
     return cls(**d)
 
 
+def _freeze(value):
+    """A JSON value with its lists as tuples and its objects as :class:`JSONObject` (read-only)."""
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return JSONObject(value)
+    return value
+
+
+class JSONObject(str):
+    """A read-only mapping (``str -> JSON value``) held as its canonical JSON text: the type of the
+    config fields that are JSON objects (``TrainConfig.opt_kwargs`` and ``sweep``).
+
+    Built from a mapping or, for code and manifests from when these fields were JSON strings, from
+    JSON text; either way the text is ``json.dumps`` of the object, key order kept (a sweep's axis
+    order is its grid order). ``m["momentum"]``, ``m.get``, ``m.keys()``, ``m.items()``,
+    ``m.values()``, ``key in m``, ``dict(m)`` and ``**m`` read it as a mapping, with lists as tuples
+    and objects as JSONObjects, so nothing can be changed in place; :meth:`to_json` gives a mutable
+    copy.
+
+    Equality and the hash are those of the text, so configs stay hashable, compare equal however they
+    were given (``{"momentum": 0.9}`` or ``'{"momentum": 0.9}'``) and digest as before; it also
+    equals a plain mapping with the same JSON. It is a ``str`` so that code written for the string
+    fields keeps working (``json.loads(config.opt_kwargs)``, ``config.sweep == "{}"``, formatting);
+    for the same reason ``len`` and iteration are the text's: iterate over ``m.keys()``.
+    """
+
+    def __new__(cls, value: Mapping | str | None = None, must: str = "must be a JSON object"):
+        if isinstance(value, JSONObject):
+            return value
+        if value is None:
+            data = {}
+        elif isinstance(value, str):
+            try:
+                data = json.loads(value)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{must}, got {value!r}: {e}") from None
+        elif isinstance(value, Mapping):
+            data = dict(value)
+        else:
+            raise ValueError(f"{must}, got {value!r}")
+        if not isinstance(data, dict):
+            raise ValueError(f"{must}, got {value!r}")
+        try:
+            text = json.dumps(data)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{must} of JSON values, got {value!r}: {e}") from None
+        self = super().__new__(cls, text)
+        self._data = {k: _freeze(v) for k, v in json.loads(text).items()}
+        return self
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self._data[key]
+        return str.__getitem__(self, key)  # an index or slice of the text, as for any str
+
+    def __contains__(self, key):
+        return key in self._data
+
+    def keys(self):
+        return self._data.keys()
+
+    def values(self):
+        return self._data.values()
+
+    def items(self):
+        return self._data.items()
+
+    def get(self, key, default=None):
+        return self._data.get(key, default)
+
+    def to_json(self) -> dict:
+        """A fresh, mutable ``json.loads`` of the text (lists as lists, objects as dicts)."""
+        return json.loads(self)
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            return str.__eq__(self, other)
+        if isinstance(other, Mapping):
+            try:
+                return str.__eq__(self, json.dumps(dict(other)))
+            except (TypeError, ValueError):
+                return False
+        return NotImplemented
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = str.__hash__
+
+    def __reduce__(self):
+        return (type(self), (str(self),))
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 def with_sweep_flags(values: dict) -> dict:
     """TrainConfig field values as the command line gives them, with every list (``lr`` given as
     ``0.01,0.1``, a list in ``opt_kwargs``) moved into ``sweep``; the plain field keeps the first
-    value. Values that are not lists pass through unchanged."""
+    value. Values that are not lists pass through unchanged. ``opt_kwargs`` and ``sweep`` are
+    mappings (:func:`rvsp_jax.cli.parse_train_config` parses the flags' JSON; JSON text is still
+    accepted) and come back as :class:`JSONObject`."""
     values = dict(values)
-    axes = json.loads(values.get("sweep") or "{}") if isinstance(values.get("sweep", "{}"), str) else {}
+    axes = JSONObject(values.get("sweep"), "sweep must be a JSON object of lists").to_json()
     if isinstance(values.get("lr"), (tuple, list)):
         lrs = [float(v) for v in values["lr"]]
         if len(lrs) > 1:
             axes["lr"] = lrs
         values["lr"] = lrs[0]
-    try:
-        kwargs = json.loads(values.get("opt_kwargs") or "{}")
-    except json.JSONDecodeError:
-        kwargs = None  # TrainConfig reports it
-    if isinstance(kwargs, dict) and any(isinstance(v, list) for v in kwargs.values()):
-        for key, v in list(kwargs.items()):
-            if isinstance(v, list):
-                axes[key] = v
-                kwargs[key] = v[0] if v else None
-        values["opt_kwargs"] = json.dumps({k: v for k, v in kwargs.items() if k not in axes})
-    if axes:
-        values["sweep"] = json.dumps(axes)
+    if "opt_kwargs" in values:
+        kwargs = JSONObject(values["opt_kwargs"], "opt_kwargs must be a JSON object").to_json()
+        if any(isinstance(v, list) for v in kwargs.values()):
+            axes.update({k: v for k, v in kwargs.items() if isinstance(v, list)})
+            kwargs = {k: v for k, v in kwargs.items() if k not in axes}
+        values["opt_kwargs"] = JSONObject(kwargs)
+    if axes or "sweep" in values:
+        values["sweep"] = JSONObject(axes)
     return values
-
-
-def _json_object(text: str, must: str) -> dict:
-    """``json.loads(text)`` when it is a JSON object, else ValueError ``"<must>, got <text>"``."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{must}, got {text!r}: {e}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{must}, got {text!r}")
-    return value
 
 
 def opt(default, flag, help, **extra):
@@ -135,8 +229,10 @@ class TrainConfig:
                          "learning_rate (sgd, adam, adamw, rmsprop, ...)")
     lr: float = opt(0.1, "--lr", "learning rate; a comma-separated list sweeps it (see --sweep)",
                     sweepable=True)
-    opt_kwargs: str = opt("{}", "--opt-kwargs", 'JSON keyword arguments for the optimizer, '
-                          'e.g. \'{"momentum": 0.9}\'; a list of floats sweeps that one')
+    opt_kwargs: Mapping[str, Any] = opt(JSONObject(), "--opt-kwargs",
+                                        'keyword arguments for the optimizer, a JSON object on the '
+                                        'command line, e.g. \'{"momentum": 0.9}\'; a list of floats '
+                                        "sweeps that one")
     activation: str = opt("sigmoid", "--activation", "hidden activation",
                           choices=tuple(ACTIVATIONS))
     widths: tuple[int, ...] = opt((16, 16), "--widths", "hidden layer widths, comma separated")
@@ -152,11 +248,15 @@ class TrainConfig:
                      "trajectories do not depend on it)")
     block: int = opt(8, "--block", "members computed together per device; member trajectories are "
                      "bit-identical for any S with the same block")
-    sweep: str = opt("{}", "--sweep", 'JSON grid of float hyperparameters, e.g. \'{"lr": [0.01, 0.1], '
+    sweep: Mapping[str, Any] = opt(JSONObject(), "--sweep", 'grid of float hyperparameters, e.g. \'{"lr": [0.01, 0.1], '
                      '"momentum": [0.5, 0.9]}\' (also made by --lr 0.01,0.1 or lists in --opt-kwargs); '
                      "members are ordered grid-major: member g*S+s is grid point g, seed s")
 
     def __post_init__(self):
+        # mappings (JSON text, as older code and manifests give them, is read here too)
+        object.__setattr__(self, "opt_kwargs",
+                           JSONObject(self.opt_kwargs, "opt_kwargs must be a JSON object"))
+        object.__setattr__(self, "sweep", JSONObject(self.sweep, "sweep must be a JSON object of lists"))
         if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
             raise ValueError(f"seeds (ensemble members) must be an integer >= 1, got {self.seeds!r}")
         if (not isinstance(self.base_seed, int) or isinstance(self.base_seed, bool)
@@ -167,7 +267,7 @@ class TrainConfig:
         _choice(self.optimizer, optimizer_names(), "optimizer")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"the learning rate must be a finite number > 0, got {self.lr!r}")
-        for key, value in self.optimizer_kwargs().items():  # validates the JSON
+        for key, value in self.optimizer_kwargs().items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"opt_kwargs {key!r} must be finite, got {value!r}")
         _choice(self.activation, ACTIVATIONS, "activation")
@@ -196,13 +296,14 @@ class TrainConfig:
             raise ValueError(f"every swept learning rate must be > 0, got {axes['lr']}")
 
     def optimizer_kwargs(self) -> dict:
-        return _json_object(self.opt_kwargs, "opt_kwargs must be a JSON object")
+        """``opt_kwargs`` as a fresh, mutable dict (JSON types: lists, not tuples)."""
+        return self.opt_kwargs.to_json()
 
     def sweep_axes(self) -> dict[str, list[float]]:
         """The swept hyperparameters and their values, in the order given (``{}`` without a sweep).
 
         Keys are ``lr`` or keyword arguments of the optimizer; values are lists of finite floats."""
-        axes = _json_object(self.sweep, "sweep must be a JSON object of lists")
+        axes = self.sweep.to_json()
         for key, values in axes.items():
             if (not isinstance(values, list) or not values
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -234,8 +335,7 @@ class TrainConfig:
         values = self.grid()[g]
         kwargs = self.optimizer_kwargs()
         kwargs.update({k: v for k, v in values.items() if k != "lr"})
-        return dataclasses.replace(self, lr=values.get("lr", self.lr), opt_kwargs=json.dumps(kwargs),
-                                   sweep="{}")
+        return dataclasses.replace(self, lr=values.get("lr", self.lr), opt_kwargs=kwargs, sweep={})
 
     def injected(self) -> tuple[str, ...]:
         """Hyperparameters held as per-member arrays in the optimizer state
@@ -304,8 +404,13 @@ class TrainConfig:
         return max(1, round(self.epochs * self.steps_per_epoch(n_train)))
 
     def to_dict(self) -> dict:
+        """The fields as JSON values, as manifests store them. ``opt_kwargs`` and ``sweep`` are
+        written as their canonical JSON text (``'{"momentum": 0.9}'``), the form manifests have
+        always had, so a run recorded earlier compares equal on ``--resume`` and the digest of a
+        config is unchanged; :meth:`from_dict` reads the text (or a JSON object) back."""
         d = dataclasses.asdict(self)
         d["widths"] = list(self.widths)
+        d["opt_kwargs"], d["sweep"] = str(self.opt_kwargs), str(self.sweep)
         return d
 
     @classmethod
@@ -313,5 +418,8 @@ class TrainConfig:
         return from_fields(cls, d)
 
     def digest(self) -> str:
-        """sha256 (first 16 hex digits) of the canonical JSON of the config, for manifests."""
+        """sha256 (first 16 hex digits) of the canonical JSON of the config (:meth:`to_dict`), for
+        manifests. Unchanged since these fields were strings, except for a config whose
+        ``opt_kwargs``/``sweep`` text was not canonical (``'{"momentum":0.9}'``, no space): that
+        is now read as the mapping, and digests as ``'{"momentum": 0.9}'``."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]

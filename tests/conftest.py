@@ -56,7 +56,7 @@ SMALL = TrainConfig(seeds=3, steps=30, chunk=10, block=2)
 PROBES = ProbeConfig(probes="params,updates,grads,weight_norms,activations,act_summary",
                      index="all", batch=8)
 TRAIN_ARGS = ["--seeds", str(SMALL.seeds), "--steps", str(SMALL.steps), "--chunk", str(SMALL.chunk),
-              "--block", str(SMALL.block), "--probes", PROBES.probes, "--probe-index", PROBES.index,
+              "--block", str(SMALL.block), "--probes", ",".join(PROBES.probes), "--probe-index", PROBES.index,
               "--probe-batch", str(PROBES.batch), "--devices", str(len(jax.devices()))]
 """``python -m experiments.train`` flags that record ``SMALL`` with ``PROBES`` on this session's devices."""
 

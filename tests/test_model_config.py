@@ -76,7 +76,7 @@ def test_batch_larger_than_data_and_bad_optimizer_kwargs():
 def test_optimizer_names_cover_the_common_ones():
     names = optimizer_names()
     assert {"sgd", "adam", "adamw", "rmsprop", "lion"} <= set(names)
-    tx = TrainConfig(optimizer="sgd", opt_kwargs=json.dumps({"momentum": 0.9})).make_optimizer()
+    tx = TrainConfig(optimizer="sgd", opt_kwargs={"momentum": 0.9}).make_optimizer()
     assert tx.init({"w": jnp.zeros(2)})  # momentum state exists
 
 
@@ -100,8 +100,9 @@ def test_command_line_is_generated_from_the_config():
     args = parser.parse_args(["--seeds", "7", "--widths", "32,8", "--optimizer", "adam",
                               "--opt-kwargs", '{"b1": 0.8}', "--steps", "5", "--vary", "data"])
     cfg = cli.parse_train_config(parser, args)
-    assert cfg == TrainConfig(seeds=7, widths=(32, 8), optimizer="adam", opt_kwargs='{"b1": 0.8}',
+    assert cfg == TrainConfig(seeds=7, widths=(32, 8), optimizer="adam", opt_kwargs={"b1": 0.8},
                               steps=5, vary="data")
+    assert cfg.opt_kwargs == {"b1": 0.8} and cfg.opt_kwargs["b1"] == 0.8
     help_text = parser.format_help()
     for flag in ("--seeds", "--base-seed", "--vary", "--optimizer", "--lr", "--opt-kwargs",
                  "--activation", "--widths", "--batch-size", "--steps", "--epochs", "--dataset",

@@ -81,7 +81,7 @@ class ProbeConfig:
         python -m experiments.train --probes params,updates --probe-index 64 --probe-every 2
     """
 
-    probes: str = opt("params,updates,weight_norms,act_summary", "--probes",
+    probes: tuple[str, ...] = opt(("params", "updates", "weight_norms", "act_summary"), "--probes",
                       "what to record at probed steps, comma separated: " + ", ".join(KINDS)
                       + "; or none (per-step loss, accuracy, gradient and update norms are always "
                       "recorded)")
@@ -97,9 +97,19 @@ class ProbeConfig:
                         choices=COMPRESSIONS)
 
     def __post_init__(self):
+        original = given = self.probes
+        if isinstance(given, str):  # the comma-separated text of older code and manifests
+            given = given.split(",")
+        try:
+            names = tuple(p.strip() for p in given)
+        except (TypeError, AttributeError):
+            raise ValueError(f"probes must be a tuple of probe kinds ({', '.join(KINDS)}), "
+                             f"got {original!r}") from None
+        names = tuple(p for p in names if p)
+        object.__setattr__(self, "probes", () if names == ("none",) else names)
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown:
-            raise ValueError(f"unknown probe kind(s) {unknown} in probes={self.probes!r}; valid: "
+            raise ValueError(f"unknown probe kind(s) {unknown} in probes={original!r}; valid: "
                              f"{', '.join(KINDS)}, or none")
         if not isinstance(self.every, int) or self.every < 1:
             raise ValueError(f"probe every must be an integer >= 1, got {self.every!r}")
@@ -107,15 +117,25 @@ class ProbeConfig:
             raise ValueError(f"probe batch must be an integer >= 1, got {self.batch!r}")
         if self.compress not in COMPRESSIONS:
             raise ValueError(f"unknown compression {self.compress!r}; valid: {', '.join(COMPRESSIONS)}")
+        if isinstance(self.index, int) and not isinstance(self.index, bool):
+            object.__setattr__(self, "index", str(self.index))  # K per parameter array
+        if not isinstance(self.index, str):
+            raise ValueError(f"probe index must be all, an integer K, total=N or parameter names, "
+                             f"got {self.index!r}")
         _parse_index(self.index)  # syntax only; names are checked against the model in make_probe
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        parts = tuple(p.strip() for p in self.probes.split(",") if p.strip())
-        return () if parts in ((), ("none",)) else parts
+        """The probe kinds, as given (``probes``; ``()`` records only the per-step metrics)."""
+        return self.probes
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as manifests store them: ``probes`` as its comma-separated text (``"none"``
+        when empty), the form manifests have always had, so a run recorded earlier compares equal on
+        ``--resume``; :meth:`from_dict` reads the text or a list back."""
+        d = dataclasses.asdict(self)
+        d["probes"] = ",".join(self.probes) or "none"
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProbeConfig":
