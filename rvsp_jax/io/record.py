@@ -40,7 +40,8 @@ from rvsp_jax.io import runfolder
 from rvsp_jax.io import store
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import Dataset, load
-from rvsp_jax.training.ensemble import Chunk, Ensemble, host_state, member_keys, seed_ids
+from rvsp_jax.training.ensemble import Chunk, Ensemble, host_state
+from rvsp_jax.training.keys import member_keys, seed_ids
 from rvsp_jax.training.model import make_model
 from rvsp_jax.training.probes import ProbeConfig, ProbeLayout, make_probe
 from rvsp_jax.present.report import progress_enabled

@@ -61,10 +61,12 @@ import zarr.storage
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.training.devices import MemberParts
 from rvsp_jax.training.probes import ProbeConfig, ProbeLayout
+from rvsp_jax.training.result import FinalResult  # noqa: F401 -- re-exported: store.FinalResult
+from rvsp_jax.training.step import StepMetrics
 from rvsp_jax.io.runfolder import read_manifest
 
 METRICS = ("loss", "accuracy", "grad_norm", "update_norm")
-"""Per-step scalars of :class:`~rvsp_jax.training.ensemble.StepMetrics`, stored as ``metrics/<name>``."""
+"""Per-step scalars of :class:`~rvsp_jax.training.step.StepMetrics`, stored as ``metrics/<name>``."""
 TARGET_CHUNK_BYTES = 16 << 20
 P_CHUNK = 4096
 WRITE_CONFIG = {"write_empty_chunks": True}
@@ -386,17 +388,6 @@ def load_checkpoint(folder: Path, like) -> tuple[int, Any] | None:
             f"damaged or belongs to another model or optimizer. Either {CHECKPOINT_REMEDY}, or "
             "start anew with --overwrite")
     return int(step), jax.tree_util.tree_unflatten(treedef, stored)
-
-
-class FinalResult(NamedTuple):
-    """End-of-training values per member: ``params`` pytree ``[S, ...]``, ``test_loss``,
-    ``test_accuracy`` float32 ``[S]``, ``diverged`` bool ``[S]``, ``diverged_at`` int ``[S]`` (-1: never)."""
-
-    params: Any
-    test_loss: np.ndarray
-    test_accuracy: np.ndarray
-    diverged: np.ndarray
-    diverged_at: np.ndarray
 
 
 def save_final(folder: Path, final: FinalResult) -> None:
@@ -1074,6 +1065,13 @@ class Run:
             data = x[sel]
         data = np.asarray(data, dtype=np.float64)
         return np.moveaxis(data, 1, -1) if data.ndim == 3 else data
+
+    @property
+    def metrics(self) -> StepMetrics:
+        """Every per-step metric as numpy ``[S, T]`` (read in full), named as
+        :attr:`TrainResult.metrics <rvsp_jax.training.result.TrainResult.metrics>`: ``run.metrics.loss``
+        is ``run["metrics/loss"][:]``."""
+        return StepMetrics(*(np.asarray(self[f"metrics/{k}"][:]) for k in StepMetrics._fields))
 
     @property
     def diverged(self) -> np.ndarray:
