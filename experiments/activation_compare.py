@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from rvsp_jax import cli
 from rvsp_jax.studies import activation_compare as compare
-from rvsp_jax.studies import per_point
+from rvsp_jax.studies import per_point, runner
 
 DEFAULTS = {"seeds": 16, "epochs": 1.0}
 
@@ -29,12 +29,12 @@ def main(argv: list[str] | None = None) -> None:
                                compare.CompareSettings, argv, train_defaults=DEFAULTS,
                                settings_title="activation comparison")
     with cli.exit_on_user_error():
-        analysis = compare.run(run.config, run.settings, run.out, resume=run.args.resume,
-                               overwrite=run.args.overwrite, command=run.command)
+        result = runner.run_study(compare, run.config, run.settings, run.out, resume=run.args.resume,
+                                  overwrite=run.args.overwrite, command=run.command)
     if run.config.sweep_axes():
-        print("\n".join(per_point.describe(run.out, analysis.summary)))
+        print("\n".join(per_point.describe(run.out, result.summary)))
         return
-    s = analysis.summary
+    s = result.summary
     print("test accuracy: " + ", ".join(f"{v} {s['test_accuracy'][v].mean:.4f}" for v in s["variants"])
           + f" (S={run.config.seeds} pairs)")
     print(f"report: {run.out}/report.md  summary: {run.out}/summary.json  figures: {run.out}/figures/")

@@ -14,7 +14,7 @@ figures/ to --out (default results/activations/<timestamp>).
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import activations, per_point
+from rvsp_jax.studies import activations, per_point, runner
 
 DEFAULTS = {"seeds": 16, "epochs": 2.0}
 
@@ -24,12 +24,12 @@ def main(argv: list[str] | None = None) -> None:
                                activations.ActivationSettings, argv, train_defaults=DEFAULTS,
                                settings_title="activations study")
     with cli.exit_on_user_error():
-        analysis = activations.run(run.config, run.settings, run.out, resume=run.args.resume,
-                                   overwrite=run.args.overwrite, command=run.command)
+        result = runner.run_study(activations, run.config, run.settings, run.out, resume=run.args.resume,
+                                  overwrite=run.args.overwrite, command=run.command)
     if run.config.sweep_axes():
-        print("\n".join(per_point.describe(run.out, analysis.summary)))
+        print("\n".join(per_point.describe(run.out, result.summary)))
         return
-    s = analysis.summary
+    s = result.summary
     print(f"activations ({run.config.activation}): S={run.config.seeds} ({s['members']['diverged']} "
           f"diverged), {s['recorded_steps']} recordings; test accuracy {s['test_accuracy'].mean:.4f}")
     print(f"report: {run.out}/report.md  summary: {run.out}/summary.json  figures: {run.out}/figures/")

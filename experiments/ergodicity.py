@@ -1,7 +1,7 @@
 """Is one training run representative of all runs? Ergodicity of an ensemble's training processes.
 
     python -m experiments.ergodicity --seeds 256                  # the defaults (a few minutes)
-    python -m experiments.ergodicity --vary data --steps 2000 --burn-in 500
+    python -m experiments.ergodicity --vary data --steps 2000 --burn-in 0.25
     python -m experiments.ergodicity --out results/ergodicity/run1 --resume   # same options again
     python -m experiments.ergodicity --lr 0.03,0.1,0.3 --seeds 64     # each lr its own ensemble
 
@@ -12,7 +12,7 @@ summary.json, report.md and figures/*.png|pdf. See :mod:`rvsp_jax.studies.ergodi
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import ergodicity, per_point
+from rvsp_jax.studies import ergodicity, per_point, runner
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> None:
                                train_defaults=ergodicity.TRAIN_DEFAULTS, raw_description=True,
                                settings_title="ergodicity analysis")
     with cli.exit_on_user_error():
-        result = ergodicity.run_study(run.config, run.settings, run.out, resume=run.args.resume,
-                                      overwrite=run.args.overwrite, command=run.command)
+        result = runner.run_study(ergodicity, run.config, run.settings, run.out, resume=run.args.resume,
+                                  overwrite=run.args.overwrite, command=run.command)
     if run.config.sweep_axes():
         print("\n".join(per_point.describe(run.out, result.summary)))
         return

@@ -19,15 +19,15 @@ When every member diverged it stops with a one-line error and exit status 1.
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import noise
+from rvsp_jax.studies import noise, runner
 
 
 def main(argv: list[str] | None = None) -> None:
     run = cli.parse_experiment(noise.EXPERIMENT, __doc__.splitlines()[0], noise.NoiseSettings, argv,
                                train_defaults=noise.TRAIN_DEFAULTS, settings_title="gradient noise")
     with cli.exit_on_user_error():
-        noise.run_study(run.config, run.settings, run.out, resume=run.args.resume,
-                        overwrite=run.args.overwrite, command=run.command)
+        runner.run_study(noise, run.config, run.settings, run.out, resume=run.args.resume,
+                         overwrite=run.args.overwrite, command=run.command)
     print(f"noise: {run.out}\n  report: {run.out / 'report.md'}\n  summary: {run.out / 'summary.json'}")
 
 

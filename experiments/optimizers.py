@@ -15,7 +15,7 @@ report.md and figures/; the report states its windows, whether they are stationa
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import optimizers
+from rvsp_jax.studies import optimizers, runner
 
 
 def _validate(config, settings) -> None:
@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> None:
                                argv, train_defaults=optimizers.TRAIN_DEFAULTS, settings_title="comparison",
                                validate=_validate)
     with cli.exit_on_user_error():
-        optimizers.run_study(run.config, run.settings, run.out, resume=run.args.resume,
-                             overwrite=run.args.overwrite, command=run.command)
+        runner.run_study(optimizers, run.config, run.settings, run.out, resume=run.args.resume,
+                         overwrite=run.args.overwrite, command=run.command)
     print(f"optimizers: {run.out}\n  report: {run.out / 'report.md'}\n  summary: {run.out / 'summary.json'}")
 
 

@@ -12,7 +12,7 @@ label-sorted. Writes manifest.json, arrays.npz, summary.json, report.md and figu
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import pixels
+from rvsp_jax.studies import pixels, runner
 
 DEFAULTS = {"seeds": 32}
 
@@ -22,11 +22,11 @@ def main(argv: list[str] | None = None) -> None:
                                pixels.PixelSettings, argv, train_defaults=DEFAULTS,
                                settings_title="pixels analysis", allow_sweep=False)
     with cli.exit_on_user_error():
-        analysis = pixels.run(run.config, run.settings, run.out, resume=run.args.resume,
-                              overwrite=run.args.overwrite, command=run.command)
-    pca = analysis.summary["pca"]
+        summary = runner.run_study(pixels, run.config, run.settings, run.out, resume=run.args.resume,
+                                   overwrite=run.args.overwrite, command=run.command).summary
+    pca = summary["pca"]
     print(f"pixels: {pca['components_for']['0.95']} principal components explain 95% of the pixel "
-          f"variance; streams of S={run.config.seeds} members x {analysis.summary['stream']['steps']} steps")
+          f"variance; streams of S={run.config.seeds} members x {summary['stream']['steps']} steps")
     print(f"report: {run.out}/report.md  summary: {run.out}/summary.json  figures: {run.out}/figures/")
 
 

@@ -30,7 +30,7 @@ SMALL = {  # per experiment: the flags of its small size (--seeds is added from 
     "spectra": ["--steps", "800"],
     "optimizers": ["--steps", "800"],
     "noise": ["--steps", "800"],
-    "ergodicity": ["--steps", "800", "--burn-in", "200"],
+    "ergodicity": ["--steps", "800", "--burn-in", "0.25"],
     "sweep": ["--lr", "0.03,0.1,0.3", "--steps", "600"],  # once per --batch-sizes value, then gathered
 }
 

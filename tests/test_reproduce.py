@@ -46,7 +46,7 @@ def test_index_lists_top_level_runs_only(tmp_path):
     assert "[alpha](a/report.md)" in text and "a/figures/f1.png" in text and "b/runs" not in text
 
 
-TINY_SWEEP = ["--lr", "0.05,0.1,0.5", "--steps", "150", "--burn-in", "50", "--chunk", "150", "--block", "2",
+TINY_SWEEP = ["--lr", "0.05,0.1,0.5", "--steps", "150", "--burn-in", "0.334", "--chunk", "150", "--block", "2",
               "--probe-index", "2", "--nperseg", "32"]
 
 

@@ -26,7 +26,7 @@ from rvsp_jax.studies import ergodicity as E
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # PNG specification (RFC 2083), section 3.1
 TINY = ["--seeds", "4", "--steps", "80", "--chunk", "40", "--block", "2", "--probe-every", "2",
-        "--burn-in", "10"]
+        "--burn-in", "0.125"]  # 10 of the 80 steps
 FIGURES = ("trajectories", "variance_scaling", "omega", "histograms", "verdicts", "verdicts_by_layer")
 INVARIANT_OBSERVABLES = 4 + 6 + 6 + 10  # metrics, weight norms, activation summaries, output biases
 
@@ -134,7 +134,7 @@ def test_resume_reuses_the_recording_and_redoes_the_analysis(tiny, tmp_path, cap
     drawn = []  # figures were checked above; here only that they are redrawn (saves ~10 s)
     monkeypatch.setattr(E, "write_figures", lambda analysis, summary, folder, settings:
                         drawn.append((analysis.burn_in, folder)))
-    main([*TINY[:-1], "16", "--out", str(out), "--resume"])  # another burn-in: analysis only
+    main([*TINY[:-1], "0.2", "--out", str(out), "--resume"])  # another burn-in (16 steps): analysis only
     captured = capsys.readouterr()
     assert "already complete" in captured.out + captured.err
     assert json.loads((out / "manifest.json").read_text())["timing"] == trained
@@ -148,7 +148,7 @@ def test_refusals_and_bad_options(tiny, capsys):
     with pytest.raises(SystemExit, match="already exists"):
         main([*TINY, "--out", str(tiny)])
     with pytest.raises(SystemExit, match="at least 32"):
-        main([*TINY[:-1], "79", "--out", str(tiny / "never")])
+        main([*TINY[:-1], "0.9875", "--out", str(tiny / "never")])  # 79 of 80 steps
     assert not (tiny / "never").exists()
     with pytest.raises(SystemExit):
         main([*TINY, "--align", "sideways"])
@@ -172,7 +172,7 @@ def test_burn_in_defaults_to_a_quarter_and_needs_32_analysed_steps():
     assert E.burn_in_steps(s, 3000) == 750
     assert E.burn_in_steps(E.ErgodicitySettings(burn_in=0, probe_every=5), 160) == 0
     with pytest.raises(ValueError, match="at least 32"):
-        E.burn_in_steps(E.ErgodicitySettings(burn_in=1, probe_every=5), 160)  # steps 5..155: 31
+        E.burn_in_steps(E.ErgodicitySettings(burn_in=1 / 160, probe_every=5), 160)  # steps 5..155: 31
     with pytest.raises(ValueError, match="burn-in"):
         E.ErgodicitySettings(burn_in=-1)
 
@@ -220,7 +220,7 @@ def test_diverged_members_are_excluded_and_counted(tiny, tmp_path):
     diverged = np.array([False, True, False, False])
     save_final(out, FinalResult(final.params, final.test_loss, final.test_accuracy, diverged,
                                 np.where(diverged, 30, -1)))
-    settings = E.ErgodicitySettings(probe_every=2, burn_in=10)
+    settings = E.ErgodicitySettings(probe_every=2, burn_in=0.125)
     groups, alignment, flagged = E.load_groups(run, settings, 10)
     assert np.array_equal(flagged, diverged) and alignment["reference_member"] == 0
     for g in groups:
@@ -244,7 +244,7 @@ def test_which_alignment_is_used_and_reported(tiny, tmp_path, vary, align, metho
     manifest["config"]["vary"] = vary  # the branch depends only on the recorded config
     (out / "manifest.json").write_text(json.dumps(manifest))
     run = open_run(out)
-    settings = E.ErgodicitySettings(probe_every=2, burn_in=10, align=align)
+    settings = E.ErgodicitySettings(probe_every=2, burn_in=0.125, align=align)
     groups, alignment, diverged = E.load_groups(run, settings, 10)
     assert method in alignment["method"]
     assert {g.family for g in groups} - {"invariant"} == families
@@ -264,7 +264,7 @@ def test_which_alignment_is_used_and_reported(tiny, tmp_path, vary, align, metho
 def test_a_run_where_most_or_all_members_diverge_still_reports_or_refuses_in_one_line(tmp_path, capsys):
     # ReLU with lr 1e6: measured, 7 of 8 members diverge at steps 2-4 (member 4 survives)
     diverging = ["--seeds", "8", "--steps", "80", "--chunk", "40", "--block", "2", "--probe-every", "2",
-                 "--burn-in", "10", "--activation", "relu", "--lr", "1e6"]
+                 "--burn-in", "0.125", "--activation", "relu", "--lr", "1e6"]
     out = tmp_path / "most"
     main([*diverging, "--out", str(out)])
     summary = json.loads((out / "summary.json").read_text())

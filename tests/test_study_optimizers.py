@@ -101,7 +101,7 @@ def test_a_variant_with_every_member_diverged_is_refused_in_one_line(study, tmp_
         arrays = {k: f[k] for k in f.files}
     arrays["diverged"] = np.ones_like(arrays["diverged"])
     np.savez(copy / "final.npz", **arrays)
-    settings = opt.OptimizerSettings(index="2", nlags=10, nperseg=32, frozen_batches=64)
+    settings = opt.OptimizerSettings(probe_index="2", nlags=10, nperseg=32, frozen_batches=64)
     with pytest.raises(ValueError, match=r"every member of variant sgd .* diverged \(3 of 3.*lower --lr"):
         opt.analyse_variant(open_run(copy), PRESETS["sgd"], settings)
 

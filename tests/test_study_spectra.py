@@ -10,9 +10,8 @@ import pytest
 from experiments.spectra import main
 from rvsp_jax.analysis import STATIONARITY_VERDICTS
 from rvsp_jax.analysis.spectral import SHAPE_VERDICTS
-from rvsp_jax.studies.spectra import (
-    layer_groups, layer_of, measure_layers, normalised_psd, phase_bounds, phase_verdicts,
-    layer_verdict_fractions)
+from rvsp_jax.studies.layer_spectra import layer_groups, layer_of, measure_layers, normalised_psd
+from rvsp_jax.studies.spectra import phase_bounds, phase_verdicts, layer_verdict_fractions
 
 from conftest import assert_figures
 
@@ -109,7 +108,7 @@ def test_a_run_whose_members_all_diverge_is_refused_in_one_line(study, tmp_path)
     arrays["diverged"] = np.ones_like(arrays["diverged"])
     arrays["diverged_at"] = np.full_like(arrays["diverged_at"], 2)
     np.savez(copy / "final.npz", **arrays)
-    settings = SpectraSettings(index="2", nlags=10, nperseg=32, burn_in=0.25)
+    settings = SpectraSettings(probe_index="2", nlags=10, nperseg=32, burn_in=0.25)
     with pytest.raises(ValueError, match=r"every member of .* diverged \(3 of 3.*lower --lr"):
         analyse(open_run(copy), settings)
 

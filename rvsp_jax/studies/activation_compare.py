@@ -44,7 +44,6 @@ involving it, and counted; a variant with no member left stops the analysis with
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -54,7 +53,6 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 import jax
-import jax.numpy as jnp
 from scipy.ndimage import uniform_filter1d
 
 from rvsp_jax.present import plots
@@ -67,12 +65,16 @@ from rvsp_jax.data import Dataset, load, to_model_inputs
 from rvsp_jax.training.ensemble import member_keys
 from rvsp_jax.training.model import init_params, make_model
 from rvsp_jax.training.probes import ProbeConfig
-from rvsp_jax.studies import per_point
 from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
-from rvsp_jax.studies.activations import diverged_members, summary_series
-from rvsp_jax.studies.folder import finish_study, open_study, train_variant
+from rvsp_jax.studies.members import diverged_members, summary_series
+from rvsp_jax.studies.folder import open_study, train_variant
+from rvsp_jax.studies.windows import check_burn_in
+from rvsp_jax.studies.figures import save_figures
+from rvsp_jax.studies.settings import StudySettings
 
 EXPERIMENT = "activation_compare"
+TITLE = "Activation comparison"
+FOLDER = "study"
 KINDS = ("grads", "updates")
 METRICS = {
     "log10_var": "log10 variance over steps (mean over entries)",
@@ -107,7 +109,7 @@ LOSS_WINDOW = 25
 
 
 @dataclass(frozen=True)
-class CompareSettings:
+class CompareSettings(StudySettings):
     """Variants, recording and analysis options of the activation comparison."""
 
     activations: str = opt("sigmoid,relu,tanh", "--activations",
@@ -131,8 +133,7 @@ class CompareSettings:
         if len(names) < 2 or len(set(names)) != len(names):
             raise ValueError(f"activations must name at least two different activations, got "
                              f"{self.activations!r}")
-        if not 0 <= self.burn_in < 1:
-            raise ValueError(f"burn_in must be a fraction in [0, 1), got {self.burn_in}")
+        check_burn_in(self.burn_in)
         if self.nperseg < 8:
             raise ValueError(f"nperseg must be >= 8, got {self.nperseg}")
         if not 0 < self.alpha < 1:
@@ -678,134 +679,202 @@ def _yerr(m: MemberSummary):
             [max(0.0, m.hi - m.mean) if np.isfinite(m.hi) else 0.0]]
 
 
-def figures(analysis: CompareAnalysis, folder) -> list[str]:
-    """Write the comparison's figures into ``folder`` (png + pdf); return their names."""
+def figure_distributions(analysis: CompareAnalysis):
     a, s = analysis, analysis.summary
     variants, layers = s["variants"], s["layers"]
     nl = len(layers)
-    names = []
+    fig, axes = plots.subplots(nl, len(KINDS), width="double", height=1.9 * nl + 0.3, squeeze=False)
+    for i, layer in enumerate(layers):
+        for j, kind in enumerate(KINDS):
+            ax = axes[i, j]
+            pooled = [a.samples[kind][layer][v] for v in variants]
+            allv = np.concatenate(pooled)
+            allv = allv[np.isfinite(allv)]
+            if allv.size == 0:
+                continue
+            lo, hi = np.percentile(allv, [0.5, 99.5])
+            edges = np.linspace(lo, hi, 61) if hi > lo else 61
+            for k, (v, x) in enumerate(zip(variants, pooled)):
+                ax.hist(x, bins=edges, density=True, histtype="step", color=plots.PALETTE[k], label=v)
+            ax.set(yscale="log", xlabel=f"{kind[:-1]} value", ylabel="density", title=f"{layer} {kind}")
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
+    axes[0, 0].legend()
+    return fig
+
+
+def figure_variance_paired(analysis: CompareAnalysis):
+    a, s = analysis, analysis.summary
+    layers = s["layers"]
+    nl = len(layers)
     equal = a.values["equal_steps"]
+    rows = (("grads", "log10_var", "log10 var (grads)"), ("grads", "excess_kurtosis", "excess kurtosis (grads)"))
+    fig, axes = plots.subplots(len(rows), nl, width="double", height=2.0 * len(rows) + 0.3, squeeze=False)
+    for i, (kind, metric, label) in enumerate(rows):
+        for j, layer in enumerate(layers):
+            _paired_panel(axes[i, j], equal[kind][layer][metric], label)
+            axes[i, j].set_title(layer)
+    return fig
 
-    def save(fig, name):
-        plots.save_figure(fig, folder, name)
-        names.append(name)
 
-    with plots.paper_style():
-        fig, axes = plots.subplots(nl, len(KINDS), width="double", height=1.9 * nl + 0.3, squeeze=False)
-        for i, layer in enumerate(layers):
-            for j, kind in enumerate(KINDS):
-                ax = axes[i, j]
-                pooled = [a.samples[kind][layer][v] for v in variants]
-                allv = np.concatenate(pooled)
-                allv = allv[np.isfinite(allv)]
-                if allv.size == 0:
-                    continue
-                lo, hi = np.percentile(allv, [0.5, 99.5])
-                edges = np.linspace(lo, hi, 61) if hi > lo else 61
-                for k, (v, x) in enumerate(zip(variants, pooled)):
-                    ax.hist(x, bins=edges, density=True, histtype="step", color=plots.PALETTE[k], label=v)
-                ax.set(yscale="log", xlabel=f"{kind[:-1]} value", ylabel="density", title=f"{layer} {kind}")
-                ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
-        axes[0, 0].legend()
-        save(fig, "distributions")
-
-        rows = (("grads", "log10_var", "log10 var (grads)"), ("grads", "excess_kurtosis", "excess kurtosis (grads)"))
-        fig, axes = plots.subplots(len(rows), nl, width="double", height=2.0 * len(rows) + 0.3, squeeze=False)
-        for i, (kind, metric, label) in enumerate(rows):
-            for j, layer in enumerate(layers):
-                _paired_panel(axes[i, j], equal[kind][layer][metric], label)
-                axes[i, j].set_title(layer)
-        save(fig, "variance_paired")
-
-        fig, axes = plots.subplots(1, nl, width="double", height=2.4, squeeze=False)
-        for ax, layer in zip(axes[0], layers):
-            for k, v in enumerate(variants):
-                freqs, p = a.psd["updates"][layer][v]
-                if p.size and np.any(np.isfinite(p) & (p > 0)):
-                    plots.plot_psd_bands(ax, freqs, p, label=v, color=plots.PALETTE[k])
-            ax.set(xlabel="frequency (1/step)", ylabel="normalised PSD", title=f"{layer} updates")
-        axes[0, 0].legend()
-        save(fig, "update_psd")
-
-        fig, axes = plots.subplots(1, nl, width="double", height=2.3, squeeze=False)
-        for ax, layer in zip(axes[0], layers):
-            _paired_panel(ax, equal["updates"][layer]["log10_band_power_ratio"], "log10 band-power ratio")
-            ax.axhline(0, color="0.6", linewidth=0.5, linestyle="--")
-            ax.set_title(f"{layer} updates")
-        save(fig, "smoothness")
-
-        rows_t = [f"{kind}: {v}" for kind in KINDS for v in variants]
-        cells = [[pct(s["stationarity_bh"][kind][layer][v]["stationary"]) for layer in layers]
-                 for kind in KINDS for v in variants]
-        fig, ax = plots.subplots(width="double", height=0.3 * len(rows_t) + 0.8)
-        plots.verdict_table(ax, rows_t, layers, cells)
-        ax.set_title("entries judged stationary (ADF + KPSS, BH over each cell's series; equal steps)")
-        save(fig, "stationarity")
-
-        hidden = [l for l in layers if any(l in a.inactive[v] for v in variants)]
-        fig, axes = plots.subplots(1, 1 + len(hidden), width="double", height=2.4, squeeze=False)
+def figure_update_psd(analysis: CompareAnalysis):
+    a, s = analysis, analysis.summary
+    variants, layers = s["variants"], s["layers"]
+    nl = len(layers)
+    fig, axes = plots.subplots(1, nl, width="double", height=2.4, squeeze=False)
+    for ax, layer in zip(axes[0], layers):
         for k, v in enumerate(variants):
-            t, x = a.loss[v]
-            m = across_members(x)
-            color = plots.PALETTE[k]
-            plots.plot_band(axes[0, 0], t, m.mean, m.lo, m.hi, label=v, color=color)
-            lo_, hi_ = a.windows["loss_matched"][v]
-            axes[0, 0].axvspan(lo_, hi_, color=color, alpha=0.12, linewidth=0)
-            for ax, layer in zip(axes[0, 1:], hidden):
-                if layer in a.inactive[v]:
-                    y = a.inactive[v][layer]
-                    m = across_members(y)
-                    plots.plot_band(ax, np.arange(y.shape[1]), m.mean, np.clip(m.lo, 0, 1),
-                                    np.clip(m.hi, 0, 1), label=v, color=color)
-        if a.windows["stationary"] is not None:
-            lo_, hi_ = next(iter(a.windows["stationary"].values()))
-            axes[0, 0].axvspan(lo_, hi_, facecolor="none", edgecolor="0.3", hatch="//", linewidth=0.5,
-                               label="stationary window")
-        axes[0, 0].set(xlabel="step", ylabel=f"training loss ({LOSS_WINDOW}-step mean)", yscale="log")
-        axes[0, 0].legend()
+            freqs, p = a.psd["updates"][layer][v]
+            if p.size and np.any(np.isfinite(p) & (p > 0)):
+                plots.plot_psd_bands(ax, freqs, p, label=v, color=plots.PALETTE[k])
+        ax.set(xlabel="frequency (1/step)", ylabel="normalised PSD", title=f"{layer} updates")
+    axes[0, 0].legend()
+    return fig
+
+
+def figure_smoothness(analysis: CompareAnalysis):
+    a, s = analysis, analysis.summary
+    layers = s["layers"]
+    nl = len(layers)
+    equal = a.values["equal_steps"]
+    fig, axes = plots.subplots(1, nl, width="double", height=2.3, squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        _paired_panel(ax, equal["updates"][layer]["log10_band_power_ratio"], "log10 band-power ratio")
+        ax.axhline(0, color="0.6", linewidth=0.5, linestyle="--")
+        ax.set_title(f"{layer} updates")
+    return fig
+
+
+def figure_stationarity(analysis: CompareAnalysis):
+    a, s = analysis, analysis.summary
+    variants, layers = s["variants"], s["layers"]
+    a.values["equal_steps"]
+    rows_t = [f"{kind}: {v}" for kind in KINDS for v in variants]
+    cells = [[pct(s["stationarity_bh"][kind][layer][v]["stationary"]) for layer in layers]
+             for kind in KINDS for v in variants]
+    fig, ax = plots.subplots(width="double", height=0.3 * len(rows_t) + 0.8)
+    plots.verdict_table(ax, rows_t, layers, cells)
+    ax.set_title("entries judged stationary (ADF + KPSS, BH over each cell's series; equal steps)")
+    return fig
+
+
+def figure_training(analysis: CompareAnalysis):
+    a, s = analysis, analysis.summary
+    variants, layers = s["variants"], s["layers"]
+    hidden = [l for l in layers if any(l in a.inactive[v] for v in variants)]
+    fig, axes = plots.subplots(1, 1 + len(hidden), width="double", height=2.4, squeeze=False)
+    for k, v in enumerate(variants):
+        t, x = a.loss[v]
+        m = across_members(x)
+        color = plots.PALETTE[k]
+        plots.plot_band(axes[0, 0], t, m.mean, m.lo, m.hi, label=v, color=color)
+        lo_, hi_ = a.windows["loss_matched"][v]
+        axes[0, 0].axvspan(lo_, hi_, color=color, alpha=0.12, linewidth=0)
         for ax, layer in zip(axes[0, 1:], hidden):
-            ax.set(xlabel="step", ylabel=f"fraction with phi' < {RECORDED_THRESHOLD:g} max", title=layer)
-            ax.legend()
-        save(fig, "training")
+            if layer in a.inactive[v]:
+                y = a.inactive[v][layer]
+                m = across_members(y)
+                plots.plot_band(ax, np.arange(y.shape[1]), m.mean, np.clip(m.lo, 0, 1),
+                                np.clip(m.hi, 0, 1), label=v, color=color)
+    if a.windows["stationary"] is not None:
+        lo_, hi_ = next(iter(a.windows["stationary"].values()))
+        axes[0, 0].axvspan(lo_, hi_, facecolor="none", edgecolor="0.3", hatch="//", linewidth=0.5,
+                           label="stationary window")
+    axes[0, 0].set(xlabel="step", ylabel=f"training loss ({LOSS_WINDOW}-step mean)", yscale="log")
+    axes[0, 0].legend()
+    for ax, layer in zip(axes[0, 1:], hidden):
+        ax.set(xlabel="step", ylabel=f"fraction with phi' < {RECORDED_THRESHOLD:g} max", title=layer)
+        ax.legend()
+    return fig
 
-        inact = s["inactivity"]
-        labels = ["exact 0", *[f"< {c:g}" for c in INACTIVE_THRESHOLDS]]
-        fig, axes = plots.subplots(1, len(inact["layers"]), width="double", height=2.5, squeeze=False)
-        xs = np.arange(len(labels))
-        for ax, (layer, d) in zip(axes[0], inact["layers"].items()):
+
+def figure_inactivity(analysis: CompareAnalysis):
+    s = analysis.summary
+    variants = s["variants"]
+    inact = s["inactivity"]
+    labels = ["exact 0", *[f"< {c:g}" for c in INACTIVE_THRESHOLDS]]
+    fig, axes = plots.subplots(1, len(inact["layers"]), width="double", height=2.5, squeeze=False)
+    xs = np.arange(len(labels))
+    for ax, (layer, d) in zip(axes[0], inact["layers"].items()):
+        for k, v in enumerate(variants):
+            for when, style, dx in (("start", "s--", -0.12), ("end", "o-", 0.12)):
+                ms = [d[when]["exact_zero"]["by_variant"][v],
+                      *[d[when]["below"][f"{c:g}"]["by_variant"][v] for c in INACTIVE_THRESHOLDS]]
+                y = np.array([m.mean for m in ms], float)
+                err = np.array([_yerr(m) for m in ms])[:, :, 0].T
+                ax.errorbar(xs + dx + 0.04 * k, y, yerr=err, fmt=style, color=plots.PALETTE[k],
+                            capsize=2, markersize=3, linewidth=0.8,
+                            label=f"{v} ({'initial' if when == 'start' else 'final'} weights)")
+        ax.axvline(0.5, color="0.7", linewidth=0.5)
+        ax.set_xticks(xs, labels)
+        ax.set(xlabel="phi'(z) / max phi'", ylabel="fraction of (image, unit) pairs", title=layer,
+               ylim=(-0.02, 1.02))
+    axes[0, 0].legend(fontsize=6)
+    return fig
+
+
+def figure_windows(analysis: CompareAnalysis):
+    a, s = analysis, analysis.summary
+    variants, layers = s["variants"], s["layers"]
+    nl = len(layers)
+    wins = [w for w in WINDOWS if w in a.values]
+    rows = (("grads", "log10_var", "log10 var (grads)"), ("grads", "excess_kurtosis", "excess kurtosis (grads)"))
+    fig, axes = plots.subplots(len(rows), nl, width="double", height=2.1 * len(rows) + 0.3, squeeze=False)
+    for i, (kind, metric, label) in enumerate(rows):
+        for j, layer in enumerate(layers):
+            ax = axes[i, j]
             for k, v in enumerate(variants):
-                for when, style, dx in (("start", "s--", -0.12), ("end", "o-", 0.12)):
-                    ms = [d[when]["exact_zero"]["by_variant"][v],
-                          *[d[when]["below"][f"{c:g}"]["by_variant"][v] for c in INACTIVE_THRESHOLDS]]
-                    y = np.array([m.mean for m in ms], float)
-                    err = np.array([_yerr(m) for m in ms])[:, :, 0].T
-                    ax.errorbar(xs + dx + 0.04 * k, y, yerr=err, fmt=style, color=plots.PALETTE[k],
-                                capsize=2, markersize=3, linewidth=0.8,
-                                label=f"{v} ({'initial' if when == 'start' else 'final'} weights)")
-            ax.axvline(0.5, color="0.7", linewidth=0.5)
-            ax.set_xticks(xs, labels)
-            ax.set(xlabel="phi'(z) / max phi'", ylabel="fraction of (image, unit) pairs", title=layer,
-                   ylim=(-0.02, 1.02))
-        axes[0, 0].legend(fontsize=6)
-        save(fig, "inactivity")
+                ms = [s["windows"][w]["metrics"][kind][layer][metric]["by_variant"][v] for w in wins]
+                y = np.array([m.mean for m in ms], float)
+                err = np.array([_yerr(m) for m in ms])[:, :, 0].T
+                ax.errorbar(np.arange(len(wins)) + 0.1 * (k - (len(variants) - 1) / 2), y, yerr=err,
+                            fmt="o", color=plots.PALETTE[k], capsize=2, label=v)
+            ax.set_xticks(np.arange(len(wins)), [w.replace("_", " ") for w in wins])
+            ax.set(ylabel=label, title=layer)
+    axes[0, 0].legend()
+    return fig
 
-        wins = [w for w in WINDOWS if w in a.values]
-        rows = (("grads", "log10_var", "log10 var (grads)"), ("grads", "excess_kurtosis", "excess kurtosis (grads)"))
-        fig, axes = plots.subplots(len(rows), nl, width="double", height=2.1 * len(rows) + 0.3, squeeze=False)
-        for i, (kind, metric, label) in enumerate(rows):
-            for j, layer in enumerate(layers):
-                ax = axes[i, j]
-                for k, v in enumerate(variants):
-                    ms = [s["windows"][w]["metrics"][kind][layer][metric]["by_variant"][v] for w in wins]
-                    y = np.array([m.mean for m in ms], float)
-                    err = np.array([_yerr(m) for m in ms])[:, :, 0].T
-                    ax.errorbar(np.arange(len(wins)) + 0.1 * (k - (len(variants) - 1) / 2), y, yerr=err,
-                                fmt="o", color=plots.PALETTE[k], capsize=2, label=v)
-                ax.set_xticks(np.arange(len(wins)), [w.replace("_", " ") for w in wins])
-                ax.set(ylabel=label, title=layer)
-        axes[0, 0].legend()
-        save(fig, "windows")
-    return names
+
+FIGURES = {
+    "distributions": (
+        "Pooled distributions of gradient and update values per layer (equal-steps window, "
+        "all analysed members; log density).",
+        figure_distributions),
+    "variance_paired": (
+        "Gradient log10 variance and excess kurtosis per member (grey lines join a member's "
+        "values across activations) with each activation's mean and 95% t-interval (equal "
+        "steps; the update variances are in the tables).",
+        figure_variance_paired),
+    "update_psd": (
+        "Update PSD per layer (each entry's PSD normalised to unit power, mean over entries; "
+        "median across members with the 5-95% band; equal steps).",
+        figure_update_psd),
+    "smoothness": (
+        "Smooth-vs-jittery score of the updates: log10 of low- over high-frequency power per "
+        "unit bandwidth (0: white; > 0 smooth; < 0 jittery), paired by member.",
+        figure_smoothness),
+    "stationarity": (
+        "Fraction of gradient and update entries judged stationary (ADF + KPSS, level, "
+        "Benjamini-Hochberg over each cell's member x entry series).",
+        figure_stationarity),
+    "training": (
+        f"Training loss (shaded: each variant's loss-matched window; hatched: the "
+               f"stationarity-accepted window, if any) and, per hidden layer, the fraction of (probe image, "
+               f"unit) pairs with phi' < {RECORDED_THRESHOLD:g} max phi' (the same rule for every "
+               "activation; recorded as 'saturated' for sigmoid/tanh and 'zero' for ReLU); mean across "
+               "members, 95% t-interval.",
+        figure_training),
+    "inactivity": (
+        "Like-for-like inactive fraction: exact zeros, then phi' below 1%, 5%, 19% and 50% of"
+        " its maximum, at the initial (squares, dashed) and final (circles) weights; mean and"
+        " 95% bootstrap interval across members.",
+        figure_inactivity),
+    "windows": (
+        "Gradient log10 variance and excess kurtosis per layer in each analysed window (mean "
+        "and 95% t-interval across members): a difference that changes with the window is a "
+        "difference of training progress or of non-stationarity, not of the activation alone.",
+        figure_windows),
+}
+"""name -> (caption, maker) of every figure (:mod:`rvsp_jax.studies.figures`)."""
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -969,26 +1038,18 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
                     rows.append([layer, label, *[fmt_ci(d["by_variant"][v]) for v in variants],
                                  *[_test_text(d["paired"][p]) for p in pairs]])
             rep.table(header, rows)
-    rep.figure("windows", "Gradient log10 variance and excess kurtosis per layer in each analysed window "
-               "(mean and 95% t-interval across members): a difference that changes with the window is "
-               "a difference of training progress or of non-stationarity, not of the activation alone.")
-    rep.figure("distributions", "Pooled distributions of gradient and update values per layer (equal-steps "
-               "window, all analysed members; log density).")
-    rep.figure("variance_paired", "Gradient log10 variance and excess kurtosis per member (grey lines join a "
-               "member's values across activations) with each activation's mean and 95% t-interval (equal "
-               "steps; the update variances are in the tables).")
-    rep.figure("update_psd", "Update PSD per layer (each entry's PSD normalised to unit power, mean over "
-               "entries; median across members with the 5-95% band; equal steps).")
-    rep.figure("smoothness", "Smooth-vs-jittery score of the updates: log10 of low- over high-frequency "
-               "power per unit bandwidth (0: white; > 0 smooth; < 0 jittery), paired by member.")
+    rep.figure("windows", FIGURES["windows"][0])
+    rep.figure("distributions", FIGURES["distributions"][0])
+    rep.figure("variance_paired", FIGURES["variance_paired"][0])
+    rep.figure("update_psd", FIGURES["update_psd"][0])
+    rep.figure("smoothness", FIGURES["smoothness"][0])
     rep.section("Stationarity (equal-steps window)")
     rep.table(["kind", "activation", *[f"{layer}: " + "/".join(STATIONARITY_VERDICTS) for layer in layers]],
               [[kind, v, *[" / ".join(pct(s["stationarity_bh"][kind][layer][v][k]) for k in STATIONARITY_VERDICTS)
                            for layer in layers]] for kind in KINDS for v in variants])
     rep.text("invalid: the series is constant, e.g. the weights from pixels that are black in every "
              "training image (their gradient is exactly 0) or of a dead ReLU unit.")
-    rep.figure("stationarity", "Fraction of gradient and update entries judged stationary (ADF + KPSS, "
-               "level, Benjamini-Hochberg over each cell's member x entry series).")
+    rep.figure("stationarity", FIGURES["stationarity"][0])
     rep.section("Inactive units, like for like")
     rep.text("For every activation the same measure: the fraction of (probe image, unit) pairs whose "
              "derivative phi'(z) is below a fraction c of its maximum (sigmoid 4y(1-y), tanh 1-y^2, "
@@ -1004,18 +1065,12 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
                              *[fmt_ci(e["by_variant"][v]) for v in variants],
                              *[fmt_ci(e["paired"][p].diff) for p in pairs]])
     rep.table(["layer", "weights", "measure", *variants, *[f"{p} (paired)" for p in pairs]], rows)
-    rep.figure("inactivity", "Like-for-like inactive fraction: exact zeros, then phi' below 1%, 5%, 19% "
-               "and 50% of its maximum, at the initial (squares, dashed) and final (circles) weights; "
-               "mean and 95% bootstrap interval across members.")
+    rep.figure("inactivity", FIGURES["inactivity"][0])
     rows = [[v, name, fmt_ci(st["start"]), fmt_ci(st["end"])]
             for v, by in s["activation_statistics"].items() for name, st in by.items()]
     if rows:
         rep.table(["activation", "recorded statistic", "step 0", "last step"], rows)
-    rep.figure("training", f"Training loss (shaded: each variant's loss-matched window; hatched: the "
-               f"stationarity-accepted window, if any) and, per hidden layer, the fraction of (probe image, "
-               f"unit) pairs with phi' < {RECORDED_THRESHOLD:g} max phi' (the same rule for every "
-               "activation; recorded as 'saturated' for sigmoid/tanh and 'zero' for ReLU); mean across "
-               "members, 95% t-interval.")
+    rep.figure("training", FIGURES["training"][0])
     rep.config({"train (baseline variant)": s["config"], "compare": s["settings"]}, command)
     return rep
 
@@ -1033,7 +1088,7 @@ def record_runs(config: TrainConfig, settings: CompareSettings, out, *, resume: 
 
 def write_results(runs: dict[str, store.Run], settings: CompareSettings, folder, *,
                   command: str | None = None, progress: bool = True,
-                  dataset: Dataset | None = None) -> dict:
+                  dataset: Dataset | None = None, training_s: float | None = None) -> dict:
     """Compare the variants ``runs`` (plain runs, or one grid point of each) and write summary.json,
     report.md and figures/ into ``folder``; returns the summary."""
     return _write(analyse(runs, settings, progress=progress, dataset=dataset), folder, command).summary
@@ -1042,7 +1097,7 @@ def write_results(runs: dict[str, store.Run], settings: CompareSettings, folder,
 def _write(analysis: CompareAnalysis, folder, command: str | None) -> CompareAnalysis:
     folder = Path(folder)
     write_summary(folder, analysis.summary)
-    figures(analysis, folder / "figures")
+    save_figures(FIGURES, analysis, folder / "figures")
     report(analysis, command).write(folder)
     return analysis
 
@@ -1064,25 +1119,3 @@ def sweep_statistics(summary: dict) -> dict[str, dict[str, float]]:
                 panel[f"{layer} ({pair})"] = test["diff"]["mean"]
     out["test accuracy"] = {v: a["mean"] for v, a in summary["test_accuracy"].items()}
     return out
-
-
-def run(config: TrainConfig, settings: CompareSettings, out, *, resume: bool = False,
-        overwrite: bool = False, command: str | None = None, progress: bool = True,
-        dataset: Dataset | None = None):
-    """The whole comparison into the study folder ``out``: runs/<activation>/, summary.json, report.md
-    and figures/; returns the :class:`CompareAnalysis`. A sweep is recorded once per variant and
-    every grid point compared on its own into ``out/points/`` (:mod:`.per_point`); then the
-    :class:`~rvsp_jax.studies.per_point.SweepResult` is returned."""
-    out = Path(out)
-    data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
-    if config.sweep_axes():
-        result = per_point.run(sys.modules[__name__], config, settings, out, resume=resume,
-                               overwrite=overwrite, command=command, progress=progress, dataset=data,
-                               title="Activation comparison")
-        finish_study(out)
-        return result
-    runs = record_runs(config, settings, out, resume=resume, overwrite=overwrite, command=command,
-                       progress=progress, dataset=data)
-    analysis = _write(analyse(runs, settings, progress=progress, dataset=data), out, command)
-    finish_study(out)
-    return analysis

@@ -23,7 +23,6 @@ reading of the run (:func:`analyse`), the figures and the report.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -39,10 +38,14 @@ from rvsp_jax.analysis import (
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
 from rvsp_jax.training.probes import ProbeConfig
-from rvsp_jax.studies import per_point
 from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
+from rvsp_jax.studies.figures import save_figures
+from rvsp_jax.studies.settings import StudySettings
+from rvsp_jax.studies.members import diverged_members, summary_series
 
 EXPERIMENT = "activations"
+TITLE = "Activations"
+FOLDER = "run"
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 UNITS_SHOWN = 4
 """Units per layer drawn in the per-unit quantile figure."""
@@ -67,7 +70,7 @@ RULES = {
 
 
 @dataclass(frozen=True)
-class ActivationSettings:
+class ActivationSettings(StudySettings):
     """Recording and analysis options of the activations study."""
 
     probe_every: int = opt(10, "--probe-every", "record the activations every n steps")
@@ -133,22 +136,8 @@ def phase_names(phases: int) -> tuple[str, ...]:
 
 # ---- reading a run -----------------------------------------------------------------------------
 
-def diverged_members(run: store.Run) -> np.ndarray:
-    """bool ``[S]``: members that diverged (non-finite loss or parameters) during the run."""
-    result = run.manifest.get("result")
-    if result is None:
-        raise ValueError(f"{run.path} is not complete ({run.manifest['status']}); finish it with --resume")
-    return np.asarray(result["diverged_at"]) >= 0
-
-
 def hidden_layers(config: TrainConfig) -> tuple[str, ...]:
     return tuple(f"Dense_{l}" for l in range(len(config.widths)))
-
-
-def summary_series(run: store.Run) -> dict[str, np.ndarray]:
-    """The layer summaries recorded by ``act_summary``: ``"Dense_0/saturated" -> float32 [S, T_rec]``."""
-    x = np.asarray(run["activations/summary"][:])
-    return {name: x[..., i] for i, name in enumerate(run.probe_names["activations/summary"])}
 
 
 def _nan_members(x: np.ndarray, excluded: np.ndarray) -> np.ndarray:
@@ -322,86 +311,135 @@ def _quantile_fan(ax, steps, q, color=None, label=None):
     return line
 
 
-def figures(analysis: ActivationAnalysis, folder) -> list[str]:
-    """Write the activations study's figures into ``folder`` (png + pdf); return their names."""
-    a, s = analysis, analysis.summary
+def figure_activation_quantiles(analysis: ActivationAnalysis):
+    a = analysis
     keep = ~a.excluded
     steps = a.steps
-    names = []
     layer_names = list(a.layers)
     nl = len(layer_names)
+    fig, axes = plots.subplots(1, nl, width="double", height=2.4, squeeze=False)
+    for ax, name in zip(axes[0], layer_names):
+        q = np.median(a.layers[name].quantiles[keep], axis=0)
+        _quantile_fan(ax, steps, q, label="median")
+        ax.set(xlabel="step", ylabel="activation", title=f"{name}: pooled over units")
+    axes[0, 0].legend(["median (5-95%, 25-75% bands)"])
+    return fig
 
-    def save(fig, name):
-        plots.save_figure(fig, folder, name)
-        names.append(name)
 
-    with plots.paper_style():
-        fig, axes = plots.subplots(1, nl, width="double", height=2.4, squeeze=False)
-        for ax, name in zip(axes[0], layer_names):
-            q = np.median(a.layers[name].quantiles[keep], axis=0)
-            _quantile_fan(ax, steps, q, label="median")
-            ax.set(xlabel="step", ylabel="activation", title=f"{name}: pooled over units")
-        axes[0, 0].legend(["median (5-95%, 25-75% bands)"])
-        save(fig, "activation_quantiles")
+def figure_unit_quantiles(analysis: ActivationAnalysis):
+    a = analysis
+    keep = ~a.excluded
+    steps = a.steps
+    layer_names = list(a.layers)
+    nl = len(layer_names)
+    member = int(np.flatnonzero(keep)[0]) if keep.any() else 0
+    shown = min(UNITS_SHOWN, min(layer.drift.shape[-1] for layer in a.layers.values()))
+    fig, axes = plots.subplots(nl, shown, width="double", height=1.6 * nl + 0.4, squeeze=False,
+                               sharex=True)
+    for i, name in enumerate(layer_names):
+        for u in range(shown):
+            _quantile_fan(axes[i, u], steps, a.layers[name].unit_quantiles[member, :, u],
+                          color=plots.PALETTE[i])
+            axes[i, u].set_title(f"{name} unit {u}")
+        axes[i, 0].set(ylabel="activation")
+    for ax in axes[-1]:
+        ax.set(xlabel="step")
+    fig.suptitle(f"member {member}: quantiles over the probe batch (5, 25, 50, 75, 95%)")
+    return fig
 
-        member = int(np.flatnonzero(keep)[0]) if keep.any() else 0
-        shown = min(UNITS_SHOWN, min(layer.drift.shape[-1] for layer in a.layers.values()))
-        fig, axes = plots.subplots(nl, shown, width="double", height=1.6 * nl + 0.4, squeeze=False,
-                                   sharex=True)
-        for i, name in enumerate(layer_names):
-            for u in range(shown):
-                _quantile_fan(axes[i, u], steps, a.layers[name].unit_quantiles[member, :, u],
-                              color=plots.PALETTE[i])
-                axes[i, u].set_title(f"{name} unit {u}")
-            axes[i, 0].set(ylabel="activation")
-        for ax in axes[-1]:
-            ax.set(xlabel="step")
-        fig.suptitle(f"member {member}: quantiles over the probe batch (5, 25, 50, 75, 95%)")
-        save(fig, "unit_quantiles")
 
-        fig, axes = plots.subplots(1, nl, width="double", height=2.4, squeeze=False)
-        for j, (ax, name) in enumerate(zip(axes[0], layer_names)):
-            d = a.layers[name].drift.mean(-1)[keep]
-            m = across_members(d)
-            plots.plot_members(ax, steps, d, label="members")
-            plots.plot_band(ax, steps, m.mean, m.lo, m.hi, label="mean, 95% t-interval",
-                            color=plots.PALETTE[j])
-            ax.set(xlabel="step", ylabel="W1 from step 0 (unit mean)", title=name)
-            ax.legend()
-        save(fig, "wasserstein_drift")
+def figure_wasserstein_drift(analysis: ActivationAnalysis):
+    a = analysis
+    keep = ~a.excluded
+    steps = a.steps
+    layer_names = list(a.layers)
+    nl = len(layer_names)
+    fig, axes = plots.subplots(1, nl, width="double", height=2.4, squeeze=False)
+    for j, (ax, name) in enumerate(zip(axes[0], layer_names)):
+        d = a.layers[name].drift.mean(-1)[keep]
+        m = across_members(d)
+        plots.plot_members(ax, steps, d, label="members")
+        plots.plot_band(ax, steps, m.mean, m.lo, m.hi, label="mean, 95% t-interval",
+                        color=plots.PALETTE[j])
+        ax.set(xlabel="step", ylabel="W1 from step 0 (unit mean)", title=name)
+        ax.legend()
+    return fig
 
-        fig, axes = plots.subplots(nl, 2, width="double", height=2.0 * nl + 0.3, squeeze=False)
-        for i, name in enumerate(layer_names):
-            layer = a.layers[name]
-            for j, kind in enumerate(("pre", "post")):
-                plots.hist_compare(axes[i, j], layer.start[kind][keep], layer.end[kind][keep],
-                                   labels=(f"step {steps[0]}", f"step {steps[-1]}"))
-                axes[i, j].set(xlabel="z (pre-activation)" if kind == "pre" else "y = phi(z)",
-                               ylabel="density", title=f"{name} {kind}")
-            axes[i, 0].legend()
-        save(fig, "activation_histograms")
 
-        stats = sorted({k.split("/", 1)[1] for k in a.statistics}, key=["mean", "var", "saturated", "zero", "dead"].index)
-        fig, axes = plots.subplots(len(stats), nl, width="double", height=1.5 * len(stats) + 0.4,
-                                   squeeze=False, sharex=True)
-        for j, name in enumerate(layer_names):
-            for i, stat in enumerate(stats):
-                x = a.statistics[f"{name}/{stat}"]
-                m = across_members(x)
-                plots.plot_band(axes[i, j], steps, m.mean, m.lo, m.hi, color=plots.PALETTE[j])
-                axes[i, j].set(ylabel=stat, title=name if i == 0 else None)
-            axes[-1, j].set(xlabel="step")
-        save(fig, "layer_statistics")
+def figure_activation_histograms(analysis: ActivationAnalysis):
+    a = analysis
+    keep = ~a.excluded
+    steps = a.steps
+    layer_names = list(a.layers)
+    nl = len(layer_names)
+    fig, axes = plots.subplots(nl, 2, width="double", height=2.0 * nl + 0.3, squeeze=False)
+    for i, name in enumerate(layer_names):
+        layer = a.layers[name]
+        for j, kind in enumerate(("pre", "post")):
+            plots.hist_compare(axes[i, j], layer.start[kind][keep], layer.end[kind][keep],
+                               labels=(f"step {steps[0]}", f"step {steps[-1]}"))
+            axes[i, j].set(xlabel="z (pre-activation)" if kind == "pre" else "y = phi(z)",
+                           ylabel="density", title=f"{name} {kind}")
+        axes[i, 0].legend()
+    return fig
 
-        st = s["stationarity"]
-        rows = list(st)
-        cols = list(s["phases"]["names"])
-        cells = [[pct(st[r][c]["bh"]["stationary"]) for c in cols] for r in rows]
-        fig, ax = plots.subplots(width="double", height=0.3 * len(rows) + 0.8)
-        plots.verdict_table(ax, rows, cols, cells)
-        ax.set_title("stationary series by phase (ADF + KPSS, BH-adjusted)")
-        save(fig, "stationarity_by_phase")
-    return names
+
+def figure_layer_statistics(analysis: ActivationAnalysis):
+    a = analysis
+    steps = a.steps
+    layer_names = list(a.layers)
+    nl = len(layer_names)
+    stats = sorted({k.split("/", 1)[1] for k in a.statistics}, key=["mean", "var", "saturated", "zero", "dead"].index)
+    fig, axes = plots.subplots(len(stats), nl, width="double", height=1.5 * len(stats) + 0.4,
+                               squeeze=False, sharex=True)
+    for j, name in enumerate(layer_names):
+        for i, stat in enumerate(stats):
+            x = a.statistics[f"{name}/{stat}"]
+            m = across_members(x)
+            plots.plot_band(axes[i, j], steps, m.mean, m.lo, m.hi, color=plots.PALETTE[j])
+            axes[i, j].set(ylabel=stat, title=name if i == 0 else None)
+        axes[-1, j].set(xlabel="step")
+    return fig
+
+
+def figure_stationarity_by_phase(analysis: ActivationAnalysis):
+    s = analysis.summary
+    st = s["stationarity"]
+    rows = list(st)
+    cols = list(s["phases"]["names"])
+    cells = [[pct(st[r][c]["bh"]["stationary"]) for c in cols] for r in rows]
+    fig, ax = plots.subplots(width="double", height=0.3 * len(rows) + 0.8)
+    plots.verdict_table(ax, rows, cols, cells)
+    ax.set_title("stationary series by phase (ADF + KPSS, BH-adjusted)")
+    return fig
+
+
+FIGURES = {
+    "activation_quantiles": (
+        "Quantiles of each layer's activations pooled over units and probe images (median "
+        "across members of each quantile).",
+        figure_activation_quantiles),
+    "unit_quantiles": (
+        "Per-unit distributions over the probe batch for one member.",
+        figure_unit_quantiles),
+    "wasserstein_drift": (
+        "Wasserstein-1 distance of each unit's activation distribution (over the probe batch)"
+        " from its step-0 distribution, averaged over the layer's units; grey: members, band:"
+        " 95% t-interval of the mean across members.",
+        figure_wasserstein_drift),
+    "activation_histograms": (
+        "Pre-activations z and activations y = phi(z) at the first and last recording, pooled"
+        " over members, units and probe images: phi transforms the distribution of z into "
+        "that of y.",
+        figure_activation_histograms),
+    "layer_statistics": (
+        "Layer statistics over training (mean across members, 95% t-interval).",
+        figure_layer_statistics),
+    "stationarity_by_phase": (
+        "Fraction of series judged stationary in each phase (BH).",
+        figure_stationarity_by_phase),
+}
+"""name -> (caption, maker) of every figure (:mod:`rvsp_jax.studies.figures`)."""
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -451,21 +489,16 @@ def report(analysis: ActivationAnalysis, command: str | None = None) -> Report:
             for p, word in by_phase.items()) + ".")
     rep.section("Findings").bullets(bullets)
     rep.section("Distributions over training")
-    rep.figure("activation_quantiles", "Quantiles of each layer's activations pooled over units and "
-               "probe images (median across members of each quantile).")
-    rep.figure("unit_quantiles", "Per-unit distributions over the probe batch for one member.")
-    rep.figure("activation_histograms", "Pre-activations z and activations y = phi(z) at the first and "
-               "last recording, pooled over members, units and probe images: phi transforms the "
-               "distribution of z into that of y.")
+    rep.figure("activation_quantiles", FIGURES["activation_quantiles"][0])
+    rep.figure("unit_quantiles", FIGURES["unit_quantiles"][0])
+    rep.figure("activation_histograms", FIGURES["activation_histograms"][0])
     rep.section("Drift from initialisation")
     rep.table(["layer", "units", "W1 halfway", "W1 at the end", "largest W1 over training",
                "least-drifting unit (end)", "most-drifting unit (end)"],
               [[name, layer["units"], fmt_ci(layer["drift"]["middle"]), fmt_ci(layer["drift"]["end"]),
                 fmt_ci(layer["drift"]["max"]), fmt_ci(layer["drift"]["unit_end_min"]),
                 fmt_ci(layer["drift"]["unit_end_max"])] for name, layer in s["layers"].items()])
-    rep.figure("wasserstein_drift", "Wasserstein-1 distance of each unit's activation distribution "
-               "(over the probe batch) from its step-0 distribution, averaged over the layer's units; "
-               "grey: members, band: 95% t-interval of the mean across members.")
+    rep.figure("wasserstein_drift", FIGURES["wasserstein_drift"][0])
     rep.section("Layer statistics: saturation and dead units")
     rows = [[name, stat, fmt_ci(v["start"]), fmt_ci(v["end"])]
             for name, layer in s["layers"].items() for stat, v in layer["statistics"].items()]
@@ -474,7 +507,7 @@ def report(analysis: ActivationAnalysis, command: str | None = None) -> Report:
              "(tanh |y| > 0.9), i.e. phi'(z) below 19% of its maximum; zero: fraction of pairs with ReLU "
              "y = 0 (phi' = 0, the same rule's count for ReLU); dead: fraction of units that are 0 on "
              "every probe image; mean and var are over the layer's units and probe images.")
-    rep.figure("layer_statistics", "Layer statistics over training (mean across members, 95% t-interval).")
+    rep.figure("layer_statistics", FIGURES["layer_statistics"][0])
     rep.section("Stationarity by phase")
     ph = s["phases"]
     rep.text("Each series (a unit's batch-mean activation, or a layer statistic, per member) is tested "
@@ -489,7 +522,7 @@ def report(analysis: ActivationAnalysis, command: str | None = None) -> Report:
                 *[f"{pct(st[fam][p]['bh']['stationary'])} ({pct(st[fam][p]['raw']['stationary'])}); "
                   + " / ".join(pct(st[fam][p]['bh'][v]) for v in STATIONARITY_VERDICTS[1:])
                   for p in ph["names"]]] for fam in st])
-    rep.figure("stationarity_by_phase", "Fraction of series judged stationary in each phase (BH).")
+    rep.figure("stationarity_by_phase", FIGURES["stationarity_by_phase"][0])
     rep.config({"train": s["config"], "probes": s["probes"], "activations": s["settings"]}, command)
     return rep
 
@@ -506,7 +539,8 @@ def record_runs(config: TrainConfig, settings: ActivationSettings, out, *, resum
 
 
 def write_results(run: store.Run, settings: ActivationSettings, folder, *, command: str | None = None,
-                  progress: bool = True, dataset: Dataset | None = None) -> dict:
+                  progress: bool = True, dataset: Dataset | None = None,
+                  training_s: float | None = None) -> dict:
     """Analyse ``run`` (a plain run or one grid point of a sweep) and write summary.json, report.md
     and figures/ into ``folder``; returns the summary."""
     return _write(analyse(run, settings, progress=progress), folder, command).summary
@@ -515,7 +549,7 @@ def write_results(run: store.Run, settings: ActivationSettings, folder, *, comma
 def _write(analysis: ActivationAnalysis, folder, command: str | None) -> ActivationAnalysis:
     folder = Path(folder)
     write_summary(folder, analysis.summary)
-    figures(analysis, folder / "figures")
+    save_figures(FIGURES, analysis, folder / "figures")
     report(analysis, command).write(folder)
     return analysis
 
@@ -530,21 +564,3 @@ def sweep_statistics(summary: dict) -> dict[str, dict[str, float]]:
             out.setdefault(f"{stat} (last recording)", {})[layer] = v["end"]["mean"]
         out.setdefault("drift from the start (last recording)", {})[layer] = entry["drift"]["end"]["mean"]
     return out
-
-
-def run(config: TrainConfig, settings: ActivationSettings, out, *, resume: bool = False,
-        overwrite: bool = False, command: str | None = None, progress: bool = True,
-        dataset: Dataset | None = None):
-    """Train and record ``config`` into the run folder ``out`` (or reuse it with ``resume``), then write
-    summary.json, report.md and figures/ there; returns the :class:`ActivationAnalysis`. A sweep is
-    recorded once and every grid point analysed as its own ensemble into ``out/points/``
-    (:mod:`.per_point`); then the :class:`~rvsp_jax.studies.per_point.SweepResult` is returned."""
-    out = Path(out)
-    data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
-    if config.sweep_axes():
-        return per_point.run(sys.modules[__name__], config, settings, out, resume=resume,
-                             overwrite=overwrite, command=command, progress=progress, dataset=data,
-                             title="Activations")
-    recorded = record_runs(config, settings, out, resume=resume, overwrite=overwrite, command=command,
-                           progress=progress, dataset=data)
-    return _write(analyse(recorded, settings, progress=progress), out, command)

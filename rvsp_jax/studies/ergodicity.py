@@ -32,14 +32,13 @@ not aligned, so "parameter i across members" means nothing there; the study ther
 Diverged members are excluded from every statistic and counted. The mean-test and
 distribution-check p-values are Benjamini-Hochberg adjusted within each family
 (permutation-invariant observables, parameters, updates) and the counts that survive are reported
-beside the raw verdicts. :func:`run_study` does everything and writes ``summary.json``, ``report.md`` and
-``figures/`` into the run folder beside the recording.
+beside the raw verdicts. :func:`rvsp_jax.studies.runner.run_study` does everything and writes
+``summary.json``, ``report.md`` and ``figures/`` into the run folder beside the recording.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +48,8 @@ import numpy as np
 from matplotlib import ticker
 from tqdm.auto import tqdm
 
-from rvsp_jax.training import devices
 from rvsp_jax.present import plots
 from rvsp_jax.io import record
-from rvsp_jax.io import runfolder
 from rvsp_jax.analysis import (
     ErgodicityResult, FluctuationMetric, MemberSummary, VarianceScaling, across_members, assess_many,
     fdr_bh, fluctuation_metric, match_weights, permutation_index, variance_scaling)
@@ -60,11 +57,16 @@ from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
 from rvsp_jax.training.model import make_model
 from rvsp_jax.training.probes import ProbeConfig, param_shapes
-from rvsp_jax.studies import per_point
 from rvsp_jax.present.report import Report, fmt, fmt_ci, progress_enabled, write_summary
 from rvsp_jax.io.store import METRICS, Run
+from rvsp_jax.studies import windows
+from rvsp_jax.studies.windows import check_burn_in
+from rvsp_jax.studies.figures import captions, save_figures
+from rvsp_jax.studies.settings import StudySettings
 
 EXPERIMENT = "ergodicity"
+TITLE = "Ergodicity"
+FOLDER = "run"
 TRAIN_DEFAULTS = {"seeds": 256, "steps": 3000}
 """Training defaults of the command that differ from :class:`TrainConfig`'s (vary both, SGD with
 lr 0.1, sigmoid, batch 32 are TrainConfig's own)."""
@@ -97,16 +99,16 @@ _BLOCK = 64  # observables per assess_many call (progress granularity; results d
 
 
 @dataclass(frozen=True)
-class ErgodicitySettings:
+class ErgodicitySettings(StudySettings):
     """Options of the ergodicity study beyond training (:class:`TrainConfig`).
 
     Example::
 
-        python -m experiments.ergodicity --seeds 256 --burn-in 1000 --align none
+        python -m experiments.ergodicity --seeds 256 --burn-in 0.3 --align none
     """
 
-    burn_in: int | None = opt(None, "--burn-in", "steps dropped before the analysis (default: a "
-                              "quarter of the steps, i.e. 750 of the default 3000)")
+    burn_in: float = opt(0.25, "--burn-in", "fraction of the steps dropped before the analysis "
+                         "(default: a quarter of the steps, i.e. 750 of the default 3000)")
     probe_every: int = opt(5, "--probe-every", "record weight norms, activation summaries, "
                            "parameters and updates every n steps (loss, accuracy, gradient and "
                            "update norms are recorded at every step)")
@@ -120,8 +122,7 @@ class ErgodicitySettings:
     shown: int = opt(3, "--members-shown", "members drawn in the trajectory figure")
 
     def __post_init__(self):
-        if self.burn_in is not None and (not isinstance(self.burn_in, int) or self.burn_in < 0):
-            raise ValueError(f"burn-in must be an integer >= 0 (steps), got {self.burn_in!r}")
+        check_burn_in(self.burn_in, "burn-in")
         if not isinstance(self.probe_every, int) or self.probe_every < 1:
             raise ValueError(f"probe-every must be an integer >= 1, got {self.probe_every!r}")
         if self.align not in ALIGNMENTS:
@@ -130,9 +131,6 @@ class ErgodicitySettings:
             raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha!r}")
         if not isinstance(self.shown, int) or self.shown < 1:
             raise ValueError(f"members-shown must be an integer >= 1, got {self.shown!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -162,8 +160,9 @@ def probe_config(config: TrainConfig, settings: ErgodicitySettings) -> ProbeConf
 
 
 def burn_in_steps(settings: ErgodicitySettings, total_steps: int) -> int:
-    """The burn-in in steps (default ``total_steps // 4``), checked against the recording length."""
-    burn = total_steps // 4 if settings.burn_in is None else settings.burn_in
+    """The burn-in in steps (default: a quarter, ``total_steps // 4``), checked against the recording
+    length."""
+    burn = windows.burn_in_steps(settings.burn_in, total_steps)
     analysed = len(range(-(-burn // settings.probe_every) * settings.probe_every, total_steps,
                          settings.probe_every))
     if analysed < MIN_ANALYSED:
@@ -745,48 +744,60 @@ def figure_verdicts_by_layer(summary: dict):
     return fig
 
 
+class Drawn(NamedTuple):
+    """What the figures are drawn from: the analysis, its summary and the settings."""
+
+    analysis: Analysis
+    summary: dict
+    settings: ErgodicitySettings
+
+
 FIGURES = {
-    "trajectories": "Ensemble mean with its 5-95% band across members, a few members (block means) "
-                    "and their time averages after burn-in (dashed), against the ensemble's time "
-                    "average (dotted).",
-    "variance_scaling": "Variance across members of the W-step time average against W, relative to "
-                        "the shortest window (one recorded step), after burn-in; dashed: slope -1, "
-                        "the ergodic short-memory reference (a plateau means member-specific time "
-                        "averages). Descriptive: the verdict rests on the long-run-variance ANOVA.",
-    "omega": "Fluctuation metric Omega(t) (spread of the members' running time averages) relative "
-             "to its first value, after burn-in; dashed: slope -1 (ergodic).",
-    "histograms": "One member's values over the analysed window against the ensemble's "
-                  "cross-sections at 8 steps spread over the same window (an illustration of what "
-                  "the distribution check compares; the check itself pools other members' values "
-                  "from every one of a member's thinned steps).",
-    "verdicts": "Verdict per permutation-invariant observable: ratio of the between-member "
-                "variance of the time average to its ergodic expectation with its interval (1 = "
-                "ergodic), mean-test p-value, member-specific variance as a share of the "
-                "observable's variance (non-ergodic: estimated; otherwise '<' the smallest share "
-                "detectable with 80% power), change of the members' spread over the window, "
-                "distribution-check p-value (* not decisive: window < 50 tau), integrated "
-                "autocorrelation time in training steps (+ a lower bound), steps that would "
-                "decide an inconclusive one.",
-    "verdicts_by_layer": "Verdict counts per layer: sorted per-unit statistics and (aligned) "
-                         "per-parameter trajectories; non-ergodic ones that survive a "
-                         "Benjamini-Hochberg adjustment within the family; median ratio; median "
-                         "training steps that would decide the inconclusive ones.",
+    "trajectories": (
+        "Ensemble mean with its 5-95% band across members, a few members (block means) and "
+        "their time averages after burn-in (dashed), against the ensemble's time average "
+        "(dotted).",
+        lambda d: figure_trajectories(d.analysis, d.settings.shown)),
+    "variance_scaling": (
+        "Variance across members of the W-step time average against W, relative to the "
+        "shortest window (one recorded step), after burn-in; dashed: slope -1, the ergodic "
+        "short-memory reference (a plateau means member-specific time averages). Descriptive:"
+        " the verdict rests on the long-run-variance ANOVA.",
+        lambda d: figure_variance_scaling(d.analysis)),
+    "omega": (
+        "Fluctuation metric Omega(t) (spread of the members' running time averages) relative "
+        "to its first value, after burn-in; dashed: slope -1 (ergodic).",
+        lambda d: figure_omega(d.analysis)),
+    "histograms": (
+        "One member's values over the analysed window against the ensemble's cross-sections "
+        "at 8 steps spread over the same window (an illustration of what the distribution "
+        "check compares; the check itself pools other members' values from every one of a "
+        "member's thinned steps).",
+        lambda d: figure_histograms(d.analysis)),
+    "verdicts": (
+        "Verdict per permutation-invariant observable: ratio of the between-member variance "
+        "of the time average to its ergodic expectation with its interval (1 = ergodic), "
+        "mean-test p-value, member-specific variance as a share of the observable's variance "
+        "(non-ergodic: estimated; otherwise '<' the smallest share detectable with 80% "
+        "power), change of the members' spread over the window, distribution-check p-value (*"
+        " not decisive: window < 50 tau), integrated autocorrelation time in training steps "
+        "(+ a lower bound), steps that would decide an inconclusive one.",
+        lambda d: figure_verdicts(d.analysis)),
+    "verdicts_by_layer": (
+        "Verdict counts per layer: sorted per-unit statistics and (aligned) per-parameter "
+        "trajectories; non-ergodic ones that survive a Benjamini-Hochberg adjustment within "
+        "the family; median ratio; median training steps that would decide the inconclusive "
+        "ones.",
+        lambda d: figure_verdicts_by_layer(d.summary)),
 }
+"""name -> (caption, maker) of every figure (:mod:`rvsp_jax.studies.figures`); a maker draws from
+a :class:`Drawn`."""
 
 
 def write_figures(analysis: Analysis, summary: dict, folder: Path, settings: ErgodicitySettings
                   ) -> list[str]:
     """Render every figure of :data:`FIGURES` into ``folder`` (PNG and PDF); returns their names."""
-    makers = {"trajectories": lambda: figure_trajectories(analysis, settings.shown),
-              "variance_scaling": lambda: figure_variance_scaling(analysis),
-              "omega": lambda: figure_omega(analysis),
-              "histograms": lambda: figure_histograms(analysis),
-              "verdicts": lambda: figure_verdicts(analysis),
-              "verdicts_by_layer": lambda: figure_verdicts_by_layer(summary)}
-    with plots.paper_style():
-        for name, make in makers.items():
-            plots.save_figure(make(), folder, name)
-    return list(makers)
+    return list(save_figures(FIGURES, Drawn(analysis, summary, settings), folder))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -952,7 +963,7 @@ def write_report(analysis: Analysis, summary: dict, folder: Path, command: str |
     if not analysis.alignment["aligned"]:
         rep.text("Per-parameter analysis skipped: " + analysis.alignment["method"] + ".")
     rep.section("Figures")
-    for name, caption in FIGURES.items():
+    for name, caption in captions(FIGURES).items():
         rep.figure(name, caption)
     rep.section("Timings")
     t = summary["timings"]
@@ -972,16 +983,13 @@ def write_report(analysis: Analysis, summary: dict, folder: Path, command: str |
 # The whole study
 
 
-class StudyResult(NamedTuple):
-    path: Path
-    summary: dict
-
-
 def record_runs(config: TrainConfig, settings: ErgodicitySettings, out, *, resume: bool = False,
                 overwrite: bool = False, command: str | None = None, progress: bool = True,
                 dataset: Dataset | None = None) -> Run:
-    """Train and record (or, with ``resume``, continue or reuse) the run in ``out``."""
+    """Train and record (or, with ``resume``, continue or reuse) the run in ``out``; a burn-in that
+    leaves too few recorded steps is refused before anything is trained."""
     data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
+    burn_in_steps(settings, config.total_steps(int(data.train_labels.shape[0])))
     return record.run(config, probe_config(config, settings), Path(out), resume=resume,
                       overwrite=overwrite, dataset=data, experiment=EXPERIMENT, command=command,
                       progress=progress)
@@ -1027,30 +1035,7 @@ def sweep_statistics(summary: dict) -> dict[str, dict[str, float]]:
             "variance ratio (median)": {g: groups[g]["median_ratio"] for g in groups}}
 
 
-def run_study(config: TrainConfig, settings: ErgodicitySettings, out, *, resume: bool = False,
-              overwrite: bool = False, command: str | None = None, progress: bool = True,
-              dataset: Dataset | None = None) -> StudyResult:
-    """Train and record (or, with ``resume``, continue or reuse) the run in ``out``, analyse it, and
-    write ``summary.json``, ``report.md`` and ``figures/`` there. A sweep (``config.sweep``) is
-    recorded once and every grid point analysed as its own ensemble into ``out/points/``
-    (:mod:`rvsp_jax.studies.per_point`)."""
-    out = Path(out)
-    data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
-    if config.sweep_axes():
-        result = per_point.run(sys.modules[__name__], config, settings, out, resume=resume,
-                               overwrite=overwrite, command=command, progress=progress, dataset=data,
-                               title="Ergodicity")
-        summary = result.summary
-    else:
-        t0 = time.perf_counter()
-        run = record_runs(config, settings, out, resume=resume, overwrite=overwrite, command=command,
-                          progress=progress, dataset=data)
-        summary = write_results(run, settings, out, command=command, progress=progress, dataset=data,
-                                training_s=time.perf_counter() - t0)
-    if devices.is_writer():
-        manifest = runfolder.read_manifest(out)
-        manifest["study"] = {"settings": settings.to_dict(),
-                             "burn_in": burn_in_steps(settings, int(manifest["total_steps"])),
-                             "timings": summary.get("timings"), "status": "complete"}
-        runfolder.write_manifest(out, manifest)
-    return StudyResult(out, summary)
+def manifest_entry(settings: ErgodicitySettings, manifest: dict) -> dict:
+    """What the run folder's ``manifest["study"]`` records beyond the settings (see
+    :mod:`rvsp_jax.studies.runner`): the burn-in in steps."""
+    return {"burn_in": burn_in_steps(settings, int(manifest["total_steps"]))}

@@ -48,10 +48,8 @@ bootstrap over members), and diverged members are excluded and counted (none lef
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
-import sys
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -74,10 +72,14 @@ from rvsp_jax.analysis.gradient_noise import inputs, make_noise_fn, minibatch_in
 from rvsp_jax.training.model import make_model
 from rvsp_jax.training.probes import ProbeConfig
 from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
-from rvsp_jax.studies import per_point
-from rvsp_jax.studies.spectra import layer_groups, members_summary, usable_members
+from rvsp_jax.studies.layer_spectra import layer_groups
+from rvsp_jax.studies.members import members_summary, usable_members
+from rvsp_jax.studies.figures import save_figures
+from rvsp_jax.studies.settings import StudySettings
 
 EXPERIMENT = "noise"
+TITLE = "Gradient noise"
+FOLDER = "run"
 TRAIN_DEFAULTS = {"seeds": 16, "steps": 3000}
 """16 members, 3,000 SGD steps (1.6 epochs) of the sigmoid 784-16-16-10 network (about 5 min of
 CPU on 2 shared cores, 8-10 min wall while others share them; almost all of it measuring the
@@ -116,7 +118,7 @@ class NoUsableMembersError(ValueError):
 
 
 @dataclass(frozen=True)
-class NoiseSettings:
+class NoiseSettings(StudySettings):
     """Options of the gradient-noise analysis (the training flags are separate).
 
     Example::
@@ -150,9 +152,6 @@ class NoiseSettings:
     def probes(self, config: TrainConfig, n_train: int) -> ProbeConfig:
         every = self.every(config.total_steps(n_train), config.steps_per_epoch(n_train))
         return ProbeConfig(probes="params,grads", index="all", every=every)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @partial(jax.jit, static_argnames="k")
@@ -755,99 +754,120 @@ def _log_if_positive(ax, values) -> None:
         ax.set_yscale("log")
 
 
-def figures(result: NoiseResult, folder: Path) -> dict[str, str]:
-    """Draw every figure into ``folder``; returns name -> caption."""
+def figure_tail_index(result: NoiseResult):
     nz = result.noise
     steps = nz.steps
-    captions = {}
     all_gi = nz.groups.index("all")
-    with plots.paper_style():
-        fig, axes = plots.subplots(1, 2, width="double", height=2.4)
-        series = [("across, raw", nz.across["raw"]), ("across, scale-matched Gaussian", nz.across["null"]),
-                  ("across, covariance-matched Gaussian", nz.across["covariance"]),
-                  ("across, standardised", nz.across["standardised"]), ("along iterations", nz.along)]
-        for ax, estimator in zip(axes, ("hill", "simsekli")):
-            for i, (label, values) in enumerate(series):
-                m = across_members(values[estimator][..., all_gi])
-                plots.plot_band(ax, steps, m.mean, m.lo, m.hi, label=label, color=plots.PALETTE[i])
-            ref = result.gaussian["along_iterations"]["all"]
-            if ref is not None:
-                ax.axhline(ref[estimator]["median"], color=plots.PALETTE[4], linestyle=":", linewidth=0.8,
-                           label=f"Gaussian, n={ref['n']}")
-            ax.set(xlabel="training step", ylabel=f"tail index alpha ({estimator})",
-                   title="Hill (k = sqrt n)" if estimator == "hill" else "block sums (Simsekli et al.)")
-        axes[0].legend(fontsize="x-small")
-        plots.save_figure(fig, folder, "tail_index")
-        captions["tail_index"] = ("Tail index of the minibatch gradient noise of all parameters: across "
-                                  "parameters (raw, its scale-matched and covariance-matched Gaussian "
-                                  "nulls, standardised per parameter) and along iterations; mean and 95% "
-                                  "t-interval across members; dotted: Gaussian samples of the along-iteration "
-                                  "size")
+    fig, axes = plots.subplots(1, 2, width="double", height=2.4)
+    series = [("across, raw", nz.across["raw"]), ("across, scale-matched Gaussian", nz.across["null"]),
+              ("across, covariance-matched Gaussian", nz.across["covariance"]),
+              ("across, standardised", nz.across["standardised"]), ("along iterations", nz.along)]
+    for ax, estimator in zip(axes, ("hill", "simsekli")):
+        for i, (label, values) in enumerate(series):
+            m = across_members(values[estimator][..., all_gi])
+            plots.plot_band(ax, steps, m.mean, m.lo, m.hi, label=label, color=plots.PALETTE[i])
+        ref = result.gaussian["along_iterations"]["all"]
+        if ref is not None:
+            ax.axhline(ref[estimator]["median"], color=plots.PALETTE[4], linestyle=":", linewidth=0.8,
+                       label=f"Gaussian, n={ref['n']}")
+        ax.set(xlabel="training step", ylabel=f"tail index alpha ({estimator})",
+               title="Hill (k = sqrt n)" if estimator == "hill" else "block sums (Simsekli et al.)")
+    axes[0].legend(fontsize="x-small")
+    return fig
 
-        fig, axes = plots.subplots(1, 2, width="double", height=2.6)
-        x = np.arange(len(nz.groups))
-        whole = np.ones(steps.size, bool)
-        for ax, estimator in zip(axes, ("hill", "simsekli")):
-            for i, (label, values) in enumerate(series):
-                m = across_members(np.stack([_per_member(values[estimator][..., g], whole) for g in x], axis=1))
-                offset = (i - 2) * 0.15
-                ax.errorbar(x + offset, m.mean, yerr=[m.mean - m.lo, m.hi - m.mean], fmt="o", capsize=2,
-                            markersize=3, color=plots.PALETTE[i], label=label)
-            refs = [result.gaussian["along_iterations"][g] for g in nz.groups]
-            ax.plot(x + 2 * 0.15, [r[estimator]["median"] if r else np.nan for r in refs], "_",
-                    color=plots.PALETTE[4], markersize=10, label="Gaussian (along)")
-            ax.set(xticks=x, ylabel=f"tail index alpha ({estimator})")
-            ax.set_xticklabels(nz.groups, rotation=30, ha="right", fontsize="x-small")
-        axes[0].legend(fontsize="x-small")
-        plots.save_figure(fig, folder, "tail_by_layer")
-        captions["tail_by_layer"] = ("Tail index per parameter group (first-layer weights also by how often "
-                                     "their pixel is lit), mean over the noise steps; mean and 95% "
-                                     "t-interval across members; bars: Gaussian samples along iterations")
 
-        fig, axes = plots.subplots(1, 2, width="double", height=2.4)
-        pooled = pooled_noise_scale(nz.trace_sigma, nz.grad_sq, nz.reference, seed=0)
-        plotted = []
-        for i, (name, label) in enumerate((("b_simple", "per member"), ("b_simple_two_batch", "two-batch"))):
-            m = across_members(getattr(nz, name))
-            plots.plot_band(axes[0], steps, m.mean, m.lo, m.hi, label=label, color=plots.PALETTE[i])
-            plotted.append(m.mean)
-        plots.plot_band(axes[0], steps, pooled.b_simple, pooled.lo, pooled.hi, label="ratio of means",
-                        color=plots.PALETTE[2])
-        axes[0].axhline(nz.batch, color="k", linestyle="--", linewidth=0.8, label=f"batch size {nz.batch}")
-        axes[0].set(xlabel="training step", ylabel="B_simple = tr(Sigma) / |G|^2")
-        _log_if_positive(axes[0], np.concatenate([*plotted, pooled.b_simple]))
-        axes[0].legend(fontsize="x-small")
-        plotted = []
-        for i, (name, label) in enumerate((("trace_sigma", "tr(Sigma)"), ("grad_sq", "|G|^2"))):
-            m = across_members(getattr(nz, name))
-            plots.plot_band(axes[1], steps, m.mean, m.lo, m.hi, label=label, color=plots.PALETTE[i + 3])
-            plotted.append(m.mean)
-        axes[1].set(xlabel="training step", ylabel="per-example noise / signal power")
-        _log_if_positive(axes[1], np.concatenate(plotted))
-        axes[1].legend(fontsize="x-small")
-        plots.save_figure(fig, folder, "noise_scale")
-        captions["noise_scale"] = ("Gradient noise scale B_simple over training (McCandlish et al. 2018): "
-                                   "per-member estimate on the reference subset (mean and 95% t-interval), "
-                                   "ratio of the means over members (bootstrap interval) and the two-batch "
-                                   "estimate")
+def figure_tail_by_layer(result: NoiseResult):
+    nz = result.noise
+    steps = nz.steps
+    series = [("across, raw", nz.across["raw"]), ("across, scale-matched Gaussian", nz.across["null"]),
+              ("across, covariance-matched Gaussian", nz.across["covariance"]),
+              ("across, standardised", nz.across["standardised"]), ("along iterations", nz.along)]
+    fig, axes = plots.subplots(1, 2, width="double", height=2.6)
+    x = np.arange(len(nz.groups))
+    whole = np.ones(steps.size, bool)
+    for ax, estimator in zip(axes, ("hill", "simsekli")):
+        for i, (label, values) in enumerate(series):
+            m = across_members(np.stack([_per_member(values[estimator][..., g], whole) for g in x], axis=1))
+            offset = (i - 2) * 0.15
+            ax.errorbar(x + offset, m.mean, yerr=[m.mean - m.lo, m.hi - m.mean], fmt="o", capsize=2,
+                        markersize=3, color=plots.PALETTE[i], label=label)
+        refs = [result.gaussian["along_iterations"][g] for g in nz.groups]
+        ax.plot(x + 2 * 0.15, [r[estimator]["median"] if r else np.nan for r in refs], "_",
+                color=plots.PALETTE[4], markersize=10, label="Gaussian (along)")
+        ax.set(xticks=x, ylabel=f"tail index alpha ({estimator})")
+        ax.set_xticklabels(nz.groups, rotation=30, ha="right", fontsize="x-small")
+    axes[0].legend(fontsize="x-small")
+    return fig
 
-        across, standardised, along = nz.example
-        if across.size and along.size and np.isfinite(standardised).any():
-            fig, ax = plots.subplots(width="single", height=2.4)
-            standardised = standardised[np.isfinite(standardised)]
-            plots.hist_compare(ax, across, standardised, labels=("across parameters, raw / sd",
-                                                                 "across, standardised per parameter"), bins=80)
-            grid = np.linspace(min(across.min(), along.min()), max(across.max(), along.max()), 400)
-            ax.plot(grid, np.exp(-grid**2 / 2) / np.sqrt(2 * np.pi), "k--", linewidth=0.8, label="N(0, 1)")
-            ax.set(yscale="log", xlabel="standardised gradient noise", ylabel="density",
-                   ylim=(0.5 / across.size, None))
-            ax.legend(fontsize="x-small")
-            plots.save_figure(fig, folder, "noise_distribution")
-            captions["noise_distribution"] = (
-                f"Gradient noise at step {int(steps[-1])} (first usable member), one minibatch over "
-                "parameters: divided by its overall sd, and standardised per parameter by each "
-                "parameter's robust scale")
-    return captions
+
+def figure_noise_scale(result: NoiseResult):
+    nz = result.noise
+    steps = nz.steps
+    fig, axes = plots.subplots(1, 2, width="double", height=2.4)
+    pooled = pooled_noise_scale(nz.trace_sigma, nz.grad_sq, nz.reference, seed=0)
+    plotted = []
+    for i, (name, label) in enumerate((("b_simple", "per member"), ("b_simple_two_batch", "two-batch"))):
+        m = across_members(getattr(nz, name))
+        plots.plot_band(axes[0], steps, m.mean, m.lo, m.hi, label=label, color=plots.PALETTE[i])
+        plotted.append(m.mean)
+    plots.plot_band(axes[0], steps, pooled.b_simple, pooled.lo, pooled.hi, label="ratio of means",
+                    color=plots.PALETTE[2])
+    axes[0].axhline(nz.batch, color="k", linestyle="--", linewidth=0.8, label=f"batch size {nz.batch}")
+    axes[0].set(xlabel="training step", ylabel="B_simple = tr(Sigma) / |G|^2")
+    _log_if_positive(axes[0], np.concatenate([*plotted, pooled.b_simple]))
+    axes[0].legend(fontsize="x-small")
+    plotted = []
+    for i, (name, label) in enumerate((("trace_sigma", "tr(Sigma)"), ("grad_sq", "|G|^2"))):
+        m = across_members(getattr(nz, name))
+        plots.plot_band(axes[1], steps, m.mean, m.lo, m.hi, label=label, color=plots.PALETTE[i + 3])
+        plotted.append(m.mean)
+    axes[1].set(xlabel="training step", ylabel="per-example noise / signal power")
+    _log_if_positive(axes[1], np.concatenate(plotted))
+    axes[1].legend(fontsize="x-small")
+    return fig
+
+
+def figure_noise_distribution(result: NoiseResult):
+    nz = result.noise
+    across, standardised, along = nz.example
+    if not (across.size and along.size and np.isfinite(standardised).any()):
+        return None  # nothing to draw
+    fig, ax = plots.subplots(width="single", height=2.4)
+    standardised = standardised[np.isfinite(standardised)]
+    plots.hist_compare(ax, across, standardised, labels=("across parameters, raw / sd",
+                                                         "across, standardised per parameter"), bins=80)
+    grid = np.linspace(min(across.min(), along.min()), max(across.max(), along.max()), 400)
+    ax.plot(grid, np.exp(-grid**2 / 2) / np.sqrt(2 * np.pi), "k--", linewidth=0.8, label="N(0, 1)")
+    ax.set(yscale="log", xlabel="standardised gradient noise", ylabel="density",
+           ylim=(0.5 / across.size, None))
+    ax.legend(fontsize="x-small")
+    return fig
+
+
+FIGURES = {
+    "tail_index": (
+        "Tail index of the minibatch gradient noise of all parameters: across parameters "
+        "(raw, its scale-matched and covariance-matched Gaussian nulls, standardised per "
+        "parameter) and along iterations; mean and 95% t-interval across members; dotted: "
+        "Gaussian samples of the along-iteration size",
+        figure_tail_index),
+    "tail_by_layer": (
+        "Tail index per parameter group (first-layer weights also by how often their pixel is"
+        " lit), mean over the noise steps; mean and 95% t-interval across members; bars: "
+        "Gaussian samples along iterations",
+        figure_tail_by_layer),
+    "noise_scale": (
+        "Gradient noise scale B_simple over training (McCandlish et al. 2018): per-member "
+        "estimate on the reference subset (mean and 95% t-interval), ratio of the means over "
+        "members (bootstrap interval) and the two-batch estimate",
+        figure_noise_scale),
+    "noise_distribution": (
+        lambda result: f"Gradient noise at step {int(result.noise.steps[-1])} (first usable "
+        "member), one minibatch over parameters: divided by its overall sd, and standardised per "
+        "parameter by each parameter's robust scale",
+        figure_noise_distribution),
+}
+"""name -> (caption, maker) of every figure (:mod:`rvsp_jax.studies.figures`)."""
 
 
 def _ref_text(ref: dict | None, estimator: str) -> str:
@@ -1042,7 +1062,7 @@ def record_runs(config: TrainConfig, settings: NoiseSettings, out, *, resume: bo
 
 
 def write_results(run: store.Run, settings: NoiseSettings, folder, *, command: str | None = None,
-                  progress: bool = True, dataset=None) -> dict:
+                  progress: bool = True, dataset=None, training_s: float | None = None) -> dict:
     """Measure the gradient noise of ``run`` (a plain run or one grid point of a sweep) and write
     ``summary.json``, ``report.md`` and ``figures/`` into ``folder``; returns the summary.
 
@@ -1054,7 +1074,7 @@ def write_results(run: store.Run, settings: NoiseSettings, folder, *, command: s
     result = analyse(run, settings, dataset=data, progress=progress)
     summary = summarise(result)
     write_summary(folder, summary)
-    captions = figures(result, folder / "figures")
+    captions = save_figures(FIGURES, result, folder / "figures")
     report(result, summary, captions, command).write(folder)
     return summary
 
@@ -1073,24 +1093,3 @@ def sweep_statistics(summary: dict) -> dict[str, dict[str, float]]:
             "across: Simsekli tail index (raw)":
                 pick(lambda e: e["across_parameters"]["raw"]["simsekli"]["mean"]),
             "noise scale B_simple (last step)": {"all": scale["mean"]}}
-
-
-def run_study(config: TrainConfig, settings: NoiseSettings, out, *, resume: bool = False,
-              overwrite: bool = False, command: str | None = None, progress: bool = True,
-              dataset=None) -> Path:
-    """Train and record (or reuse) the ensemble in ``out``, measure its gradient noise and write
-    ``summary.json``, ``report.md`` and ``figures/``; returns ``out``. A sweep is recorded once and
-    every grid point measured as its own ensemble into ``out/points/`` (:mod:`.per_point`).
-
-    Raises :class:`NoUsableMembersError` (a ValueError: one line, no traceback from the CLI) when
-    every member diverged."""
-    out = Path(out)
-    data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
-    if config.sweep_axes():
-        per_point.run(sys.modules[__name__], config, settings, out, resume=resume, overwrite=overwrite,
-                      command=command, progress=progress, dataset=data, title="Gradient noise")
-        return out
-    run = record_runs(config, settings, out, resume=resume, overwrite=overwrite, command=command,
-                      progress=progress, dataset=data)
-    write_results(run, settings, out, command=command, progress=progress, dataset=data)
-    return out

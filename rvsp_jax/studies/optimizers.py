@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -56,15 +55,19 @@ from rvsp_jax.data import Dataset, load, to_model_inputs
 from rvsp_jax.training.model import loss_and_accuracy, make_model
 from rvsp_jax.training.probes import ProbeConfig
 from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, write_summary
-from rvsp_jax.studies import per_point
-from rvsp_jax.studies.folder import finish_study, open_study, train_variant
-from rvsp_jax.studies.spectra import (
-    DRIFT_ACCEPT, STATIONARY_ACCEPT, LayerSpectra, WindowStationarity, below_nyquist, check_usable,
-    layer_groups, measure_layers,
-    member_series, members_summary, per_layer, shape_summary, shape_word, usable_members,
-    window_stationarity, window_stationarity_summary)
+from rvsp_jax.studies.folder import open_study, train_variant
+from rvsp_jax.studies.windows import burn_in_steps, check_burn_in
+from rvsp_jax.studies.figures import save_figures
+from rvsp_jax.studies.settings import StudySettings
+from rvsp_jax.studies.layer_spectra import (
+    DRIFT_ACCEPT, STATIONARY_ACCEPT, LayerSpectra, WindowStationarity, below_nyquist, layer_groups,
+    measure_layers, member_series, per_layer, shape_summary, shape_word, window_stationarity,
+    window_stationarity_summary)
+from rvsp_jax.studies.members import check_usable, members_summary, usable_members
 
 EXPERIMENT = "optimizers"
+TITLE = "Optimizers"
+FOLDER = "study"
 TRAIN_DEFAULTS = {"seeds": 16, "steps": 4000, "chunk": 500}
 """16 members and 4,000 steps per variant (45 s in all for the three default variants, measured on 2
 shared CPU cores)."""
@@ -161,7 +164,7 @@ def parse_variants(spec: str, base: TrainConfig) -> tuple[Variant, ...]:
 
 
 @dataclass(frozen=True)
-class OptimizerSettings:
+class OptimizerSettings(StudySettings):
     """Options of the optimizer comparison (the training flags are shared by every variant).
 
     Example::
@@ -176,7 +179,7 @@ class OptimizerSettings:
                         "each optionally :lr (e.g. momentum,rmsprop:1e-3), or a JSON list of "
                         '{"name", "optimizer", "lr", "opt_kwargs"}; plain optax names use --lr and '
                         "--opt-kwargs")
-    index: str = opt("16", "--probe-index", "parameters whose updates and gradients are recorded: "
+    probe_index: str = opt("16", "--probe-index", "parameters whose updates and gradients are recorded: "
                      "K per parameter array, total=N, all, or names")
     nlags: int = opt(50, "--nlags", "ACF lags")
     nperseg: int = opt(256, "--nperseg", "Welch segment length (clipped to the series length)")
@@ -190,8 +193,7 @@ class OptimizerSettings:
     def __post_init__(self):
         if self.nlags < 1 or self.nperseg < 4:
             raise ValueError(f"nlags must be >= 1 and nperseg >= 4, got {self.nlags}, {self.nperseg}")
-        if not 0 <= self.burn_in < 1:
-            raise ValueError(f"burn_in is a fraction of the steps in [0, 1), got {self.burn_in}")
+        check_burn_in(self.burn_in)
         if not 0 < self.late <= 1:
             raise ValueError(f"late is a fraction of the steps in (0, 1], got {self.late}")
         if self.frozen_batches < 16:
@@ -199,14 +201,11 @@ class OptimizerSettings:
                              f"got {self.frozen_batches}")
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
-        ProbeConfig(index=self.index)
+        ProbeConfig(index=self.probe_index)
 
     def probes(self) -> ProbeConfig:
         """Updates and gradients of the same parameters at every step (the filter needs both)."""
-        return ProbeConfig(probes="updates,grads", index=self.index, every=1)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return ProbeConfig(probes="updates,grads", index=self.probe_index, every=1)
 
 
 class TheoryFit(NamedTuple):
@@ -495,7 +494,7 @@ def analyse_variant(run: store.Run, variant: Variant, settings: OptimizerSetting
     x = run["updates"]
     names = run.probe_names["updates"]
     total = x.shape[1]
-    start = int(settings.burn_in * total)
+    start = burn_in_steps(settings.burn_in, total)
     late = max(start, total - max(8, int(round(settings.late * total))))
     if total - start < 8:
         raise ValueError(f"{total - start} steps after the burn-in are too few for spectra; "
@@ -610,89 +609,108 @@ RULES = {
 }
 
 
-def figures(results: list[VariantResult], folder: Path) -> dict[str, str]:
-    """Draw every figure into ``folder``; returns name -> caption."""
+def figure_update_acf(results: list[VariantResult]):
     layers = results[0].spectra.layers
-    captions = {}
-    with plots.paper_style():
-        fig, axes = plots.subplots(1, len(layers), width="double", height=2.2, squeeze=False, sharey=True)
-        for l, ax in enumerate(axes[0]):
-            for r in results:
-                m = across_members(r.spectra.acf[:, l, 1:])
-                plots.plot_band(ax, np.arange(1, m.mean.size + 1), m.mean, m.lo, m.hi, label=r.variant.name)
-            ax.axhline(0, color="0.3", linewidth=0.5)
-            ax.set(title=layers[l], xlabel="lag (steps)")
-        axes[0, 0].set_ylabel("ACF of updates")
-        axes[0, 0].legend()
-        plots.save_figure(fig, folder, "update_acf")
-        captions["update_acf"] = ("ACF of parameter updates per layer and optimizer: mean over the "
-                                  "layer's processes, band = 95% t-interval across members")
+    fig, axes = plots.subplots(1, len(layers), width="double", height=2.2, squeeze=False, sharey=True)
+    for l, ax in enumerate(axes[0]):
+        for r in results:
+            m = across_members(r.spectra.acf[:, l, 1:])
+            plots.plot_band(ax, np.arange(1, m.mean.size + 1), m.mean, m.lo, m.hi, label=r.variant.name)
+        ax.axhline(0, color="0.3", linewidth=0.5)
+        ax.set(title=layers[l], xlabel="lag (steps)")
+    axes[0, 0].set_ylabel("ACF of updates")
+    axes[0, 0].legend()
+    return fig
 
-        fig, axes = plots.subplots(1, len(layers), width="double", height=2.2, squeeze=False, sharey=True)
-        for l, ax in enumerate(axes[0]):
-            for r in results:
-                plots.plot_psd_bands(ax, *below_nyquist(r.spectra.freqs, r.spectra.psd[:, l]),
-                                     label=r.variant.name)
-            ax.set(title=layers[l], xlabel="frequency (cycles/step)")
-        axes[0, 0].set_ylabel("normalised update PSD")
-        axes[0, 0].legend()
-        plots.save_figure(fig, folder, "update_psd")
-        captions["update_psd"] = ("Welch PSD of updates normalised to unit power (white noise: 2), per "
-                                  "layer and optimizer: median over members, band 5-95% of members")
 
-        predicted = [r for r in results if r.prediction is not None]
-        if predicted:
-            fig, axes = plots.subplots(len(predicted), len(layers), width="double",
-                                       height=1.9 * len(predicted) + 0.2, squeeze=False, sharex=True)
-            for i, r in enumerate(predicted):
-                pr = r.prediction
-                for l, ax in enumerate(axes[i]):
-                    f, measured = below_nyquist(pr.freqs, pr.measured[:, l])
-                    pred = below_nyquist(pr.freqs, pr.predicted[:, l])[1]
-                    theory = np.nanmedian(pred[r.usable], axis=0) if r.usable.any() else None
-                    plots.plot_psd_bands(ax, f, measured, theory, label="measured (late window)",
-                                         theory_label="predicted from frozen-weight noise")
-                    err = across_members(pr.rel_error[:, l])
-                    floor = across_members(r.floor.floor[:, l]).mean
-                    limit = across_members(r.floor.threshold[:, l]).mean
-                    ax.set_title(f"{r.variant.name}, {layers[l]}\nerror {fmt(err.mean, 2)} "
-                                 f"(floor {fmt(floor, 2)}): {prediction_verdict(err, limit)}")
-                axes[i, 0].set_ylabel("update PSD")
-            for ax in axes[-1]:
-                ax.set_xlabel("frequency (cycles/step)")
-            axes[0, 0].legend()
-            plots.save_figure(fig, folder, "psd_prediction")
-            captions["psd_prediction"] = (
-                "Out-of-sample test: measured update PSD in the late window (median over members, band "
-                "5-95%) against the optimizer filter applied to white noise whose variance is measured "
-                "at the frozen final weights on fresh minibatches (dashed, median over members); both "
-                "normalised by the measured power")
+def figure_update_psd(results: list[VariantResult]):
+    layers = results[0].spectra.layers
+    fig, axes = plots.subplots(1, len(layers), width="double", height=2.2, squeeze=False, sharey=True)
+    for l, ax in enumerate(axes[0]):
+        for r in results:
+            plots.plot_psd_bands(ax, *below_nyquist(r.spectra.freqs, r.spectra.psd[:, l]),
+                                 label=r.variant.name)
+        ax.set(title=layers[l], xlabel="frequency (cycles/step)")
+    axes[0, 0].set_ylabel("normalised update PSD")
+    axes[0, 0].legend()
+    return fig
 
-            fig, ax = plots.subplots(width="single", height=2.5)
-            x = np.arange(len(layers))
-            width = 0.8 / len(predicted)
-            for i, r in enumerate(predicted):
-                m = across_members(r.prediction.rel_error)
-                xs = x + (i - (len(predicted) - 1) / 2) * width
-                ax.errorbar(xs, m.mean, yerr=[m.mean - m.lo, m.hi - m.mean], fmt="o", capsize=2,
-                            color=plots.PALETTE[i], label=r.variant.name)
-                ax.plot(xs, across_members(r.floor.floor).mean, "_", color=plots.PALETTE[i], markersize=8)
-                ax.plot(xs, across_members(r.floor.threshold).mean, "v", color=plots.PALETTE[i],
-                        markersize=3, fillstyle="none")
-                if r.theory is not None:
-                    ax.plot(xs, across_members(r.theory.rel_error).mean, "x", color="0.5", markersize=3,
-                            label="in-sample sanity check" if i == 0 else None)
-            ax.set(xticks=x, xticklabels=layers, ylabel="median relative error", yscale="log")
-            ax.legend()
-            plots.save_figure(fig, folder, "prediction_error")
-            captions["prediction_error"] = (
-                f"Out-of-sample prediction error per layer (mean and 95% t-interval across members); "
+
+def figure_psd_prediction(results: list[VariantResult]):
+    layers = results[0].spectra.layers
+    predicted = [r for r in results if r.prediction is not None]
+    if not (predicted):
+        return None  # nothing to draw
+    fig, axes = plots.subplots(len(predicted), len(layers), width="double",
+                               height=1.9 * len(predicted) + 0.2, squeeze=False, sharex=True)
+    for i, r in enumerate(predicted):
+        pr = r.prediction
+        for l, ax in enumerate(axes[i]):
+            f, measured = below_nyquist(pr.freqs, pr.measured[:, l])
+            pred = below_nyquist(pr.freqs, pr.predicted[:, l])[1]
+            theory = np.nanmedian(pred[r.usable], axis=0) if r.usable.any() else None
+            plots.plot_psd_bands(ax, f, measured, theory, label="measured (late window)",
+                                 theory_label="predicted from frozen-weight noise")
+            err = across_members(pr.rel_error[:, l])
+            floor = across_members(r.floor.floor[:, l]).mean
+            limit = across_members(r.floor.threshold[:, l]).mean
+            ax.set_title(f"{r.variant.name}, {layers[l]}\nerror {fmt(err.mean, 2)} "
+                         f"(floor {fmt(floor, 2)}): {prediction_verdict(err, limit)}")
+        axes[i, 0].set_ylabel("update PSD")
+    for ax in axes[-1]:
+        ax.set_xlabel("frequency (cycles/step)")
+    axes[0, 0].legend()
+    return fig
+
+
+def figure_prediction_error(results: list[VariantResult]):
+    layers = results[0].spectra.layers
+    predicted = [r for r in results if r.prediction is not None]
+    if not predicted:
+        return None  # no variant has a filter theory
+    fig, ax = plots.subplots(width="single", height=2.5)
+    x = np.arange(len(layers))
+    width = 0.8 / len(predicted)
+    for i, r in enumerate(predicted):
+        m = across_members(r.prediction.rel_error)
+        xs = x + (i - (len(predicted) - 1) / 2) * width
+        ax.errorbar(xs, m.mean, yerr=[m.mean - m.lo, m.hi - m.mean], fmt="o", capsize=2,
+                    color=plots.PALETTE[i], label=r.variant.name)
+        ax.plot(xs, across_members(r.floor.floor).mean, "_", color=plots.PALETTE[i], markersize=8)
+        ax.plot(xs, across_members(r.floor.threshold).mean, "v", color=plots.PALETTE[i],
+                markersize=3, fillstyle="none")
+        if r.theory is not None:
+            ax.plot(xs, across_members(r.theory.rel_error).mean, "x", color="0.5", markersize=3,
+                    label="in-sample sanity check" if i == 0 else None)
+    ax.set(xticks=x, xticklabels=layers, ylabel="median relative error", yscale="log")
+    ax.legend()
+    return fig
+
+
+FIGURES = {
+    "update_acf": (
+        "ACF of parameter updates per layer and optimizer: mean over the layer's processes, "
+        "band = 95% t-interval across members",
+        figure_update_acf),
+    "update_psd": (
+        "Welch PSD of updates normalised to unit power (white noise: 2), per layer and "
+        "optimizer: median over members, band 5-95% of members",
+        figure_update_psd),
+    "psd_prediction": (
+        "Out-of-sample test: measured update PSD in the late window (median over members, "
+        "band 5-95%) against the optimizer filter applied to white noise whose variance is "
+        "measured at the frozen final weights on fresh minibatches (dashed, median over "
+        "members); both normalised by the measured power",
+        figure_psd_prediction),
+    "prediction_error": (
+        f"Out-of-sample prediction error per layer (mean and 95% t-interval across members); "
                 f"dashes: the floor of the metric (exact theory); open triangles: the 'matches' "
                 f"threshold (exact theory with its level off by {LEVEL_TOLERANCE}x); grey crosses: the "
                 "in-sample sanity check (filter applied to the run's own recorded gradients, equal to "
-                "the updates by construction)")
-
-    return captions
+                "the updates by construction)",
+        figure_prediction_error),
+}
+"""name -> (caption, maker) of every figure (:mod:`rvsp_jax.studies.figures`)."""
 
 
 def _window_line(name: str, w: dict, what: str) -> str:
@@ -845,7 +863,7 @@ def record_runs(base: TrainConfig, settings: OptimizerSettings, out, *, resume: 
 
 def write_results(recorded: VariantRuns, settings: OptimizerSettings, folder, *,
                   command: str | None = None, progress: bool = True,
-                  dataset: Dataset | None = None) -> dict:
+                  dataset: Dataset | None = None, training_s: float | None = None) -> dict:
     """Compare the recorded variants (plain runs, or one grid point of each) and write
     summary.json, report.md and figures/ into ``folder``; returns the summary. Each variant's
     optimizer, learning rate and options are read from its run's configuration (for a grid point:
@@ -860,7 +878,7 @@ def write_results(recorded: VariantRuns, settings: OptimizerSettings, folder, *,
         results.append(analyse_variant(run, variant, settings, dataset=data, progress=progress))
     summary = summarise(results, settings, base)
     write_summary(folder, summary)
-    captions = figures(results, folder / "figures")
+    captions = save_figures(FIGURES, results, folder / "figures")
     report(summary, captions, settings, base, command).write(folder)
     return summary
 
@@ -880,21 +898,4 @@ def sweep_statistics(summary: dict) -> dict[str, dict[str, float]]:
     out = {"band power ratio low/high": band, "test accuracy": accuracy}
     if error:
         out["prediction: median relative error"] = error
-    return out
-
-
-def run_study(base: TrainConfig, settings: OptimizerSettings, out, *, resume: bool = False,
-              overwrite: bool = False, command: str | None = None, progress: bool = True) -> Path:
-    """Train (or reuse) every variant into ``out/runs/<variant>``, compare them and write
-    ``summary.json``, ``report.md`` and ``figures/``; returns ``out``. A sweep is recorded once per
-    variant and every grid point compared on its own into ``out/points/`` (:mod:`.per_point`)."""
-    out = Path(out)
-    if base.sweep_axes():
-        per_point.run(sys.modules[__name__], base, settings, out, resume=resume, overwrite=overwrite,
-                      command=command, progress=progress, title="Optimizers")
-    else:
-        recorded = record_runs(base, settings, out, resume=resume, overwrite=overwrite,
-                               command=command, progress=progress)
-        write_results(recorded, settings, out, command=command, progress=progress)
-    finish_study(out)
     return out

@@ -17,15 +17,10 @@ itself gets:
   hyperparameter (one panel per statistic, one line per series, line styles for the other axes);
 - ``report.md``: the grid, the table of statistics, and a link to every point's report.
 
-A study module taking part declares::
-
-    EXPERIMENT: str
-    record_runs(config, settings, out, *, resume, overwrite, command, progress, dataset)
-        -> Run | dict[str, Run]                       # trains (a sweep config records the sweep)
-    write_results(runs, settings, folder, *, command, progress, dataset) -> dict   # the summary
-    sweep_statistics(summary) -> {panel: {series: float}}
-
-and calls :func:`run` for a sweep config. Only process 0 writes (see :mod:`rvsp_jax.training.devices`).
+A study module taking part declares the protocol of :mod:`rvsp_jax.studies.runner` (``EXPERIMENT``,
+``record_runs``, which for a sweep config records the whole sweep, ``write_results`` and
+``sweep_statistics(summary) -> {panel: {series: float}}``); the runner calls :func:`run` for a
+sweep config. Only process 0 writes (see :mod:`rvsp_jax.training.devices`).
 """
 
 from __future__ import annotations

@@ -36,9 +36,13 @@ from rvsp_jax.data import Dataset, load
 from rvsp_jax.analysis import pixels as px
 from rvsp_jax.training.ensemble import Ensemble
 from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, write_summary
-from rvsp_jax.studies.folder import finish_study, open_study
+from rvsp_jax.studies.folder import open_study
+from rvsp_jax.studies.figures import caption_of, save_figures
+from rvsp_jax.studies.settings import StudySettings
 
 EXPERIMENT = "pixels"
+TITLE = "Pixels"
+FOLDER = "study"
 ORDERS = ("shuffled", "sorted")
 OBSERVABLES = ("intensity", "entropy", "counts")
 DESCRIPTION = {"intensity": "batch mean intensity", "entropy": "batch label entropy (bits)",
@@ -49,7 +53,7 @@ DECAY_BAND = (10, 100)
 
 
 @dataclass(frozen=True)
-class PixelSettings:
+class PixelSettings(StudySettings):
     """Analysis options of the pixels study (the stream itself is set by the training flags)."""
 
     nlags: int = opt(50, "--nlags", "ACF lags of the minibatch streams (at most T // 2 are used)")
@@ -277,124 +281,178 @@ def _image(ax, fig, img, title, *, cmap=None, vmin=None, vmax=None, colorbar=Tru
     return im
 
 
-def figures(analysis: PixelAnalysis, folder) -> list[str]:
-    """Write every figure of the pixels study into ``folder`` (png + pdf); return their names."""
-    folder = Path(folder)
+def figure_pixel_maps(analysis: PixelAnalysis):
+    a = analysis
+    fig, axes = plots.subplots(1, 2, width="double", height=2.6)
+    _image(axes[0], fig, a.moments.mean, "pixel mean")
+    _image(axes[1], fig, a.moments.var, "pixel variance")
+    return fig
+
+
+def figure_class_means(analysis: PixelAnalysis):
+    a = analysis
+    fig, axes = plots.subplots(2, 5, width="double", height=3.0)
+    for c, ax in enumerate(axes.ravel()):
+        _image(ax, fig, a.class_means[c], f"class {c}", vmin=0, vmax=1, colorbar=False)
+    return fig
+
+
+def figure_pca_spectrum(analysis: PixelAnalysis):
     a, s = analysis, analysis.summary
-    names = []
+    fig, axes = plots.subplots(1, 2, width="double", height=2.6)
+    ranks = np.arange(1, a.pca.eigenvalues.size + 1)
+    shown = a.pca.eigenvalues > 1e-10 * a.pca.eigenvalues[0]  # constant pixels give rounding zeros
+    axes[0].loglog(ranks[shown], a.pca.eigenvalues[shown], label="eigenvalue")
+    band = np.array(DECAY_BAND, float)
+    axes[0].plot(band, 10 ** s["pca"]["decay_intercept"] * band ** -s["pca"]["decay_beta"], "--",
+                 color="k", linewidth=0.8,
+                 label=f"fit k^-{s['pca']['decay_beta']:.2f} (ranks {DECAY_BAND[0]}-{DECAY_BAND[1]})")
+    axes[0].set(xlabel="rank k", ylabel="variance (intensity$^2$)", title="PCA spectrum")
+    axes[0].legend()
+    cum = np.cumsum(a.pca.explained)
+    axes[1].plot(ranks, cum)
+    for level, k in s["pca"]["components_for"].items():
+        axes[1].axhline(float(level), color="0.7", linewidth=0.5)
+        axes[1].plot([k], [float(level)], "o", color="k")
+        axes[1].annotate(f"{k}", (k, float(level)), textcoords="offset points", xytext=(4, -8))
+    axes[1].set(xscale="log", xlabel="components k", ylabel="cumulative explained variance",
+                title=f"participation ratio {s['pca']['participation_ratio']:.1f}")
+    return fig
 
-    def save(fig, name):
-        plots.save_figure(fig, folder, name)
-        names.append(name)
 
-    with plots.paper_style():
-        fig, axes = plots.subplots(1, 2, width="double", height=2.6)
-        _image(axes[0], fig, a.moments.mean, "pixel mean")
-        _image(axes[1], fig, a.moments.var, "pixel variance")
-        save(fig, "pixel_maps")
+def figure_pca_components(analysis: PixelAnalysis):
+    a = analysis
+    fig, axes = plots.subplots(2, 4, width="double", height=3.6)
+    shape = a.moments.mean.shape
+    for k, ax in enumerate(axes.ravel()):
+        comp = a.pca.components[k].reshape(shape)
+        lim = np.abs(comp).max()
+        _image(ax, fig, comp, f"PC {k + 1} ({100 * a.pca.explained[k]:.1f}%)", cmap="RdBu_r",
+               vmin=-lim, vmax=lim, colorbar=False)
+    return fig
 
-        fig, axes = plots.subplots(2, 5, width="double", height=3.0)
-        for c, ax in enumerate(axes.ravel()):
-            _image(ax, fig, a.class_means[c], f"class {c}", vmin=0, vmax=1, colorbar=False)
-        save(fig, "class_means")
 
-        fig, axes = plots.subplots(1, 2, width="double", height=2.6)
-        ranks = np.arange(1, a.pca.eigenvalues.size + 1)
-        shown = a.pca.eigenvalues > 1e-10 * a.pca.eigenvalues[0]  # constant pixels give rounding zeros
-        axes[0].loglog(ranks[shown], a.pca.eigenvalues[shown], label="eigenvalue")
-        band = np.array(DECAY_BAND, float)
-        axes[0].plot(band, 10 ** s["pca"]["decay_intercept"] * band ** -s["pca"]["decay_beta"], "--",
-                     color="k", linewidth=0.8,
-                     label=f"fit k^-{s['pca']['decay_beta']:.2f} (ranks {DECAY_BAND[0]}-{DECAY_BAND[1]})")
-        axes[0].set(xlabel="rank k", ylabel="variance (intensity$^2$)", title="PCA spectrum")
-        axes[0].legend()
-        cum = np.cumsum(a.pca.explained)
-        axes[1].plot(ranks, cum)
-        for level, k in s["pca"]["components_for"].items():
-            axes[1].axhline(float(level), color="0.7", linewidth=0.5)
-            axes[1].plot([k], [float(level)], "o", color="k")
-            axes[1].annotate(f"{k}", (k, float(level)), textcoords="offset points", xytext=(4, -8))
-        axes[1].set(xscale="log", xlabel="components k", ylabel="cumulative explained variance",
-                    title=f"participation ratio {s['pca']['participation_ratio']:.1f}")
-        save(fig, "pca_spectrum")
+def figure_pixel_correlation(analysis: PixelAnalysis):
+    a = analysis
+    fig, axes = plots.subplots(1, 2, width="double", height=2.8)
+    _image(axes[0], fig, a.corr, "pixel correlation", cmap="RdBu_r", vmin=-1, vmax=1)
+    axes[0].set(xlabel="pixel", ylabel="pixel")
+    axes[1].plot(a.by_distance.distance, a.by_distance.mean, marker="o")
+    axes[1].axhline(0, color="0.7", linewidth=0.5)
+    axes[1].set(xlabel="distance (pixels)", ylabel="mean correlation of pixel pairs",
+                title="correlation by distance")
+    return fig
 
-        fig, axes = plots.subplots(2, 4, width="double", height=3.6)
-        shape = a.moments.mean.shape
-        for k, ax in enumerate(axes.ravel()):
-            comp = a.pca.components[k].reshape(shape)
-            lim = np.abs(comp).max()
-            _image(ax, fig, comp, f"PC {k + 1} ({100 * a.pca.explained[k]:.1f}%)", cmap="RdBu_r",
-                   vmin=-lim, vmax=lim, colorbar=False)
-        save(fig, "pca_components")
 
-        fig, axes = plots.subplots(1, 2, width="double", height=2.8)
-        _image(axes[0], fig, a.corr, "pixel correlation", cmap="RdBu_r", vmin=-1, vmax=1)
-        axes[0].set(xlabel="pixel", ylabel="pixel")
-        axes[1].plot(a.by_distance.distance, a.by_distance.mean, marker="o")
-        axes[1].axhline(0, color="0.7", linewidth=0.5)
-        axes[1].set(xlabel="distance (pixels)", ylabel="mean correlation of pixel pairs",
-                    title="correlation by distance")
-        save(fig, "pixel_correlation")
+def figure_stream_traces(analysis: PixelAnalysis):
+    s = analysis.summary
+    steps = np.arange(s["stream"]["steps"])
+    fig, axes = plots.subplots(3, 2, width="double", height=5.0, sharex=True)
+    for j, order in enumerate(ORDERS):
+        for i, obs in enumerate(OBSERVABLES):
+            x = analysis.streams[order][obs]
+            x = x[..., 0] if obs == "counts" else x
+            ax = axes[i, j]
+            plots.plot_members(ax, steps, x[:8], label="members (up to 8)")
+            ax.plot(steps, x.mean(0), color=plots.PALETTE[j], label="ensemble mean")
+            ax.set(ylabel=DESCRIPTION[obs] if obs != "counts" else "batch count of class 0")
+            if i == 0:
+                ax.set_title(f"{order} order")
+                ax.legend(loc="upper right")
+        axes[-1, j].set(xlabel="step")
+    return fig
 
-        steps = np.arange(s["stream"]["steps"])
-        fig, axes = plots.subplots(3, 2, width="double", height=5.0, sharex=True)
+
+def figure_label_histogram(analysis: PixelAnalysis):
+    fig, axes = plots.subplots(1, 2, width="double", height=2.4)
+    for ax, order in zip(axes, ORDERS):
+        counts = analysis.streams[order]["counts"][0]
+        _image(ax, fig, counts.T, f"{order}: label histogram of member 0", cmap="viridis")
+        ax.set_aspect("auto")
+        ax.set(xlabel="step", ylabel="class")
+        ax.set_yticks(range(10))
+    return fig
+
+
+def figure_stream_acf(analysis: PixelAnalysis):
+    s = analysis.summary
+    fig, axes = plots.subplots(1, 3, width="double", height=2.4)
+    band = s["stream"]["theory"]["white_noise_acf_band"]
+    for ax, obs in zip(axes, OBSERVABLES):
         for j, order in enumerate(ORDERS):
-            for i, obs in enumerate(OBSERVABLES):
-                x = analysis.streams[order][obs]
-                x = x[..., 0] if obs == "counts" else x
-                ax = axes[i, j]
-                plots.plot_members(ax, steps, x[:8], label="members (up to 8)")
-                ax.plot(steps, x.mean(0), color=plots.PALETTE[j], label="ensemble mean")
-                ax.set(ylabel=DESCRIPTION[obs] if obs != "counts" else "batch count of class 0")
-                if i == 0:
-                    ax.set_title(f"{order} order")
-                    ax.legend(loc="upper right")
-            axes[-1, j].set(xlabel="step")
-        save(fig, "stream_traces")
+            r = analysis.curves[order][obs]["acf"]
+            lags = np.arange(r.shape[-1])
+            m = across_members(r)
+            plots.plot_band(ax, lags[1:], m.mean[1:], m.lo[1:], m.hi[1:], label=order,
+                            color=plots.PALETTE[j])
+        ax.axhspan(-band, band, color="0.85", linewidth=0, label="white-noise 95% band")
+        ax.axhline(s["stream"]["theory"]["acf_within_epoch"], color="k", linestyle="--",
+                   linewidth=0.8, label="shuffled, exact")
+        ax.set(xlabel="lag (steps)", ylabel="ACF", title=DESCRIPTION[obs])
+    axes[0].legend()
+    return fig
 
-        fig, axes = plots.subplots(1, 2, width="double", height=2.4)
-        for ax, order in zip(axes, ORDERS):
-            counts = analysis.streams[order]["counts"][0]
-            _image(ax, fig, counts.T, f"{order}: label histogram of member 0", cmap="viridis")
-            ax.set_aspect("auto")
-            ax.set(xlabel="step", ylabel="class")
-            ax.set_yticks(range(10))
-        save(fig, "label_histogram")
 
-        fig, axes = plots.subplots(1, 3, width="double", height=2.4)
-        band = s["stream"]["theory"]["white_noise_acf_band"]
-        for ax, obs in zip(axes, OBSERVABLES):
-            for j, order in enumerate(ORDERS):
-                r = analysis.curves[order][obs]["acf"]
-                lags = np.arange(r.shape[-1])
-                m = across_members(r)
-                plots.plot_band(ax, lags[1:], m.mean[1:], m.lo[1:], m.hi[1:], label=order,
-                                color=plots.PALETTE[j])
-            ax.axhspan(-band, band, color="0.85", linewidth=0, label="white-noise 95% band")
-            ax.axhline(s["stream"]["theory"]["acf_within_epoch"], color="k", linestyle="--",
-                       linewidth=0.8, label="shuffled, exact")
-            ax.set(xlabel="lag (steps)", ylabel="ACF", title=DESCRIPTION[obs])
-        axes[0].legend()
-        save(fig, "stream_acf")
+def figure_stream_psd(analysis: PixelAnalysis):
+    fig, axes = plots.subplots(1, 3, width="double", height=2.4)
+    for ax, obs in zip(axes, OBSERVABLES):
+        for j, order in enumerate(ORDERS):
+            c = analysis.curves[order][obs]
+            if np.any(np.isfinite(c["psd"]) & (c["psd"] > 0)):
+                plots.plot_psd_bands(ax, c["freqs"], c["psd"], label=order, color=plots.PALETTE[j])
+        ax.set(xlabel="frequency (1/step)", ylabel="PSD", title=DESCRIPTION[obs])
+    axes[0].legend()
+    return fig
 
-        fig, axes = plots.subplots(1, 3, width="double", height=2.4)
-        for ax, obs in zip(axes, OBSERVABLES):
-            for j, order in enumerate(ORDERS):
-                c = analysis.curves[order][obs]
-                if np.any(np.isfinite(c["psd"]) & (c["psd"] > 0)):
-                    plots.plot_psd_bands(ax, c["freqs"], c["psd"], label=order, color=plots.PALETTE[j])
-            ax.set(xlabel="frequency (1/step)", ylabel="PSD", title=DESCRIPTION[obs])
-        axes[0].legend()
-        save(fig, "stream_psd")
 
-        rows = [f"{order}: {obs}" for order in ORDERS for obs in OBSERVABLES]
-        cells = [[pct(s["stream"][order][obs]["stationarity_bh"][v]) for v in STATIONARITY_VERDICTS]
-                 for order in ORDERS for obs in OBSERVABLES]
-        fig, ax = plots.subplots(width="double", height=1.8)
-        plots.verdict_table(ax, rows, STATIONARITY_VERDICTS, cells)
-        ax.set_title("ADF + KPSS verdicts (fraction of series, BH-adjusted)")
-        save(fig, "stream_stationarity")
-    return names
+def figure_stream_stationarity(analysis: PixelAnalysis):
+    s = analysis.summary
+    rows = [f"{order}: {obs}" for order in ORDERS for obs in OBSERVABLES]
+    cells = [[pct(s["stream"][order][obs]["stationarity_bh"][v]) for v in STATIONARITY_VERDICTS]
+             for order in ORDERS for obs in OBSERVABLES]
+    fig, ax = plots.subplots(width="double", height=1.8)
+    plots.verdict_table(ax, rows, STATIONARITY_VERDICTS, cells)
+    ax.set_title("ADF + KPSS verdicts (fraction of series, BH-adjusted)")
+    return fig
+
+
+FIGURES = {
+    "pixel_maps": (
+        "Per-pixel mean and (population) variance of the intensity (0 black, 1 white).",
+        figure_pixel_maps),
+    "class_means": (
+        "Mean image of every class.",
+        figure_class_means),
+    "pca_spectrum": (
+        "Eigenvalues of the pixel covariance (PCA variances) with a power-law fit over ranks "
+        "10-100, and the cumulative explained variance.",
+        figure_pca_spectrum),
+    "pca_components": (
+        "The first eight principal components (red positive, blue negative).",
+        figure_pca_components),
+    "pixel_correlation": (
+        "Pixel correlation matrix (constant pixels blank) and the mean correlation of pixel "
+        "pairs by their distance.",
+        figure_pixel_correlation),
+    "stream_traces": (
+        "The three processes under both orders (grey: members; colour: ensemble mean).",
+        figure_stream_traces),
+    "label_histogram": (
+        "The batch label histogram of member 0 as a process.",
+        figure_label_histogram),
+    "stream_acf": (
+        "ACF (mean across members, 95% t-interval) with the white-noise band and the exact "
+        "within-epoch correlation of a shuffled stream.",
+        figure_stream_acf),
+    "stream_psd": (
+        "Welch PSD (median across members, 5-95% band).",
+        figure_stream_psd),
+    "stream_stationarity": (
+        lambda analysis: f"Joint ADF + KPSS verdicts (alpha {analysis.summary['settings']['alpha']}, "
+        "Benjamini-Hochberg over the series of each row).",
+        figure_stream_stationarity),
+}
+"""name -> (caption, maker) of every figure (:mod:`rvsp_jax.studies.figures`)."""
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -432,15 +490,13 @@ def report(analysis: PixelAnalysis, command: str | None = None) -> Report:
           for order in ORDERS],
     ])
     rep.section("Pixels as random variables")
-    rep.figure("pixel_maps", "Per-pixel mean and (population) variance of the intensity (0 black, 1 white).")
-    rep.figure("class_means", "Mean image of every class.")
+    rep.figure("pixel_maps", FIGURES["pixel_maps"][0])
+    rep.figure("class_means", FIGURES["class_means"][0])
     rep.table(["class", *map(str, range(10))],
               [["mean intensity", *d["class_mean_intensity"]]])
-    rep.figure("pca_spectrum", "Eigenvalues of the pixel covariance (PCA variances) with a power-law "
-               "fit over ranks 10-100, and the cumulative explained variance.")
-    rep.figure("pca_components", "The first eight principal components (red positive, blue negative).")
-    rep.figure("pixel_correlation", "Pixel correlation matrix (constant pixels blank) and the mean "
-               "correlation of pixel pairs by their distance.")
+    rep.figure("pca_spectrum", FIGURES["pca_spectrum"][0])
+    rep.figure("pca_components", FIGURES["pca_components"][0])
+    rep.figure("pixel_correlation", FIGURES["pixel_correlation"][0])
     rep.section("The minibatch stream as a process")
     rep.text("Under shuffling a batch is a draw without replacement, so its mean intensity has the "
              f"exact mean {fmt(th['intensity']['mean'])} and variance {fmt(th['intensity']['var'])} "
@@ -465,19 +521,16 @@ def report(analysis: PixelAnalysis, command: str | None = None) -> Report:
     rep.table(header, rows)
     rep.text("Class counts: each member's number is the mean over the 10 classes (classes whose count "
              "never changes in the window have no ACF or spectral slope and are left out).")
-    rep.figure("stream_traces", "The three processes under both orders (grey: members; colour: "
-               "ensemble mean).")
-    rep.figure("label_histogram", "The batch label histogram of member 0 as a process.")
-    rep.figure("stream_acf", "ACF (mean across members, 95% t-interval) with the white-noise band "
-               "and the exact within-epoch correlation of a shuffled stream.")
-    rep.figure("stream_psd", "Welch PSD (median across members, 5-95% band).")
+    rep.figure("stream_traces", FIGURES["stream_traces"][0])
+    rep.figure("label_histogram", FIGURES["label_histogram"][0])
+    rep.figure("stream_acf", FIGURES["stream_acf"][0])
+    rep.figure("stream_psd", FIGURES["stream_psd"][0])
     rep.table(["order", "observable", "series", *STATIONARITY_VERDICTS, "stationary (raw)"],
               [[order, DESCRIPTION[obs], st[order][obs]["stationarity_bh"]["n"],
                 *[pct(st[order][obs]["stationarity_bh"][v]) for v in STATIONARITY_VERDICTS],
                 pct(st[order][obs]["stationarity"]["stationary"])]
                for order in ORDERS for obs in OBSERVABLES])
-    rep.figure("stream_stationarity", "Joint ADF + KPSS verdicts (alpha "
-               f"{s['settings']['alpha']}, Benjamini-Hochberg over the series of each row).")
+    rep.figure("stream_stationarity", caption_of(FIGURES["stream_stationarity"][0], analysis))
     rep.config({"train": s["config"], "pixels": s["settings"]}, command)
     return rep
 
@@ -493,19 +546,26 @@ def save_arrays(folder, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def run(config: TrainConfig, settings: PixelSettings, out, *, resume: bool = False,
-        overwrite: bool = False, command: str | None = None, progress: bool = True,
-        dataset: Dataset | None = None) -> PixelAnalysis:
-    """The whole study into the folder ``out``: manifest.json, arrays.npz, summary.json, report.md and
-    figures/. ``resume`` redoes the analysis in an existing folder made with the same settings."""
-    out = Path(out)
-    open_study(out, EXPERIMENT, {"config": config.to_dict(), "pixels": dataclasses.asdict(settings)},
+def record_runs(config: TrainConfig, settings: PixelSettings, out, *, resume: bool = False,
+                overwrite: bool = False, command: str | None = None, progress: bool = True,
+                dataset: Dataset | None = None) -> TrainConfig:
+    """Nothing is trained: open (or, with ``resume``, reopen with the same settings) the study folder
+    ``out``; returns the configuration whose minibatch streams :func:`write_results` analyses."""
+    open_study(Path(out), EXPERIMENT, {"config": config.to_dict(), "pixels": dataclasses.asdict(settings)},
                resume=resume, overwrite=overwrite, command=command)
+    return config
+
+
+def write_results(config: TrainConfig, settings: PixelSettings, folder, *, command: str | None = None,
+                  progress: bool = True, dataset: Dataset | None = None,
+                  training_s: float | None = None) -> dict:
+    """Analyse the pixels and the streams of ``config`` and write arrays.npz, summary.json, report.md
+    and figures/ into ``folder``; returns the summary."""
+    folder = Path(folder)
     data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
     analysis = analyse(config, settings, data, progress=progress)
-    save_arrays(out, analysis.arrays())
-    write_summary(out, analysis.summary)
-    figures(analysis, out / "figures")
-    report(analysis, command).write(out)
-    finish_study(out)
-    return analysis
+    save_arrays(folder, analysis.arrays())
+    write_summary(folder, analysis.summary)
+    save_figures(FIGURES, analysis, folder / "figures")
+    report(analysis, command).write(folder)
+    return analysis.summary

@@ -20,10 +20,6 @@ optimizer comparison (:mod:`rvsp_jax.studies.optimizers`).
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -35,40 +31,35 @@ from rvsp_jax.present import plots
 from rvsp_jax.io import record
 from rvsp_jax.io import store
 from rvsp_jax.analysis import (
-    STATIONARITY_VERDICTS, across_members, acf, adf, band_power_ratio, fdr_bh, is_constant, kpss,
-    ljung_box, measure_drift, periodogram, spectral_flatness, spectral_slope, stationarity_verdict,
-    stationarity_verdicts, welch)
-from rvsp_jax.analysis.spectral import SHAPE_VERDICTS, spectral_shape
+    STATIONARITY_VERDICTS, across_members, adf, kpss,
+    stationarity_verdict)
+from rvsp_jax.analysis.spectral import SHAPE_VERDICTS
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.training.probes import ProbeConfig
-from rvsp_jax.studies import per_point
-from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
+from rvsp_jax.studies.windows import burn_in_steps, check_burn_in
+from rvsp_jax.present.report import Report, fmt, fmt_ci, progress_enabled, proportion_summary, write_summary
+from rvsp_jax.studies.figures import save_figures
+from rvsp_jax.studies.settings import StudySettings
+from rvsp_jax.studies.layer_spectra import (
+    DRIFT_ACCEPT, LayerSpectra, SHAPE_MAJORITY, SHAPE_MARGIN, SHAPE_MIN_BETA, STATIONARY_ACCEPT,
+    WindowStationarity, below_nyquist, layer_groups, lorentzian_normalised, measure_layers,
+    member_series, shape_summary, shape_text, shape_word, stack_results, window_stationarity,
+    window_stationarity_summary, window_stationarity_text)
+from rvsp_jax.studies.members import check_usable, members_summary, usable_members
 
 EXPERIMENT = "spectra"
+TITLE = "Spectra"
+FOLDER = "run"
 TRAIN_DEFAULTS = {"seeds": 32, "steps": 4000, "chunk": 500}
 """Defaults of this experiment's training flags: 32 members, 4,000 steps (2.1 epochs) of the
 sigmoid 784-16-16-10 network with SGD at lr 0.1 (25 s in all, measured on 2 shared CPU cores)."""
 PHASES = ("early", "middle", "late")
-STATIONARY_ACCEPT = 0.8
-"""The analysed window is called stationary when at least this fraction of the testable processes
-pass ADF + KPSS (raw, level alpha) ..."""
-DRIFT_ACCEPT = 0.5
-"""... and the median |relative variance drift| over 4 sub-windows is at most this."""
-SHAPE_MAJORITY = 0.5
-"""A layer's spectra are called power-law (or Lorentzian) when that model wins for more than this
-fraction of its processes (mean across members)."""
-SHAPE_MARGIN = 2.0
-"""AIC margin of :func:`~rvsp_jax.analysis.spectral.spectral_shape`."""
-SHAPE_MIN_BETA = 0.2
-"""A power law that wins with a mean Whittle exponent |beta| below this is called a tilt of a nearly
-white spectrum, not a power law."""
 VERDICT_COLORS = {"stationary": plots.PALETTE[2], "unit-root": plots.PALETTE[1],
                   "inconclusive": "0.75", "invalid": "0.2"}
-_LAYER = re.compile(r"^([^/]+)/")
 
 
 @dataclass(frozen=True)
-class SpectraSettings:
+class SpectraSettings(StudySettings):
     """Options of the updates-as-time-series analysis (the training flags are separate).
 
     Example::
@@ -76,7 +67,7 @@ class SpectraSettings:
         python -m experiments.spectra --seeds 32 --steps 6000 --probe-index 32 --nlags 100
     """
 
-    index: str = opt("16", "--probe-index", "update processes recorded: K per parameter array, "
+    probe_index: str = opt("16", "--probe-index", "update processes recorded: K per parameter array, "
                      "total=N, all, or names like 'Dense_0/kernel[412,3]'")
     nlags: int = opt(50, "--nlags", "ACF lags")
     nperseg: int = opt(256, "--nperseg", "Welch segment length (clipped to the series length)")
@@ -89,297 +80,14 @@ class SpectraSettings:
         if self.nlags < 1 or self.nperseg < 4 or self.lb_lag < 1:
             raise ValueError(f"nlags and lb_lag must be >= 1 and nperseg >= 4, got nlags={self.nlags}, "
                              f"lb_lag={self.lb_lag}, nperseg={self.nperseg}")
-        if not 0 <= self.burn_in < 1:
-            raise ValueError(f"burn_in is a fraction of the steps in [0, 1), got {self.burn_in}")
+        check_burn_in(self.burn_in)
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
-        ProbeConfig(index=self.index)  # syntax check
+        ProbeConfig(index=self.probe_index)  # syntax check
 
     def probes(self) -> ProbeConfig:
         """Record every step's updates of the selected parameters."""
-        return ProbeConfig(probes="updates", index=self.index, every=1)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-# ---- shared measurements ---------------------------------------------------------------------
-
-def layer_of(name: str) -> str:
-    """``Dense_0`` of a probe entry name such as ``Dense_0/kernel[412,3]``."""
-    m = _LAYER.match(name)
-    if m is None:
-        raise ValueError(f"cannot read the layer of probe entry {name!r}")
-    return m.group(1)
-
-
-def layer_groups(names) -> dict[str, np.ndarray]:
-    """Layer -> positions int64 ``[P_l]`` of its entries in ``names`` (layers in order of appearance)."""
-    groups: dict[str, list[int]] = {}
-    for j, name in enumerate(names):
-        groups.setdefault(layer_of(name), []).append(j)
-    return {layer: np.asarray(idx, np.int64) for layer, idx in groups.items()}
-
-
-def usable_members(run: store.Run) -> np.ndarray:
-    """bool ``[S]``: members that did not diverge (a complete run's ``final.npz``)."""
-    return ~np.asarray(run.final().diverged, bool)
-
-
-def members_summary(usable: np.ndarray) -> dict:
-    """How many members were analysed and which were excluded as diverged."""
-    return {"total": int(usable.size), "used": int(usable.sum()),
-            "diverged": int((~usable).sum()), "diverged_ids": np.flatnonzero(~usable).tolist()}
-
-
-class LayerSpectra(NamedTuple):
-    """Per-member, per-layer summaries of recorded processes (float64; excluded members' rows NaN).
-
-    layers: layer names ``[L]``; counts: processes per layer int ``[L]``; nobs: series length T.
-    freqs: ``[F]`` Welch frequencies (cycles per recorded step).
-    acf: ``[S, L, nlags+1]`` mean over the layer's processes of each one's ACF.
-    psd: ``[S, L, F]`` mean over the layer's processes of each one's Welch PSD divided by its
-      total power (``sum(psd) * df = 1``: white noise is flat at 2).
-    slope: ``[S, L]`` mean spectral slope beta; band_ratio: ``[S, L]`` median band-power ratio;
-    smooth: ``[S, L]`` fraction of processes with band ratio > 1; flatness: ``[S, L]`` mean
-    spectral flatness; white_rejected: ``[S, L]`` fraction whose Ljung-Box test (lags 1..L)
-    rejects white noise under Benjamini-Hochberg control over all processes of usable members.
-    constant: ``[S, L]`` fraction of processes that never change (e.g. the weights of a pixel that
-    is 0 in every image: their updates are exactly 0); they are left out of every other summary.
-    slope_r2: ``[S, L]`` mean r^2 of the log-log slope fits (fit range: every Welch bin f > 0).
-    shape: ``[S, L, 4]`` fraction of the layer's processes whose periodogram is best described as
-      white, Lorentzian (AR(1)), power law or indistinguishable (:data:`SHAPE_VERDICTS`, by
-      :func:`~rvsp_jax.analysis.spectral.spectral_shape`: Whittle likelihood, AIC margin
-      :data:`SHAPE_MARGIN`); shape_phi, shape_beta: ``[S, L]`` mean fitted AR(1) coefficient and
-      Whittle power-law exponent; shape_delta_aic: ``[S, L]`` median AIC(Lorentzian) - AIC(power law).
-    """
-
-    layers: tuple
-    counts: np.ndarray
-    nobs: int
-    freqs: np.ndarray
-    acf: np.ndarray
-    psd: np.ndarray
-    slope: np.ndarray
-    band_ratio: np.ndarray
-    smooth: np.ndarray
-    flatness: np.ndarray
-    white_rejected: np.ndarray
-    constant: np.ndarray
-    slope_r2: np.ndarray | None = None
-    shape: np.ndarray | None = None
-    shape_phi: np.ndarray | None = None
-    shape_beta: np.ndarray | None = None
-    shape_delta_aic: np.ndarray | None = None
-
-
-def member_series(x, s: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Member ``s``'s processes ``[P, T']`` (float64) of a recorded ``x: [S, T, P]`` between
-    steps ``start`` and ``stop`` (a lazy zarr array reads only that member's chunks)."""
-    return np.asarray(x[s, start:stop, :], np.float64).T
-
-
-def per_layer(values: np.ndarray, groups: dict, reduce=np.nanmean) -> np.ndarray:
-    """values: ``[P, ...]`` -> ``[L, ...]`` reduced over each layer's entries (NaN entries are
-    skipped by the default ``nanmean``; a layer with none left is NaN, without a warning)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.stack([reduce(values[idx], axis=0) for idx in groups.values()])
-
-
-def normalised_psd(freqs: np.ndarray, psd: np.ndarray) -> np.ndarray:
-    """psd: ``[..., F]`` divided by its total power ``sum(psd) * df`` (NaN for a zero PSD)."""
-    df = freqs[1] - freqs[0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return psd / (psd.sum(axis=-1, keepdims=True) * df)
-
-
-def measure_layers(x, names, usable: np.ndarray, *, start: int = 0, nlags: int = 50,
-                   nperseg: int = 256, lb_lag: int = 10, alpha: float = 0.05,
-                   progress: bool = False, desc: str = "spectra") -> LayerSpectra:
-    """ACF, Welch PSD and their summaries of every process in ``x: [S, T, P]`` from step ``start``,
-    per member (one member is read at a time) and per layer of ``names`` (``[P]`` probe entry
-    names). Members where ``usable`` is False get NaN rows. ``nperseg`` and ``nlags`` are clipped
-    to the series length. See :class:`LayerSpectra`."""
-    groups = layer_groups(names)
-    n_members, n_steps = x.shape[0], x.shape[1] - start
-    nlags, nperseg = min(nlags, n_steps - 1), min(nperseg, n_steps)
-    lb_lag = min(lb_lag, n_steps - 1)
-    n_freq = nperseg // 2 + 1
-    shape = (n_members, len(groups))
-    out = {k: np.full(shape, np.nan) for k in ("slope", "band_ratio", "smooth", "flatness", "constant",
-                                               "slope_r2", "shape_phi", "shape_beta", "shape_delta_aic")}
-    out["shape"] = np.full((*shape, len(SHAPE_VERDICTS)), np.nan)
-    acfs, psds = np.full((*shape, nlags + 1), np.nan), np.full((*shape, n_freq), np.nan)
-    lb_p = np.full((n_members, x.shape[2]), np.nan)
-    freqs = np.fft.rfftfreq(nperseg)
-    for s in tqdm(np.flatnonzero(usable), desc=desc, disable=not progress_enabled(progress), leave=False):
-        d = member_series(x, s, start)
-        constant = is_constant(d)
-        out["constant"][s] = per_layer(constant, groups)
-        d[constant] = np.nan  # every statistic of a constant process is NaN, and skipped
-        acfs[s] = per_layer(acf(d, nlags), groups)
-        freqs, psd = welch(d, nperseg=nperseg)
-        psds[s] = per_layer(normalised_psd(freqs, psd), groups)
-        ratio = band_power_ratio(freqs, psd)
-        slope = spectral_slope(freqs, psd)
-        out["slope"][s] = per_layer(slope.beta, groups)
-        out["slope_r2"][s] = per_layer(slope.r2, groups)
-        fp, pp = periodogram(d)
-        keep = (fp > 0) & (fp < 0.5)  # no DC, no Nyquist bin (its periodogram has 1 dof, not 2)
-        sh = spectral_shape(fp[keep], pp[:, keep], margin=SHAPE_MARGIN)
-        codes = np.where(sh.verdict < 0, np.nan, sh.verdict)
-        out["shape"][s] = np.stack([per_layer(np.where(np.isnan(codes), np.nan, codes == v), groups)
-                                    for v in range(len(SHAPE_VERDICTS))], axis=-1)
-        out["shape_phi"][s] = per_layer(sh.phi, groups)
-        out["shape_beta"][s] = per_layer(sh.beta, groups)
-        out["shape_delta_aic"][s] = per_layer(sh.delta_aic, groups, np.nanmedian)
-        out["band_ratio"][s] = per_layer(ratio, groups, np.nanmedian)
-        out["smooth"][s] = per_layer(np.where(np.isnan(ratio), np.nan, ratio > 1), groups)
-        out["flatness"][s] = per_layer(spectral_flatness(psd), groups)
-        lb_p[s] = ljung_box(d, [lb_lag]).pvalue[:, 0]
-    p = lb_p[usable]
-    rejected = np.where(np.isnan(p), np.nan, fdr_bh(p, alpha).reject)
-    white = np.full(shape, np.nan)
-    white[usable] = per_layer(rejected.T, groups).T
-    return LayerSpectra(tuple(groups), np.array([len(i) for i in groups.values()]), n_steps, freqs,
-                        acfs, psds, white_rejected=white, **out)
-
-
-class WindowStationarity(NamedTuple):
-    """Is the analysed window ``[start, stop)`` (recorded steps) stationary?
-
-    stationary: ``[S, L]`` fraction of each member's testable (non-constant) processes in each
-    layer that ADF + KPSS judge stationary (raw, level alpha); drift: ``[S, L]`` median over the
-    layer's processes of ``|relative variance drift|`` (:func:`~rvsp_jax.analysis.measure_drift`
-    over 4 sub-windows); pooled_stationary, pooled_drift: the same over every process of every
-    usable member; accepted: the rule (pooled_stationary >= :data:`STATIONARY_ACCEPT` and
-    pooled_drift <= :data:`DRIFT_ACCEPT`).
-    """
-
-    start: int
-    stop: int
-    stationary: np.ndarray
-    drift: np.ndarray
-    pooled_stationary: float
-    pooled_drift: float
-    accepted: bool
-
-
-def window_stationarity(x, names, usable: np.ndarray, *, start: int = 0, stop: int | None = None,
-                        alpha: float = 0.05, progress: bool = False) -> WindowStationarity:
-    """ADF + KPSS and the variance drift of every process of ``x: [S, T, P]`` between ``start`` and
-    ``stop``, per member and layer (see :class:`WindowStationarity`)."""
-    groups = layer_groups(names)
-    stop = x.shape[1] if stop is None else stop
-    shape = (x.shape[0], len(groups))
-    stationary, drift = np.full(shape, np.nan), np.full(shape, np.nan)
-    invalid = STATIONARITY_VERDICTS.index("invalid")
-    passed = tested = 0
-    drifts = []
-    for s in tqdm(np.flatnonzero(usable), desc="window stationarity", disable=not progress_enabled(progress), leave=False):
-        d = member_series(x, s, start, stop)
-        raw, _ = stationarity_verdicts(d, alpha)
-        ok = raw != invalid
-        with np.errstate(invalid="ignore", divide="ignore"):
-            stationary[s] = per_layer(np.where(ok, raw == 0, np.nan), groups)
-            dr = np.abs(measure_drift(d, max(2, d.shape[-1] // 4)).var_drift)
-        dr = np.where(np.isfinite(dr), dr, np.nan)
-        drift[s] = per_layer(dr, groups, np.nanmedian)
-        passed, tested = passed + int((raw == 0).sum()), tested + int(ok.sum())
-        drifts.append(dr[np.isfinite(dr)])
-    frac = passed / tested if tested else float("nan")
-    pooled = np.concatenate(drifts) if drifts else np.zeros(0)
-    med = float(np.median(pooled)) if pooled.size else float("nan")
-    return WindowStationarity(int(start), int(stop), stationary, drift, float(frac), med,
-                              bool(frac >= STATIONARY_ACCEPT and med <= DRIFT_ACCEPT))
-
-
-def window_stationarity_summary(w: WindowStationarity, layers, steps) -> dict:
-    """JSON-ready summary of a :class:`WindowStationarity` (``steps``: the run's recorded steps)."""
-    return {"steps": [int(steps[w.start]), int(steps[w.stop - 1]) + 1],
-            "pooled_stationary_fraction": w.pooled_stationary, "pooled_variance_drift": w.pooled_drift,
-            "accepted": w.accepted, "stationary_accept": STATIONARY_ACCEPT, "drift_accept": DRIFT_ACCEPT,
-            "layers": {layer: {"stationary_fraction": proportion_summary(w.stationary[:, l]),
-                               "variance_drift": across_members(w.drift[:, l])}
-                       for l, layer in enumerate(layers)}}
-
-
-def window_stationarity_text(w: dict) -> str:
-    """The report's sentence about a window's stationarity (with its rule)."""
-    return (f"Analysed window: steps {w['steps'][0]}-{w['steps'][1]}. "
-            f"{pct(w['pooled_stationary_fraction'])} of its testable processes pass ADF + KPSS (raw) and "
-            f"the median |relative variance drift| is {fmt(w['pooled_variance_drift'], 2)}: "
-            + ("stationary" if w["accepted"] else "NOT stationary")
-            + f" by the rule (at least {w['stationary_accept']:.0%} pass and drift at most "
-            f"{w['drift_accept']}), so the spectra below "
-            + ("describe a steady process." if w["accepted"] else
-               "average over a changing process and describe the window, not a stationary spectrum."))
-
-
-def shape_summary(sp: LayerSpectra, l: int) -> dict:
-    """JSON-ready spectral-shape summary of layer ``l`` of ``sp``."""
-    return {"fractions": {v: proportion_summary(sp.shape[:, l, i]) for i, v in enumerate(SHAPE_VERDICTS)},
-            "phi": across_members(sp.shape_phi[:, l]), "beta_whittle": across_members(sp.shape_beta[:, l]),
-            "delta_aic_median": across_members(sp.shape_delta_aic[:, l]),
-            "criterion": f"AIC of the Whittle likelihood of each process's periodogram (0 < f < 1/2), "
-                         f"margin {SHAPE_MARGIN}", "majority": SHAPE_MAJORITY}
-
-
-def shape_word(d: dict) -> str:
-    """The shape rule: a model is named when it wins for more than :data:`SHAPE_MAJORITY` of the
-    processes (mean over members); otherwise 'mixed'."""
-    fr = d["fractions"]
-    for v in ("power-law", "lorentzian", "white"):
-        m = fr[v].mean
-        if m is not None and np.isfinite(m) and m > SHAPE_MAJORITY:
-            beta = d["beta_whittle"].mean
-            if v == "power-law" and np.isfinite(beta) and abs(beta) < SHAPE_MIN_BETA:
-                return (f"nearly white with a {'blue' if beta < 0 else 'red'} tilt (a power law wins "
-                        f"by AIC, |beta| < {SHAPE_MIN_BETA})")
-            return {"power-law": "power law", "lorentzian": "Lorentzian (AR(1))", "white": "white"}[v]
-    return "mixed (no model wins for most processes)"
-
-
-def shape_text(d: dict, slope: dict, r2: dict) -> str:
-    fr = d["fractions"]
-    word = shape_word(d)
-    text = (f"shape {word}: " + ", ".join(f"{v} {pct(fr[v].mean)}" for v in SHAPE_VERDICTS)
-            + f" of processes; Lorentzian phi {fmt_ci(d['phi'])}")
-    if word == "power law":
-        text += f"; power-law exponent (Whittle) {fmt_ci(d['beta_whittle'])}"
-    else:
-        text += (f"; log-log slope {fmt_ci(slope)} (r^2 {fmt(r2.mean, 2)}) is a shape summary, not a "
-                 "power-law exponent")
-    return text
-
-
-def lorentzian_normalised(freqs: np.ndarray, phi: float) -> np.ndarray:
-    """The AR(1) spectrum ``1 / |1 - phi e^{-2 pi i f}|^2`` on ``freqs`` (Welch bins, 0..1/2) scaled to
-    unit power like :func:`normalised_psd` (``sum * df = 1``)."""
-    s = 1.0 / ((1 - phi) ** 2 + 4 * phi * np.sin(np.pi * freqs) ** 2)
-    return s / (s.sum() * (freqs[1] - freqs[0]))
-
-
-def below_nyquist(freqs: np.ndarray, psd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(freqs, psd)`` without the Nyquist bin (f = 1/2 cycle per step), for figures: a one-sided
-    density leaves that bin undoubled, so it would show as a spurious drop to half."""
-    keep = freqs < 0.5
-    return freqs[keep], psd[..., keep]
-
-
-def _stack(results: list):
-    """Results (frozen dataclasses of arrays, e.g. AdfResult) of several batches stacked on a new
-    axis 0; non-array fields (maxlag, regression) are taken from the first."""
-    def join(values):
-        first = values[0]
-        if isinstance(first, np.ndarray):
-            return np.stack(values)
-        if isinstance(first, dict):
-            return {k: join([v[k] for v in values]) for k in first}
-        return first
-    return type(results[0])(**{f.name: join([getattr(r, f.name) for r in results])
-                               for f in dataclasses.fields(results[0])})
+        return ProbeConfig(probes="updates", index=self.probe_index, every=1)
 
 
 def phase_bounds(n_steps: int, phases=PHASES) -> list[tuple[str, int, int]]:
@@ -418,7 +126,7 @@ def phase_verdicts(x, usable: np.ndarray, *, alpha: float = 0.05, progress: bool
             kpsses.append(kpss(d))
         if not members.size:
             continue
-        a_res, k_res = _stack(adfs), _stack(kpsses)
+        a_res, k_res = stack_results(adfs), stack_results(kpsses)
         raw[k, members] = stationarity_verdict(a_res, k_res, alpha)
         adjusted[k, members] = stationarity_verdict(a_res, k_res, alpha, adjust="fdr_bh")
     return PhaseVerdicts(bounds, raw, adjusted)
@@ -454,14 +162,6 @@ class SpectraResult(NamedTuple):
     window: WindowStationarity | None = None
 
 
-def check_usable(usable: np.ndarray, what: str = "the run") -> None:
-    """Refuse an analysis with no member left (every member diverged)."""
-    if not usable.any():
-        raise ValueError(f"every member of {what} diverged ({usable.size} of {usable.size}: non-finite "
-                         "loss or parameters); nothing is left to analyse: lower --lr (or use a gentler "
-                         "--optimizer) and run again")
-
-
 def analyse(run: store.Run, settings: SpectraSettings, *, progress: bool = False) -> SpectraResult:
     """Measure the recorded update processes of a complete run (see the module docstring)."""
     if "updates" not in run.arrays:
@@ -469,7 +169,7 @@ def analyse(run: store.Run, settings: SpectraSettings, *, progress: bool = False
     usable = usable_members(run)
     check_usable(usable, str(run.path))
     x, names = run["updates"], run.probe_names["updates"]
-    start = int(settings.burn_in * x.shape[1])
+    start = burn_in_steps(settings.burn_in, x.shape[1])
     if x.shape[1] - start < 8:
         raise ValueError(f"{x.shape[1] - start} steps after the burn-in are too few for spectra; "
                          "train longer (--steps) or lower --burn-in")
@@ -545,78 +245,97 @@ RULES = {
 }
 
 
-def figures(result: SpectraResult, folder: Path) -> dict[str, str]:
-    """Draw every figure into ``folder``; returns name -> caption."""
+def figure_acf_by_layer(result: SpectraResult):
     sp = result.spectra
     n_layers = len(sp.layers)
     lags = np.arange(sp.acf.shape[-1])
-    captions = {}
-    with plots.paper_style():
-        fig, axes = plots.subplots(1, n_layers, width="double", height=2.2, squeeze=False, sharey=True)
-        band = 1.96 / np.sqrt(sp.nobs)
-        for l, ax in enumerate(axes[0]):
-            m = across_members(sp.acf[:, l, 1:])
-            plots.plot_band(ax, lags[1:], m.mean, m.lo, m.hi, label="mean, 95% CI")
-            ax.axhspan(-band, band, color="0.85", zorder=0, label="white noise 95%")
-            ax.axhline(0, color="0.3", linewidth=0.5)
-            ax.set(title=f"{sp.layers[l]} ({sp.counts[l]} updates)", xlabel="lag (steps)")
-        axes[0, 0].set_ylabel("ACF of updates")
-        axes[0, 0].legend()
-        plots.save_figure(fig, folder, "acf_by_layer")
-        captions["acf_by_layer"] = ("ACF of parameter updates per layer: mean over the layer's "
-                                    "processes, band = 95% t-interval across members")
+    fig, axes = plots.subplots(1, n_layers, width="double", height=2.2, squeeze=False, sharey=True)
+    band = 1.96 / np.sqrt(sp.nobs)
+    for l, ax in enumerate(axes[0]):
+        m = across_members(sp.acf[:, l, 1:])
+        plots.plot_band(ax, lags[1:], m.mean, m.lo, m.hi, label="mean, 95% CI")
+        ax.axhspan(-band, band, color="0.85", zorder=0, label="white noise 95%")
+        ax.axhline(0, color="0.3", linewidth=0.5)
+        ax.set(title=f"{sp.layers[l]} ({sp.counts[l]} updates)", xlabel="lag (steps)")
+    axes[0, 0].set_ylabel("ACF of updates")
+    axes[0, 0].legend()
+    return fig
 
-        fig, axes = plots.subplots(1, n_layers, width="double", height=2.2, squeeze=False, sharey=True)
-        for l, ax in enumerate(axes[0]):
-            f, p = below_nyquist(sp.freqs, sp.psd[:, l])
-            plots.plot_psd_bands(ax, f, p, np.full(f.shape, 2.0), label="median",
-                                 theory_label="white noise")
-            phi = across_members(sp.shape_phi[:, l]).mean
-            if np.isfinite(phi):
-                ax.plot(f, lorentzian_normalised(sp.freqs, phi)[sp.freqs < 0.5], color="0.4",
-                        linestyle=":", linewidth=1.0, label=f"Lorentzian, phi = {fmt(phi, 2)}")
-            word = shape_word(shape_summary(sp, l))
-            ax.set(title=f"{sp.layers[l]}: {word.split(' (')[0]}", xlabel="frequency (cycles/step)")
-        axes[0, 0].set_ylabel("normalised PSD")
-        axes[0, 0].legend()
-        plots.save_figure(fig, folder, "psd_by_layer")
-        captions["psd_by_layer"] = ("Welch PSD of updates normalised to unit power, per layer: median "
-                                    "over members of the layer mean, band 5-95% of members; "
-                                    "dashed: white noise; dotted: the AR(1) (Lorentzian) spectrum at the "
-                                    "mean fitted phi; title: the shape rule's verdict")
 
-        fig, axes = plots.subplots(1, 3, width="double", height=2.0)
-        x = np.arange(n_layers)
-        for ax, values, label, ref in ((axes[0], sp.slope, "log-log slope (shape summary)", 0.0),
-                                       (axes[1], sp.band_ratio, "band-power ratio (low/high)", 1.0),
-                                       (axes[2], sp.white_rejected, "Ljung-Box rejects white (FDR)", None)):
-            m = across_members(values)
-            ax.errorbar(x, m.mean, yerr=[m.mean - m.lo, m.hi - m.mean], fmt="o", capsize=2)
-            if ref is not None:
-                ax.axhline(ref, color="k", linestyle="--", linewidth=0.8)
-            ax.set(xticks=x, xticklabels=sp.layers, ylabel=label)
-        axes[1].set_yscale("log")
-        plots.save_figure(fig, folder, "spectral_summary")
-        captions["spectral_summary"] = ("Spectral slope, band-power ratio (> 1 smooth, < 1 jittery) "
-                                        "and fraction of non-white processes per layer; mean and 95% "
-                                        "t-interval across members")
+def figure_psd_by_layer(result: SpectraResult):
+    sp = result.spectra
+    n_layers = len(sp.layers)
+    fig, axes = plots.subplots(1, n_layers, width="double", height=2.2, squeeze=False, sharey=True)
+    for l, ax in enumerate(axes[0]):
+        f, p = below_nyquist(sp.freqs, sp.psd[:, l])
+        plots.plot_psd_bands(ax, f, p, np.full(f.shape, 2.0), label="median",
+                             theory_label="white noise")
+        phi = across_members(sp.shape_phi[:, l]).mean
+        if np.isfinite(phi):
+            ax.plot(f, lorentzian_normalised(sp.freqs, phi)[sp.freqs < 0.5], color="0.4",
+                    linestyle=":", linewidth=1.0, label=f"Lorentzian, phi = {fmt(phi, 2)}")
+        word = shape_word(shape_summary(sp, l))
+        ax.set(title=f"{sp.layers[l]}: {word.split(' (')[0]}", xlabel="frequency (cycles/step)")
+    axes[0, 0].set_ylabel("normalised PSD")
+    axes[0, 0].legend()
+    return fig
 
-        fig, axes = plots.subplots(1, n_layers, width="double", height=2.2, squeeze=False, sharey=True)
-        names = [p[0] for p in result.verdicts.phases]
-        for l, (layer, idx) in enumerate(result.groups.items()):
-            ax, bottom = axes[0, l], np.zeros(len(names))
-            for v, verdict in enumerate(STATIONARITY_VERDICTS):
-                share = np.array([np.mean(codes[:, idx][result.usable] == v) if result.usable.any()
-                                  else np.nan for codes in result.verdicts.fdr_bh])
-                ax.bar(names, share, bottom=bottom, color=VERDICT_COLORS[verdict], label=verdict)
-                bottom += np.nan_to_num(share)
-            ax.set(title=layer, ylim=(0, 1))
-        axes[0, 0].set_ylabel("fraction of update processes")
-        axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        plots.save_figure(fig, folder, "stationarity")
-        captions["stationarity"] = ("ADF + KPSS verdicts of every update process by phase, each test's "
-                                    "p-values Benjamini-Hochberg adjusted over the phase's processes")
-    return captions
+
+def figure_spectral_summary(result: SpectraResult):
+    sp = result.spectra
+    n_layers = len(sp.layers)
+    fig, axes = plots.subplots(1, 3, width="double", height=2.0)
+    x = np.arange(n_layers)
+    for ax, values, label, ref in ((axes[0], sp.slope, "log-log slope (shape summary)", 0.0),
+                                   (axes[1], sp.band_ratio, "band-power ratio (low/high)", 1.0),
+                                   (axes[2], sp.white_rejected, "Ljung-Box rejects white (FDR)", None)):
+        m = across_members(values)
+        ax.errorbar(x, m.mean, yerr=[m.mean - m.lo, m.hi - m.mean], fmt="o", capsize=2)
+        if ref is not None:
+            ax.axhline(ref, color="k", linestyle="--", linewidth=0.8)
+        ax.set(xticks=x, xticklabels=sp.layers, ylabel=label)
+    axes[1].set_yscale("log")
+    return fig
+
+
+def figure_stationarity(result: SpectraResult):
+    sp = result.spectra
+    n_layers = len(sp.layers)
+    fig, axes = plots.subplots(1, n_layers, width="double", height=2.2, squeeze=False, sharey=True)
+    names = [p[0] for p in result.verdicts.phases]
+    for l, (layer, idx) in enumerate(result.groups.items()):
+        ax, bottom = axes[0, l], np.zeros(len(names))
+        for v, verdict in enumerate(STATIONARITY_VERDICTS):
+            share = np.array([np.mean(codes[:, idx][result.usable] == v) if result.usable.any()
+                              else np.nan for codes in result.verdicts.fdr_bh])
+            ax.bar(names, share, bottom=bottom, color=VERDICT_COLORS[verdict], label=verdict)
+            bottom += np.nan_to_num(share)
+        ax.set(title=layer, ylim=(0, 1))
+    axes[0, 0].set_ylabel("fraction of update processes")
+    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+FIGURES = {
+    "acf_by_layer": (
+        "ACF of parameter updates per layer: mean over the layer's processes, band = 95% "
+        "t-interval across members",
+        figure_acf_by_layer),
+    "psd_by_layer": (
+        "Welch PSD of updates normalised to unit power, per layer: median over members of the"
+        " layer mean, band 5-95% of members; dashed: white noise; dotted: the AR(1) "
+        "(Lorentzian) spectrum at the mean fitted phi; title: the shape rule's verdict",
+        figure_psd_by_layer),
+    "spectral_summary": (
+        "Spectral slope, band-power ratio (> 1 smooth, < 1 jittery) and fraction of non-white"
+        " processes per layer; mean and 95% t-interval across members",
+        figure_spectral_summary),
+    "stationarity": (
+        "ADF + KPSS verdicts of every update process by phase, each test's p-values "
+        "Benjamini-Hochberg adjusted over the phase's processes",
+        figure_stationarity),
+}
+"""name -> (caption, maker) of every figure (:mod:`rvsp_jax.studies.figures`)."""
 
 
 def report(result: SpectraResult, summary: dict, captions: dict, command: str | None) -> Report:
@@ -705,14 +424,14 @@ def record_runs(config: TrainConfig, settings: SpectraSettings, out, *, resume: 
 
 
 def write_results(run: store.Run, settings: SpectraSettings, folder, *, command: str | None = None,
-                  progress: bool = True, dataset=None) -> dict:
+                  progress: bool = True, dataset=None, training_s: float | None = None) -> dict:
     """Analyse ``run`` (a plain run or one grid point of a sweep) and write ``summary.json``,
     ``report.md`` and ``figures/`` into ``folder``; returns the summary."""
     folder = Path(folder)
     result = analyse(run, settings, progress=progress)
     summary = summarise(result)
     write_summary(folder, summary)
-    captions = figures(result, folder / "figures")
+    captions = save_figures(FIGURES, result, folder / "figures")
     report(result, summary, captions, command).write(folder)
     return summary
 
@@ -729,19 +448,3 @@ def sweep_statistics(summary: dict) -> dict[str, dict[str, float]]:
             "spectral slope": {k: v["spectral_slope"]["mean"] for k, v in layers.items()},
             "stationary in the window (fraction)": {
                 k: v["stationary_fraction"]["mean"] for k, v in window["layers"].items()}}
-
-
-def run_study(config: TrainConfig, settings: SpectraSettings, out, *, resume: bool = False,
-              overwrite: bool = False, command: str | None = None, progress: bool = True) -> Path:
-    """Train and record (or, with ``resume``, reuse) the ensemble in ``out``, analyse it and write
-    ``summary.json``, ``report.md`` and ``figures/``; returns ``out``. A sweep is recorded once and
-    every grid point analysed as its own ensemble into ``out/points/`` (:mod:`.per_point`)."""
-    out = Path(out)
-    if config.sweep_axes():
-        per_point.run(sys.modules[__name__], config, settings, out, resume=resume, overwrite=overwrite,
-                      command=command, progress=progress, title="Spectra")
-        return out
-    run = record_runs(config, settings, out, resume=resume, overwrite=overwrite, command=command,
-                      progress=progress)
-    write_results(run, settings, out, command=command, progress=progress)
-    return out

@@ -41,8 +41,14 @@ from rvsp_jax.analysis import assess_many, band_power_ratio, tail_verdict, welch
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.training.probes import ProbeConfig
 from rvsp_jax.present.report import fmt, markdown_table, write_summary
+from rvsp_jax.studies.figures import save_figures
+from rvsp_jax.studies.windows import burn_in_steps, check_burn_in
+from rvsp_jax.studies.settings import StudySettings
 
 EXPERIMENT = "sweep"
+TITLE = "Hyperparameter sweep"
+FOLDER = "run"
+SWEEPS_ITSELF = True
 TRAIN_DEFAULTS = {"seeds": 32, "steps": 2000}
 ERGODICITY = ("ergodic", "non-ergodic", "non-stationary", "inconclusive")
 TAILS = ("gaussian", "heavy-tailed", "infinite-variance", "inconclusive")
@@ -53,23 +59,23 @@ MIN_MEMBERS = 4
 
 
 @dataclass(frozen=True)
-class SweepSettings:
+class SweepSettings(StudySettings):
     """What the sweep records and analyses (the training flags, lists included, are separate)."""
 
-    index: str = opt("16", "--probe-index", "update processes recorded: K per parameter array, "
+    probe_index: str = opt("16", "--probe-index", "update processes recorded: K per parameter array, "
                      "total=N, all, or names like 'Dense_0/kernel[412,3]'")
-    burn_in: int = opt(-1, "--burn-in", "steps left out of every analysis (-1: a quarter of the steps)")
+    burn_in: float = opt(0.25, "--burn-in", "fraction of the steps left out of every analysis")
     nperseg: int = opt(256, "--nperseg", "Welch segment length (clipped to the window)")
     alpha: float = opt(0.05, "--alpha", "level of the ergodicity and tail tests")
 
     def __post_init__(self):
-        if self.burn_in < -1 or self.nperseg < 8 or not 0 < self.alpha < 1:
-            raise ValueError(f"burn_in must be >= 0 (or -1), nperseg >= 8 and alpha in (0, 1), got "
-                             f"{self.burn_in}, {self.nperseg}, {self.alpha}")
-        ProbeConfig(index=self.index)  # syntax check
+        check_burn_in(self.burn_in)
+        if self.nperseg < 8 or not 0 < self.alpha < 1:
+            raise ValueError(f"nperseg must be >= 8 and alpha in (0, 1), got {self.nperseg}, {self.alpha}")
+        ProbeConfig(index=self.probe_index)  # syntax check
 
     def probes(self) -> ProbeConfig:
-        return ProbeConfig(probes="updates", index=self.index, every=1)
+        return ProbeConfig(probes="updates", index=self.probe_index, every=1)
 
 
 def _fractions(verdicts: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
@@ -110,7 +116,7 @@ def analyse(run, settings: SweepSettings) -> dict:
     """Every grid point of the recorded sweep ``run`` (a :class:`~rvsp_jax.io.store.Run`)."""
     updates = np.asarray(run["updates"][...])  # [members, T, P]
     T = updates.shape[1]
-    burn = T // 4 if settings.burn_in < 0 else settings.burn_in
+    burn = burn_in_steps(settings.burn_in, T)
     if T - burn < 64:
         raise ValueError(f"the analysed window has {T - burn} steps (of {T}, burn-in {burn}); it needs "
                          "at least 64: give more --steps or a smaller --burn-in")
@@ -177,6 +183,13 @@ def figure(analysis: dict):
     return fig
 
 
+FIGURES = {
+    "sweep": ("Ergodicity verdict fractions, update band-power ratio and tail index of every grid "
+              "point against the first swept hyperparameter.", figure),
+}
+"""name -> (caption, maker) of every figure (:mod:`rvsp_jax.studies.figures`)."""
+
+
 def report(analysis: dict, command: str | None) -> str:
     """report.md: the grid, the window, the rules, one row per grid point."""
     w = analysis["window"]
@@ -216,22 +229,29 @@ def report(analysis: dict, command: str | None) -> str:
     return "\n".join(lines)
 
 
-def run_study(config: TrainConfig, settings: SweepSettings, out, *, resume: bool = False,
-              overwrite: bool = False, command: str | None = None, progress: bool = True) -> Path:
-    """Train and record the sweep in ``out`` (or reuse it with ``resume``), analyse every grid point
-    and write ``summary.json``, ``report.md`` and ``figures/sweep.{png,pdf}``; returns ``out``."""
+def record_runs(config: TrainConfig, settings: SweepSettings, out, *, resume: bool = False,
+                overwrite: bool = False, command: str | None = None, progress: bool = True,
+                dataset=None):
+    """Train and record the sweep in ``out`` (or reuse it with ``resume``)."""
     if not config.sweep_axes():
         raise ValueError("nothing to sweep: give a list of values, e.g. --lr 0.01,0.1 or "
                          "--opt-kwargs '{\"momentum\": [0.5, 0.9]}'")
-    out = Path(out)
-    run = record.run(config, settings.probes(), out, resume=resume, overwrite=overwrite,
-                     experiment=EXPERIMENT, command=command, progress=progress)
+    return record.run(config, settings.probes(), Path(out), resume=resume, overwrite=overwrite,
+                      dataset=dataset, experiment=EXPERIMENT, command=command, progress=progress)
+
+
+def write_results(run, settings: SweepSettings, folder, *, command: str | None = None,
+                  progress: bool = True, dataset=None, training_s: float | None = None) -> dict:
+    """Analyse every grid point of the recorded sweep ``run`` and write ``summary.json``,
+    ``report.md`` and ``figures/sweep.{png,pdf}`` into ``folder``; returns the summary."""
+    folder = Path(folder)
     analysis = analyse(run, settings)
-    write_summary(out, {"settings": dataclasses.asdict(settings), **analysis})
-    plots.save_figure(figure(analysis), out / "figures", "sweep")
+    summary = {"settings": dataclasses.asdict(settings), **analysis}
+    write_summary(folder, summary)
+    save_figures(FIGURES, analysis, folder / "figures")
     text = report(analysis, command)
     if devices.is_writer():  # process 0 writes (write_summary and save_figure check it themselves)
-        tmp = out / "report.md.tmp"
+        tmp = folder / "report.md.tmp"
         tmp.write_text(text)
-        tmp.replace(out / "report.md")
-    return out
+        tmp.replace(folder / "report.md")
+    return summary
