@@ -13,7 +13,7 @@ from conftest import PROBES, SMALL
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import load
 from rvsp_jax.training import orders, step
-from rvsp_jax.training.ensemble import Ensemble, host_state, train
+from rvsp_jax.training.ensemble import Ensemble, TrainResult, host_state, train
 from rvsp_jax.training.model import make_model
 from rvsp_jax.training.probes import make_probe
 
@@ -154,3 +154,38 @@ def test_train_result_reads_with_the_names_of_the_recorded_run(small_run):
     assert result.test_loss is fa.test_loss and result.params is fa.params
     with pytest.raises(KeyError, match="no array"):
         result["nothing"]
+
+
+class _SweepConfig:
+    """Stands in for a TrainConfig with a 2-point sweep of 2 seeds (what TrainResult reads of it)."""
+
+    seeds = 2
+
+    def grid(self):
+        return [{"lr": 0.1}, {"lr": 0.2}]
+
+    def grid_hyperparams(self):
+        return {"learning_rate": [0.1, 0.2]}
+
+    def point(self, g):
+        return ("point", g)
+
+
+def test_train_result_grid_points_are_the_members_of_each_point():
+    s, t = 4, 6
+    metrics = step.StepMetrics(*(np.arange(s * t, dtype=np.float32).reshape(s, t) + k for k in range(4)))
+    result = TrainResult(_SweepConfig(), {"w": np.arange(s * 3.0).reshape(s, 3)}, metrics,
+                         {"updates": np.zeros((s, 3, 5))}, np.arange(s, dtype=np.float32),
+                         np.ones(s, np.float32), np.zeros(s, bool), np.full(s, -1), 0.0, probe_every=2)
+    assert result.grid == [{"lr": 0.1}, {"lr": 0.2}]
+    assert {g: m.tolist() for g, m in result.groups.items()} == {0: [0, 1], 1: [2, 3]}
+    assert result.hyperparams()["learning_rate"].tolist() == pytest.approx([0.1, 0.1, 0.2, 0.2])
+    assert result.steps.tolist() == [0, 2, 4] and result.metric_steps.tolist() == list(range(t))
+    second = result.point(1)
+    assert second.config == ("point", 1) and second.members.tolist() == [0, 1]
+    np.testing.assert_array_equal(second.metrics.loss, metrics.loss[2:])
+    np.testing.assert_array_equal(second.params["w"], result.params["w"][2:])
+    np.testing.assert_array_equal(second.test_loss, [2, 3])
+    assert second["updates"].shape == (2, 3, 5) and len(result.points()) == 2
+    with pytest.raises(IndexError):
+        result.point(2)
