@@ -505,7 +505,7 @@ def summarize(analysis: Analysis, config: TrainConfig, settings: ErgodicitySetti
         "question": "is one training run representative of all runs (time average = ensemble "
                     "average)?",
         "config": config.to_dict(), "settings": settings.to_dict(),
-        "probes": {"kinds": probes.probes, "every": probes.every, "batch": probes.batch,
+        "probes": {"kinds": probes.to_dict()["probes"], "every": probes.every, "batch": probes.batch,
                    "n_parameters_recorded": len(probes.index.split())},
         "defaults": {**TRAIN_DEFAULTS, "burn_in": "steps // 4",
                      **{f.name: f.default for f in dataclasses.fields(ErgodicitySettings)
