@@ -30,9 +30,9 @@ from statsmodels.tsa.stattools import acf as sm_acf
 from statsmodels.tsa.stattools import adfuller
 from statsmodels.tsa.stattools import kpss as sm_kpss
 
-from rvsp_jax.training import devices
 from rvsp_jax.analysis.spectral import acf, welch
 from rvsp_jax.analysis.stationarity import VERDICTS, adf, kpss, stationarity_verdict
+from rvsp_jax.training import devices
 
 
 def simulate(key: int, n: int, length: int) -> np.ndarray:
@@ -65,11 +65,12 @@ def peak_rss_gib() -> float:
 
 def describe_machine(argv: list[str]) -> None:
     versions = ", ".join(
-        f"{name} {importlib.metadata.version(name)}"
-        for name in ("numpy", "scipy", "statsmodels", "jax")
+        f"{name} {importlib.metadata.version(name)}" for name in ("numpy", "scipy", "statsmodels", "jax")
     )
-    print(f"machine: {platform.platform()}; {platform.processor() or platform.machine()}; "
-          f"cpu_count={os.cpu_count()}; python {platform.python_version()}")
+    print(
+        f"machine: {platform.platform()}; {platform.processor() or platform.machine()}; "
+        f"cpu_count={os.cpu_count()}; python {platform.python_version()}"
+    )
     print(f"versions: {versions}")
     print(f"load average at start (1/5/15 min): {os.getloadavg()}")
     names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
@@ -96,19 +97,22 @@ def compare_single_series(args) -> dict[str, float]:
             "welch": lambda b: welch(b, nperseg=args.nperseg),
         }
         speedups = {}
-        print(f"{'test':6s} {'reference ms/series':>20s} {'batched ms/series':>18s} "
-              f"{'speedup':>8s}  max rel. diff on the subsample")
+        print(
+            f"{'test':6s} {'reference ms/series':>20s} {'batched ms/series':>18s} "
+            f"{'speedup':>8s}  max rel. diff on the subsample"
+        )
         for name in references:
             ref_s = per_series_seconds(references[name], ref)
             ours_s, out = batched_seconds(batched[name], x)
             diff = _max_rel_diff(name, out, [references[name](r) for r in ref])
             speedups[name] = ref_s / ours_s
-            print(f"{name:6s} {ref_s * 1e3:20.4f} {ours_s * 1e3:18.5f} {speedups[name]:8.1f}  "
-                  f"{diff}")
+            print(f"{name:6s} {ref_s * 1e3:20.4f} {ours_s * 1e3:18.5f} {speedups[name]:8.1f}  {diff}")
         whole = time.perf_counter()
         scipy.signal.welch(x, nperseg=args.nperseg, axis=-1)
-        print(f"(scipy.signal.welch on the whole [N, T] array at once: "
-              f"{(time.perf_counter() - whole) / args.n * 1e3:.5f} ms/series)")
+        print(
+            f"(scipy.signal.welch on the whole [N, T] array at once: "
+            f"{(time.perf_counter() - whole) / args.n * 1e3:.5f} ms/series)"
+        )
     return speedups
 
 
@@ -132,8 +136,10 @@ def _max_rel_diff(name, out, refs) -> str:
 
 def full_pipeline(args) -> tuple[float, float]:
     total = args.members * args.params
-    print(f"\n[2] full pipeline: {args.members} members x {args.params} params = {total:,} "
-          f"series of T={args.pipeline_t}, one member (chunk) at a time")
+    print(
+        f"\n[2] full pipeline: {args.members} members x {args.params} params = {total:,} "
+        f"series of T={args.pipeline_t}, one member (chunk) at a time"
+    )
     stage = dict.fromkeys(("generate", "acf", "welch", "adf", "kpss"), 0.0)
     verdicts = np.zeros(len(VERDICTS), dtype=np.int64)
     start = time.perf_counter()
@@ -153,13 +159,14 @@ def full_pipeline(args) -> tuple[float, float]:
         for name, dt in zip(stage, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
             stage[name] += dt
         if args.progress and (member + 1) % max(1, args.members // 8) == 0:
-            print(f"  {member + 1}/{args.members} members, {time.perf_counter() - start:.0f} s",
-                  flush=True)
+            print(f"  {member + 1}/{args.members} members, {time.perf_counter() - start:.0f} s", flush=True)
     wall = time.perf_counter() - start
     print("stage seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in stage.items()))
     print("verdicts: " + ", ".join(f"{n} {c}" for n, c in zip(VERDICTS, verdicts)))
-    print(f"wall {wall:.3f} s ({wall / total * 1e3:.4f} ms/series incl. generation); "
-          f"load average at end: {os.getloadavg()}")
+    print(
+        f"wall {wall:.3f} s ({wall / total * 1e3:.4f} ms/series incl. generation); "
+        f"load average at end: {os.getloadavg()}"
+    )
     return wall, peak_rss_gib()
 
 

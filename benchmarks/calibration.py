@@ -30,8 +30,8 @@ import numpy as np
 import scipy.signal
 import scipy.stats
 
-from rvsp_jax.training import devices
 from rvsp_jax.analysis import assess_many, integrated_autocorr_time
+from rvsp_jax.training import devices
 
 VERDICTS = ("ergodic", "non-ergodic", "non-stationary", "inconclusive")
 _CHUNK_ELEMENTS = 1 << 25  # float64 elements simulated at once (256 MiB)
@@ -74,8 +74,7 @@ NULLS = {
     "AR(1) phi = 0.99": (lambda r, s: _ar1(r, s, 0.99), _ar_tau(0.99)),
     "AR(1) phi = 0.995": (lambda r, s: _ar1(r, s, 0.995), _ar_tau(0.995)),
     "two-state switching p = 0.01 + noise": (lambda r, s: _switching(r, s, 0.01), _switch_tau(0.01)),
-    "two-state switching p = 0.002 + noise": (lambda r, s: _switching(r, s, 0.002),
-                                              _switch_tau(0.002)),
+    "two-state switching p = 0.002 + noise": (lambda r, s: _switching(r, s, 0.002), _switch_tau(0.002)),
     "shared trend + white noise": (lambda r, s: _trend(s[-1]) + r.standard_normal(s), 1.0),
     "shared trend + AR(1) phi = 0.9": (lambda r, s: _trend(s[-1]) + _ar1(r, s, 0.9), _ar_tau(0.9)),
 }
@@ -152,20 +151,28 @@ def _pct(v: float) -> str:
 
 
 def machine() -> str:
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()[:10] \
-        if sys.platform.startswith("linux") else []
-    return "\n".join([f"nproc: {os.cpu_count()}", f"python {platform.python_version()}, numpy "
-                      f"{np.__version__}, scipy {scipy.__version__}", *cpu])
+    cpu = (
+        subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()[:10]
+        if sys.platform.startswith("linux")
+        else []
+    )
+    return "\n".join(
+        [
+            f"nproc: {os.cpu_count()}",
+            f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}",
+            *cpu,
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--members", type=int, default=256, help="members S per ensemble")
     ap.add_argument("--steps", default="500,2000,8000", help="series lengths T (comma-separated)")
     ap.add_argument("--reps", type=int, default=200, help="ensembles per cell")
-    ap.add_argument("--reps-long", type=int, default=None,
-                    help="ensembles per cell at the longest T (default: --reps)")
+    ap.add_argument("--reps-long", type=int, default=None, help="ensembles per cell at the longest T (default: --reps)")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=20261201)
     ap.add_argument("--only", default="", help="run only processes whose name contains this")
@@ -173,19 +180,33 @@ def main(argv: list[str] | None = None) -> None:
     devices.setup_host_devices()  # before JAX starts: one CPU host device per core (env RVSP_JAX_HOST_DEVICES)
     steps = [int(s) for s in args.steps.split(",")]
     long_reps = args.reps if args.reps_long is None else args.reps_long
-    print("command: python -m benchmarks.calibration " + " ".join(sys.argv[1:] if argv is None
-                                                                   else argv))
+    print("command: python -m benchmarks.calibration " + " ".join(sys.argv[1:] if argv is None else argv))
     print(machine())
-    print(f"\nS = {args.members} members, alpha = {args.alpha}; reps per cell: {args.reps} "
-          f"(T = {max(steps)}: {long_reps}); intervals: 95% Wilson.\n")
+    print(
+        f"\nS = {args.members} members, alpha = {args.alpha}; reps per cell: {args.reps} "
+        f"(T = {max(steps)}: {long_reps}); intervals: 95% Wilson.\n"
+    )
     t_all = time.perf_counter()
-    for title, table, key in (("Ergodic nulls: rate of each verdict (size = non-ergodic)", NULLS,
-                               "size"),
-                              ("Non-ergodic alternatives: rate of each verdict (power = "
-                               "non-ergodic + non-stationary)", ALTERNATIVES, "power")):
+    for title, table, key in (
+        ("Ergodic nulls: rate of each verdict (size = non-ergodic)", NULLS, "size"),
+        (
+            "Non-ergodic alternatives: rate of each verdict (power = non-ergodic + non-stationary)",
+            ALTERNATIVES,
+            "power",
+        ),
+    ):
         print(f"### {title}\n")
-        head = ["process", "T", "reps", "ergodic %", "non-ergodic %", "non-stationary %",
-                "inconclusive %", f"{key} % [95% CI]", "oracle ANOVA %"]
+        head = [
+            "process",
+            "T",
+            "reps",
+            "ergodic %",
+            "non-ergodic %",
+            "non-stationary %",
+            "inconclusive %",
+            f"{key} % [95% CI]",
+            "oracle ANOVA %",
+        ]
         if key == "size":
             head += ["tau true", "tau batch means (median)", "tau Sokal (median)"]
         head += ["median steps needed (inconclusive)", "s"]
@@ -199,16 +220,25 @@ def main(argv: list[str] | None = None) -> None:
                 t0 = time.perf_counter()
                 seed = args.seed + 1000 * i + T + (0 if key == "size" else 500_000)
                 counts, oracle, taus, sokal, needed = run_cell(
-                    simulate, args.members, T, reps, seed, args.alpha, tau is not None)
+                    simulate, args.members, T, reps, seed, args.alpha, tau is not None
+                )
                 k = counts["non-ergodic"] + (counts["non-stationary"] if key == "power" else 0)
                 lo, hi = wilson(k, reps)
-                row = [name, str(T), str(reps), *(_pct(counts[v] / reps) for v in VERDICTS),
-                       f"{_pct(k / reps)} [{_pct(lo)}, {_pct(hi)}]", _pct(oracle / reps)]
+                row = [
+                    name,
+                    str(T),
+                    str(reps),
+                    *(_pct(counts[v] / reps) for v in VERDICTS),
+                    f"{_pct(k / reps)} [{_pct(lo)}, {_pct(hi)}]",
+                    _pct(oracle / reps),
+                ]
                 if key == "size":
-                    row += [f"{tau:.3g}", f"{np.median(taus):.3g} ({len(taus)} resolved)"
-                            if taus else "— (none resolved)", f"{np.nanmedian(sokal):.3g}"]
-                row += [f"{int(np.median(needed)):,}" if needed else "—",
-                        f"{time.perf_counter() - t0:.0f}"]
+                    row += [
+                        f"{tau:.3g}",
+                        f"{np.median(taus):.3g} ({len(taus)} resolved)" if taus else "— (none resolved)",
+                        f"{np.nanmedian(sokal):.3g}",
+                    ]
+                row += [f"{int(np.median(needed)):,}" if needed else "—", f"{time.perf_counter() - t0:.0f}"]
                 print("| " + " | ".join(row) + " |", flush=True)
         print()
     print(f"total: {time.perf_counter() - t_all:.0f} s")

@@ -28,23 +28,124 @@ from pathlib import Path
 import numpy as np
 
 SMALL = {  # the sizes of the tests (tests/test_study_*.py), without flags whose meaning may change
-    "train": ["--seeds", "3", "--steps", "40", "--chunk", "20", "--block", "2",
-              "--probes", "params,updates", "--probe-index", "4"],
+    "train": [
+        "--seeds",
+        "3",
+        "--steps",
+        "40",
+        "--chunk",
+        "20",
+        "--block",
+        "2",
+        "--probes",
+        "params,updates",
+        "--probe-index",
+        "4",
+    ],
     "pixels": ["--seeds", "3", "--steps", "60", "--pca-images", "1500", "--nlags", "10", "--nperseg", "32"],
-    "activations": ["--seeds", "3", "--steps", "60", "--chunk", "20", "--block", "2", "--activation", "relu",
-                    "--probe-every", "2", "--probe-batch", "8"],
-    "activation_compare": ["--seeds", "3", "--steps", "60", "--chunk", "20", "--block", "2",
-                           "--activations", "sigmoid,relu", "--probe-index", "2", "--probe-batch", "8",
-                           "--nperseg", "32"],
+    "activations": [
+        "--seeds",
+        "3",
+        "--steps",
+        "60",
+        "--chunk",
+        "20",
+        "--block",
+        "2",
+        "--activation",
+        "relu",
+        "--probe-every",
+        "2",
+        "--probe-batch",
+        "8",
+    ],
+    "activation_compare": [
+        "--seeds",
+        "3",
+        "--steps",
+        "60",
+        "--chunk",
+        "20",
+        "--block",
+        "2",
+        "--activations",
+        "sigmoid,relu",
+        "--probe-index",
+        "2",
+        "--probe-batch",
+        "8",
+        "--nperseg",
+        "32",
+    ],
     "ergodicity": ["--seeds", "4", "--steps", "160", "--chunk", "40", "--block", "2", "--probe-every", "2"],
-    "spectra": ["--seeds", "3", "--steps", "96", "--chunk", "48", "--block", "2", "--probe-index", "2",
-                "--nlags", "10", "--nperseg", "32"],
-    "optimizers": ["--seeds", "3", "--steps", "96", "--chunk", "48", "--block", "2", "--probe-index", "2",
-                   "--nlags", "10", "--nperseg", "32", "--variants", "sgd,momentum", "--frozen-batches", "16"],
-    "noise": ["--seeds", "3", "--steps", "240", "--batch-size", "512", "--block", "2", "--noise-steps", "3",
-              "--minibatches", "32", "--reference-examples", "640", "--tail-sample", "256"],
-    "sweep": ["--lr", "0.05,0.5", "--seeds", "4", "--steps", "200", "--chunk", "100", "--block", "2",
-              "--probe-index", "2"],
+    "spectra": [
+        "--seeds",
+        "3",
+        "--steps",
+        "96",
+        "--chunk",
+        "48",
+        "--block",
+        "2",
+        "--probe-index",
+        "2",
+        "--nlags",
+        "10",
+        "--nperseg",
+        "32",
+    ],
+    "optimizers": [
+        "--seeds",
+        "3",
+        "--steps",
+        "96",
+        "--chunk",
+        "48",
+        "--block",
+        "2",
+        "--probe-index",
+        "2",
+        "--nlags",
+        "10",
+        "--nperseg",
+        "32",
+        "--variants",
+        "sgd,momentum",
+        "--frozen-batches",
+        "16",
+    ],
+    "noise": [
+        "--seeds",
+        "3",
+        "--steps",
+        "240",
+        "--batch-size",
+        "512",
+        "--block",
+        "2",
+        "--noise-steps",
+        "3",
+        "--minibatches",
+        "32",
+        "--reference-examples",
+        "640",
+        "--tail-sample",
+        "256",
+    ],
+    "sweep": [
+        "--lr",
+        "0.05,0.5",
+        "--seeds",
+        "4",
+        "--steps",
+        "200",
+        "--chunk",
+        "100",
+        "--block",
+        "2",
+        "--probe-index",
+        "2",
+    ],
 }
 IGNORED = {"timings", "run", "command", "source", "schema", "created", "updated"}
 
@@ -53,8 +154,7 @@ def record(repo: Path, out: Path, only: list[str]) -> None:
     env = {**os.environ, "PYTHONPATH": str(repo), "TQDM_DISABLE": "1"}
     for name in only:
         t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", f"experiments.{name}", *SMALL[name], "--devices", "2",
-               "--out", str(out / name)]
+        cmd = [sys.executable, "-m", f"experiments.{name}", *SMALL[name], "--devices", "2", "--out", str(out / name)]
         done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
         status = "ok" if done.returncode == 0 else f"FAILED ({done.returncode})"
         print(f"{name:20s} {status} in {time.perf_counter() - t0:6.1f} s", flush=True)
@@ -80,8 +180,10 @@ def _diff(a, b, path: str, found: list[str]) -> None:
 
 def compare(first: Path, second: Path) -> list[str]:
     found: list[str] = []
-    names = sorted({p.relative_to(first) for p in first.rglob("summary.json")}
-                   | {p.relative_to(second) for p in second.rglob("summary.json")})
+    names = sorted(
+        {p.relative_to(first) for p in first.rglob("summary.json")}
+        | {p.relative_to(second) for p in second.rglob("summary.json")}
+    )
     for rel in names:
         a, b = first / rel, second / rel
         if not (a.exists() and b.exists()):
@@ -102,14 +204,22 @@ def compare(first: Path, second: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.summary_stability", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1],
-                   help="checkout whose code runs (default: this one)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.summary_stability",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--repo",
+        type=Path,
+        default=Path(__file__).resolve().parents[1],
+        help="checkout whose code runs (default: this one)",
+    )
     p.add_argument("--out", type=Path, help="folder of the run folders to write")
     p.add_argument("--only", default=",".join(SMALL), help="experiments, comma separated")
-    p.add_argument("--compare", type=Path, nargs=2, metavar=("FIRST", "SECOND"),
-                   help="compare two folders written by --out")
+    p.add_argument(
+        "--compare", type=Path, nargs=2, metavar=("FIRST", "SECOND"), help="compare two folders written by --out"
+    )
     args = p.parse_args(argv)
     if args.compare:
         found = compare(*args.compare)

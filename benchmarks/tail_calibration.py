@@ -32,23 +32,44 @@ import scipy
 from scipy.stats import levy_stable
 from statsmodels.stats.proportion import proportion_confint
 
-from rvsp_jax.training import devices
 from rvsp_jax.analysis.tails import TAIL_VERDICTS, tail_verdict
+from rvsp_jax.training import devices
 
-CASES = ("gaussian", "t(3)", "t(4)", "lnmix(0.5)", "lnmix(1)", "lnmix(1.25)", "lnmix(1.5)",
-         "stable(1)", "stable(1.2)", "stable(1.5)", "stable(1.7)", "stable(1.9)")
-EXPECTED = {"gaussian": "gaussian", "t(3)": "heavy-tailed", "t(4)": "heavy-tailed",
-            "lnmix(0.5)": "heavy-tailed", "lnmix(1)": "heavy-tailed", "lnmix(1.25)": "heavy-tailed",
-            "lnmix(1.5)": "heavy-tailed", "stable(1)": "infinite-variance",
-            "stable(1.2)": "infinite-variance", "stable(1.5)": "infinite-variance",
-            "stable(1.7)": "infinite-variance", "stable(1.9)": "infinite-variance"}
+CASES = (
+    "gaussian",
+    "t(3)",
+    "t(4)",
+    "lnmix(0.5)",
+    "lnmix(1)",
+    "lnmix(1.25)",
+    "lnmix(1.5)",
+    "stable(1)",
+    "stable(1.2)",
+    "stable(1.5)",
+    "stable(1.7)",
+    "stable(1.9)",
+)
+EXPECTED = {
+    "gaussian": "gaussian",
+    "t(3)": "heavy-tailed",
+    "t(4)": "heavy-tailed",
+    "lnmix(0.5)": "heavy-tailed",
+    "lnmix(1)": "heavy-tailed",
+    "lnmix(1.25)": "heavy-tailed",
+    "lnmix(1.5)": "heavy-tailed",
+    "stable(1)": "infinite-variance",
+    "stable(1.2)": "infinite-variance",
+    "stable(1.5)": "infinite-variance",
+    "stable(1.7)": "infinite-variance",
+    "stable(1.9)": "infinite-variance",
+}
 
 
 def draw(case: str, reps: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """``[reps, n]`` float64 samples of ``case``."""
     if case == "gaussian":
         return rng.standard_normal((reps, n))
-    value = float(case[case.index("(") + 1:-1])
+    value = float(case[case.index("(") + 1 : -1])
     if case.startswith("t("):
         return rng.standard_t(value, (reps, n))
     if case.startswith("lnmix("):
@@ -70,10 +91,16 @@ def calibrate(sizes, reps: int, seed: int, alpha: float = 0.05) -> list[dict]:
             rng = np.random.default_rng([seed, n, i])
             result = tail_verdict(draw(case, reps, n, rng), alpha=alpha)
             v = np.asarray(result.verdict)
-            rates = {name: (int(np.sum(v == name)), *wilson(int(np.sum(v == name)), reps))
-                     for name in TAIL_VERDICTS}
-            rows.append({"case": case, "n": n, "expected": EXPECTED[case], "rates": rates,
-                         "median_tail_index": float(np.nanmedian(result.tail_index))})
+            rates = {name: (int(np.sum(v == name)), *wilson(int(np.sum(v == name)), reps)) for name in TAIL_VERDICTS}
+            rows.append(
+                {
+                    "case": case,
+                    "n": n,
+                    "expected": EXPECTED[case],
+                    "rates": rates,
+                    "median_tail_index": float(np.nanmedian(result.tail_index)),
+                }
+            )
     return rows
 
 
@@ -101,13 +128,16 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     args_text = " ".join(argv if argv is not None else sys.argv[1:])
     print(f"command: python -m benchmarks.tail_calibration {args_text}".rstrip())
-    print(f"machine: {platform.platform()}; {platform.processor() or platform.machine()}; "
-          f"cpu_count={os.cpu_count()}; python {platform.python_version()}, numpy {np.__version__}, "
-          f"scipy {scipy.__version__}")
+    print(
+        f"machine: {platform.platform()}; {platform.processor() or platform.machine()}; "
+        f"cpu_count={os.cpu_count()}; python {platform.python_version()}, numpy {np.__version__}, "
+        f"scipy {scipy.__version__}"
+    )
     start = time.perf_counter()
     rows = calibrate(sizes, args.reps, args.seed)
-    print(f"{args.reps} series per case and n, alpha = 0.05, 95% Wilson intervals; "
-          f"{time.perf_counter() - start:.0f} s\n")
+    print(
+        f"{args.reps} series per case and n, alpha = 0.05, 95% Wilson intervals; {time.perf_counter() - start:.0f} s\n"
+    )
     print(table(rows, args.reps))
 
 

@@ -25,18 +25,33 @@ DEFAULTS = {"seeds": 16, "epochs": 1.0}
 
 
 def main(argv: list[str] | None = None) -> None:
-    run = cli.parse_experiment("activation_compare", "Activation functions compared as a paired design.",
-                               compare.CompareSettings, argv, train_defaults=DEFAULTS,
-                               settings_title="activation comparison")
+    run = cli.parse_experiment(
+        "activation_compare",
+        "Activation functions compared as a paired design.",
+        compare.CompareSettings,
+        argv,
+        train_defaults=DEFAULTS,
+        settings_title="activation comparison",
+    )
     with cli.exit_on_user_error():
-        result = runner.run_study(compare, run.config, run.settings, run.out, resume=run.args.resume,
-                                  overwrite=run.args.overwrite, command=run.command)
+        result = runner.run_study(
+            compare,
+            run.config,
+            run.settings,
+            run.out,
+            resume=run.args.resume,
+            overwrite=run.args.overwrite,
+            command=run.command,
+        )
     if run.config.sweep_axes():
         print("\n".join(per_point.describe(run.out, result.summary)))
         return
     s = result.summary
-    print("test accuracy: " + ", ".join(f"{v} {s['test_accuracy'][v].mean:.4f}" for v in s["variants"])
-          + f" (S={run.config.seeds} pairs)")
+    print(
+        "test accuracy: "
+        + ", ".join(f"{v} {s['test_accuracy'][v].mean:.4f}" for v in s["variants"])
+        + f" (S={run.config.seeds} pairs)"
+    )
     print(f"report: {run.out}/report.md  summary: {run.out}/summary.json  figures: {run.out}/figures/")
 
 

@@ -20,18 +20,32 @@ DEFAULTS = {"seeds": 16, "epochs": 2.0}
 
 
 def main(argv: list[str] | None = None) -> None:
-    run = cli.parse_experiment("activations", "Hidden activations as transformed random variables.",
-                               activations.ActivationSettings, argv, train_defaults=DEFAULTS,
-                               settings_title="activations study")
+    run = cli.parse_experiment(
+        "activations",
+        "Hidden activations as transformed random variables.",
+        activations.ActivationSettings,
+        argv,
+        train_defaults=DEFAULTS,
+        settings_title="activations study",
+    )
     with cli.exit_on_user_error():
-        result = runner.run_study(activations, run.config, run.settings, run.out, resume=run.args.resume,
-                                  overwrite=run.args.overwrite, command=run.command)
+        result = runner.run_study(
+            activations,
+            run.config,
+            run.settings,
+            run.out,
+            resume=run.args.resume,
+            overwrite=run.args.overwrite,
+            command=run.command,
+        )
     if run.config.sweep_axes():
         print("\n".join(per_point.describe(run.out, result.summary)))
         return
     s = result.summary
-    print(f"activations ({run.config.activation}): S={run.config.seeds} ({s['members']['diverged']} "
-          f"diverged), {s['recorded_steps']} recordings; test accuracy {s['test_accuracy'].mean:.4f}")
+    print(
+        f"activations ({run.config.activation}): S={run.config.seeds} ({s['members']['diverged']} "
+        f"diverged), {s['recorded_steps']} recordings; test accuracy {s['test_accuracy'].mean:.4f}"
+    )
     print(f"report: {run.out}/report.md  summary: {run.out}/summary.json  figures: {run.out}/figures/")
 
 

@@ -16,17 +16,29 @@ from rvsp_jax.studies import ergodicity, per_point, runner
 
 
 def main(argv: list[str] | None = None) -> None:
-    run = cli.parse_experiment("ergodicity", ergodicity.DESCRIPTION, ergodicity.ErgodicitySettings, argv,
-                               train_defaults=ergodicity.TRAIN_DEFAULTS, raw_description=True,
-                               settings_title="ergodicity analysis")
+    run = cli.parse_experiment(
+        "ergodicity",
+        ergodicity.DESCRIPTION,
+        ergodicity.ErgodicitySettings,
+        argv,
+        train_defaults=ergodicity.TRAIN_DEFAULTS,
+        raw_description=True,
+        settings_title="ergodicity analysis",
+    )
     with cli.exit_on_user_error():
-        result = runner.run_study(ergodicity, run.config, run.settings, run.out, resume=run.args.resume,
-                                  overwrite=run.args.overwrite, command=run.command)
+        result = runner.run_study(
+            ergodicity,
+            run.config,
+            run.settings,
+            run.out,
+            resume=run.args.resume,
+            overwrite=run.args.overwrite,
+            command=run.command,
+        )
     if run.config.sweep_axes():
         print("\n".join(per_point.describe(run.out, result.summary)))
         return
-    print(f"run: {run.out} ({result.summary['n_members']} members, {result.summary['n_diverged']} "
-          "diverged)")
+    print(f"run: {run.out} ({result.summary['n_members']} members, {result.summary['n_diverged']} diverged)")
     for group, g in result.summary["groups"].items():
         print("  " + ergodicity.group_sentence(group, g).replace("**", ""))
     print(f"report: {run.out}/report.md")

@@ -23,11 +23,24 @@ from rvsp_jax.studies import noise, runner
 
 
 def main(argv: list[str] | None = None) -> None:
-    run = cli.parse_experiment(noise.EXPERIMENT, __doc__.splitlines()[0], noise.NoiseSettings, argv,
-                               train_defaults=noise.TRAIN_DEFAULTS, settings_title="gradient noise")
+    run = cli.parse_experiment(
+        noise.EXPERIMENT,
+        __doc__.splitlines()[0],
+        noise.NoiseSettings,
+        argv,
+        train_defaults=noise.TRAIN_DEFAULTS,
+        settings_title="gradient noise",
+    )
     with cli.exit_on_user_error():
-        runner.run_study(noise, run.config, run.settings, run.out, resume=run.args.resume,
-                         overwrite=run.args.overwrite, command=run.command)
+        runner.run_study(
+            noise,
+            run.config,
+            run.settings,
+            run.out,
+            resume=run.args.resume,
+            overwrite=run.args.overwrite,
+            command=run.command,
+        )
     print(f"noise: {run.out}\n  report: {run.out / 'report.md'}\n  summary: {run.out / 'summary.json'}")
 
 

@@ -26,12 +26,25 @@ def _validate(config, settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run = cli.parse_experiment(optimizers.EXPERIMENT, __doc__.splitlines()[0], optimizers.OptimizerSettings,
-                               argv, train_defaults=optimizers.TRAIN_DEFAULTS, settings_title="comparison",
-                               validate=_validate)
+    run = cli.parse_experiment(
+        optimizers.EXPERIMENT,
+        __doc__.splitlines()[0],
+        optimizers.OptimizerSettings,
+        argv,
+        train_defaults=optimizers.TRAIN_DEFAULTS,
+        settings_title="comparison",
+        validate=_validate,
+    )
     with cli.exit_on_user_error():
-        runner.run_study(optimizers, run.config, run.settings, run.out, resume=run.args.resume,
-                         overwrite=run.args.overwrite, command=run.command)
+        runner.run_study(
+            optimizers,
+            run.config,
+            run.settings,
+            run.out,
+            resume=run.args.resume,
+            overwrite=run.args.overwrite,
+            command=run.command,
+        )
     print(f"optimizers: {run.out}\n  report: {run.out / 'report.md'}\n  summary: {run.out / 'summary.json'}")
 
 

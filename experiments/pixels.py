@@ -18,15 +18,30 @@ DEFAULTS = {"seeds": 32}
 
 
 def main(argv: list[str] | None = None) -> None:
-    run = cli.parse_experiment("pixels", "Pixel statistics and the minibatch stream as a random process.",
-                               pixels.PixelSettings, argv, train_defaults=DEFAULTS,
-                               settings_title="pixels analysis", allow_sweep=False)
+    run = cli.parse_experiment(
+        "pixels",
+        "Pixel statistics and the minibatch stream as a random process.",
+        pixels.PixelSettings,
+        argv,
+        train_defaults=DEFAULTS,
+        settings_title="pixels analysis",
+        allow_sweep=False,
+    )
     with cli.exit_on_user_error():
-        summary = runner.run_study(pixels, run.config, run.settings, run.out, resume=run.args.resume,
-                                   overwrite=run.args.overwrite, command=run.command).summary
+        summary = runner.run_study(
+            pixels,
+            run.config,
+            run.settings,
+            run.out,
+            resume=run.args.resume,
+            overwrite=run.args.overwrite,
+            command=run.command,
+        ).summary
     pca = summary["pca"]
-    print(f"pixels: {pca['components_for']['0.95']} principal components explain 95% of the pixel "
-          f"variance; streams of S={run.config.seeds} members x {summary['stream']['steps']} steps")
+    print(
+        f"pixels: {pca['components_for']['0.95']} principal components explain 95% of the pixel "
+        f"variance; streams of S={run.config.seeds} members x {summary['stream']['steps']} steps"
+    )
     print(f"report: {run.out}/report.md  summary: {run.out}/summary.json  figures: {run.out}/figures/")
 
 

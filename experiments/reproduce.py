@@ -19,9 +19,9 @@ import importlib
 from pathlib import Path
 
 from rvsp_jax import cli
-from rvsp_jax.training import devices
-from rvsp_jax.studies import batch_sizes as batch_study
 from rvsp_jax.present.index import write_index
+from rvsp_jax.studies import batch_sizes as batch_study
+from rvsp_jax.training import devices
 
 SMALL = {  # per experiment: the flags of its small size (--seeds is added from the command line)
     "pixels": ["--steps", "600"],
@@ -36,18 +36,29 @@ SMALL = {  # per experiment: the flags of its small size (--seeds is added from 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.reproduce",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--seeds", type=int, default=8, help="ensemble members of every experiment (default: 8)")
-    p.add_argument("--only", default=",".join(SMALL), help="experiments to run, comma separated "
-                   f"(default: all: {', '.join(SMALL)})")
-    p.add_argument("--out", type=Path, default=None, help="folder of the run folders "
-                   "(default: results/reproduce/<timestamp>)")
+    p.add_argument(
+        "--only",
+        default=",".join(SMALL),
+        help=f"experiments to run, comma separated (default: all: {', '.join(SMALL)})",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="folder of the run folders (default: results/reproduce/<timestamp>)"
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted reproduction")
     p.add_argument("--overwrite", action="store_true", help="replace existing run folders")
     p.add_argument("--devices", type=int, default=None, help="CPU host devices (default: one per core)")
-    p.add_argument("--batch-sizes", default="32,128", help="batch sizes of the sweep, comma separated: "
-                   "one sweep run each, gathered into <out>/batch_sizes (default: 32,128)")
+    p.add_argument(
+        "--batch-sizes",
+        default="32,128",
+        help="batch sizes of the sweep, comma separated: "
+        "one sweep run each, gathered into <out>/batch_sizes (default: 32,128)",
+    )
     args = p.parse_args(argv)
     chosen = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(chosen) - set(SMALL))
@@ -64,8 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     devices.use_host_devices(args.devices)
     out = args.out or cli.default_out("reproduce")
     for name in chosen:
-        runs = [(out / name, [])] if name != "sweep" else \
-            [(out / name / f"b{b}", ["--batch-size", str(b)]) for b in sizes]
+        runs = (
+            [(out / name, [])] if name != "sweep" else [(out / name / f"b{b}", ["--batch-size", str(b)]) for b in sizes]
+        )
         for folder, extra in runs:
             flags = ["--seeds", str(args.seeds), *SMALL[name], *extra, "--out", str(folder)]
             if args.resume and (folder / "manifest.json").exists():
@@ -76,9 +88,11 @@ def main(argv: list[str] | None = None) -> None:
             importlib.import_module(f"experiments.{name}").main(flags)
         if name == "sweep":
             with cli.exit_on_user_error():
-                gathered = batch_study.gather([folder for folder, _ in runs], out / "batch_sizes",
-                                              command=f"python -m experiments.reproduce --only sweep "
-                                                      f"--batch-sizes {args.batch_sizes}")
+                gathered = batch_study.gather(
+                    [folder for folder, _ in runs],
+                    out / "batch_sizes",
+                    command=f"python -m experiments.reproduce --only sweep --batch-sizes {args.batch_sizes}",
+                )
             print(f"== batch sizes {sizes} gathered: {gathered / 'report.md'}", flush=True)
     index = write_index(out, title="rvsp-jax: the study at a small size")
     print(f"index of this reproduction: {index}")

@@ -14,15 +14,27 @@ the analysed window, whether it is stationary, and the rule behind every sentenc
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import spectra, runner
+from rvsp_jax.studies import runner, spectra
 
 
 def main(argv: list[str] | None = None) -> None:
-    run = cli.parse_experiment(spectra.EXPERIMENT, __doc__.splitlines()[0], spectra.SpectraSettings, argv,
-                               train_defaults=spectra.TRAIN_DEFAULTS)
+    run = cli.parse_experiment(
+        spectra.EXPERIMENT,
+        __doc__.splitlines()[0],
+        spectra.SpectraSettings,
+        argv,
+        train_defaults=spectra.TRAIN_DEFAULTS,
+    )
     with cli.exit_on_user_error():
-        runner.run_study(spectra, run.config, run.settings, run.out, resume=run.args.resume,
-                         overwrite=run.args.overwrite, command=run.command)
+        runner.run_study(
+            spectra,
+            run.config,
+            run.settings,
+            run.out,
+            resume=run.args.resume,
+            overwrite=run.args.overwrite,
+            command=run.command,
+        )
     print(f"spectra: {run.out}\n  report: {run.out / 'report.md'}\n  summary: {run.out / 'summary.json'}")
 
 

@@ -14,15 +14,28 @@ swept hyperparameter.
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import sweep, runner
+from rvsp_jax.studies import runner, sweep
 
 
 def main(argv: list[str] | None = None) -> None:
-    run = cli.parse_experiment(sweep.EXPERIMENT, __doc__.splitlines()[0], sweep.SweepSettings, argv,
-                               train_defaults=sweep.TRAIN_DEFAULTS, allow_sweep=True)
+    run = cli.parse_experiment(
+        sweep.EXPERIMENT,
+        __doc__.splitlines()[0],
+        sweep.SweepSettings,
+        argv,
+        train_defaults=sweep.TRAIN_DEFAULTS,
+        allow_sweep=True,
+    )
     with cli.exit_on_user_error():
-        runner.run_study(sweep, run.config, run.settings, run.out, resume=run.args.resume,
-                         overwrite=run.args.overwrite, command=run.command)
+        runner.run_study(
+            sweep,
+            run.config,
+            run.settings,
+            run.out,
+            resume=run.args.resume,
+            overwrite=run.args.overwrite,
+            command=run.command,
+        )
     print(f"sweep: {run.out}\n  report: {run.out / 'report.md'}\n  summary: {run.out / 'summary.json'}")
 
 

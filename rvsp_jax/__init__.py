@@ -51,12 +51,22 @@ _ATTRS = {
     "Run": ("rvsp_jax.io.store", "Run"),
     "Study": ("rvsp_jax.io.store", "Study"),
 }
-_MODULES = {"analysis": "rvsp_jax.analysis", "devices": "rvsp_jax.training.devices",
-            "store": "rvsp_jax.io.store"}
+_MODULES = {"analysis": "rvsp_jax.analysis", "devices": "rvsp_jax.training.devices", "store": "rvsp_jax.io.store"}
 """Modules reachable as attributes (``rvsp_jax.store.open_run``); their homes follow the layout."""
 
-__all__ = ["TrainConfig", "ProbeConfig", "train", "record", "open", "Run", "Study",
-           "analysis", "devices", "store", "__version__"]
+__all__ = [
+    "TrainConfig",
+    "ProbeConfig",
+    "train",
+    "record",
+    "open",
+    "Run",
+    "Study",
+    "analysis",
+    "devices",
+    "store",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

@@ -16,11 +16,12 @@ import json
 import shlex
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
-from rvsp_jax.training import devices
 from rvsp_jax.config import TrainConfig, with_sweep_flags
+from rvsp_jax.training import devices
 
 
 def _parse_ints(text: str) -> tuple[int, ...]:
@@ -42,11 +43,11 @@ def _parse_json_object(text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"momentum\": 0.9}}', "
-                                         f"got {text!r}: {e}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object like '{{\"momentum\": 0.9}}', got {text!r}: {e}"
+        ) from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"momentum\": 0.9}}', "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"momentum\": 0.9}}', got {text!r}")
     return value
 
 
@@ -76,8 +77,9 @@ def _field_type(cls, f: dataclasses.Field):
     raise TypeError(f"no command-line type for field {cls.__name__}.{f.name}: {hint}")
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, defaults: dict | None = None,
-                            title: str | None = None) -> None:
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls, defaults: dict | None = None, title: str | None = None
+) -> None:
     """Add one option per field of dataclass ``cls``; ``defaults`` overrides the class defaults."""
     group = parser.add_argument_group(title or cls.__name__)
     defaults = defaults or {}
@@ -92,9 +94,15 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, defaults: dict
             shown = json.dumps(dict(default))
         else:
             shown = default
-        group.add_argument(meta["flag"], dest=f.name, type=_field_type(cls, f), default=default,
-                           choices=meta.get("choices"), metavar=meta.get("metavar"),
-                           help=f"{meta['help']} (default: {shown})")
+        group.add_argument(
+            meta["flag"],
+            dest=f.name,
+            type=_field_type(cls, f),
+            default=default,
+            choices=meta.get("choices"),
+            metavar=meta.get("metavar"),
+            help=f"{meta['help']} (default: {shown})",
+        )
 
 
 def dataclass_from_args(cls, args: argparse.Namespace):
@@ -112,21 +120,24 @@ def _out_path(text: str) -> Path:
 def add_run_arguments(parser: argparse.ArgumentParser, experiment: str) -> None:
     """The run-folder options every experiment shares: --out, --resume, --overwrite, --devices."""
     group = parser.add_argument_group("run folder")
-    group.add_argument("--out", type=_out_path, default=None,
-                       help=f"run folder (default: results/{experiment}/<timestamp>)")
+    group.add_argument(
+        "--out", type=_out_path, default=None, help=f"run folder (default: results/{experiment}/<timestamp>)"
+    )
     group.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     group.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    group.add_argument("--devices", type=int, default=None,
-                       help="CPU host devices to split members over (default: one per core; "
-                            "env RVSP_JAX_HOST_DEVICES)")
+    group.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="CPU host devices to split members over (default: one per core; env RVSP_JAX_HOST_DEVICES)",
+    )
 
 
 def default_out(experiment: str) -> Path:
     return Path("results") / experiment / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def make_parser(experiment: str, description: str, train_defaults: dict | None = None
-                ) -> argparse.ArgumentParser:
+def make_parser(experiment: str, description: str, train_defaults: dict | None = None) -> argparse.ArgumentParser:
     """A parser with every :class:`TrainConfig` flag and the run-folder flags."""
     parser = argparse.ArgumentParser(prog=f"python -m experiments.{experiment}", description=description)
     add_dataclass_arguments(parser, TrainConfig, train_defaults, "training")
@@ -156,11 +167,18 @@ class Invocation(NamedTuple):
     command: str
 
 
-def parse_experiment(experiment: str, description: str, settings_cls=None, argv: list[str] | None = None,
-                     *, train_defaults: dict | None = None, settings_title: str = "analysis",
-                     raw_description: bool = False,
-                     validate: Callable[[TrainConfig, Any], None] | None = None,
-                     allow_sweep: bool = True) -> Invocation:
+def parse_experiment(
+    experiment: str,
+    description: str,
+    settings_cls=None,
+    argv: list[str] | None = None,
+    *,
+    train_defaults: dict | None = None,
+    settings_title: str = "analysis",
+    raw_description: bool = False,
+    validate: Callable[[TrainConfig, Any], None] | None = None,
+    allow_sweep: bool = True,
+) -> Invocation:
     """Parse ``python -m experiments.<experiment>``: every TrainConfig flag, the run-folder flags and
     the flags of the dataclass ``settings_cls``; set the host devices; invalid values (including a
     ValueError from ``validate(config, settings)``) exit with the parser's message. A sweep (several
@@ -178,9 +196,11 @@ def parse_experiment(experiment: str, description: str, settings_cls=None, argv:
         parser.error(f"--devices / RVSP_JAX_HOST_DEVICES: {e}")
     config = parse_train_config(parser, args)
     if config.sweep_axes() and not allow_sweep:
-        parser.error(f"{', '.join(config.sweep_axes())} got several values (a sweep), but the "
-                     f"{experiment} study does not depend on the optimizer's hyperparameters, so "
-                     "every grid point would give the same numbers: give one value each")
+        parser.error(
+            f"{', '.join(config.sweep_axes())} got several values (a sweep), but the "
+            f"{experiment} study does not depend on the optimizer's hyperparameters, so "
+            "every grid point would give the same numbers: give one value each"
+        )
     try:
         settings = dataclass_from_args(settings_cls, args) if settings_cls is not None else None
         if validate is not None:
@@ -191,8 +211,7 @@ def parse_experiment(experiment: str, description: str, settings_cls=None, argv:
         parser.error("--resume needs --out, the run folder to continue")
     out = args.out or default_out(experiment)
     typed = sys.argv[1:] if argv is None else argv
-    return Invocation(config, settings, args, out,
-                      shlex.join(["python", "-m", f"experiments.{experiment}", *typed]))
+    return Invocation(config, settings, args, out, shlex.join(["python", "-m", f"experiments.{experiment}", *typed]))
 
 
 @contextlib.contextmanager
@@ -211,8 +230,11 @@ def exit_on_user_error():
         print(f"interrupted: {e}", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:
-        print("interrupted (Ctrl-C); a recorded run continues from its last checkpoint with "
-              "--resume and the same options", file=sys.stderr)
+        print(
+            "interrupted (Ctrl-C); a recorded run continues from its last checkpoint with "
+            "--resume and the same options",
+            file=sys.stderr,
+        )
         sys.exit(130)
     except (RunFolderError, StoreError, DataError, ValueError) as e:
         sys.exit(f"error: {e}")

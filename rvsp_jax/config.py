@@ -223,46 +223,59 @@ class TrainConfig:
 
     seeds: int = opt(8, "--seeds", "ensemble members S")
     base_seed: int = opt(0, "--base-seed", "root PRNG seed; member s uses fold_in(root, s)")
-    vary: str = opt("both", "--vary", "what differs across members: both, data (shared init) "
-                    "or init (shared minibatch order)", choices=VARY_CHOICES)
-    optimizer: str = opt("sgd", "--optimizer", "any optax optimizer constructor taking "
-                         "learning_rate (sgd, adam, adamw, rmsprop, ...)")
-    lr: float = opt(0.1, "--lr", "learning rate; a comma-separated list sweeps it (see --sweep)",
-                    sweepable=True)
-    opt_kwargs: Mapping[str, Any] = opt(JSONObject(), "--opt-kwargs",
-                                        'keyword arguments for the optimizer, a JSON object on the '
-                                        'command line, e.g. \'{"momentum": 0.9}\'; a list of floats '
-                                        "sweeps that one")
-    activation: str = opt("sigmoid", "--activation", "hidden activation",
-                          choices=tuple(ACTIVATIONS))
+    vary: str = opt(
+        "both",
+        "--vary",
+        "what differs across members: both, data (shared init) or init (shared minibatch order)",
+        choices=VARY_CHOICES,
+    )
+    optimizer: str = opt(
+        "sgd", "--optimizer", "any optax optimizer constructor taking learning_rate (sgd, adam, adamw, rmsprop, ...)"
+    )
+    lr: float = opt(0.1, "--lr", "learning rate; a comma-separated list sweeps it (see --sweep)", sweepable=True)
+    opt_kwargs: Mapping[str, Any] = opt(
+        JSONObject(),
+        "--opt-kwargs",
+        "keyword arguments for the optimizer, a JSON object on the "
+        "command line, e.g. '{\"momentum\": 0.9}'; a list of floats "
+        "sweeps that one",
+    )
+    activation: str = opt("sigmoid", "--activation", "hidden activation", choices=tuple(ACTIVATIONS))
     widths: tuple[int, ...] = opt((16, 16), "--widths", "hidden layer widths, comma separated")
-    init: str = opt("lecun_normal", "--init", "kernel initialiser (biases start at 0)",
-                    choices=tuple(INITIALIZERS))
+    init: str = opt("lecun_normal", "--init", "kernel initialiser (biases start at 0)", choices=tuple(INITIALIZERS))
     batch_size: int = opt(32, "--batch-size", "minibatch size")
     steps: int | None = opt(None, "--steps", "optimizer steps (overrides --epochs)")
     epochs: float = opt(1.0, "--epochs", "epochs of the training set, when --steps is not given")
     dataset: str = opt("mnist", "--dataset", "training data", choices=DATASET_CHOICES)
-    data_dir: str | None = opt(None, "--data-dir", "folder holding the four IDX files "
-                               "(default: env RVSP_JAX_DATA_DIR, the user cache, then the bundled copy)")
-    chunk: int = opt(200, "--chunk", "steps per compiled scan chunk (a performance knob; "
-                     "trajectories do not depend on it)")
-    block: int = opt(8, "--block", "members computed together per device; member trajectories are "
-                     "bit-identical for any S with the same block")
-    sweep: Mapping[str, Any] = opt(JSONObject(), "--sweep", 'grid of float hyperparameters, e.g. \'{"lr": [0.01, 0.1], '
-                     '"momentum": [0.5, 0.9]}\' (also made by --lr 0.01,0.1 or lists in --opt-kwargs); '
-                     "members are ordered grid-major: member g*S+s is grid point g, seed s")
+    data_dir: str | None = opt(
+        None,
+        "--data-dir",
+        "folder holding the four IDX files (default: env RVSP_JAX_DATA_DIR, the user cache, then the bundled copy)",
+    )
+    chunk: int = opt(
+        200, "--chunk", "steps per compiled scan chunk (a performance knob; trajectories do not depend on it)"
+    )
+    block: int = opt(
+        8,
+        "--block",
+        "members computed together per device; member trajectories are bit-identical for any S with the same block",
+    )
+    sweep: Mapping[str, Any] = opt(
+        JSONObject(),
+        "--sweep",
+        'grid of float hyperparameters, e.g. \'{"lr": [0.01, 0.1], '
+        '"momentum": [0.5, 0.9]}\' (also made by --lr 0.01,0.1 or lists in --opt-kwargs); '
+        "members are ordered grid-major: member g*S+s is grid point g, seed s",
+    )
 
     def __post_init__(self):
         # mappings (JSON text, as older code and manifests give them, is read here too)
-        object.__setattr__(self, "opt_kwargs",
-                           JSONObject(self.opt_kwargs, "opt_kwargs must be a JSON object"))
+        object.__setattr__(self, "opt_kwargs", JSONObject(self.opt_kwargs, "opt_kwargs must be a JSON object"))
         object.__setattr__(self, "sweep", JSONObject(self.sweep, "sweep must be a JSON object of lists"))
         if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
             raise ValueError(f"seeds (ensemble members) must be an integer >= 1, got {self.seeds!r}")
-        if (not isinstance(self.base_seed, int) or isinstance(self.base_seed, bool)
-                or not 0 <= self.base_seed < 2**64):
-            raise ValueError(f"base_seed must be an integer from 0 to 2**64 - 1 "
-                             f"({2**64 - 1}), got {self.base_seed!r}")
+        if not isinstance(self.base_seed, int) or isinstance(self.base_seed, bool) or not 0 <= self.base_seed < 2**64:
+            raise ValueError(f"base_seed must be an integer from 0 to 2**64 - 1 ({2**64 - 1}), got {self.base_seed!r}")
         _choice(self.vary, VARY_CHOICES, "vary")
         _choice(self.optimizer, optimizer_names(), "optimizer")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
@@ -290,8 +303,10 @@ class TrainConfig:
         axes = self.sweep_axes()
         for key, value in self.optimizer_kwargs().items():
             if isinstance(value, list):
-                raise ValueError(f"opt_kwargs {key!r} is a list; a grid of values goes in sweep "
-                                 f"(the command line moves it there: --opt-kwargs '{{\"{key}\": [...]}}')")
+                raise ValueError(
+                    f"opt_kwargs {key!r} is a list; a grid of values goes in sweep "
+                    f"(the command line moves it there: --opt-kwargs '{{\"{key}\": [...]}}')"
+                )
         if "lr" in axes and any(not v > 0 for v in axes["lr"]):
             raise ValueError(f"every swept learning rate must be > 0, got {axes['lr']}")
 
@@ -305,15 +320,19 @@ class TrainConfig:
         Keys are ``lr`` or keyword arguments of the optimizer; values are lists of finite floats."""
         axes = self.sweep.to_json()
         for key, values in axes.items():
-            if (not isinstance(values, list) or not values
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                               and math.isfinite(v) for v in values)):
+            if (
+                not isinstance(values, list)
+                or not values
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+            ):
                 raise ValueError(f"sweep {key!r} must be a non-empty list of finite numbers, got {values!r}")
             if len(set(values)) != len(values):
                 raise ValueError(f"sweep {key!r} repeats a value: {values}")
             if key != "lr" and key not in self._optimizer_parameters():
-                raise ValueError(f"sweep {key!r} is not a hyperparameter of optax.{self.optimizer} "
-                                 f"(it takes {', '.join(self._optimizer_parameters())})")
+                raise ValueError(
+                    f"sweep {key!r} is not a hyperparameter of optax.{self.optimizer} "
+                    f"(it takes {', '.join(self._optimizer_parameters())})"
+                )
         return {k: [float(v) for v in values] for k, values in axes.items()}
 
     def _optimizer_parameters(self) -> tuple[str, ...]:
@@ -329,7 +348,7 @@ class TrainConfig:
         """Ensemble members in all: ``seeds`` per grid point times the grid points."""
         return self.seeds * len(self.grid())
 
-    def point(self, g: int) -> "TrainConfig":
+    def point(self, g: int) -> TrainConfig:
         """The plain (unswept) configuration of grid point ``g``: its members equal, member for
         member, the members ``g * seeds + s`` of this sweep."""
         values = self.grid()[g]
@@ -341,11 +360,12 @@ class TrainConfig:
         """Hyperparameters held as per-member arrays in the optimizer state
         (``optax.inject_hyperparams``): the learning rate, every float given in ``opt_kwargs`` and
         every swept one; the rest stay constants of the compiled step."""
-        floats = [k for k, v in self.optimizer_kwargs().items()
-                  if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool)
-                                              and k in self.sweep_axes())]
-        return tuple(dict.fromkeys(["learning_rate", *floats,
-                                    *(k for k in self.sweep_axes() if k != "lr")]))
+        floats = [
+            k
+            for k, v in self.optimizer_kwargs().items()
+            if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool) and k in self.sweep_axes())
+        ]
+        return tuple(dict.fromkeys(["learning_rate", *floats, *(k for k in self.sweep_axes() if k != "lr")]))
 
     def grid_hyperparams(self) -> dict[str, list[float]]:
         """Per grid point, the value of every injected hyperparameter (optax names:
@@ -377,8 +397,8 @@ class TrainConfig:
         static = tuple(n for n in self._optimizer_parameters() if n not in injected)
         try:
             tx = optax.inject_hyperparams(getattr(optax, self.optimizer), static_args=static)(
-                learning_rate=float(self.lr), **{k: float(v) if k in injected else v
-                                                 for k, v in kwargs.items()})
+                learning_rate=float(self.lr), **{k: float(v) if k in injected else v for k, v in kwargs.items()}
+            )
         except (TypeError, ValueError) as e:
             raise ValueError(f"optax.{self.optimizer} rejected opt_kwargs {self.opt_kwargs}: {e}") from None
         if params is not None:
@@ -387,8 +407,10 @@ class TrainConfig:
                 jax.eval_shape(tx.update, params, state, params)
             except Exception as e:  # noqa: BLE001 - any failure here is a bad option value
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ValueError(f"optax.{self.optimizer} cannot run with opt_kwargs "
-                                 f"{self.opt_kwargs}: {first}; check the option values") from None
+                raise ValueError(
+                    f"optax.{self.optimizer} cannot run with opt_kwargs "
+                    f"{self.opt_kwargs}: {first}; check the option values"
+                ) from None
         return tx
 
     def steps_per_epoch(self, n_train: int) -> int:
@@ -414,7 +436,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         return from_fields(cls, d)
 
     def digest(self) -> str:

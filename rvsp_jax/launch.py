@@ -49,8 +49,17 @@ PEER_FAILED = 3
 its heartbeats stopped); the launcher names the other one."""
 FAILURE_GRACE_SECONDS = 2.0
 """After a child fails, how long the others get to exit on their own before they are killed."""
-_PEER_WORDS = ("gloo", "connection closed", "connection reset", "coordination service",
-               "heartbeat", "barrier", "unavailable", "deadline exceeded", "peer")
+_PEER_WORDS = (
+    "gloo",
+    "connection closed",
+    "connection reset",
+    "coordination service",
+    "heartbeat",
+    "barrier",
+    "unavailable",
+    "deadline exceeded",
+    "peer",
+)
 
 
 def free_port() -> int:
@@ -61,6 +70,7 @@ def free_port() -> int:
 
 
 # ---- one process of several ------------------------------------------------------------------
+
 
 def _say(line: str) -> None:
     sys.stderr.write(line.rstrip("\n") + "\n")
@@ -77,11 +87,15 @@ def _initialize() -> tuple[int, int]:
 
     devices.setup_host_devices()
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    timeouts = dict(initialization_timeout=INIT_SECONDS, heartbeat_timeout_seconds=HEARTBEAT_SECONDS,
-                    shutdown_timeout_seconds=SHUTDOWN_SECONDS)
+    timeouts = dict(
+        initialization_timeout=INIT_SECONDS,
+        heartbeat_timeout_seconds=HEARTBEAT_SECONDS,
+        shutdown_timeout_seconds=SHUTDOWN_SECONDS,
+    )
     if os.environ.get(ENV_COORDINATOR):
-        jax.distributed.initialize(os.environ[ENV_COORDINATOR], int(os.environ[ENV_COUNT]),
-                                   int(os.environ[ENV_ID]), **timeouts)
+        jax.distributed.initialize(
+            os.environ[ENV_COORDINATOR], int(os.environ[ENV_COUNT]), int(os.environ[ENV_ID]), **timeouts
+        )
     else:
         jax.distributed.initialize(**timeouts)
     return jax.process_index(), jax.process_count()
@@ -97,21 +111,27 @@ def _watchdog(me: int, count: int, done: threading.Event) -> None:
             failed = sorted(int(k.rsplit("/", 1)[-1]) for k, _ in client.key_value_dir_get(_FAILED))
             failed = [p for p in failed if p != me]
             if failed and not done.is_set():  # a peer said it fails (see _leave): follow it now
-                _say(f"[process {me}/{count}] error: process {', '.join(map(str, failed))} failed "
-                     "(its error is above); stopping")
+                _say(
+                    f"[process {me}/{count}] error: process {', '.join(map(str, failed))} failed "
+                    "(its error is above); stopping"
+                )
                 client.key_value_set(f"{_EXITING}{me}", "1")
                 os._exit(PEER_FAILED)
             live = client.get_live_nodes(list(range(count)))
         except Exception as e:  # noqa: BLE001 -- the coordination service itself is gone
             if done.is_set():
                 return
-            _say(f"[process {me}/{count}] error: lost the coordination service (process 0 died?): "
-                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; stopping")
+            _say(
+                f"[process {me}/{count}] error: lost the coordination service (process 0 died?): "
+                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; stopping"
+            )
             os._exit(PEER_FAILED)
         missing = sorted(set(range(count)) - set(live))
         if missing and not done.is_set():
-            _say(f"[process {me}/{count}] error: process {', '.join(map(str, missing))} stopped "
-                 f"responding (no heartbeat for {HEARTBEAT_SECONDS} s); stopping")
+            _say(
+                f"[process {me}/{count}] error: process {', '.join(map(str, missing))} stopped "
+                f"responding (no heartbeat for {HEARTBEAT_SECONDS} s); stopping"
+            )
             os._exit(PEER_FAILED)
 
 
@@ -127,8 +147,7 @@ def _peer_text(text: str) -> bool:
 
 def _peer_failure(e: BaseException) -> bool:
     """Whether ``e`` is JAX's error for a collective or coordination call whose peer is gone."""
-    return (type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
-            and any(w in str(e).lower() for w in _PEER_WORDS))
+    return type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError") and any(w in str(e).lower() for w in _PEER_WORDS)
 
 
 def _leave(me: int, count: int, failed: bool, wait: bool, seconds: float = 2.0) -> None:
@@ -174,9 +193,11 @@ def run_worker(module: str, args: list[str]) -> None:
     except SystemExit as e:
         if isinstance(e.code, str) and _peer_text(e.code):  # a CLI's one line for JAX's error
             peer_failed, code = True, PEER_FAILED
-            _say(f"{tag} error: another process failed, so a collective with it did "
-                 f"({e.code.removeprefix('error: ').splitlines()[0]}); stopping (the failed "
-                 "process's own error is above)")
+            _say(
+                f"{tag} error: another process failed, so a collective with it did "
+                f"({e.code.removeprefix('error: ').splitlines()[0]}); stopping (the failed "
+                "process's own error is above)"
+            )
         elif isinstance(e.code, str):
             _say(f"{tag} {e.code}")
             code = 1
@@ -189,8 +210,10 @@ def run_worker(module: str, args: list[str]) -> None:
         if _peer_failure(e):
             peer_failed = True
             first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-            _say(f"{tag} error: another process failed, so a collective with it did ({first}); "
-                 "stopping (the failed process's own error is above)")
+            _say(
+                f"{tag} error: another process failed, so a collective with it did ({first}); "
+                "stopping (the failed process's own error is above)"
+            )
             code = PEER_FAILED
         else:
             _say(f"{tag} error: {type(e).__name__}: {e}")
@@ -209,6 +232,7 @@ def run_worker(module: str, args: list[str]) -> None:
 
 
 # ---- the local launcher --------------------------------------------------------------------------
+
 
 def _die_with_parent() -> None:
     """In a child: be killed when the launcher dies (Linux), and leave the terminal's Ctrl-C to it."""
@@ -230,8 +254,14 @@ def _describe(code: int) -> str:
     return f"exit status {code}"
 
 
-def launch(processes: int, module: str, args: list[str], devices_per_process: int = 1,
-           all_output: bool = False, python: str | None = None) -> int:
+def launch(
+    processes: int,
+    module: str,
+    args: list[str],
+    devices_per_process: int = 1,
+    all_output: bool = False,
+    python: str | None = None,
+) -> int:
     """Start ``processes`` local processes running ``module args`` together; return the exit status
     (0 when all succeed; else the first failure's, 128 + signal for a killed child)."""
     if processes < 1:
@@ -239,13 +269,24 @@ def launch(processes: int, module: str, args: list[str], devices_per_process: in
     coordinator = f"127.0.0.1:{free_port()}"
     children: list[subprocess.Popen] = []
     for i in range(processes):
-        env = dict(os.environ, **{ENV_ID: str(i), ENV_COUNT: str(processes), ENV_COORDINATOR: coordinator,
-                                  "RVSP_JAX_HOST_DEVICES": str(devices_per_process),
-                                  "PYTHONUNBUFFERED": "1"})
-        children.append(subprocess.Popen(
-            [python or sys.executable, "-m", "rvsp_jax.launch", "--worker", "--", module, *args],
-            env=env, preexec_fn=_die_with_parent,
-            stdout=None if all_output or i == 0 else subprocess.DEVNULL))
+        env = dict(
+            os.environ,
+            **{
+                ENV_ID: str(i),
+                ENV_COUNT: str(processes),
+                ENV_COORDINATOR: coordinator,
+                "RVSP_JAX_HOST_DEVICES": str(devices_per_process),
+                "PYTHONUNBUFFERED": "1",
+            },
+        )
+        children.append(
+            subprocess.Popen(
+                [python or sys.executable, "-m", "rvsp_jax.launch", "--worker", "--", module, *args],
+                env=env,
+                preexec_fn=_die_with_parent,
+                stdout=None if all_output or i == 0 else subprocess.DEVNULL,
+            )
+        )
     forwarded: list[int] = []
 
     def forward(signum, frame):
@@ -265,8 +306,11 @@ def launch(processes: int, module: str, args: list[str], devices_per_process: in
             # name the cause, not a process that stopped because of it (PEER_FAILED): wait a moment
             # for the cause to exit when only those are seen
             causes = [f for f in failed if f[1].returncode != PEER_FAILED]
-            if failed and not status and (causes or not running or
-                                          time.monotonic() - first_failure > FAILURE_GRACE_SECONDS):
+            if (
+                failed
+                and not status
+                and (causes or not running or time.monotonic() - first_failure > FAILURE_GRACE_SECONDS)
+            ):
                 i, child = (causes or failed)[0]
                 code = child.returncode
                 status = 128 - code if code < 0 else code
@@ -274,8 +318,10 @@ def launch(processes: int, module: str, args: list[str], devices_per_process: in
                     # stopping as asked: the others write their checkpoint and exit too
                     deadline, why = time.monotonic() + KILL_GRACE_SECONDS, "after the stop request"
                 else:
-                    _say(f"launch: process {i} of {processes} (pid {child.pid}) failed "
-                         f"({_describe(code)}); stopping the other processes")
+                    _say(
+                        f"launch: process {i} of {processes} (pid {child.pid}) failed "
+                        f"({_describe(code)}); stopping the other processes"
+                    )
                     # a moment to exit on their own (they see the failure at once, and print why)
                     deadline, why = time.monotonic() + FAILURE_GRACE_SECONDS, ""
             if not running:
@@ -300,20 +346,27 @@ def launch(processes: int, module: str, args: list[str], devices_per_process: in
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv:
-        sys.exit("usage: python -m rvsp_jax.launch (--processes N | --cluster) [options] -- MODULE ARGS "
-                 "(e.g. --processes 2 -- experiments.train --seeds 8); the -- is required")
+        sys.exit(
+            "usage: python -m rvsp_jax.launch (--processes N | --cluster) [options] -- MODULE ARGS "
+            "(e.g. --processes 2 -- experiments.train --seeds 8); the -- is required"
+        )
     cut = argv.index("--")
-    own, rest = argv[:cut], argv[cut + 1:]
+    own, rest = argv[:cut], argv[cut + 1 :]
     parser = argparse.ArgumentParser(prog="python -m rvsp_jax.launch", description=__doc__.split("\n\n")[0])
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--processes", type=int, help="start this many local processes")
-    how.add_argument("--cluster", action="store_true",
-                     help="be one task of a scheduler's job (jax.distributed.initialize() auto-detection)")
+    how.add_argument(
+        "--cluster",
+        action="store_true",
+        help="be one task of a scheduler's job (jax.distributed.initialize() auto-detection)",
+    )
     how.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--devices-per-process", type=int, default=1,
-                        help="CPU host devices of each local process (default 1)")
-    parser.add_argument("--all-output", action="store_true",
-                        help="keep every process's stdout (default: process 0's only)")
+    parser.add_argument(
+        "--devices-per-process", type=int, default=1, help="CPU host devices of each local process (default 1)"
+    )
+    parser.add_argument(
+        "--all-output", action="store_true", help="keep every process's stdout (default: process 0's only)"
+    )
     opts = parser.parse_args(own)
     if not rest:
         parser.error("name the module to run after --, e.g. -- experiments.train --seeds 8")

@@ -41,10 +41,10 @@ import matplotlib.image  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from rvsp_jax.io import store  # noqa: E402
 from rvsp_jax.config import TrainConfig  # noqa: E402
-from rvsp_jax.training.probes import ProbeConfig  # noqa: E402
+from rvsp_jax.io import store  # noqa: E402
 from rvsp_jax.io.record import run  # noqa: E402
+from rvsp_jax.training.probes import ProbeConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root (the working directory and ``PYTHONPATH`` of the subprocess tests)."""
@@ -53,11 +53,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SMALL = TrainConfig(seeds=3, steps=30, chunk=10, block=2)
 """3 members, 3 chunks of 10 steps; S=3 is padded (2 per block) so padding is exercised."""
-PROBES = ProbeConfig(probes="params,updates,grads,weight_norms,activations,act_summary",
-                     index="all", batch=8)
-TRAIN_ARGS = ["--seeds", str(SMALL.seeds), "--steps", str(SMALL.steps), "--chunk", str(SMALL.chunk),
-              "--block", str(SMALL.block), "--probes", ",".join(PROBES.probes), "--probe-index", PROBES.index,
-              "--probe-batch", str(PROBES.batch), "--devices", str(len(jax.devices()))]
+PROBES = ProbeConfig(probes="params,updates,grads,weight_norms,activations,act_summary", index="all", batch=8)
+TRAIN_ARGS = [
+    "--seeds",
+    str(SMALL.seeds),
+    "--steps",
+    str(SMALL.steps),
+    "--chunk",
+    str(SMALL.chunk),
+    "--block",
+    str(SMALL.block),
+    "--probes",
+    ",".join(PROBES.probes),
+    "--probe-index",
+    PROBES.index,
+    "--probe-batch",
+    str(PROBES.batch),
+    "--devices",
+    str(len(jax.devices())),
+]
 """``python -m experiments.train`` flags that record ``SMALL`` with ``PROBES`` on this session's devices."""
 
 
@@ -89,6 +103,7 @@ def assert_same_recording(a, b):
 
 
 # ---- study outputs ------------------------------------------------------------------------------
+
 
 def assert_figures(folder: Path, names, *, min_side: int = 100) -> None:
     """Each figure ``name`` is a readable PNG (RGB(A), each side > ``min_side`` pixels) and a whole PDF."""
@@ -136,13 +151,12 @@ def hooked_train_script(module: str, function: str, hook: str) -> str:
     """A ``python -c`` script that runs ``python -m experiments.train`` (its arguments are the
     script's) with ``module.function`` wrapped: ``hook`` (statements that see ``calls``, the number
     of this call, and may use ``os``, ``signal`` and ``time``) runs before each call of the original."""
-    return _HOOKED_TRAIN.format(module=module, function=function,
-                                hook=textwrap.indent(textwrap.dedent(hook).strip(), "    "))
+    return _HOOKED_TRAIN.format(
+        module=module, function=function, hook=textwrap.indent(textwrap.dedent(hook).strip(), "    ")
+    )
 
 
 def subprocess_env(**extra) -> dict:
     """The environment of a subprocess test: this one, the repository on ``PYTHONPATH``, and the
     session's host device count (so that it records what this process records)."""
-    return {**os.environ, "PYTHONPATH": str(ROOT), "RVSP_JAX_HOST_DEVICES": str(len(jax.devices())),
-            **extra}
-
+    return {**os.environ, "PYTHONPATH": str(ROOT), "RVSP_JAX_HOST_DEVICES": str(len(jax.devices())), **extra}

@@ -59,6 +59,7 @@ def planted_ensemble(rng, S=6, noise=0.01, widths=WIDTHS):
     for p in planted:
         p[0] = np.arange(p.shape[1])
     copies = al.apply_permutations(stack([ref] * S), planted)
+
     def add_noise(a):
         not_ref = (np.arange(S) > 0).reshape((S,) + (1,) * (a.ndim - 1))
         return a + noise * rng.standard_normal(a.shape) * not_ref
@@ -110,7 +111,8 @@ def test_jax_arrays_stay_jax_and_match_numpy():
         np.testing.assert_allclose(
             forward(member(out["params"], s), np.asarray(x), "sigmoid"),
             forward(member(params, s), np.asarray(x), "sigmoid"),
-            rtol=1e-4, atol=1e-5,
+            rtol=1e-4,
+            atol=1e-5,
         )
 
 
@@ -156,9 +158,7 @@ def test_reference_as_index_or_network_gives_the_same_result():
 def objective(ref, net, perms):
     """Git Re-Basin weight-matching objective sum_l <W_ref, P W P^T> + <b_ref, P b> for one member."""
     permuted = al.apply_permutations(jax.tree.map(lambda a: a[None], net), [p[None] for p in perms])
-    return sum(
-        np.sum(ref[name][leaf] * permuted[name][leaf][0]) for name in ref for leaf in ("kernel", "bias")
-    )
+    return sum(np.sum(ref[name][leaf] * permuted[name][leaf][0]) for name in ref for leaf in ("kernel", "bias"))
 
 
 def test_single_hidden_layer_matches_brute_force():
@@ -218,7 +218,7 @@ def test_permute_trajectory_applies_the_same_permutation_at_every_step():
     perms = al.match_weights(final)
     out = al.permute_trajectory(traj, perms)
     for t in range(T):
-        step = al.apply_permutations(jax.tree.map(lambda a: a[:, t], traj), perms)
+        step = al.apply_permutations(jax.tree.map(lambda a: a[:, t], traj), perms)  # noqa: B023
         for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(step)):
             np.testing.assert_array_equal(a[:, t], b)
     with pytest.raises(ValueError, match="2 leading axes"):

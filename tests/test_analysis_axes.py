@@ -17,7 +17,6 @@ from statsmodels.tsa.stattools import adfuller
 
 from rvsp_jax import analysis as A
 
-
 # ----------------------------------------------------------------------------------------------
 # helpers
 
@@ -58,6 +57,7 @@ def assert_identical(got, want):
 def _series_expected(res, x_ndim: int, axis: int, skip=()):
     """The default-layout result moved to the caller's layout: every array field with as many axes
     as x had gets its last (new) axis moved to ``axis``; reduced fields stay."""
+
     def move(a):
         if isinstance(a, dict):
             return {k: move(v) for k, v in a.items()}
@@ -68,8 +68,9 @@ def _series_expected(res, x_ndim: int, axis: int, skip=()):
     if isinstance(res, tuple) and hasattr(res, "_fields"):
         return type(res)(**{k: (v if k in skip else move(v)) for k, v in res._asdict().items()})
     if dataclasses.is_dataclass(res):
-        return dataclasses.replace(res, **{f.name: move(getattr(res, f.name))
-                                           for f in dataclasses.fields(res) if f.name not in skip})
+        return dataclasses.replace(
+            res, **{f.name: move(getattr(res, f.name)) for f in dataclasses.fields(res) if f.name not in skip}
+        )
     if isinstance(res, tuple):
         return tuple(move(v) for v in res)
     return move(res)
@@ -221,11 +222,11 @@ def test_ensemble_estimators_member_axis_and_axis(shape, member_axis, axis):
     ma, ta = _norm(member_axis, x.ndim), _norm(axis, x.ndim)
     x0 = np.moveaxis(x, (ma, ta), (0, -1))
     kw = dict(member_axis=member_axis, axis=axis)
-    for name, fn in PER_MEMBER.items():
+    for fn in PER_MEMBER.values():
         want = np.moveaxis(fn(x0), (0, -1), (ma, ta))
         assert_identical(fn(x, **kw), want)
     k_pos = ta - (ta > ma)  # where time was once the member axis is gone
-    for name, fn in ENSEMBLE_KEEP.items():
+    for fn in ENSEMBLE_KEEP.values():
         assert_identical(fn(x, **kw), np.moveaxis(fn(x0), -1, k_pos))
     for name, fn in ENSEMBLE_REDUCE.items():
         want = fn(x0)
@@ -298,8 +299,7 @@ def test_adf_axis1_on_store_layout_equals_statsmodels():
         np.testing.assert_allclose(res.pvalue[s, p], ref.pvalue, rtol=1e-6, atol=1e-300)
         assert res.usedlag[s, p] == ref.lags and res.nobs[s, p] == ref.nobs
         for level in ("1%", "5%", "10%"):
-            np.testing.assert_allclose(res.critical_values[level][s, p], ref.critical_values[level],
-                                       rtol=1e-12)
+            np.testing.assert_allclose(res.critical_values[level][s, p], ref.critical_values[level], rtol=1e-12)
         np.testing.assert_allclose(res.icbest[s, p], ref.icbest, rtol=1e-6)
 
 
@@ -310,8 +310,9 @@ def test_readme_acf_treats_axis1_as_time():
     np.testing.assert_array_equal(r[:, 0], 1.0)
     want = A.acf(np.moveaxis(np.asarray(updates)[:, 100:, :10], 1, -1), 20)
     np.testing.assert_array_equal(r, np.moveaxis(want, -1, 1))
-    assert_identical(A.assess_many(updates, axis=1, n_boot=20),
-                     A.assess_many(np.moveaxis(np.asarray(updates), 1, -1), n_boot=20))
+    assert_identical(
+        A.assess_many(updates, axis=1, n_boot=20), A.assess_many(np.moveaxis(np.asarray(updates), 1, -1), n_boot=20)
+    )
 
 
 def test_estimators_read_a_stored_run_with_time_on_axis_1(small_run):

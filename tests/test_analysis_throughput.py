@@ -13,6 +13,12 @@ def test_quick_benchmark_runs_and_prints_the_summary_line(capsys):
     assert "python -m benchmarks.analysis_throughput --quick" in out
     assert "usedlag equal: True" in out and "lags equal: True" in out
     summary = dict(item.split("=") for item in lines[-1].split())
-    assert list(summary) == ["adf_speedup", "kpss_speedup", "acf_speedup", "welch_speedup",
-                             "full_pipeline_s", "peak_rss_gib"]
+    assert list(summary) == [
+        "adf_speedup",
+        "kpss_speedup",
+        "acf_speedup",
+        "welch_speedup",
+        "full_pipeline_s",
+        "peak_rss_gib",
+    ]
     assert all(float(value) > 0 for value in summary.values())

@@ -23,9 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rvsp_jax.data as data
-from rvsp_jax.data import DATASETS, DataError, Dataset, load, read_idx, to_model_inputs
+from rvsp_jax.data import DATASETS, DataError, Dataset, load, read_idx, sources, to_model_inputs
 from rvsp_jax.data import dataset as dataset_module
-from rvsp_jax.data import sources
 from rvsp_jax.data.checksums import PUBLISHED
 from rvsp_jax.data.idx import decompress, parse_idx
 
@@ -155,13 +154,31 @@ def test_summary_logged_once(raw_dir, tmp_path, caplog):
 
 def test_dataset_validates_fields(mnist):
     with pytest.raises(ValueError, match="train_images must be a 3-D uint8"):
-        Dataset(mnist.train_images.astype(np.float32), mnist.train_labels, mnist.test_images,
-                mnist.test_labels, name="mnist", source="test")
+        Dataset(
+            mnist.train_images.astype(np.float32),
+            mnist.train_labels,
+            mnist.test_images,
+            mnist.test_labels,
+            name="mnist",
+            source="test",
+        )
     with pytest.raises(ValueError, match="100 images but 99 labels"):
-        Dataset(mnist.train_images[:100], mnist.train_labels[:99], mnist.test_images,
-                mnist.test_labels, name="mnist", source="test")
-    small = Dataset(mnist.train_images[:100], mnist.train_labels[:100], mnist.test_images[:10],
-                    mnist.test_labels[:10], name="mnist", source="subset")
+        Dataset(
+            mnist.train_images[:100],
+            mnist.train_labels[:99],
+            mnist.test_images,
+            mnist.test_labels,
+            name="mnist",
+            source="test",
+        )
+    small = Dataset(
+        mnist.train_images[:100],
+        mnist.train_labels[:100],
+        mnist.test_images[:10],
+        mnist.test_labels[:10],
+        name="mnist",
+        source="subset",
+    )
     assert "train=(100, 28, 28)" in repr(small)
 
 
@@ -242,8 +259,11 @@ def test_wrong_image_dims_rejected(tmp_path):
 def test_truncated_raw_file_rejected(tmp_path):
     path = tmp_path / "t10k-images-idx3-ubyte"
     path.write_bytes(payload("t10k-images-idx3-ubyte")[:-100])
-    with pytest.raises(DataError, match=f"{re.escape(str(path))}: truncated: the header promises 7840000 data bytes "
-                                        r"\(10000x28x28\) but only 7839900 follow"):
+    with pytest.raises(
+        DataError,
+        match=f"{re.escape(str(path))}: truncated: the header promises 7840000 data bytes "
+        r"\(10000x28x28\) but only 7839900 follow",
+    ):
         read_idx(path, shape=(10000, 28, 28))
 
 
@@ -278,9 +298,12 @@ def test_flipped_pixels_fail_checksum(tmp_path):
     actual = hashlib.sha256(bytes(p)).hexdigest()
     folder = make_folder(tmp_path / "d", files={"t10k-images-idx3-ubyte": bytes(p)})
     expected = PUBLISHED["mnist"][2].sha256
-    with pytest.raises(DataError, match=f"{re.escape(str(folder / 't10k-images-idx3-ubyte'))}: checksum mismatch: "
-                                        f"sha256 of the decompressed payload is {actual}, the "
-                                        f"published sum of t10k-images-idx3-ubyte is {expected}"):
+    with pytest.raises(
+        DataError,
+        match=f"{re.escape(str(folder / 't10k-images-idx3-ubyte'))}: checksum mismatch: "
+        f"sha256 of the decompressed payload is {actual}, the "
+        f"published sum of t10k-images-idx3-ubyte is {expected}",
+    ):
         load("mnist", data_dir=folder)
 
 
@@ -295,10 +318,13 @@ def test_corrupt_file_rejected_by_load(tmp_path):
 def test_recompressed_and_uncompressed_copies_accepted(tmp_path, mnist):
     images = gzip.compress(payload("t10k-images-idx3-ubyte"), compresslevel=1, mtime=0)
     assert hashlib.md5(images).hexdigest() != PUBLISHED["mnist"][2].md5_gz  # really another .gz
-    folder = make_folder(tmp_path / "d", files={
-        "t10k-images-idx3-ubyte.gz": images,
-        "t10k-labels-idx1-ubyte": payload("t10k-labels-idx1-ubyte"),  # uncompressed
-    })
+    folder = make_folder(
+        tmp_path / "d",
+        files={
+            "t10k-images-idx3-ubyte.gz": images,
+            "t10k-labels-idx1-ubyte": payload("t10k-labels-idx1-ubyte"),  # uncompressed
+        },
+    )
     ds = load("mnist", data_dir=folder)
     np.testing.assert_array_equal(ds.test_images, mnist.test_images)
     np.testing.assert_array_equal(ds.test_labels, mnist.test_labels)
@@ -315,8 +341,9 @@ def test_each_file_verified_once(raw_dir, tmp_path, monkeypatch):
     load("mnist", data_dir=make_folder(tmp_path / "b", source=raw_dir))  # same files via new links
     assert len(calls) == 4
     copy = tmp_path / "c"  # a new file with the same bytes is checked again
-    make_folder(copy, files={"t10k-labels-idx1-ubyte": (raw_dir / "t10k-labels-idx1-ubyte").read_bytes()},
-                source=raw_dir)
+    make_folder(
+        copy, files={"t10k-labels-idx1-ubyte": (raw_dir / "t10k-labels-idx1-ubyte").read_bytes()}, source=raw_dir
+    )
     load("mnist", data_dir=copy)
     assert len(calls) == 5
 
@@ -367,8 +394,9 @@ def test_env_var_errors(raw_dir, tmp_path, monkeypatch):
     partial.mkdir()
     (partial / "train-labels-idx1-ubyte").symlink_to(raw_dir / "train-labels-idx1-ubyte")
     monkeypatch.setenv(sources.ENV_VAR, str(partial))
-    with pytest.raises(DataError, match="holds only some of the mnist files: missing "
-                                        "train-images-idx3-ubyte.gz, t10k-images"):
+    with pytest.raises(
+        DataError, match="holds only some of the mnist files: missing train-images-idx3-ubyte.gz, t10k-images"
+    ):
         load("mnist")
 
 
@@ -377,8 +405,11 @@ def test_system_folder_is_used_and_verified(tmp_path, monkeypatch):
     system = make_folder(tmp_path / "fashion-mnist")
     monkeypatch.setattr(sources, "SYSTEM_DIRS", {"fashion_mnist": system})
     for source in ("auto", "system"):
-        with pytest.raises(DataError, match=f"{re.escape(str(system))}/train-images-idx3-ubyte.gz: checksum mismatch"
-                                            ".*published sum of train-images-idx3-ubyte is c59f468a"):
+        with pytest.raises(
+            DataError,
+            match=f"{re.escape(str(system))}/train-images-idx3-ubyte.gz: checksum mismatch"
+            ".*published sum of train-images-idx3-ubyte is c59f468a",
+        ):
             load("fashion_mnist", source=source)
 
 
@@ -447,9 +478,12 @@ def test_download_rejects_altered_file(mirror, monkeypatch):
     make_folder(folder, files={"t10k-labels-idx1-ubyte.gz": gzip.compress(bytes(p))})
     monkeypatch.setattr(sources, "MIRRORS", {"mnist": (url,)})
     cache = sources.cache_dir("mnist")
-    with pytest.raises(DataError, match="download of mnist file t10k-labels-idx1-ubyte.gz failed .*"
-                                        "md5 of the download is [0-9a-f]{32}, published "
-                                        "ec29112dd5afa0611ce80d1b7f02629c, and .*checksum mismatch"):
+    with pytest.raises(
+        DataError,
+        match="download of mnist file t10k-labels-idx1-ubyte.gz failed .*"
+        "md5 of the download is [0-9a-f]{32}, published "
+        "ec29112dd5afa0611ce80d1b7f02629c, and .*checksum mismatch",
+    ):
         load("mnist", source="download")
     # the three good files are in place, the altered one and its temp file are not
     assert sorted(p.name for p in cache.iterdir()) == sorted(f"{s}.gz" for s in STEMS[:3])
@@ -467,8 +501,10 @@ def test_tfds_missing_gives_install_hint(monkeypatch):
 def test_tfds_adapter(monkeypatch, mnist):
     def fake_load(name, split, batch_size, as_supervised):
         assert (name, split, batch_size, as_supervised) == ("mnist", ["train", "test"], -1, True)
-        return [(mnist.train_images[..., None], mnist.train_labels.astype(np.int64)),
-                (mnist.test_images[..., None], mnist.test_labels.astype(np.int64))]
+        return [
+            (mnist.train_images[..., None], mnist.train_labels.astype(np.int64)),
+            (mnist.test_images[..., None], mnist.test_labels.astype(np.int64)),
+        ]
 
     fake = types.SimpleNamespace(load=fake_load, as_numpy=lambda x: x)
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
@@ -479,8 +515,10 @@ def test_tfds_adapter(monkeypatch, mnist):
         assert ds.train_images.shape == (60000, 28, 28) and ds.train_labels.dtype == np.uint8
         np.testing.assert_array_equal(ds.test_labels, mnist.test_labels)
 
-        fake.load = lambda *a, **k: [(mnist.train_images[..., None], mnist.train_labels.astype(np.int64) + 1),
-                                     (mnist.test_images[..., None], mnist.test_labels)]
+        fake.load = lambda *a, **k: [
+            (mnist.train_images[..., None], mnist.train_labels.astype(np.int64) + 1),
+            (mnist.test_images[..., None], mnist.test_labels),
+        ]
         dataset_module.clear_cache()
         with pytest.raises(DataError, match=r"tfds mnist train_labels: values outside 0..9"):
             load("mnist", source="tfds")

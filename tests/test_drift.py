@@ -24,8 +24,13 @@ def explicit(x, window, step, ddof=0):
 
 @pytest.mark.parametrize(
     "shape, window, step, ddof",
-    [((5, 200), 20, None, 0), ((5, 203), 20, 1, 1), ((2, 3, 101), 10, 7, 0), ((4, 100), 9, 25, 1),
-     ((150,), 150, None, 0)],
+    [
+        ((5, 200), 20, None, 0),
+        ((5, 203), 20, 1, 1),
+        ((2, 3, 101), 10, 7, 0),
+        ((4, 100), 9, 25, 1),
+        ((150,), 150, None, 0),
+    ],
 )
 def test_rolling_matches_explicit_slices(shape, window, step, ddof):
     rng = np.random.default_rng(10)

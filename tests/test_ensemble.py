@@ -49,8 +49,9 @@ def test_member_is_bit_identical_whatever_the_ensemble_size(four):
 
 def test_same_config_gives_identical_bits(four):
     again = train(TrainConfig(seeds=4, **SMALL), probe=batch_probe)
-    for a, b in zip(leaves((four.params, four.metrics, four.probes)),
-                    leaves((again.params, again.metrics, again.probes))):
+    for a, b in zip(
+        leaves((four.params, four.metrics, four.probes)), leaves((again.params, again.metrics, again.probes))
+    ):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(four.test_accuracy, again.test_accuracy)
 
@@ -116,8 +117,13 @@ def test_one_two_and_three_host_devices_agree():
     results = {}
     for n in (1, 2, 3):
         env = dict(os.environ, RVSP_JAX_HOST_DEVICES=str(n))
-        out = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, json.dumps(configs)], env=env,
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", _DEVICE_SCRIPT, json.dumps(configs)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         results[n] = json.loads(out.stdout.strip().splitlines()[-1])
         assert results[n]["devices"] == n
@@ -126,8 +132,7 @@ def test_one_two_and_three_host_devices_agree():
         for key in ("loss", "w"):
             np.testing.assert_array_equal(results[n]["sgd"][key], results[1]["sgd"][key])
             np.testing.assert_array_equal(results[n]["adam"][key], results[2]["adam"][key])
-            np.testing.assert_allclose(results[n]["adam"][key], results[1]["adam"][key],
-                                       rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(results[n]["adam"][key], results[1]["adam"][key], rtol=1e-6, atol=1e-6)
 
 
 def test_diverging_member_is_frozen_and_the_others_unchanged(four):
@@ -156,17 +161,20 @@ def test_huge_learning_rate_marks_members_diverged():
     assert r.diverged.all()
     assert np.all(r.diverged_at >= 0) and np.all(r.diverged_at < 30)
     for s, t in enumerate(r.diverged_at):
-        assert np.all(np.isnan(r.metrics.loss[s, t + 1:]))
+        assert np.all(np.isnan(r.metrics.loss[s, t + 1 :]))
     assert all(np.isfinite(leaf).all() for leaf in leaves(r.params))  # frozen before the overflow
 
 
-@pytest.mark.parametrize("kwargs, floor", [
-    # measured on the full MNIST test set after one epoch of batch 32 (1,875 steps), members 0-7:
-    # ReLU + Adam(3e-3): 0.9322 0.9288 0.9351 0.9313 0.9282 0.9378 0.9330 0.9275;
-    # sigmoid + SGD(1.0): 0.9281 0.9210 0.9250 0.9165 0.9148 0.9273 0.9271 0.9194. Member 0 is tested.
-    (dict(activation="relu", optimizer="adam", lr=3e-3), 0.93),
-    (dict(activation="sigmoid", optimizer="sgd", lr=1.0), 0.92),
-])
+@pytest.mark.parametrize(
+    "kwargs, floor",
+    [
+        # measured on the full MNIST test set after one epoch of batch 32 (1,875 steps), members 0-7:
+        # ReLU + Adam(3e-3): 0.9322 0.9288 0.9351 0.9313 0.9282 0.9378 0.9330 0.9275;
+        # sigmoid + SGD(1.0): 0.9281 0.9210 0.9250 0.9165 0.9148 0.9273 0.9271 0.9194. Member 0 is tested.
+        (dict(activation="relu", optimizer="adam", lr=3e-3), 0.93),
+        (dict(activation="sigmoid", optimizer="sgd", lr=1.0), 0.92),
+    ],
+)
 def test_one_epoch_on_full_mnist_reaches_measured_accuracy(kwargs, floor):
     r = train(TrainConfig(seeds=1, epochs=1, chunk=625, **kwargs))
     assert r.metrics.loss.shape == (1, 1875)
@@ -174,6 +182,7 @@ def test_one_epoch_on_full_mnist_reaches_measured_accuracy(kwargs, floor):
 
 
 # ---- probe buffers: reused once released, never while a view of them is held ----------------------
+
 
 def _address(parts):
     return [p.__array_interface__["data"][0] for p in parts.parts]

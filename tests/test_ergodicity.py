@@ -82,9 +82,7 @@ def tau_reference(x, c=5.0):
 def test_integrated_autocorr_time_matches_direct_sums():
     rng = np.random.default_rng(2)
     x = np.stack([ar1(rng, (8, 300), phi) for phi in (0.0, 0.6, 0.95)], axis=1)
-    np.testing.assert_allclose(
-        erg.integrated_autocorr_time(x), [tau_reference(x[:, p]) for p in range(3)], rtol=1e-9
-    )
+    np.testing.assert_allclose(erg.integrated_autocorr_time(x), [tau_reference(x[:, p]) for p in range(3)], rtol=1e-9)
 
 
 @pytest.mark.parametrize("phi", [0.0, 0.5, 0.9])
@@ -337,11 +335,14 @@ def rate_bound(n, p=0.05, q=0.999):
     return scipy.stats.binom.ppf(q, n, p) / n
 
 
-@pytest.mark.parametrize("name, make", [
-    ("white", lambda r, s: r.standard_normal(s)),
-    ("AR(1) 0.9", lambda r, s: ar1(r, s, 0.9)),
-    ("shared trend + AR(1) 0.9", lambda r, s: 3 * np.arange(s[-1]) / s[-1] + ar1(r, s, 0.9)),
-])
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("white", lambda r, s: r.standard_normal(s)),
+        ("AR(1) 0.9", lambda r, s: ar1(r, s, 0.9)),
+        ("shared trend + AR(1) 0.9", lambda r, s: 3 * np.arange(s[-1]) / s[-1] + ar1(r, s, 0.9)),
+    ],
+)
 def test_size_on_ergodic_nulls_is_at_most_alpha(name, make):
     # 100 ensembles of 256 members x 500 steps: non-ergodic at most alpha (binomial 99.9% bound:
     # 11 of 100); measured in docs/calibration.md with 200 ensembles per cell.
@@ -471,8 +472,17 @@ def test_assess_many_is_batched_over_observables():
     for p in range(3):
         one = erg.assess(x[:, p, 0], burn_in=50)
         assert one.verdict == many.verdict[p, 0] and one.reason == many.reason[p, 0]
-        for field in ("ratio", "mean_pvalue", "mde_var_mu", "tau_int", "drift", "slope",
-                      "slope_ci_low", "ks_pvalue", "omega_exponent"):
+        for field in (
+            "ratio",
+            "mean_pvalue",
+            "mde_var_mu",
+            "tau_int",
+            "drift",
+            "slope",
+            "slope_ci_low",
+            "ks_pvalue",
+            "omega_exponent",
+        ):
             batched = getattr(many, field)[p, 0]
             assert getattr(one, field) == pytest.approx(batched, rel=1e-12, nan_ok=True)
 

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from rvsp_jax.analysis import gradient_noise_scale
+from rvsp_jax.analysis.gradient_noise import inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import Dataset, to_model_inputs
 from rvsp_jax.training.ensemble import Ensemble
-from rvsp_jax.analysis.gradient_noise import (
-    inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn)
 from rvsp_jax.training.model import init_params, loss_and_accuracy, make_model
 from rvsp_jax.training.probes import ProbeConfig, make_probe
 
@@ -30,8 +29,14 @@ def tiny_data():
     def images(n):  # sparse like MNIST: 70% of the pixels are 0
         return (rng.integers(0, 256, (n, 28, 28)) * (rng.random((n, 28, 28)) < 0.3)).astype(np.uint8)
 
-    return Dataset(images(N_TRAIN), rng.integers(0, 10, N_TRAIN, dtype=np.uint8),
-                   images(8), rng.integers(0, 10, 8, dtype=np.uint8), "mnist", "synthetic")
+    return Dataset(
+        images(N_TRAIN),
+        rng.integers(0, 10, N_TRAIN, dtype=np.uint8),
+        images(8),
+        rng.integers(0, 10, 8, dtype=np.uint8),
+        "mnist",
+        "synthetic",
+    )
 
 
 def test_minibatch_indices_cover_an_epoch_once_and_continue_into_the_next(tiny_data):
@@ -78,15 +83,18 @@ def test_reference_gradient_of_the_last_layer_is_the_softmax_residual(tiny_data)
     np.testing.assert_allclose(tree["Dense_2"]["kernel"], h2.T @ residual / len(y), rtol=1e-5, atol=1e-7)
 
     # noise = minibatch gradient - reference gradient, each from jax.grad directly
-    grad = jax.jit(lambda xb, yb: jax.flatten_util.ravel_pytree(
-        jax.grad(lambda p: loss_and_accuracy(model, p, xb, yb)[0])(params))[0])
+    grad = jax.jit(
+        lambda xb, yb: jax.flatten_util.ravel_pytree(
+            jax.grad(lambda p: loss_and_accuracy(model, p, xb, yb)[0])(params)
+        )[0]
+    )
     for m in range(3):
         direct = np.asarray(grad(batches[0][m], batches[1][m]) - grad(x, y))
         np.testing.assert_allclose(np.asarray(out.noise[m]), direct, rtol=1e-4, atol=1e-6)
         g = np.asarray(grad(batches[0][m], batches[1][m]))
         assert np.isclose(out.minibatch_sq_norms[m], np.sum(g**2), rtol=1e-5)
     # B_simple from per-example gradients taken one at a time
-    per_example = np.stack([np.asarray(grad(x[i:i + 1], y[i:i + 1])) for i in range(len(y))])
+    per_example = np.stack([np.asarray(grad(x[i : i + 1], y[i : i + 1])) for i in range(len(y))])
     expected = gradient_noise_scale(per_example)
     np.testing.assert_allclose(out.scale.trace_sigma, expected.trace_sigma, rtol=1e-4)
     np.testing.assert_allclose(out.scale.grad_sq, expected.grad_sq, rtol=1e-3)

@@ -44,23 +44,26 @@ def test_loss_is_softmax_cross_entropy():
     assert acc == np.mean(logits.argmax(1) == np.asarray(y))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(seeds=0), "seeds"),
-    (dict(lr=0.0), "learning rate must be a finite number > 0"),
-    (dict(lr=-1.0), "learning rate must be a finite number > 0"),
-    (dict(lr=float("inf")), "learning rate must be a finite number > 0, got inf"),
-    (dict(lr=float("nan")), "learning rate must be a finite number > 0, got nan"),
-    (dict(opt_kwargs='{"momentum": Infinity}'), "opt_kwargs 'momentum' must be finite"),
-    (dict(base_seed=-1), r"base_seed must be an integer from 0 to 2\*\*64 - 1"),
-    (dict(base_seed=2**64), r"base_seed must be an integer from 0 to 2\*\*64 - 1"),
-    (dict(optimizer="sgdd"), "unknown optimizer 'sgdd'; valid choices: .*adam.*sgd"),
-    (dict(activation="relu6x"), "unknown activation 'relu6x'; valid choices: sigmoid, relu, tanh"),
-    (dict(dataset="cifar"), "unknown dataset 'cifar'; valid choices: mnist, fashion_mnist"),
-    (dict(vary="members"), "unknown vary 'members'; valid choices: both, data, init"),
-    (dict(widths=()), "widths"),
-    (dict(opt_kwargs="{momentum: 0.9}"), "opt_kwargs must be a JSON object"),
-    (dict(batch_size=0), "batch_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(seeds=0), "seeds"),
+        (dict(lr=0.0), "learning rate must be a finite number > 0"),
+        (dict(lr=-1.0), "learning rate must be a finite number > 0"),
+        (dict(lr=float("inf")), "learning rate must be a finite number > 0, got inf"),
+        (dict(lr=float("nan")), "learning rate must be a finite number > 0, got nan"),
+        (dict(opt_kwargs='{"momentum": Infinity}'), "opt_kwargs 'momentum' must be finite"),
+        (dict(base_seed=-1), r"base_seed must be an integer from 0 to 2\*\*64 - 1"),
+        (dict(base_seed=2**64), r"base_seed must be an integer from 0 to 2\*\*64 - 1"),
+        (dict(optimizer="sgdd"), "unknown optimizer 'sgdd'; valid choices: .*adam.*sgd"),
+        (dict(activation="relu6x"), "unknown activation 'relu6x'; valid choices: sigmoid, relu, tanh"),
+        (dict(dataset="cifar"), "unknown dataset 'cifar'; valid choices: mnist, fashion_mnist"),
+        (dict(vary="members"), "unknown vary 'members'; valid choices: both, data, init"),
+        (dict(widths=()), "widths"),
+        (dict(opt_kwargs="{momentum: 0.9}"), "opt_kwargs must be a JSON object"),
+        (dict(batch_size=0), "batch_size"),
+    ],
+)
 def test_bad_config_is_rejected_with_choices(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
@@ -97,16 +100,45 @@ def test_config_round_trip_and_digest():
 
 def test_command_line_is_generated_from_the_config():
     parser = cli.make_parser("demo", "demo")
-    args = parser.parse_args(["--seeds", "7", "--widths", "32,8", "--optimizer", "adam",
-                              "--opt-kwargs", '{"b1": 0.8}', "--steps", "5", "--vary", "data"])
+    args = parser.parse_args(
+        [
+            "--seeds",
+            "7",
+            "--widths",
+            "32,8",
+            "--optimizer",
+            "adam",
+            "--opt-kwargs",
+            '{"b1": 0.8}',
+            "--steps",
+            "5",
+            "--vary",
+            "data",
+        ]
+    )
     cfg = cli.parse_train_config(parser, args)
-    assert cfg == TrainConfig(seeds=7, widths=(32, 8), optimizer="adam", opt_kwargs={"b1": 0.8},
-                              steps=5, vary="data")
+    assert cfg == TrainConfig(seeds=7, widths=(32, 8), optimizer="adam", opt_kwargs={"b1": 0.8}, steps=5, vary="data")
     assert cfg.opt_kwargs == {"b1": 0.8} and cfg.opt_kwargs["b1"] == 0.8
     help_text = parser.format_help()
-    for flag in ("--seeds", "--base-seed", "--vary", "--optimizer", "--lr", "--opt-kwargs",
-                 "--activation", "--widths", "--batch-size", "--steps", "--epochs", "--dataset",
-                 "--data-dir", "--out", "--resume", "--overwrite", "--devices"):
+    for flag in (
+        "--seeds",
+        "--base-seed",
+        "--vary",
+        "--optimizer",
+        "--lr",
+        "--opt-kwargs",
+        "--activation",
+        "--widths",
+        "--batch-size",
+        "--steps",
+        "--epochs",
+        "--dataset",
+        "--data-dir",
+        "--out",
+        "--resume",
+        "--overwrite",
+        "--devices",
+    ):
         assert flag in help_text
     with pytest.raises(SystemExit):
         parser.parse_args(["--activation", "swishy"])

@@ -20,16 +20,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from rvsp_jax.training import devices as dev
-from rvsp_jax import launch
-from rvsp_jax.io import store
-
 from conftest import assert_same_recording
 
+from rvsp_jax import launch
+from rvsp_jax.io import store
+from rvsp_jax.training import devices as dev
+
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--seeds", "4", "--steps", "40", "--chunk", "10", "--block", "1",
-        "--probes", "params,updates,weight_norms", "--probe-index", "16"]
+ARGS = [
+    "--seeds",
+    "4",
+    "--steps",
+    "40",
+    "--chunk",
+    "10",
+    "--block",
+    "1",
+    "--probes",
+    "params,updates,weight_norms",
+    "--probe-index",
+    "16",
+]
 
 # experiments.train whose process KILL_PROCESS kills itself (SIGKILL, as kill -9) when its writer is
 # about to write the chunk starting at KILL_AT_STEP: after the first checkpoint, before the end
@@ -76,18 +87,28 @@ def env_for(hook_dir, **extra) -> dict:
 
 
 def launched(processes: int, module: str, args, env, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rvsp_jax.launch", "--processes", str(processes), "--",
-                           module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "rvsp_jax.launch", "--processes", str(processes), "--", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, hook_dir):
     """The run recorded by one process with 2 CPU devices (the members split as 2 processes split them)."""
     out = tmp_path_factory.mktemp("one_process") / "run"
-    done = subprocess.run([sys.executable, "-m", "experiments.train", *ARGS, "--devices", "2", "--out",
-                           str(out)], cwd=ROOT, env=env_for(hook_dir), capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.train", *ARGS, "--devices", "2", "--out", str(out)],
+        cwd=ROOT,
+        env=env_for(hook_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return store.open_run(out)
 
@@ -104,6 +125,7 @@ def assert_same_files(a: Path, b: Path) -> None:
 
 # ---- subprocesses -----------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_two_processes_record_into_one_folder_what_one_process_records(reference, hook_dir, tmp_path):
     out = tmp_path / "two"
@@ -117,8 +139,7 @@ def test_two_processes_record_into_one_folder_what_one_process_records(reference
 
 
 @pytest.mark.slow
-def test_a_killed_process_stops_its_peer_at_once_and_resume_gives_identical_arrays(
-        reference, hook_dir, tmp_path):
+def test_a_killed_process_stops_its_peer_at_once_and_resume_gives_identical_arrays(reference, hook_dir, tmp_path):
     out, killed = tmp_path / "killed", tmp_path / "killed_at"
     env = env_for(hook_dir, KILL_PROCESS="1", KILL_AT_STEP="20", KILLED_FILE=str(killed))
     done = launched(2, "mp_kill_hook", [*ARGS, "--out", str(out)], env)
@@ -145,12 +166,26 @@ def test_without_the_launcher_a_peers_death_ends_the_other_process_in_seconds(ho
     coordinator = f"127.0.0.1:{launch.free_port()}"
     procs = []
     for i in range(2):
-        env = env_for(hook_dir, KILL_PROCESS="1", KILL_AT_STEP="20", KILLED_FILE=str(killed),
-                      RVSP_JAX_HOST_DEVICES="1", RVSP_JAX_PROCESS_ID=str(i), RVSP_JAX_PROCESS_COUNT="2",
-                      RVSP_JAX_COORDINATOR=coordinator)
-        procs.append(subprocess.Popen([sys.executable, "-m", "rvsp_jax.launch", "--worker", "--",
-                                       "mp_kill_hook", *ARGS, "--out", str(out)], cwd=ROOT, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        env = env_for(
+            hook_dir,
+            KILL_PROCESS="1",
+            KILL_AT_STEP="20",
+            KILLED_FILE=str(killed),
+            RVSP_JAX_HOST_DEVICES="1",
+            RVSP_JAX_PROCESS_ID=str(i),
+            RVSP_JAX_PROCESS_COUNT="2",
+            RVSP_JAX_COORDINATOR=coordinator,
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "rvsp_jax.launch", "--worker", "--", "mp_kill_hook", *ARGS, "--out", str(out)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     try:
         _, err = procs[0].communicate(timeout=300)
     finally:
@@ -171,11 +206,12 @@ def test_without_the_launcher_a_peers_death_ends_the_other_process_in_seconds(ho
 
 # ---- in-process: each process writes its own members' chunks ---------------------------------------
 
+
 def test_processes_write_only_their_own_members_chunks_and_together_the_whole_array(tmp_path):
     x = np.random.default_rng(0).standard_normal((8, 6, 10)).astype(np.float32)
     spec = store.ArraySpec("a", (8, 6, 10), (2, 6, 10), "float32", "none")
     array = store.create_arrays(tmp_path, [spec])["a"]
-    first = dev.MemberParts([x[:2], x[2:4]], starts=[0, 2], members=8)   # process 0: members 0-3
+    first = dev.MemberParts([x[:2], x[2:4]], starts=[0, 2], members=8)  # process 0: members 0-3
     second = dev.MemberParts([x[4:6], x[6:]], starts=[4, 6], members=8)  # process 1: members 4-7
     assert first.shape == second.shape == (8, 6, 10) and not first.complete
     store.write_by_chunk(array, 0, first)
@@ -215,16 +251,34 @@ def test_member_ranges_name_each_processs_members():
 
 
 def test_the_launcher_refuses_a_command_line_without_a_module():
-    for argv, words in ((["--processes", "2"], "the -- is required"),
-                        (["--processes", "2", "--"], "name the module")):
+    for argv, words in ((["--processes", "2"], "the -- is required"), (["--processes", "2", "--"], "name the module")):
         with pytest.raises(SystemExit) as exit_:
             launch.main(argv)
         assert exit_.value.code == 2 or words in str(exit_.value.code)
 
 
-STUDY = ["--seeds", "2", "--steps", "64", "--chunk", "32", "--block", "1", "--probe-index", "2",
-         "--nlags", "8", "--nperseg", "16", "--variants", "momentum", "--frozen-batches", "16",
-         "--lr", "0.05,0.2"]
+STUDY = [
+    "--seeds",
+    "2",
+    "--steps",
+    "64",
+    "--chunk",
+    "32",
+    "--block",
+    "1",
+    "--probe-index",
+    "2",
+    "--nlags",
+    "8",
+    "--nperseg",
+    "16",
+    "--variants",
+    "momentum",
+    "--frozen-batches",
+    "16",
+    "--lr",
+    "0.05,0.2",
+]
 
 
 @pytest.mark.slow
@@ -232,9 +286,14 @@ def test_a_study_on_a_sweep_across_two_processes_writes_what_one_process_writes(
     # a study folder (open_study / train_variant / finish_study) with two grid points:
     # process 0 writes the folder, summaries, reports and figures; process 1 only its chunks
     one, two = tmp_path / "one", tmp_path / "two"
-    done = subprocess.run([sys.executable, "-m", "experiments.optimizers", *STUDY, "--devices", "2",
-                           "--out", str(one)], cwd=ROOT, env=env_for(hook_dir), capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.optimizers", *STUDY, "--devices", "2", "--out", str(one)],
+        cwd=ROOT,
+        env=env_for(hook_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     done = launched(2, "experiments.optimizers", [*STUDY, "--out", str(two)], env_for(hook_dir))
     assert done.returncode == 0, done.stderr[-3000:]

@@ -62,8 +62,9 @@ def test_gains_known_values_and_stability_near_one():
     # beta = 0.9999 in float32: the naive 1 - 2b cos w + b^2 loses every digit at f = 0.
     np.testing.assert_allclose(momentum_transfer(np.float32(0.0), np.float32(0.9999)), 1e8, rtol=1e-3)
     # frequency scaling: gains depend on f / fs only
-    np.testing.assert_allclose(momentum_transfer(np.array([5.0]), BETA, fs=40.0),
-                               momentum_transfer(np.array([0.125]), BETA), rtol=1e-6)
+    np.testing.assert_allclose(
+        momentum_transfer(np.array([5.0]), BETA, fs=40.0), momentum_transfer(np.array([0.125]), BETA), rtol=1e-6
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

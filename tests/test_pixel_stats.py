@@ -33,8 +33,9 @@ def test_pixel_moments_stream_in_blocks(monkeypatch):
     blocked = px.pixel_moments(x)
     np.testing.assert_allclose(blocked.mean, whole.mean, rtol=1e-15)
     np.testing.assert_allclose(blocked.var, whole.var, rtol=1e-13)
-    np.testing.assert_allclose(px.pixel_covariance(x), np.cov(x.reshape(1000, -1) / 255, rowvar=False),
-                               rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(
+        px.pixel_covariance(x), np.cov(x.reshape(1000, -1) / 255, rowvar=False), rtol=1e-10, atol=1e-15
+    )
 
 
 @pytest.mark.parametrize("ddof", [0, 1])
@@ -49,8 +50,9 @@ def test_correlation_matrix_equals_corrcoef_and_blanks_constant_pixels():
     corr = px.correlation_matrix(px.pixel_covariance(x))
     flat = x.reshape(len(x), -1) / 255.0
     keep = flat.std(0) > 0
-    np.testing.assert_allclose(corr[np.ix_(keep, keep)], np.corrcoef(flat[:, keep], rowvar=False),
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        corr[np.ix_(keep, keep)], np.corrcoef(flat[:, keep], rowvar=False), rtol=1e-10, atol=1e-12
+    )
     assert np.isnan(corr[0]).all() and np.isnan(corr[:, 0]).all()  # pixel (0, 0) is constant
 
 
@@ -114,7 +116,7 @@ def test_batch_indices_cut_epochs_like_the_trainer():
     for s in range(2):
         for t in range(10):
             e, pos = divmod(t, n // b)
-            np.testing.assert_array_equal(idx[s, t], orders[s, e, pos * b:(pos + 1) * b])
+            np.testing.assert_array_equal(idx[s, t], orders[s, e, pos * b : (pos + 1) * b])
     with pytest.raises(ValueError, match="epochs of orders"):
         px.batch_indices(orders, b, steps=13)
 

@@ -15,26 +15,31 @@ import pytest
 import zarr
 
 import rvsp_jax
-from rvsp_jax.present import plots
-from rvsp_jax.present import report
-from rvsp_jax.io import runfolder
-from rvsp_jax.io import store
 from rvsp_jax.config import TrainConfig
-from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.io import runfolder, store
 from rvsp_jax.io.store import Run, StoreError, Study, open_run
+from rvsp_jax.present import plots, report
 from rvsp_jax.studies.folder import finish_study, open_study, train_variant
+from rvsp_jax.training.probes import ProbeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEEP = TrainConfig(seeds=2, steps=20, chunk=10, block=1, optimizer="sgd", lr=0.1,
-                    activation="sigmoid", sweep='{"lr": [0.1, 0.5]}')
+SWEEP = TrainConfig(
+    seeds=2, steps=20, chunk=10, block=1, optimizer="sgd", lr=0.1, activation="sigmoid", sweep='{"lr": [0.1, 0.5]}'
+)
 """Two grid points of two seeds: members 0-1 at lr 0.1, members 2-3 at lr 0.5."""
 PROBES = ProbeConfig(probes="params,updates", index="6")
 
 
 def _python(code: str, **env) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "RVSP_JAX_HOST_DEVICES")}
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**base, "PYTHONPATH": str(ROOT), **env},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**base, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +55,12 @@ def study(tmp_path_factory):
 
 # ---- 1. no side effects at import; 2. the lazy namespace ------------------------------------------
 
+
 def test_importing_the_package_starts_nothing_and_keeps_jax_default_devices():
-    out = _python("import sys, rvsp_jax; print('jax' in sys.modules, 'matplotlib' in sys.modules); "
-                  "import jax; print(jax.device_count())")
+    out = _python(
+        "import sys, rvsp_jax; print('jax' in sys.modules, 'matplotlib' in sys.modules); "
+        "import jax; print(jax.device_count())"
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False", "1"]
     assert "Warning" not in out.stderr
@@ -69,16 +77,18 @@ def test_the_entry_points_set_the_host_devices_and_warn_on_a_bad_variable():
 
 
 def test_importing_plots_leaves_the_umask_alone_until_the_first_save():
-    out = _python("import os; os.umask(0o027); import rvsp_jax.present.plots as p; "
-                  "m = os.umask(0o022); os.umask(m); print(oct(m), p._UMASK)")
+    out = _python(
+        "import os; os.umask(0o027); import rvsp_jax.present.plots as p; "
+        "m = os.umask(0o022); os.umask(m); print(oct(m), p._UMASK)"
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0o27", "[]"]
 
 
 def test_the_public_namespace_is_lazy_and_names_the_library_objects():
     import rvsp_jax.analysis
-    import rvsp_jax.training.ensemble
     import rvsp_jax.io.record
+    import rvsp_jax.training.ensemble
 
     assert rvsp_jax.TrainConfig is TrainConfig and rvsp_jax.ProbeConfig is ProbeConfig
     assert rvsp_jax.train is rvsp_jax.training.ensemble.train
@@ -95,6 +105,7 @@ def test_the_public_namespace_is_lazy_and_names_the_library_objects():
 
 
 # ---- 3. open(): Run or Study ----------------------------------------------------------------------
+
 
 def test_open_gives_a_study_for_a_study_folder_with_lazily_opened_runs(study):
     s = rvsp_jax.open(study)
@@ -133,6 +144,7 @@ def test_open_gives_a_run_for_a_run_folder_and_refuses_anything_else(study, tmp_
 
 # ---- 4. series, diverged, summary (also on a grid point) ------------------------------------------
 
+
 def test_series_is_float64_with_time_last(study):
     run = open_run(study / "runs" / "sweep")
     stored = run["params"][:]
@@ -143,8 +155,7 @@ def test_series_is_float64_with_time_last(study):
     picked = run.series("params", entries=[names[3], names[1]], members=[2, 0])
     np.testing.assert_array_equal(picked, np.moveaxis(stored[[2, 0]][:, :, [3, 1]], 1, -1))
     np.testing.assert_array_equal(run.series("params", entries=names[2]), x[:, [2]])
-    np.testing.assert_array_equal(run.series("updates", members=slice(1, 3)),
-                                  np.moveaxis(run["updates"][1:3], 1, -1))
+    np.testing.assert_array_equal(run.series("updates", members=slice(1, 3)), np.moveaxis(run["updates"][1:3], 1, -1))
     np.testing.assert_array_equal(run.series("loss"), run["metrics/loss"][:].astype(np.float64))
     with pytest.raises(KeyError, match="has no entries"):
         run.series("params", entries=["nope"])
@@ -156,10 +167,11 @@ def test_series_diverged_and_summary_on_a_grid_point_are_those_members(study):
     run = open_run(study / "runs" / "sweep")
     point = run.point(1)
     np.testing.assert_array_equal(point.series("params"), run.series("params")[2:4])
-    np.testing.assert_array_equal(point.series("params", entries=[run.probe_names["params"][0]], members=[1]),
-                                  run.series("params", members=[3])[:, :1])
-    np.testing.assert_array_equal(point.series("loss", members=np.array([False, True])),
-                                  run.series("loss")[3:4])
+    np.testing.assert_array_equal(
+        point.series("params", entries=[run.probe_names["params"][0]], members=[1]),
+        run.series("params", members=[3])[:, :1],
+    )
+    np.testing.assert_array_equal(point.series("loss", members=np.array([False, True])), run.series("loss")[3:4])
     assert point.diverged.dtype == bool and point.diverged.shape == (2,)
     np.testing.assert_array_equal(point.diverged, run.diverged[2:4])
     np.testing.assert_array_equal(point.diverged, point.final().diverged)
@@ -189,10 +201,14 @@ def test_diverged_of_complete_and_unfinished_runs(study, tmp_path):
 
 # ---- 5. dimension_names and xarray -----------------------------------------------------------------
 
+
 def test_arrays_carry_dimension_names(study):
     arrays = study / "runs" / "sweep" / "arrays"
     assert zarr.open_array(arrays / "params", mode="r").metadata.dimension_names == (
-        "member", "probe_step", "params_entry")
+        "member",
+        "probe_step",
+        "params_entry",
+    )
     assert zarr.open_array(arrays / "metrics" / "loss", mode="r").metadata.dimension_names == ("member", "step")
 
 
@@ -225,6 +241,7 @@ def test_a_run_recorded_without_dimension_names_still_opens(study, tmp_path):
 
 # ---- 6. summary schema; 7. quiet mode; 8. one writer -----------------------------------------------
 
+
 def test_write_summary_adds_the_schema_first(tmp_path):
     path = report.write_summary(tmp_path, {"a": np.nan, "b": np.arange(2)})
     text = path.read_text()
@@ -233,8 +250,19 @@ def test_write_summary_adds_the_schema_first(tmp_path):
     assert json.loads(report.write_summary(tmp_path, {"schema": "x"}).read_text()) == {"schema": "x"}
 
 
-@pytest.mark.parametrize("value, enabled", [(None, True), ("", True), ("0", True), ("false", True),
-                                            ("False", True), ("1", False), ("true", False), ("yes", False)])
+@pytest.mark.parametrize(
+    "value, enabled",
+    [
+        (None, True),
+        ("", True),
+        ("0", True),
+        ("false", True),
+        ("False", True),
+        ("1", False),
+        ("true", False),
+        ("yes", False),
+    ],
+)
 def test_progress_honours_tqdm_disable(monkeypatch, value, enabled):
     if value is None:
         monkeypatch.delenv("TQDM_DISABLE", raising=False)
@@ -252,8 +280,10 @@ def test_only_process_zero_writes_study_outputs(monkeypatch, tmp_path):
     assert report.write_summary(tmp_path, {"a": 1}) == tmp_path / "summary.json"
     fig, ax = plots.subplots()
     ax.plot([0, 1])
-    assert plots.save_figure(fig, tmp_path / "figures", "f") == [tmp_path / "figures" / "f.png",
-                                                                  tmp_path / "figures" / "f.pdf"]
+    assert plots.save_figure(fig, tmp_path / "figures", "f") == [
+        tmp_path / "figures" / "f.png",
+        tmp_path / "figures" / "f.pdf",
+    ]
     assert not fig.axes  # closed all the same
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr("rvsp_jax.training.devices.is_writer", lambda: True)

@@ -10,18 +10,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import PROBES, SMALL
 
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import load, to_model_inputs
+from rvsp_jax.io.record import run
 from rvsp_jax.training.ensemble import StepContext
 from rvsp_jax.training.model import init_params, make_model
 from rvsp_jax.training.probes import ProbeConfig, make_probe, param_shapes, probe_batch, select_parameters
-from rvsp_jax.io.record import run
 
-from conftest import PROBES, SMALL
-
-SHAPES = {"Dense_0/bias": (16,), "Dense_0/kernel": (784, 16), "Dense_1/bias": (16,),
-          "Dense_1/kernel": (16, 16), "Dense_2/bias": (10,), "Dense_2/kernel": (16, 10)}
+SHAPES = {
+    "Dense_0/bias": (16,),
+    "Dense_0/kernel": (784, 16),
+    "Dense_1/bias": (16,),
+    "Dense_1/kernel": (16, 16),
+    "Dense_2/bias": (10,),
+    "Dense_2/kernel": (16, 10),
+}
 
 
 @pytest.fixture
@@ -35,7 +40,7 @@ def as_tree(flat: np.ndarray, shapes) -> dict:
     for name, shape in shapes.items():
         layer, leaf = name.split("/")
         size = int(np.prod(shape))
-        tree.setdefault(layer, {})[leaf] = flat[..., offset:offset + size].reshape(*flat.shape[:-1], *shape)
+        tree.setdefault(layer, {})[leaf] = flat[..., offset : offset + size].reshape(*flat.shape[:-1], *shape)
         offset += size
     assert offset == flat.shape[-1]
     return tree
@@ -43,22 +48,26 @@ def as_tree(flat: np.ndarray, shapes) -> dict:
 
 # ---- configuration and index selection ----------------------------------------------------------
 
+
 def test_param_shapes_are_flax_leaf_order_of_the_13002_parameter_network():
     shapes = param_shapes(make_model(SMALL))
     assert shapes == SHAPES and list(shapes) == list(SHAPES)
     assert sum(int(np.prod(s)) for s in shapes.values()) == 13_002
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    (dict(probes="params,weights"), "unknown probe kind"),
-    (dict(probes="none,params"), "unknown probe kind"),
-    (dict(every=0), "every must be an integer >= 1"),
-    (dict(batch=0), "batch must be an integer >= 1"),
-    (dict(index="some"), "cannot read the probe index"),
-    (dict(index="Dense_0/kernel[1,x]"), "bad index"),
-    (dict(index="Dense_0/kernel[1,2] junk"), "cannot read the probe index"),
-    (dict(compress="lzma"), "unknown compression"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        (dict(probes="params,weights"), "unknown probe kind"),
+        (dict(probes="none,params"), "unknown probe kind"),
+        (dict(every=0), "every must be an integer >= 1"),
+        (dict(batch=0), "batch must be an integer >= 1"),
+        (dict(index="some"), "cannot read the probe index"),
+        (dict(index="Dense_0/kernel[1,x]"), "bad index"),
+        (dict(index="Dense_0/kernel[1,2] junk"), "cannot read the probe index"),
+        (dict(compress="lzma"), "unknown compression"),
+    ],
+)
 def test_probe_config_rejects_bad_values_with_the_remedy(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         ProbeConfig(**kwargs)
@@ -98,10 +107,12 @@ def test_explicit_names_select_exactly_those_entries_and_bad_names_are_refused()
     # storage order: by parameter array (flax order), then flat index
     assert layout.arrays["updates"] == ("Dense_0/kernel[0,15]", "Dense_0/kernel[412,3]", "Dense_2/bias[7]")
     assert layout.param_index["Dense_0/kernel"].tolist() == [15, 412 * 16 + 3]
-    for spec, needle in [("Dense_3/kernel[0,0]", "no parameter array 'Dense_3/kernel'"),
-                         ("Dense_0/kernel[784,0]", "out of range"),
-                         ("Dense_0/kernel[5]", "out of range"),
-                         ("Dense_0/bias[1] Dense_0/bias[1]", "listed twice")]:
+    for spec, needle in [
+        ("Dense_3/kernel[0,0]", "no parameter array 'Dense_3/kernel'"),
+        ("Dense_0/kernel[784,0]", "out of range"),
+        ("Dense_0/kernel[5]", "out of range"),
+        ("Dense_0/bias[1] Dense_0/bias[1]", "listed twice"),
+    ]:
         with pytest.raises(ValueError, match=needle):
             select_parameters(spec, SHAPES, 0)
 
@@ -116,13 +127,20 @@ def test_probe_batch_is_seeded_distinct_and_in_range():
 
 
 def test_names_of_activation_and_summary_arrays():
-    _, layout = make_probe(ProbeConfig(probes="activations,act_summary,weight_norms", batch=2),
-                           make_model(SMALL), load("mnist"), SMALL)
+    _, layout = make_probe(
+        ProbeConfig(probes="activations,act_summary,weight_norms", batch=2), make_model(SMALL), load("mnist"), SMALL
+    )
     pre = layout.arrays["activations/pre"]
     assert len(pre) == 2 * 32 and pre[0] == "Dense_0/pre[0,0]" and pre[17] == "Dense_0/pre[1,1]"
     assert pre[32] == "Dense_1/pre[0,0]" and layout.arrays["activations/post"][5] == "Dense_0/post[0,5]"
     assert layout.arrays["activations/summary"] == (
-        "Dense_0/mean", "Dense_0/var", "Dense_0/saturated", "Dense_1/mean", "Dense_1/var", "Dense_1/saturated")
+        "Dense_0/mean",
+        "Dense_0/var",
+        "Dense_0/saturated",
+        "Dense_1/mean",
+        "Dense_1/var",
+        "Dense_1/saturated",
+    )
     assert layout.arrays["weight_norms"][1] == "norm(Dense_0/kernel)"
     relu = TrainConfig(**{**SMALL.to_dict(), "activation": "relu", "widths": (16, 16)})
     _, layout = make_probe(ProbeConfig(probes="act_summary"), make_model(relu), load("mnist"), relu)
@@ -131,12 +149,12 @@ def test_names_of_activation_and_summary_arrays():
 
 # ---- the probe function on one member -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
 def test_probe_function_equals_direct_numpy_computation(activation):
     config = TrainConfig(**{**SMALL.to_dict(), "activation": activation, "widths": (16, 16)})
     model, data = make_model(config), load("mnist")
-    probes = ProbeConfig(probes="params,updates,grads,weight_norms,activations,act_summary",
-                         index="7", batch=5)
+    probes = ProbeConfig(probes="params,updates,grads,weight_norms,activations,act_summary", index="7", batch=5)
     probe, layout = make_probe(probes, model, data, config)
     params = init_params(model, jax.random.PRNGKey(3))
     # push some units into saturation / death so the summaries are not trivially 0
@@ -145,20 +163,21 @@ def test_probe_function_equals_direct_numpy_computation(activation):
     new_params = jax.tree_util.tree_map(jnp.add, params, noise)
     grads = jax.tree_util.tree_map(lambda p: 2.0 * p, params)
     out = jax.jit(probe)(StepContext(params, new_params, grads, jnp.zeros((4, 784)), jnp.zeros(4)))
-    flat = {name: np.asarray(params[name.split("/")[0]][name.split("/")[1]]).reshape(-1)
-            for name in SHAPES}
-    flat_new = {name: np.asarray(new_params[name.split("/")[0]][name.split("/")[1]]).reshape(-1)
-                for name in SHAPES}
+    flat = {name: np.asarray(params[name.split("/")[0]][name.split("/")[1]]).reshape(-1) for name in SHAPES}
+    flat_new = {name: np.asarray(new_params[name.split("/")[0]][name.split("/")[1]]).reshape(-1) for name in SHAPES}
     want = np.concatenate([flat[n][idx] for n, idx in layout.param_index.items()])
     want_new = np.concatenate([flat_new[n][idx] for n, idx in layout.param_index.items()])
     np.testing.assert_array_equal(out["params"], want)
     np.testing.assert_array_equal(out["updates"], want_new - want)  # float32 difference, exact
     np.testing.assert_array_equal(out["grads"], 2 * want)
-    np.testing.assert_allclose(out["weight_norms"], [np.linalg.norm(flat[n].astype(np.float64)) for n in SHAPES],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        out["weight_norms"], [np.linalg.norm(flat[n].astype(np.float64)) for n in SHAPES], rtol=1e-6
+    )
     x = to_model_inputs(data.test_images[layout.probe_batch])
     fwd = model.apply({"params": params}, x)
-    np.testing.assert_allclose(out["activations/pre"], np.concatenate([np.ravel(z) for z in fwd.pre]), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        out["activations/pre"], np.concatenate([np.ravel(z) for z in fwd.pre]), rtol=1e-6, atol=1e-6
+    )
     y = [np.asarray(v, np.float64) for v in fwd.post]
     stats = []
     for v in y:
@@ -176,6 +195,7 @@ def test_probe_function_equals_direct_numpy_computation(activation):
 
 # ---- a recorded run -----------------------------------------------------------------------------
 
+
 def test_recorded_run_has_the_declared_arrays_and_shapes(recorded):
     assert recorded.complete and recorded.steps_completed == 30
     assert recorded["metrics/loss"].shape == (3, 30)
@@ -189,8 +209,9 @@ def test_recorded_run_has_the_declared_arrays_and_shapes(recorded):
 def test_updates_equal_differences_of_recorded_parameters_exactly(recorded):
     params, updates = recorded["params"][:], recorded["updates"][:]
     np.testing.assert_array_equal(updates[:, :-1], params[:, 1:] - params[:, :-1])
-    final = np.concatenate([recorded.final().params[n.split("/")[0]][n.split("/")[1]].reshape(3, -1)
-                            for n in SHAPES], axis=1)
+    final = np.concatenate(
+        [recorded.final().params[n.split("/")[0]][n.split("/")[1]].reshape(3, -1) for n in SHAPES], axis=1
+    )
     np.testing.assert_array_equal(updates[:, -1], final - params[:, -1])
     assert np.all(np.abs(updates).max(axis=2) > 0)  # every member moved at every step
 
@@ -202,16 +223,18 @@ def test_step_norms_agree_with_recorded_updates_and_gradients(recorded):
     # plain SGD: the update is -lr * grad up to float32 rounding of -lr * g (spacing of u) and of
     # theta + u (spacing of theta)
     params, u32 = recorded["params"][:], recorded["updates"][:, :-1]
-    bound = (np.spacing(np.maximum(np.abs(params[:, :-1]), np.abs(params[:, 1:]))).astype(np.float64)
-             + 2 * np.spacing(np.abs(u32)))
+    bound = np.spacing(np.maximum(np.abs(params[:, :-1]), np.abs(params[:, 1:]))).astype(np.float64) + 2 * np.spacing(
+        np.abs(u32)
+    )
     error = np.abs(updates[:, :-1] - (-SMALL.lr * grads[:, :-1]))
     assert np.all(error <= bound + 1e-12), (error - bound).max()
 
 
 def test_weight_norms_equal_norms_of_recorded_parameters(recorded):
     tree = as_tree(recorded["params"][:].astype(np.float64), SHAPES)
-    norms = np.stack([np.linalg.norm(tree[n.split("/")[0]][n.split("/")[1]].reshape(3, 30, -1), axis=2)
-                      for n in SHAPES], axis=2)
+    norms = np.stack(
+        [np.linalg.norm(tree[n.split("/")[0]][n.split("/")[1]].reshape(3, 30, -1), axis=2) for n in SHAPES], axis=2
+    )
     np.testing.assert_allclose(recorded["weight_norms"][:], norms, rtol=1e-6)
 
 
@@ -231,14 +254,14 @@ def test_activations_equal_a_fresh_forward_pass_of_recorded_parameters(recorded)
 
 def test_activation_summary_recomputed_from_recorded_activations(recorded):
     post = recorded["activations/post"][:].astype(np.float64).reshape(3, 30, 2, 8, 16)
-    want = np.stack([post.mean(axis=(3, 4)), post.var(axis=(3, 4)),
-                     ((post < 0.05) | (post > 0.95)).mean(axis=(3, 4))], axis=3).reshape(3, 30, 6)
+    want = np.stack(
+        [post.mean(axis=(3, 4)), post.var(axis=(3, 4)), ((post < 0.05) | (post > 0.95)).mean(axis=(3, 4))], axis=3
+    ).reshape(3, 30, 6)
     np.testing.assert_allclose(recorded["activations/summary"][:], want, rtol=1e-5, atol=1e-7)
 
 
 def test_probe_every_records_the_same_parameters_at_every_nth_step(recorded, tmp_path):
-    sparse = run(SMALL, ProbeConfig(probes="params", index="all", every=3), tmp_path / "every3",
-                 progress=False)
+    sparse = run(SMALL, ProbeConfig(probes="params", index="all", every=3), tmp_path / "every3", progress=False)
     np.testing.assert_array_equal(sparse.steps, np.arange(0, 30, 3))
     assert sparse["params"].shape == (3, 10, 13_002)
     np.testing.assert_array_equal(sparse["params"][:], recorded["params"][:, ::3])

@@ -45,8 +45,9 @@ def test_report_and_summary_files(tmp_path):
     text = path.read_text()
     assert "| x\\|y | 0.123 |" in text and "| z | — |" in text
     assert "![A figure](figures/fig1.png)" in text and "(n=2, 1 excluded)" in text
-    out = write_summary(tmp_path, {"a": np.float32(1.5), "b": np.array([1, 2]), "c": float("nan"),
-                                   "s": s, "t": (np.bool_(True),)})
+    out = write_summary(
+        tmp_path, {"a": np.float32(1.5), "b": np.array([1, 2]), "c": float("nan"), "s": s, "t": (np.bool_(True),)}
+    )
     data = json.loads(out.read_text())
     assert data["a"] == 1.5 and data["b"] == [1, 2] and data["c"] is None and data["t"] == [True]
     assert data["s"]["excluded"] == [1]

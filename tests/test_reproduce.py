@@ -15,8 +15,7 @@ TINY_PIXELS = ["--steps", "60", "--pca-images", "1500", "--nlags", "10", "--nper
 def test_reproduce_runs_an_experiment_and_links_every_file(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "SMALL", {"pixels": TINY_PIXELS})
     out = tmp_path / "repro"
-    reproduce.main(["--seeds", "3", "--only", "pixels", "--out", str(out),
-                    "--devices", str(len(jax.devices()))])
+    reproduce.main(["--seeds", "3", "--only", "pixels", "--out", str(out), "--devices", str(len(jax.devices()))])
     index = (out / "index.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", index)
     assert "pixels/report.md" in links
@@ -26,8 +25,9 @@ def test_reproduce_runs_an_experiment_and_links_every_file(tmp_path, monkeypatch
         assert (out / link).is_file(), link
     assert json.loads((out / "pixels" / "manifest.json").read_text())["status"] == "complete"
     # resuming reuses the finished run folder instead of refusing it
-    reproduce.main(["--seeds", "3", "--only", "pixels", "--out", str(out), "--resume",
-                    "--devices", str(len(jax.devices()))])
+    reproduce.main(
+        ["--seeds", "3", "--only", "pixels", "--out", str(out), "--resume", "--devices", str(len(jax.devices()))]
+    )
 
 
 def test_unknown_experiment_is_refused(tmp_path):
@@ -46,22 +46,47 @@ def test_index_lists_top_level_runs_only(tmp_path):
     assert "[alpha](a/report.md)" in text and "a/figures/f1.png" in text and "b/runs" not in text
 
 
-TINY_SWEEP = ["--lr", "0.05,0.1,0.5", "--steps", "150", "--burn-in", "0.334", "--chunk", "150", "--block", "2",
-              "--probe-index", "2", "--nperseg", "32"]
+TINY_SWEEP = [
+    "--lr",
+    "0.05,0.1,0.5",
+    "--steps",
+    "150",
+    "--burn-in",
+    "0.334",
+    "--chunk",
+    "150",
+    "--block",
+    "2",
+    "--probe-index",
+    "2",
+    "--nperseg",
+    "32",
+]
 
 
 def test_reproduce_gathers_the_sweep_over_batch_sizes(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "SMALL", {"sweep": TINY_SWEEP})
     out = tmp_path / "repro"
-    reproduce.main(["--seeds", "4", "--only", "sweep", "--batch-sizes", "16,32", "--out", str(out),
-                    "--devices", str(len(jax.devices()))])
+    reproduce.main(
+        [
+            "--seeds",
+            "4",
+            "--only",
+            "sweep",
+            "--batch-sizes",
+            "16,32",
+            "--out",
+            str(out),
+            "--devices",
+            str(len(jax.devices())),
+        ]
+    )
     assert {p.name for p in (out / "sweep").iterdir()} == {"b16", "b32"}
     gathered = out / "batch_sizes"
     summary = json.loads((gathered / "summary.json").read_text())
     assert summary["batch_sizes"] == [16, 32] and summary["lr"] == [0.05, 0.1, 0.5]
     cells = summary["cells"]
-    assert sorted((c["batch_size"], c["lr"]) for c in cells) == [
-        (b, lr) for b in (16, 32) for lr in (0.05, 0.1, 0.5)]
+    assert sorted((c["batch_size"], c["lr"]) for c in cells) == [(b, lr) for b in (16, 32) for lr in (0.05, 0.1, 0.5)]
     for c in cells:
         assert c["analysed"] and c["members"] == 4
         assert c["tail_index_median"] is not None and c["tail_index_median"] > 0
@@ -83,21 +108,36 @@ def test_reproduce_gathers_the_sweep_over_batch_sizes(tmp_path, monkeypatch):
 
 def _fake_sweep(folder, lr, batch_size, seeds=4):
     from rvsp_jax.present.report import write_summary
+
     folder.mkdir(parents=True)
     config = {"seeds": seeds, "base_seed": 0, "vary": "both", "batch_size": batch_size, "steps": 200}
-    (folder / "manifest.json").write_text(json.dumps({"experiment": "sweep", "status": "complete",
-                                                      "config": config}))
-    point = {"members": seeds, "diverged": 0, "analysed": True, "tail_index_median": 3.0,
-             "tails": dict.fromkeys(("gaussian", "heavy-tailed", "infinite-variance", "inconclusive"), 0.25),
-             "ergodicity": dict.fromkeys(("ergodic", "non-ergodic", "non-stationary", "inconclusive"), 0.25),
-             "band_ratio_median": 1.0, "updates": "near-white", "loss_window_mean": 1.0}
-    write_summary(folder, {"window": {"from_step": 50, "to_step": 200, "steps": 150}, "axes": {"lr": lr},
-                           "seeds": seeds, "points": [{"point": {"lr": v}, **point} for v in lr]})
+    (folder / "manifest.json").write_text(json.dumps({"experiment": "sweep", "status": "complete", "config": config}))
+    point = {
+        "members": seeds,
+        "diverged": 0,
+        "analysed": True,
+        "tail_index_median": 3.0,
+        "tails": dict.fromkeys(("gaussian", "heavy-tailed", "infinite-variance", "inconclusive"), 0.25),
+        "ergodicity": dict.fromkeys(("ergodic", "non-ergodic", "non-stationary", "inconclusive"), 0.25),
+        "band_ratio_median": 1.0,
+        "updates": "near-white",
+        "loss_window_mean": 1.0,
+    }
+    write_summary(
+        folder,
+        {
+            "window": {"from_step": 50, "to_step": 200, "steps": 150},
+            "axes": {"lr": lr},
+            "seeds": seeds,
+            "points": [{"point": {"lr": v}, **point} for v in lr],
+        },
+    )
     return folder
 
 
 def test_gathering_refuses_mismatched_lr_grids_and_seeds(tmp_path):
     from rvsp_jax.studies.batch_sizes import GatherError, gather
+
     a = _fake_sweep(tmp_path / "a", [0.1, 0.3], 16)
     b = _fake_sweep(tmp_path / "b", [0.1, 0.2], 32)
     c = _fake_sweep(tmp_path / "c", [0.1, 0.3], 32, seeds=8)

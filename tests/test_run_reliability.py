@@ -6,38 +6,37 @@ count only what is left, final.npz rebuilt by --resume. Processes are real subpr
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import jax
 import numpy as np
 import pytest
+from conftest import PROBES, ROOT, SMALL, assert_same_recording, hooked_train_script, record_small, subprocess_env
+from conftest import TRAIN_ARGS as ARGS
 
 from experiments.train import main
-from rvsp_jax.io import record
-from rvsp_jax.io import runfolder
-from rvsp_jax.io import store
 from rvsp_jax.config import TrainConfig
+from rvsp_jax.io import record, runfolder, store
+from rvsp_jax.io.runfolder import RunFolderError, RunLock
 from rvsp_jax.training.ensemble import member_keys, root_key
 from rvsp_jax.training.probes import ProbeConfig
-from rvsp_jax.io.runfolder import RunFolderError, RunLock
-
-from conftest import PROBES, ROOT, SMALL, TRAIN_ARGS as ARGS, assert_same_recording, hooked_train_script, \
-    record_small, subprocess_env
 
 ENV = subprocess_env()
 
 # experiments.train that sends itself SIGNAL from the training loop when it takes the host copy of
 # its first checkpoint (chunk 1 done, chunk 2 computing): as a Ctrl-C mid-run, at a fixed point
-SIGNAL_AT_FIRST_CHECKPOINT = hooked_train_script("rvsp_jax.io.record", "host_state", """
+SIGNAL_AT_FIRST_CHECKPOINT = hooked_train_script(
+    "rvsp_jax.io.record",
+    "host_state",
+    """
     if calls == 1:
         os.kill(os.getpid(), getattr(signal, os.environ["SEND_SIGNAL"]))
-""")
+""",
+)
 
 
 @pytest.fixture
@@ -81,8 +80,13 @@ def test_a_malformed_host_device_variable_is_refused_and_does_not_break_import(m
         main(["--out", "unused"])
     assert exit_.value.code == 2
     assert "RVSP_JAX_HOST_DEVICES must be an integer >= 1, got 'abc'" in capsys.readouterr().err
-    imported = subprocess.run([sys.executable, "-c", "import rvsp_jax"], env={**ENV, "RVSP_JAX_HOST_DEVICES": "abc"},
-                              capture_output=True, text=True, timeout=60)
+    imported = subprocess.run(
+        [sys.executable, "-c", "import rvsp_jax"],
+        env={**ENV, "RVSP_JAX_HOST_DEVICES": "abc"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert imported.returncode == 0 and imported.stderr == ""  # importing sets no devices, so no warning
 
 
@@ -98,11 +102,14 @@ def test_seeds_cover_the_full_64_bit_range_without_wrapping(capsys):
     assert exit_.value.code == 2 and "base_seed must be an integer from 0 to 2**64 - 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content, needle", [
-    (bytes(range(256)) * 4, "is not valid JSON"),
-    (b"[1, 2, 3]", "holds a JSON list, not a manifest object"),
-    (json.dumps({"format": runfolder.FORMAT, "config": {}}).encode(), "lacks status"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (bytes(range(256)) * 4, "is not valid JSON"),
+        (b"[1, 2, 3]", "holds a JSON list, not a manifest object"),
+        (json.dumps({"format": runfolder.FORMAT, "config": {}}).encode(), "lacks status"),
+    ],
+)
 def test_a_damaged_manifest_is_an_error_naming_the_file_and_the_remedy(tmp_path, content, needle):
     out = tmp_path / "run"
     out.mkdir()
@@ -126,13 +133,22 @@ def test_a_locked_run_folder_refuses_resume_and_overwrite_naming_the_owner(refer
 def test_a_lock_left_by_a_killed_process_is_stale_and_taken_over(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys, time
         from rvsp_jax.io.runfolder import RunLock
         lock = RunLock({str(out)!r}).acquire()
         print("locked", flush=True)
         time.sleep(600)
-    """)], env=ENV, stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "locked"
     assert runfolder.lock_owner(out).startswith(f"process {holder.pid} on ")
     holder.kill()
@@ -143,15 +159,22 @@ def test_a_lock_left_by_a_killed_process_is_stale_and_taken_over(tmp_path):
 
 def test_two_commands_started_into_one_folder_one_wins_the_other_is_refused(tmp_path):
     out = tmp_path / "shared"
-    procs = [subprocess.Popen([sys.executable, "-m", "experiments.train", *ARGS, "--lr", lr,
-                               "--out", str(out)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for lr in ("0.1", "0.2")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "experiments.train", *ARGS, "--lr", lr, "--out", str(out)],
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for lr in ("0.1", "0.2")
+    ]
     results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
     codes = sorted(rc for rc, _, _ in results)
     assert codes == [0, 1], results
     loser = next(err for rc, _, err in results if rc == 1)
-    assert any(s in loser for s in ("in use by process", "just created by another process",
-                                    "already exists")), loser
+    assert any(s in loser for s in ("in use by process", "just created by another process", "already exists")), loser
     assert "Traceback" not in loser
     winner_lr = next(lr for (rc, _, _), lr in zip(results, ("0.1", "0.2")) if rc == 0)
     recorded = store.open_run(out)
@@ -160,12 +183,16 @@ def test_two_commands_started_into_one_folder_one_wins_the_other_is_refused(tmp_
 
 # ---- signals -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_a_signal_mid_run_checkpoints_prints_the_resume_command_and_resumes_bit_for_bit(
-        reference, tmp_path, sig):
+def test_a_signal_mid_run_checkpoints_prints_the_resume_command_and_resumes_bit_for_bit(reference, tmp_path, sig):
     out = tmp_path / "stopped"
-    stopped = subprocess.run([sys.executable, "-c", SIGNAL_AT_FIRST_CHECKPOINT, *ARGS, "--out", str(out)],
-                             cwd=ROOT, env={**ENV, "SEND_SIGNAL": sig}, capture_output=True, text=True,
-                             timeout=300)
+    stopped = subprocess.run(
+        [sys.executable, "-c", SIGNAL_AT_FIRST_CHECKPOINT, *ARGS, "--out", str(out)],
+        cwd=ROOT,
+        env={**ENV, "SEND_SIGNAL": sig},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert stopped.returncode == 130, stopped.stderr
     assert "Traceback" not in stopped.stderr
     line = next(ln for ln in stopped.stderr.splitlines() if ln.startswith("interrupted: "))
@@ -174,24 +201,49 @@ def test_a_signal_mid_run_checkpoints_prints_the_resume_command_and_resumes_bit_
     assert command[:3] == ["python", "-m", "experiments.train"] and command[-1] == "--resume"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "running" and manifest["steps_completed"] == 10
-    resumed = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env=ENV, capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, *command[1:]], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert_same_recording(store.open_run(out), reference)
 
 
 def test_the_resume_command_drops_overwrite_and_names_the_folder():
-    assert record.resume_command("python -m experiments.train --seeds 3 --overwrite", Path("r/x")) == \
-        "python -m experiments.train --seeds 3 --out r/x --resume"
-    assert record.resume_command("python -m experiments.spectra --out a", Path("a")) == \
-        "python -m experiments.spectra --out a --resume"
+    assert (
+        record.resume_command("python -m experiments.train --seeds 3 --overwrite", Path("r/x"))
+        == "python -m experiments.train --seeds 3 --out r/x --resume"
+    )
+    assert (
+        record.resume_command("python -m experiments.spectra --out a", Path("a"))
+        == "python -m experiments.spectra --out a --resume"
+    )
 
 
 # ---- divergence --------------------------------------------------------------------------------
 def test_diverged_members_are_reported_excluded_and_recorded_as_nan(tmp_path, capsys):
     out = tmp_path / "diverging"
-    main(["--seeds", "6", "--steps", "30", "--chunk", "10", "--block", "1", "--activation", "relu",
-          "--lr", "10000", "--probes", "params,updates", "--probe-index", "4", "--out", str(out)])
+    main(
+        [
+            "--seeds",
+            "6",
+            "--steps",
+            "30",
+            "--chunk",
+            "10",
+            "--block",
+            "1",
+            "--activation",
+            "relu",
+            "--lr",
+            "10000",
+            "--probes",
+            "params,updates",
+            "--probe-index",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     recorded = store.open_run(out)
     at = np.asarray(recorded.manifest["result"]["diverged_at"])

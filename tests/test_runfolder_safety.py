@@ -10,33 +10,54 @@ from pathlib import Path
 
 import jax
 import pytest
-
-from rvsp_jax.training import footprint
-from rvsp_jax.io import record
-from rvsp_jax.io import runfolder
-from rvsp_jax.config import TrainConfig
-from rvsp_jax.data import load
-from rvsp_jax.training.ensemble import Ensemble
-from rvsp_jax.io.runfolder import RunFolderError
-
 from conftest import assert_same_recording, record_small
 
+from rvsp_jax.config import TrainConfig
+from rvsp_jax.data import load
+from rvsp_jax.io import record, runfolder
+from rvsp_jax.io.runfolder import RunFolderError
+from rvsp_jax.training import footprint
+from rvsp_jax.training.ensemble import Ensemble
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--seeds", "2", "--steps", "4", "--chunk", "2", "--block", "1", "--probes", "params",
-        "--probe-index", "3", "--devices", "1"]
+TINY = [
+    "--seeds",
+    "2",
+    "--steps",
+    "4",
+    "--chunk",
+    "2",
+    "--block",
+    "1",
+    "--probes",
+    "params",
+    "--probe-index",
+    "3",
+    "--devices",
+    "1",
+]
 
 
 def cli(*args, cwd=ROOT, timeout=120):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RVSP_JAX_HOST_DEVICES": "1"}
-    return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def user_project(folder: Path) -> dict[str, str]:
     """A folder a user cares about, with a manifest.json of its own; returns its files' contents."""
     (folder / "src").mkdir(parents=True)
-    files = {"manifest.json": json.dumps({"name": "my app"}), "notes.txt": "do not lose me",
-             "src/main.py": "print('hello')\n"}
+    files = {
+        "manifest.json": json.dumps({"name": "my app"}),
+        "notes.txt": "do not lose me",
+        "src/main.py": "print('hello')\n",
+    }
     for name, text in files.items():
         (folder / name).write_text(text)
     return files
@@ -105,6 +126,7 @@ def test_a_replacement_that_fails_to_start_puts_the_old_run_back(tmp_path, monke
 
     def broken(*args, **kwargs):
         raise OSError("simulated failure while starting")
+
     monkeypatch.setattr(record, "_start", broken)
     with pytest.raises(OSError, match="simulated"):
         record_small(out, overwrite=True)
@@ -123,10 +145,8 @@ def test_a_billion_seeds_are_refused_up_front_with_the_numbers(tmp_path):
 
 def test_footprint_scales_with_members_and_counts_what_the_trainer_keeps():
     data = load("mnist")
-    plain = Ensemble(TrainConfig(seeds=8, steps=4, chunk=4, block=1), data,
-                     devices=jax.devices()[:1]).footprint()
-    twice = Ensemble(TrainConfig(seeds=16, steps=4, chunk=4, block=1), data,
-                     devices=jax.devices()[:1]).footprint()
+    plain = Ensemble(TrainConfig(seeds=8, steps=4, chunk=4, block=1), data, devices=jax.devices()[:1]).footprint()
+    twice = Ensemble(TrainConfig(seeds=16, steps=4, chunk=4, block=1), data, devices=jax.devices()[:1]).footprint()
     assert twice.state == 2 * plain.state and twice.orders == 2 * plain.orders
     # 13,002 float32 parameters, the optimizer state of inject_hyperparams(sgd) (its int32 count
     # and float32 learning rate), the diverged flag (1 byte) and step (4 bytes), 5 copies of 8

@@ -96,7 +96,7 @@ def test_bank_size(bank):
 def test_acf_matches_statsmodels(bank, adjusted):
     for length, x in bank.items():
         nlags = min(40, length - 1)
-        ref = per_series(lambda s: sm_acf(s, nlags=nlags, adjusted=adjusted, fft=True), x)
+        ref = per_series(lambda s: sm_acf(s, nlags=nlags, adjusted=adjusted, fft=True), x)  # noqa: B023
         np.testing.assert_allclose(acf(x, nlags, adjusted=adjusted), ref, rtol=RTOL, atol=ATOL)
 
 
@@ -111,7 +111,7 @@ def test_acf_full_length_and_default_nlags(bank):
 def test_acf_confint_matches_statsmodels(bank):
     x = bank[500]
     for alpha in (0.05, 0.01):
-        ref = per_series(lambda s: sm_acf(s, nlags=25, alpha=alpha, result_object=True).confint, x)
+        ref = per_series(lambda s: sm_acf(s, nlags=25, alpha=alpha, result_object=True).confint, x)  # noqa: B023
         np.testing.assert_allclose(acf_confint(acf(x, 25), 500, alpha), ref, rtol=RTOL, atol=ATOL)
 
 
@@ -119,7 +119,7 @@ def test_acf_confint_matches_statsmodels(bank):
 def test_pacf_yule_walker_matches_statsmodels(bank, method):
     for length, x in bank.items():
         nlags = min(25, length // 2)
-        ref = per_series(lambda s: sm_pacf(s, nlags=nlags, method=method), x)
+        ref = per_series(lambda s: sm_pacf(s, nlags=nlags, method=method), x)  # noqa: B023
         np.testing.assert_allclose(pacf(x, nlags, method=method), ref, rtol=RTOL, atol=1e-9)
 
 
@@ -128,7 +128,7 @@ def test_pacf_other_methods_match_statsmodels(bank, method):
     for length, x in bank.items():
         x = x[::16]  # 68 series: statsmodels' per-lag lstsq loop is the slow side
         nlags = min(12, length // 2)
-        ref = per_series(lambda s: sm_pacf(s, nlags=nlags, method=method), x)
+        ref = per_series(lambda s: sm_pacf(s, nlags=nlags, method=method), x)  # noqa: B023
         np.testing.assert_allclose(pacf(x, nlags, method=method), ref, rtol=RTOL, atol=1e-9)
 
 
@@ -138,7 +138,7 @@ def test_pacf_at_the_lag_limit(bank, method):
     (T - k rows, k + 1 columns) and both sides take the minimum-norm solution."""
     for length in (50, 129):
         x = bank[length][::10]
-        ref = per_series(lambda s: sm_pacf(s, nlags=length // 2, method=method), x)
+        ref = per_series(lambda s: sm_pacf(s, nlags=length // 2, method=method), x)  # noqa: B023
         np.testing.assert_allclose(pacf(x, length // 2, method=method), ref, rtol=RTOL, atol=1e-9)
 
 
@@ -209,7 +209,7 @@ def test_welch_matches_scipy(bank, options):
         ref = {"window": "hann"} | options
         f_ref = scipy.signal.welch(x[0], **ref)[0]
         np.testing.assert_allclose(f, f_ref, rtol=1e-12)
-        assert psd_close(p, per_series(lambda s: scipy.signal.welch(s, **ref)[1], x))
+        assert psd_close(p, per_series(lambda s: scipy.signal.welch(s, **ref)[1], x))  # noqa: B023
 
 
 def test_welch_default_segment_and_clipping(bank):
@@ -421,6 +421,7 @@ def test_bad_arguments_raise_clear_errors(call, match):
 
 
 # ---- spectral shape: white vs Lorentzian (AR(1)) vs power law ---------------------------------
+
 
 def _ar1(rng, phi, n_series, n_steps, burn=500):
     e = rng.standard_normal((n_series, n_steps + burn))

@@ -14,7 +14,8 @@ import pytest
 import scipy.signal
 from statsmodels.tools.sm_exceptions import InterpolationWarning
 from statsmodels.tsa import adfvalues
-from statsmodels.tsa.stattools import adfuller, kpss as sm_kpss
+from statsmodels.tsa.stattools import adfuller
+from statsmodels.tsa.stattools import kpss as sm_kpss
 
 from rvsp_jax.analysis.stationarity import (
     VERDICTS,
@@ -30,6 +31,7 @@ from rvsp_jax.analysis.stationarity import (
 )
 
 KINDS = ("white", "ar1", "walk", "trend")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_blas_thread():
@@ -53,8 +55,6 @@ def one_blas_thread():
     finally:
         for lib, n in zip(libs, before):
             lib.scipy_openblas_set_num_threads64_(n)
-
-
 
 
 def simulate(rng, kind, n, length):
@@ -95,12 +95,12 @@ ADF_CASES = [(r, a) for r in ("c", "ct", "n", "ctt") for a in ("AIC", "BIC", "t-
 def test_adf_matches_statsmodels_per_series(regression, autolag):
     seed = 1000 + ADF_CASES.index((regression, autolag))
     # statsmodels is slow on long series: two configurations at T = 5000, the others 2000-3000
-    long_length = 5000 if (regression, autolag) in (("c", "AIC"), ("ct", "BIC")) else int(
-        np.random.default_rng(seed).integers(2000, 3001)
+    long_length = (
+        5000
+        if (regression, autolag) in (("c", "AIC"), ("ct", "BIC"))
+        else int(np.random.default_rng(seed).integers(2000, 3001))
     )
-    batches = list(mixed_batches(seed, SHORT_LENGTHS, 8)) + list(
-        mixed_batches(seed + 1, (long_length,), 2)
-    )
+    batches = list(mixed_batches(seed, SHORT_LENGTHS, 8)) + list(mixed_batches(seed + 1, (long_length,), 2))
     for x in batches:
         res = adf(x, regression=regression, autolag=autolag)
         ref = [adfuller(r, regression=regression, autolag=autolag, result_object=True) for r in x]
@@ -109,9 +109,7 @@ def test_adf_matches_statsmodels_per_series(regression, autolag):
         np.testing.assert_array_equal(res.usedlag, [r.lags for r in ref])
         np.testing.assert_array_equal(res.nobs, [r.nobs for r in ref])
         for level in ("1%", "5%", "10%"):
-            np.testing.assert_allclose(
-                res.critical_values[level], [r.critical_values[level] for r in ref], rtol=1e-12
-            )
+            np.testing.assert_allclose(res.critical_values[level], [r.critical_values[level] for r in ref], rtol=1e-12)
         if autolag is None:
             assert np.isnan(res.icbest).all()
         else:
@@ -145,8 +143,7 @@ def test_adf_short_series_at_the_lag_limit_match_statsmodels():
                     assert np.isnan(res.stat).all(), (length, autolag)
                     continue
                 assert np.isfinite(res.stat).all(), (regression, length, autolag)
-                ref = [adfuller(r, regression=regression, autolag=autolag, result_object=True)
-                       for r in x]
+                ref = [adfuller(r, regression=regression, autolag=autolag, result_object=True) for r in x]
                 np.testing.assert_allclose(res.stat, [r.statistic for r in ref], rtol=1e-6)
                 np.testing.assert_array_equal(res.usedlag, [r.lags for r in ref])
 
@@ -248,8 +245,7 @@ def test_kpss_size_on_white_noise_is_nominal():
 def test_verdict_on_known_processes():
     rng = np.random.default_rng(15)
     e = rng.standard_normal((200, 500))
-    x = np.concatenate([scipy.signal.lfilter([1.0], [1.0, -0.5], e[:100], axis=-1),
-                        np.cumsum(e[100:], axis=-1)])
+    x = np.concatenate([scipy.signal.lfilter([1.0], [1.0, -0.5], e[:100], axis=-1), np.cumsum(e[100:], axis=-1)])
     code = stationarity_verdict(adf(x), kpss(x))
     assert np.mean(code[:100] == VERDICTS.index("stationary")) >= 0.85
     assert np.mean(code[100:] == VERDICTS.index("unit-root")) >= 0.75
@@ -265,12 +261,10 @@ def _fake_results(p_adf, p_kpss, clipped=None, regression="c"):
 
 
 def test_verdict_logic_and_codes():
-    a, k = _fake_results([0.01, 0.50, 0.01, 0.50, np.nan, 0.01, 0.20],
-                         [0.10, 0.01, 0.01, 0.30, 0.10, 0.04, 0.049])
+    a, k = _fake_results([0.01, 0.50, 0.01, 0.50, np.nan, 0.01, 0.20], [0.10, 0.01, 0.01, 0.30, 0.10, 0.04, 0.049])
     code = stationarity_verdict(a, k, alpha=0.05)
     names = [VERDICTS[c] for c in code]
-    assert names == ["stationary", "unit-root", "inconclusive", "inconclusive", "invalid",
-                     "inconclusive", "unit-root"]
+    assert names == ["stationary", "unit-root", "inconclusive", "inconclusive", "invalid", "inconclusive", "unit-root"]
     assert code.dtype == np.int8
     # KPSS clipped at 0.01 means p < 0.01: it rejects even at alpha = 0.01
     a, k = _fake_results([0.5], [0.01])

@@ -36,8 +36,10 @@ def _one_member(ens, s, looped):
     block = jax.tree_util.tree_map(lambda a: np.repeat(a[None], cfg.block, axis=0), state)
     images = jnp.asarray(ens.dataset.train_images.reshape(ens.n_train, -1))
     labels = jnp.asarray(ens.dataset.train_labels)
-    fn = jax.vmap(functools.partial(step.member_minibatch_step, ens.model, ens.tx, cfg.batch_size),
-                  in_axes=(0, 0, None, None, None, None, None))
+    fn = jax.vmap(
+        functools.partial(step.member_minibatch_step, ens.model, ens.tx, cfg.batch_size),
+        in_axes=(0, 0, None, None, None, None, None),
+    )
     order = np.repeat(ens.orders(0)[s, 0][None], cfg.block, axis=0)
     t = np.arange(ens.total_steps, dtype=np.int32)
     assert ens.total_steps <= ens.steps_per_epoch
@@ -53,6 +55,7 @@ def _one_member(ens, s, looped):
         def body(st, i):
             st, metrics, _ = fn(st, order, i, i, True, images, labels)
             return st, metrics.loss
+
         return jax.lax.scan(body, block, t)
 
     block, losses = scanned(block)
@@ -60,12 +63,15 @@ def _one_member(ens, s, looped):
 
 
 @pytest.mark.parametrize("looped", [False, True])
-@pytest.mark.parametrize("kwargs, devices", [
-    (dict(optimizer="sgd", lr=0.1, activation="sigmoid"), None),  # SGD: any device count
-    # Adam compiles differently for a single-device program (tests/test_ensemble.py): compared with
-    # the ensemble on one device
-    (dict(optimizer="adam", lr=1e-3, activation="relu"), 1),
-])
+@pytest.mark.parametrize(
+    "kwargs, devices",
+    [
+        (dict(optimizer="sgd", lr=0.1, activation="sigmoid"), None),  # SGD: any device count
+        # Adam compiles differently for a single-device program (tests/test_ensemble.py): compared with
+        # the ensemble on one device
+        (dict(optimizer="adam", lr=1e-3, activation="relu"), 1),
+    ],
+)
 def test_pure_step_on_one_member_equals_ensemble_member_bit_for_bit(kwargs, devices, looped):
     cfg = TrainConfig(seeds=3, steps=12, chunk=6, block=2, **kwargs)
     devs = None if devices is None else jax.devices()[:devices]
@@ -88,9 +94,13 @@ def test_member_step_unbatched_on_one_member():
     ens = Ensemble(cfg, probe=probe)
     chunk = next(ens.chunks(ens.init()))
     state = member(host_state(ens.init()), 1)
-    x, y = step.minibatch(jnp.asarray(ens.orders(0)[1, 0]), 0,
-                          jnp.asarray(ens.dataset.train_images.reshape(ens.n_train, -1)),
-                          jnp.asarray(ens.dataset.train_labels), cfg.batch_size)
+    x, y = step.minibatch(
+        jnp.asarray(ens.orders(0)[1, 0]),
+        0,
+        jnp.asarray(ens.dataset.train_images.reshape(ens.n_train, -1)),
+        jnp.asarray(ens.dataset.train_labels),
+        cfg.batch_size,
+    )
     assert x.shape == (cfg.batch_size, 784) and x.dtype == jnp.float32 and y.shape == (cfg.batch_size,)
     new, metrics, probes = jax.jit(ens.step, static_argnames="probe")(state, x, y, 0, probe=True)
     assert all(np.shape(v) == () for v in metrics)
@@ -134,8 +144,9 @@ def test_train_result_reads_with_the_names_of_the_recorded_run(small_run):
         np.testing.assert_array_equal(np.asarray(result[name]), run[name][:], err_msg=name)
     for name in ("loss", "metrics/grad_norm", "updates"):
         np.testing.assert_array_equal(result.series(name), run.series(name), err_msg=name)
-    np.testing.assert_array_equal(result.series("updates", entries=[0, 5], members=[2, 0]),
-                                  run.series("updates", entries=[0, 5], members=[2, 0]))
+    np.testing.assert_array_equal(
+        result.series("updates", entries=[0, 5], members=[2, 0]), run.series("updates", entries=[0, 5], members=[2, 0])
+    )
     for a, b in zip(result.metrics, run.metrics):
         np.testing.assert_array_equal(a, b)
     fa, fb = result.final(), run.final()
@@ -148,8 +159,9 @@ def test_train_result_reads_with_the_names_of_the_recorded_run(small_run):
     assert result.steps_completed == run.steps_completed and result.complete and run.complete
     assert result.grid == run.grid and result.points() == [result] and result.point(0) is result
     assert {g: m.tolist() for g, m in result.groups.items()} == {g: m.tolist() for g, m in run.groups.items()}
-    assert {k: v.tolist() for k, v in result.hyperparams().items()} == \
-        {k: v.tolist() for k, v in run.hyperparams().items()}
+    assert {k: v.tolist() for k, v in result.hyperparams().items()} == {
+        k: v.tolist() for k, v in run.hyperparams().items()
+    }
     # the old field names are still there
     assert result.test_loss is fa.test_loss and result.params is fa.params
     with pytest.raises(KeyError, match="no array"):
@@ -174,9 +186,18 @@ class _SweepConfig:
 def test_train_result_grid_points_are_the_members_of_each_point():
     s, t = 4, 6
     metrics = step.StepMetrics(*(np.arange(s * t, dtype=np.float32).reshape(s, t) + k for k in range(4)))
-    result = TrainResult(_SweepConfig(), {"w": np.arange(s * 3.0).reshape(s, 3)}, metrics,
-                         {"updates": np.zeros((s, 3, 5))}, np.arange(s, dtype=np.float32),
-                         np.ones(s, np.float32), np.zeros(s, bool), np.full(s, -1), 0.0, probe_every=2)
+    result = TrainResult(
+        _SweepConfig(),
+        {"w": np.arange(s * 3.0).reshape(s, 3)},
+        metrics,
+        {"updates": np.zeros((s, 3, 5))},
+        np.arange(s, dtype=np.float32),
+        np.ones(s, np.float32),
+        np.zeros(s, bool),
+        np.full(s, -1),
+        0.0,
+        probe_every=2,
+    )
     assert result.grid == [{"lr": 0.1}, {"lr": 0.2}]
     assert {g: m.tolist() for g, m in result.groups.items()} == {0: [0, 1], 1: [2, 3]}
     assert result.hyperparams()["learning_rate"].tolist() == pytest.approx([0.1, 0.1, 0.2, 0.2])

@@ -13,17 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import zarr.storage
+from conftest import PROBES, SMALL, assert_same_recording, record_small
 
-from rvsp_jax.training import devices as dev
-from rvsp_jax.io import runfolder
-from rvsp_jax.io import store
-from rvsp_jax.training.ensemble import member_keys
-from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.io import runfolder, store
 from rvsp_jax.io.record import run
 from rvsp_jax.io.runfolder import RunFolderError
 from rvsp_jax.io.store import ChunkWriter, StoreError, chunk_shape, open_run
-
-from conftest import PROBES, SMALL, assert_same_recording, record_small
+from rvsp_jax.training import devices as dev
+from rvsp_jax.training.ensemble import member_keys
+from rvsp_jax.training.probes import ProbeConfig
 
 
 @pytest.fixture
@@ -33,15 +31,19 @@ def reference(small_run):
 
 # ---- layout ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape, step_chunk, want", [
-    ((3, 30), 10, (3, 10)),
-    ((3, 30, 13_002), 10, (3, 10, 3251)),        # 13,002 = 4 x 3251 - 2: no padded edge chunk
-    ((256, 1000, 13_002), 20, (64, 20, 3251)),   # 64 x 20 x 3251 x 4 B = 15.9 MiB
-    ((256, 1000, 1024), 200, (20, 200, 1024)),   # at most 16 MiB // 819,200 B = 20 members
-    ((4, 5, 7), 10, (4, 5, 7)),                  # never larger than the array
-    ((2, 10, 10**6), 10, (2, 10, 4082)),         # 245 even pieces of P
-    ((2, 5000, 10**6), 2000, (1, 2000, 2097)),   # one member, at most 16 MiB // (2000 x 4 B)
-])
+
+@pytest.mark.parametrize(
+    "shape, step_chunk, want",
+    [
+        ((3, 30), 10, (3, 10)),
+        ((3, 30, 13_002), 10, (3, 10, 3251)),  # 13,002 = 4 x 3251 - 2: no padded edge chunk
+        ((256, 1000, 13_002), 20, (64, 20, 3251)),  # 64 x 20 x 3251 x 4 B = 15.9 MiB
+        ((256, 1000, 1024), 200, (20, 200, 1024)),  # at most 16 MiB // 819,200 B = 20 members
+        ((4, 5, 7), 10, (4, 5, 7)),  # never larger than the array
+        ((2, 10, 10**6), 10, (2, 10, 4082)),  # 245 even pieces of P
+        ((2, 5000, 10**6), 2000, (1, 2000, 2097)),  # one member, at most 16 MiB // (2000 x 4 B)
+    ],
+)
 def test_chunk_shape_spans_one_training_chunk_and_at_most_16_mib(shape, step_chunk, want):
     assert chunk_shape(shape, step_chunk) == want
     assert np.prod(want) * 4 <= store.TARGET_CHUNK_BYTES
@@ -69,7 +71,7 @@ def test_writing_member_parts_chunk_by_chunk_equals_writing_the_whole_array(tmp_
         np.asarray(parts, copy=False)
     spec = store.ArraySpec("a", (8, 15, 10), chunks, "float32", "none")
     array = store.create_arrays(tmp_path, [spec])["a"]
-    store.write_by_chunk(array, 6, parts)               # steps 6-11
+    store.write_by_chunk(array, 6, parts)  # steps 6-11
     store.write_by_chunk(array, 12, dev.MemberParts([x[:5, :3], x[5:, :3]]))  # a short last chunk
     got = array[:]
     assert np.isnan(got[:, :6]).all()
@@ -79,8 +81,7 @@ def test_writing_member_parts_chunk_by_chunk_equals_writing_the_whole_array(tmp_
 
 def test_a_failed_chunk_write_on_a_writer_thread_reaches_the_caller(tmp_path, monkeypatch):
     x = np.ones((8, 6, 10), np.float32)
-    array = store.create_arrays(tmp_path, [store.ArraySpec("a", (8, 6, 10), (2, 6, 10), "float32",
-                                                           "none")])["a"]
+    array = store.create_arrays(tmp_path, [store.ArraySpec("a", (8, 6, 10), (2, 6, 10), "float32", "none")])["a"]
     original, calls = zarr.storage.LocalStore.set, []
 
     async def full_disk_on_the_third_chunk(self, key, value):
@@ -110,15 +111,25 @@ def test_arrays_and_manifest_of_a_recorded_run(reference):
     assert m["config"] == SMALL.to_dict() and m["config_hash"] == SMALL.digest()
     assert m["probe_config"] == PROBES.to_dict()
     init_keys, data_keys = member_keys(SMALL.base_seed, jnp.arange(3), SMALL.vary)
-    assert m["members"] == {"ids": [0, 1, 2], "init_keys": np.asarray(init_keys).tolist(),
-                            "data_keys": np.asarray(data_keys).tolist(), "grid_point": [0, 0, 0],
-                            "seed_index": [0, 1, 2], "hyperparams": {"learning_rate": [0.1] * 3}}
+    assert m["members"] == {
+        "ids": [0, 1, 2],
+        "init_keys": np.asarray(init_keys).tolist(),
+        "data_keys": np.asarray(data_keys).tolist(),
+        "grid_point": [0, 0, 0],
+        "seed_index": [0, 1, 2],
+        "hyperparams": {"learning_rate": [0.1] * 3},
+    }
     assert m["grid"] == {"axes": {}, "points": [{}], "seeds": 3, "configs": [SMALL.to_dict()]}
     assert set(m["versions"]) >= {"jax", "flax", "optax", "numpy", "zarr"} and m["device"].startswith("cpu")
     # members chunked along the devices' parts: blocks of 2 padded to 2 x devices, split evenly
     part = dev.padded_members(3, dev.member_mesh(), SMALL.block) // len(jax.devices())
-    assert m["arrays"]["updates"] == {"shape": [3, 30, 13_002], "chunks": [min(part, 3), 10, 3251],
-                                      "dtype": "float32", "compress": "none", "time": "probe_step"}
+    assert m["arrays"]["updates"] == {
+        "shape": [3, 30, 13_002],
+        "chunks": [min(part, 3), 10, 3251],
+        "dtype": "float32",
+        "compress": "none",
+        "time": "probe_step",
+    }
     assert len(m["probes"]["names"]["params"]) == 13_002 and len(m["probes"]["probe_batch"]) == 8
     assert reference.config == SMALL and reference.probe_config == PROBES
     assert not [p for p in reference.path.rglob("*.tmp")]  # atomic writes left no temporaries
@@ -150,6 +161,7 @@ def test_to_xarray_names_the_missing_package(reference):
 
 # ---- lazy reading ---------------------------------------------------------------------------------
 
+
 def test_slicing_one_probe_reads_only_its_own_chunks(reference, monkeypatch):
     reads = []
     original = zarr.storage.LocalStore.get
@@ -177,11 +189,11 @@ def test_slicing_works_with_the_other_arrays_chunk_files_deleted(reference, tmp_
     for name in reference.arrays:
         if name != "updates":
             shutil.rmtree(copy / "arrays" / name / "c")
-    np.testing.assert_array_equal(open_run(copy)["updates"][1, 3:7, 100:200],
-                                  reference["updates"][1, 3:7, 100:200])
+    np.testing.assert_array_equal(open_run(copy)["updates"][1, 3:7, 100:200], reference["updates"][1, 3:7, 100:200])
 
 
 # ---- writer and checkpoints -----------------------------------------------------------------------
+
 
 def test_writer_writes_in_order_and_propagates_the_first_error():
     done = []
@@ -234,6 +246,7 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
 
 # ---- refusals before training ---------------------------------------------------------------------
 
+
 def test_existing_run_folder_is_not_overwritten_without_overwrite(reference, tmp_path):
     before = (reference.path / "manifest.json").read_bytes()
     with pytest.raises(RunFolderError, match="already exists .*--resume.*--overwrite"):
@@ -274,8 +287,13 @@ def test_too_little_disk_is_refused_with_the_estimate(tmp_path, monkeypatch):
     # 4 checksum bytes per chunk)
     def whole(shape, chunks):
         return int(np.prod([-(-n // c) for n, c in zip(shape, chunks)])) * (4 * int(np.prod(chunks)) + 4)
-    spec_bytes = (3 * whole((3, 30, 13_002), (2, 10, 3251)) + 2 * whole((3, 30, 6), (2, 10, 6))
-                  + 2 * whole((3, 30, 256), (2, 10, 256)) + 4 * whole((3, 30), (3, 10)))
+
+    spec_bytes = (
+        3 * whole((3, 30, 13_002), (2, 10, 3251))
+        + 2 * whole((3, 30, 6), (2, 10, 6))
+        + 2 * whole((3, 30, 256), (2, 10, 256))
+        + 4 * whole((3, 30), (3, 10))
+    )
     monkeypatch.setattr(shutil, "disk_usage", lambda p: SimpleNamespace(total=10**12, used=10**12, free=10**6))
     with pytest.raises(RunFolderError) as info:
         record_small(tmp_path / "run")
@@ -292,8 +310,7 @@ def test_too_little_disk_is_refused_with_the_estimate(tmp_path, monkeypatch):
 
 def test_resume_refuses_another_configuration(reference):
     with pytest.raises(RunFolderError, match="probes.index: run folder has 'all', this command gives '8'"):
-        run(SMALL, ProbeConfig(**{**PROBES.to_dict(), "index": "8"}), reference.path, resume=True,
-            progress=False)
+        run(SMALL, ProbeConfig(**{**PROBES.to_dict(), "index": "8"}), reference.path, resume=True, progress=False)
     with pytest.raises(RunFolderError, match="nothing to resume"):
         record_small(reference.path / "missing", resume=True)
 
@@ -306,8 +323,8 @@ def test_resume_of_a_complete_run_changes_nothing(reference):
 
 # ---- a full disk while writing ------------------------------------------------------------------
 
-def test_disk_full_while_writing_stops_cleanly_and_the_run_resumes_bit_for_bit(reference, tmp_path,
-                                                                                monkeypatch):
+
+def test_disk_full_while_writing_stops_cleanly_and_the_run_resumes_bit_for_bit(reference, tmp_path, monkeypatch):
     out = tmp_path / "full"
     real_write = store.write_steps
     calls = []

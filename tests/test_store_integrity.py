@@ -13,14 +13,11 @@ import numpy as np
 import pytest
 import zarr
 import zarr.codecs
-
-from rvsp_jax.io import record
-from rvsp_jax.io import runfolder
-from rvsp_jax.io import store
-from rvsp_jax.training.probes import ProbeConfig
-from rvsp_jax.io.store import StoreError, open_run
-
 from conftest import PROBES, SMALL, record_small
+
+from rvsp_jax.io import record, runfolder, store
+from rvsp_jax.io.store import StoreError, open_run
+from rvsp_jax.training.probes import ProbeConfig
 
 
 @pytest.fixture
@@ -55,6 +52,7 @@ def assert_error(info, *needles):
 
 # ---- checksums ------------------------------------------------------------------------------------
 
+
 def test_every_new_array_ends_its_codecs_in_a_crc32c_checksum(reference):
     for name in reference.arrays:
         codecs = zarr.open_array(reference.path / "arrays" / name, mode="r").metadata.codecs
@@ -70,8 +68,9 @@ def test_one_flipped_byte_in_an_uncompressed_chunk_is_an_error_naming_the_file(r
     run = open_run(copy)
     with pytest.raises(StoreError) as info:
         run["updates"][:, 10:20, :100]
-    assert_error(info, str(target), "damaged", "chunk (0, 1, 0) of array 'updates' (steps 10-19)",
-                 "checksum", "--overwrite")
+    assert_error(
+        info, str(target), "damaged", "chunk (0, 1, 0) of array 'updates' (steps 10-19)", "checksum", "--overwrite"
+    )
     with pytest.raises(StoreError, match="damaged"):
         np.asarray(run["updates"])
     with pytest.raises(StoreError, match="damaged"):
@@ -103,8 +102,15 @@ def test_arrays_recorded_without_checksums_still_read_and_truncation_is_still_na
     """Runs recorded before the checksum codec: rewrite one array as it was then, bytes codec only."""
     values = reference["params"][:]
     old = zarr.open_array(reference.path / "arrays" / "params", mode="r")
-    zarr.create_array(copy / "arrays" / "params", shape=old.shape, chunks=old.chunks, dtype=old.dtype,
-                      fill_value=np.nan, compressors=None, overwrite=True)[:] = values
+    zarr.create_array(
+        copy / "arrays" / "params",
+        shape=old.shape,
+        chunks=old.chunks,
+        dtype=old.dtype,
+        fill_value=np.nan,
+        compressors=None,
+        overwrite=True,
+    )[:] = values
     run = open_run(copy)
     assert not any(isinstance(c, zarr.codecs.Crc32cCodec) for c in run["params"].metadata.codecs)
     np.testing.assert_array_equal(run["params"][:], values)
@@ -118,22 +124,31 @@ def test_arrays_recorded_without_checksums_still_read_and_truncation_is_still_na
 
 # ---- missing chunk files --------------------------------------------------------------------------
 
-def test_a_deleted_chunk_is_an_error_naming_array_chunk_and_file_and_the_run_is_not_complete(
-        reference, copy):
+
+def test_a_deleted_chunk_is_an_error_naming_array_chunk_and_file_and_the_run_is_not_complete(reference, copy):
     target = chunk_file(copy, "updates", (0, 1, 0))
     target.unlink()
     run = open_run(copy)
     assert run.manifest["status"] == "complete" and not run.complete
     with pytest.raises(StoreError) as info:
         run["updates"][:, 10:, :10]
-    assert_error(info, str(target), "is missing", "chunk (0, 1, 0) of array 'updates' (steps 10-19)",
-                 "--overwrite")
-    for read in (lambda: np.asarray(run["updates"]), lambda: run["updates"].oindex[:, 12, [1, 5]],
-                 lambda: run["updates"].vindex[[0, 1], [12, 13], [0, 0]], lambda: run["updates"][1, 19, 3]):
+    assert_error(info, str(target), "is missing", "chunk (0, 1, 0) of array 'updates' (steps 10-19)", "--overwrite")
+    for read in (
+        lambda: np.asarray(run["updates"]),
+        lambda: run["updates"].oindex[:, 12, [1, 5]],
+        lambda: run["updates"].vindex[[0, 1], [12, 13], [0, 0]],
+        lambda: run["updates"][1, 19, 3],
+    ):
         with pytest.raises(StoreError, match="is missing"):
             read()
     # slices that do not touch it read as before
-    for where in [np.s_[:, :10], np.s_[:, 20:], np.s_[:, 10:20, 3251:], np.s_[1, 5], np.s_[2, 15]]:  # members in chunks of 2
+    for where in [
+        np.s_[:, :10],
+        np.s_[:, 20:],
+        np.s_[:, 10:20, 3251:],
+        np.s_[1, 5],
+        np.s_[2, 15],
+    ]:  # members in chunks of 2
         np.testing.assert_array_equal(run["updates"][where], reference["updates"][where])
     np.testing.assert_array_equal(run["params"][:], reference["params"][:])
     (problem,) = run.problems()
@@ -173,6 +188,7 @@ def test_an_unfinished_run_reads_nan_past_its_checkpoint_and_refuses_holes_befor
 
 # ---- the check made by --resume -------------------------------------------------------------------
 
+
 def test_verify_chunks_catches_a_chunk_deleted_below_the_step_and_ignores_those_above(copy):
     manifest = runfolder.read_manifest(copy)
     store.verify_chunks(copy, manifest, 30)
@@ -181,8 +197,13 @@ def test_verify_chunks_catches_a_chunk_deleted_below_the_step_and_ignores_those_
     store.verify_chunks(copy, manifest, 10)  # chunk 1 holds steps 10-19: not needed yet
     with pytest.raises(StoreError) as info:
         store.verify_chunks(copy, manifest, 20)
-    assert_error(info, str(target), "chunk (0, 1) of array 'metrics/grad_norm' (steps 10-19)",
-                 "lies before step 20", "--overwrite")
+    assert_error(
+        info,
+        str(target),
+        "chunk (0, 1) of array 'metrics/grad_norm' (steps 10-19)",
+        "lies before step 20",
+        "--overwrite",
+    )
     assert store.missing_chunks(copy, manifest, 30) == [("metrics/grad_norm", (0, 1), target)]
     chunk_file(copy, "activations/post", (0, 2, 0)).unlink()
     with pytest.raises(StoreError, match="1 more chunk files are missing"):
@@ -191,8 +212,7 @@ def test_verify_chunks_catches_a_chunk_deleted_below_the_step_and_ignores_those_
 
 def test_verify_chunks_counts_probe_steps_by_the_probe_interval(tmp_path):
     """Probes every 2 steps: chunk 1 of a probe array holds records 5-9, steps 10-18."""
-    sparse = record.run(SMALL, ProbeConfig(probes="params", index="8", every=2), tmp_path / "every2",
-                        progress=False)
+    sparse = record.run(SMALL, ProbeConfig(probes="params", index="8", every=2), tmp_path / "every2", progress=False)
     assert sparse["params"].shape[1] == 15 and sparse["params"].chunks[1] == 5
     target = chunk_file(sparse.path, "params", (0, 1, 0))
     target.unlink()
@@ -205,6 +225,7 @@ def test_verify_chunks_counts_probe_steps_by_the_probe_interval(tmp_path):
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------
+
 
 def training_state_like():
     ens, _ = record._ensemble(SMALL, PROBES, None)  # compiled (and cached) by the reference run
@@ -223,12 +244,16 @@ def test_damaged_checkpoints_are_errors_naming_the_file_and_the_remedy(copy):
     step, state = store.load_checkpoint(copy, like)
     assert step == 30
     intact = path.read_bytes()
-    leaf = {"step": np.int64(30), **{f"leaf_{i:05d}": np.asarray(x) for i, x in
-                                     enumerate(jax.tree_util.tree_leaves(state))}}
+    leaf = {
+        "step": np.int64(30),
+        **{f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(state))},
+    }
     damage = {
         "random bytes": os.urandom(len(intact)),
-        "truncated": intact[:len(intact) // 2],
-        "flipped byte": intact[:len(intact) // 2] + bytes([intact[len(intact) // 2] ^ 1]) + intact[len(intact) // 2 + 1:],
+        "truncated": intact[: len(intact) // 2],
+        "flipped byte": intact[: len(intact) // 2]
+        + bytes([intact[len(intact) // 2] ^ 1])
+        + intact[len(intact) // 2 + 1 :],
         "wrong keys": npz_bytes(step=np.int64(30), weights=np.zeros(3, np.float32)),
         "no step": npz_bytes(**{k: v for k, v in leaf.items() if k != "step"}),
         "object array": npz_bytes(**{**leaf, "leaf_00000": np.array([{"x": 1}] * 3, dtype=object)}),
@@ -260,6 +285,7 @@ def test_deleting_a_damaged_checkpoint_and_resuming_restarts_from_step_0(referen
 
 # ---- final results --------------------------------------------------------------------------------
 
+
 def test_a_deleted_final_npz_makes_the_run_incomplete_with_the_resume_remedy(reference, copy):
     assert store.final_ok(reference.path)
     (copy / "final.npz").unlink()
@@ -268,23 +294,29 @@ def test_a_deleted_final_npz_makes_the_run_incomplete_with_the_resume_remedy(ref
     with pytest.raises(StoreError) as info:
         run.final()
     assert isinstance(info.value, FileNotFoundError)
-    assert_error(info, str(copy / "final.npz"), "run again with --resume and the same options to "
-                 "rebuild it from the last checkpoint")
+    assert_error(
+        info,
+        str(copy / "final.npz"),
+        "run again with --resume and the same options to rebuild it from the last checkpoint",
+    )
     assert "final.npz does not exist" in run.problems()[0]
 
 
 def test_a_damaged_final_npz_is_an_error_with_the_resume_remedy(reference, copy):
     path = copy / "final.npz"
     intact = path.read_bytes()
-    for data in (intact[:len(intact) // 3], os.urandom(len(intact)),
-                 npz_bytes(test_loss=np.zeros(3, np.float32)),
-                 intact[:len(intact) // 2] + bytes([intact[len(intact) // 2] ^ 1]) + intact[len(intact) // 2 + 1:]):
+    for data in (
+        intact[: len(intact) // 3],
+        os.urandom(len(intact)),
+        npz_bytes(test_loss=np.zeros(3, np.float32)),
+        intact[: len(intact) // 2] + bytes([intact[len(intact) // 2] ^ 1]) + intact[len(intact) // 2 + 1 :],
+    ):
         path.write_bytes(data)
         with pytest.raises(StoreError) as info:
             open_run(copy).final()
         assert_error(info, str(path), "--resume and the same options to rebuild it")
         assert not store.final_ok(copy)
-    path.write_bytes(intact[:len(intact) // 3])
+    path.write_bytes(intact[: len(intact) // 3])
     assert not open_run(copy).complete
     path.write_bytes(intact)
     final = open_run(copy).final()

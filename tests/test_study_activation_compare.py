@@ -9,21 +9,46 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from conftest import assert_finite_summary, assert_valid_figure
 from scipy import stats
 
 from experiments.activation_compare import main
-from rvsp_jax.training.ensemble import member_keys
-from rvsp_jax.training.model import init_params, make_model
 from rvsp_jax.io.runfolder import read_manifest, write_manifest
 from rvsp_jax.io.store import open_run
 from rvsp_jax.studies import activation_compare as cmp
+from rvsp_jax.training.ensemble import member_keys
+from rvsp_jax.training.model import init_params, make_model
 
-from conftest import assert_finite_summary, assert_valid_figure
-
-ARGS = ["--seeds", "3", "--steps", "60", "--chunk", "20", "--block", "2", "--activations", "sigmoid,relu",
-        "--probe-index", "2", "--probe-batch", "8", "--nperseg", "32", "--devices", str(len(jax.devices()))]
-FIGURES = ("distributions", "variance_paired", "update_psd", "smoothness", "stationarity", "training",
-           "inactivity", "windows")
+ARGS = [
+    "--seeds",
+    "3",
+    "--steps",
+    "60",
+    "--chunk",
+    "20",
+    "--block",
+    "2",
+    "--activations",
+    "sigmoid,relu",
+    "--probe-index",
+    "2",
+    "--probe-batch",
+    "8",
+    "--nperseg",
+    "32",
+    "--devices",
+    str(len(jax.devices())),
+]
+FIGURES = (
+    "distributions",
+    "variance_paired",
+    "update_psd",
+    "smoothness",
+    "stationarity",
+    "training",
+    "inactivity",
+    "windows",
+)
 SETTINGS = cmp.CompareSettings(activations="sigmoid,relu", probe_index="2", probe_batch=8, nperseg=32)
 
 
@@ -35,6 +60,7 @@ def study(tmp_path_factory):
 
 
 # ---- numerics -----------------------------------------------------------------------------------
+
 
 def test_paired_test_equals_scipy():
     rng = np.random.default_rng(0)
@@ -129,6 +155,7 @@ def test_proportion_intervals_stay_inside_zero_one():
     """The t-interval of [0, 0, 0.01, 0, 0.2] reaches below 0; the bootstrap interval does not."""
     from rvsp_jax.analysis import across_members
     from rvsp_jax.present.report import proportion_summary
+
     x = np.array([0.0, 0.0, 0.01, 0.0, 0.2, np.nan])
     assert across_members(x).lo < 0
     p = proportion_summary(x)
@@ -152,6 +179,7 @@ def test_settings_are_validated():
 
 
 # ---- end to end ---------------------------------------------------------------------------------
+
 
 def test_every_promised_file_is_written(study):
     for name in ("manifest.json", "summary.json", "report.md"):
@@ -181,10 +209,11 @@ def test_windows_rules_and_like_for_like_inactivity_are_reported(study):
     rule = sel["stationarity_rule"]
     assert set(rule) == set(s["windows"])
     for w in rule.values():
-        assert w["accepted"] == all(d["stationary_fraction"] >= cmp.STATIONARY_ACCEPT
-                                    and d["variance_drift"] <= cmp.DRIFT_ACCEPT for d in w["by_variant"].values())
-    assert set(s["rules"]) >= {"difference", "variance", "intermittency", "stationarity", "loss_matched",
-                               "inactivity"}
+        assert w["accepted"] == all(
+            d["stationary_fraction"] >= cmp.STATIONARY_ACCEPT and d["variance_drift"] <= cmp.DRIFT_ACCEPT
+            for d in w["by_variant"].values()
+        )
+    assert set(s["rules"]) >= {"difference", "variance", "intermittency", "stationarity", "loss_matched", "inactivity"}
     for w in s["windows"].values():
         for kind in cmp.KINDS:
             for layer in s["layers"]:
@@ -193,7 +222,7 @@ def test_windows_rules_and_like_for_like_inactivity_are_reported(study):
                 assert all(0 <= f["lo"] <= f["mean"] <= f["hi"] <= 1 for f in frac.values())
     inact = s["inactivity"]
     assert inact["thresholds"] == list(cmp.INACTIVE_THRESHOLDS) and set(inact["layers"]) == {"Dense_0", "Dense_1"}
-    for layer, d in inact["layers"].items():
+    for d in inact["layers"].values():
         for when in ("start", "end"):
             assert set(d[when]["below"]) == {f"{c:g}" for c in cmp.INACTIVE_THRESHOLDS}
             relu = d[when]["below"]["0.19"]["by_variant"]["relu"]
@@ -203,17 +232,30 @@ def test_windows_rules_and_like_for_like_inactivity_are_reported(study):
         rec = s["activation_statistics"][v][f"Dense_1/{stat}"]["start"]["mean"]
         assert inact["layers"]["Dense_1"]["start"]["below"]["0.19"]["by_variant"][v]["mean"] == pytest.approx(rec)
     report = (study / "report.md").read_text()
-    for text in ("## Rules", "## Analysed windows", "loss-matched", "stationarity-accepted", "target loss",
-                 "Inactive units, like for like", "exact zero", "Diverged members", "sigmoid: 0 of 3",
-                 "By the stationarity rule"):
+    for text in (
+        "## Rules",
+        "## Analysed windows",
+        "loss-matched",
+        "stationarity-accepted",
+        "target loss",
+        "Inactive units, like for like",
+        "exact zero",
+        "Diverged members",
+        "sigmoid: 0 of 3",
+        "By the stationarity rule",
+    ):
         assert text in report, text
     assert "more stable" not in report.replace("does not call a variant 'more stable'", "")
 
 
 def test_the_design_is_paired(study):
     s = json.loads((study / "summary.json").read_text())
-    assert s["paired_design"] == {"vary": "both", "init_keys_identical": True, "data_keys_identical": True,
-                                  "configs_differ_only_in_activation": True}
+    assert s["paired_design"] == {
+        "vary": "both",
+        "init_keys_identical": True,
+        "data_keys_identical": True,
+        "configs_differ_only_in_activation": True,
+    }
     # same init key and shapes -> the same initial weights whatever the activation
     sig, relu = (open_run(study / "runs" / v).config for v in ("sigmoid", "relu"))
     keys, _ = member_keys(sig.base_seed, jax.numpy.arange(3), sig.vary)

@@ -8,6 +8,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from conftest import assert_finite_summary, assert_valid_figure
 from scipy import stats
 
 from experiments.activations import main
@@ -15,12 +16,32 @@ from rvsp_jax.io.runfolder import read_manifest, write_manifest
 from rvsp_jax.io.store import open_run
 from rvsp_jax.studies import activations as act
 
-from conftest import assert_finite_summary, assert_valid_figure
-
-ARGS = ["--seeds", "3", "--steps", "60", "--chunk", "20", "--block", "2", "--activation", "relu",
-        "--probe-every", "2", "--probe-batch", "8", "--devices", str(len(jax.devices()))]
-FIGURES = ("activation_quantiles", "unit_quantiles", "wasserstein_drift", "activation_histograms",
-           "layer_statistics", "stationarity_by_phase")
+ARGS = [
+    "--seeds",
+    "3",
+    "--steps",
+    "60",
+    "--chunk",
+    "20",
+    "--block",
+    "2",
+    "--activation",
+    "relu",
+    "--probe-every",
+    "2",
+    "--probe-batch",
+    "8",
+    "--devices",
+    str(len(jax.devices())),
+]
+FIGURES = (
+    "activation_quantiles",
+    "unit_quantiles",
+    "wasserstein_drift",
+    "activation_histograms",
+    "layer_statistics",
+    "stationarity_by_phase",
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +99,12 @@ def test_summary_numbers_agree_with_the_recording(study):
     assert s["recorded_steps"] == 30 and s["last_step"] == 58
     assert set(s["layers"]) == {"Dense_0", "Dense_1"}
     post = np.asarray(run["activations/post"][:])  # [S, T, 2 * 8 * 16]
-    y0 = post[..., :8 * 16].reshape(3, 30, 8, 16)  # Dense_0: [S, T, B, h]
+    y0 = post[..., : 8 * 16].reshape(3, 30, 8, 16)  # Dense_0: [S, T, B, h]
     layer = s["layers"]["Dense_0"]
     # W1 drift at the end: mean over units of the distance between last and first recording
-    w = np.array([[stats.wasserstein_distance(y0[m, -1, :, u], y0[m, 0, :, u]) for u in range(16)]
-                  for m in range(3)]).mean(1)
+    w = np.array(
+        [[stats.wasserstein_distance(y0[m, -1, :, u], y0[m, 0, :, u]) for u in range(16)] for m in range(3)]
+    ).mean(1)
     assert layer["drift"]["end"]["mean"] == pytest.approx(w.mean(), rel=1e-5)
     assert layer["drift"]["end"]["n"] == 3
     q_end = np.quantile(y0[:, -1].reshape(3, -1), act.QUANTILES, axis=1).mean(1)
@@ -96,8 +118,7 @@ def test_summary_numbers_agree_with_the_recording(study):
     for family, phases in s["stationarity"].items():
         assert list(phases) == ["early", "middle", "late"], family
         for p in phases.values():
-            assert sum(p["bh"][v] for v in ("stationary", "unit-root", "inconclusive", "invalid")) \
-                == pytest.approx(1.0)
+            assert sum(p["bh"][v] for v in ("stationary", "unit-root", "inconclusive", "invalid")) == pytest.approx(1.0)
     assert s["stationarity"]["Dense_0/unit_mean"]["early"]["bh"]["n"] == 3 * 16
     assert_finite_summary(s)
 
@@ -133,8 +154,13 @@ def test_the_report_states_its_window_and_rules(study):
     zero = s["layers"]["Dense_0"]["statistics"]["zero"]["end"]
     assert 0 <= zero["lo"] <= zero["hi"] <= 1  # bootstrap interval of a fraction
     report = (study / "report.md").read_text()
-    for text in ("Analysed window: every recording, steps 0-58", "## Rules", "stationary_phase",
-                 "zero (phi' = 0) fraction", "of series)"):
+    for text in (
+        "Analysed window: every recording, steps 0-58",
+        "## Rules",
+        "stationary_phase",
+        "zero (phi' = 0) fraction",
+        "of series)",
+    ):
         assert text in report, text
 
 

@@ -19,14 +19,26 @@ import pytest
 from experiments.ergodicity import main
 from rvsp_jax.analysis import ERGODICITY_VERDICTS, apply_permutations, match_weights
 from rvsp_jax.config import TrainConfig
-from rvsp_jax.training.model import make_model
-from rvsp_jax.training.probes import param_shapes, select_parameters
 from rvsp_jax.io.store import FinalResult, open_run, save_final
 from rvsp_jax.studies import ergodicity as E
+from rvsp_jax.training.model import make_model
+from rvsp_jax.training.probes import param_shapes, select_parameters
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # PNG specification (RFC 2083), section 3.1
-TINY = ["--seeds", "4", "--steps", "80", "--chunk", "40", "--block", "2", "--probe-every", "2",
-        "--burn-in", "0.125"]  # 10 of the 80 steps
+TINY = [
+    "--seeds",
+    "4",
+    "--steps",
+    "80",
+    "--chunk",
+    "40",
+    "--block",
+    "2",
+    "--probe-every",
+    "2",
+    "--burn-in",
+    "0.125",
+]  # 10 of the 80 steps
 FIGURES = ("trajectories", "variance_scaling", "omega", "histograms", "verdicts", "verdicts_by_layer")
 INVARIANT_OBSERVABLES = 4 + 6 + 6 + 10  # metrics, weight norms, activation summaries, output biases
 
@@ -47,8 +59,7 @@ def test_end_to_end_writes_every_promised_file(tiny, capsys):
     assert manifest["status"] == "complete" and manifest["experiment"] == "ergodicity"
     assert manifest["study"]["status"] == "complete" and manifest["study"]["burn_in"] == 10
     run = open_run(tiny)
-    for name in ("metrics/loss", "metrics/grad_norm", "params", "updates", "weight_norms",
-                 "activations/summary"):
+    for name in ("metrics/loss", "metrics/grad_norm", "params", "updates", "weight_norms", "activations/summary"):
         assert np.isfinite(run[name][:]).all(), name
     assert run["params"].shape == (4, 40, 602)  # 80 steps every 2; the 602 recorded entries
     for name in FIGURES:
@@ -73,8 +84,20 @@ def test_end_to_end_writes_every_promised_file(tiny, capsys):
 
 def test_summary_has_a_verdict_and_numbers_for_every_observable(tiny):
     s = summary_of(tiny)
-    for key in ("config", "settings", "defaults", "alignment", "verdict_counts", "observables",
-                "layers", "per_parameter", "timings", "test_accuracy", "n_diverged", "burn_in"):
+    for key in (
+        "config",
+        "settings",
+        "defaults",
+        "alignment",
+        "verdict_counts",
+        "observables",
+        "layers",
+        "per_parameter",
+        "timings",
+        "test_accuracy",
+        "n_diverged",
+        "burn_in",
+    ):
         assert key in s, key
     assert s["config"]["seeds"] == 4 and s["config"]["vary"] == "both" and s["steps"] == 80
     assert s["defaults"]["seeds"] == 256 and s["defaults"]["steps"] == 3000
@@ -84,9 +107,25 @@ def test_summary_has_a_verdict_and_numbers_for_every_observable(tiny):
     for name, o in obs.items():
         assert o["verdict"] in ERGODICITY_VERDICTS, name
         assert o["n_members"] == 4 and o["n_diverged"] == 0, name
-        for key in ("ratio", "ratio_ci", "mean_pvalue", "mean_qvalue_bh", "var_mu", "var_mu_ci",
-                    "mde_var_mu", "drift", "drift_pvalue", "steps_needed", "slope", "slope_ci",
-                    "omega_exponent", "ks_stat", "ks_pvalue", "ks_decisive", "tau_int"):
+        for key in (
+            "ratio",
+            "ratio_ci",
+            "mean_pvalue",
+            "mean_qvalue_bh",
+            "var_mu",
+            "var_mu_ci",
+            "mde_var_mu",
+            "drift",
+            "drift_pvalue",
+            "steps_needed",
+            "slope",
+            "slope_ci",
+            "omega_exponent",
+            "ks_stat",
+            "ks_pvalue",
+            "ks_decisive",
+            "tau_int",
+        ):
             assert key in o, (name, key)
         assert o["reason"], name
         if o["verdict"] == "inconclusive" and o["steps_needed"]:
@@ -96,14 +135,15 @@ def test_summary_has_a_verdict_and_numbers_for_every_observable(tiny):
     # per group: counts of each verdict add up, effect sizes and steps needed are stated
     for group, g in s["groups"].items():
         assert sum(g[v] for v in ERGODICITY_VERDICTS) == g["n"] == sum(s["verdict_counts"][group].values())
-        for key in ("median_ratio", "median_mde_share_ergodic", "steps_needed_median",
-                    "non_ergodic_surviving_bh"):
+        for key in ("median_ratio", "median_mde_share_ergodic", "steps_needed_median", "non_ergodic_surviving_bh"):
             assert key in g, (group, key)
     # the per-step metrics fluctuate at every step: the descriptive numbers and tau are finite
     for name in ("metrics/loss", "metrics/accuracy", "metrics/grad_norm", "metrics/update_norm"):
         o = obs[name]
-        assert all(np.isfinite(v) for v in (o["slope"], *o["slope_ci"], o["omega_exponent"],
-                                            o["tau_int"], o["drift"], o["gamma0"])), name
+        assert all(
+            np.isfinite(v)
+            for v in (o["slope"], *o["slope_ci"], o["omega_exponent"], o["tau_int"], o["drift"], o["gamma0"])
+        ), name
         assert o["slope_ci"][0] <= o["slope"] <= o["slope_ci"][1]
         if np.isfinite(o["ks_pvalue"]):
             assert o["ks_pvalue"] <= o["ks_qvalue_bh"] <= 1
@@ -132,8 +172,9 @@ def test_resume_reuses_the_recording_and_redoes_the_analysis(tiny, tmp_path, cap
     shutil.copytree(tiny, out)
     trained = json.loads((out / "manifest.json").read_text())["timing"]
     drawn = []  # figures were checked above; here only that they are redrawn (saves ~10 s)
-    monkeypatch.setattr(E, "write_figures", lambda analysis, summary, folder, settings:
-                        drawn.append((analysis.burn_in, folder)))
+    monkeypatch.setattr(
+        E, "write_figures", lambda analysis, summary, folder, settings: drawn.append((analysis.burn_in, folder))
+    )
     main([*TINY[:-1], "0.2", "--out", str(out), "--resume"])  # another burn-in (16 steps): analysis only
     captured = capsys.readouterr()
     assert "already complete" in captured.out + captured.err
@@ -160,9 +201,24 @@ def test_help_documents_every_option_and_the_defaults(capsys):
         main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--seeds", "--vary", "--optimizer", "--lr", "--activation", "--steps", "--burn-in",
-                 "--dataset", "--data-dir", "--out", "--resume", "--overwrite", "--probe-every",
-                 "--align", "--alpha", "--members-shown"):
+    for flag in (
+        "--seeds",
+        "--vary",
+        "--optimizer",
+        "--lr",
+        "--activation",
+        "--steps",
+        "--burn-in",
+        "--dataset",
+        "--data-dir",
+        "--out",
+        "--resume",
+        "--overwrite",
+        "--probe-every",
+        "--align",
+        "--alpha",
+        "--members-shown",
+    ):
         assert flag in text, flag
     assert "(default: 256)" in text and "(default: 3000)" in text and "burn-in a quarter" in text
 
@@ -185,9 +241,15 @@ def _fake_run(config: TrainConfig, names: list[str]):
 
 def _record(params, run) -> np.ndarray:
     """Recorded columns [S, P] of an ensemble's params, in the store's order."""
-    return np.concatenate([np.asarray(params[name.split("/")[0]][name.split("/")[1]]).reshape(
-        params["Dense_0"]["bias"].shape[0], -1)[:, idx]
-        for name, idx in run.layout.param_index.items()], axis=1)
+    return np.concatenate(
+        [
+            np.asarray(params[name.split("/")[0]][name.split("/")[1]]).reshape(params["Dense_0"]["bias"].shape[0], -1)[
+                :, idx
+            ]
+            for name, idx in run.layout.param_index.items()
+        ],
+        axis=1,
+    )
 
 
 def test_aligned_columns_recover_a_planted_permutation_exactly():
@@ -196,8 +258,10 @@ def test_aligned_columns_recover_a_planted_permutation_exactly():
     assert len(names) == 16 + 9 * 16 + 16 + 256 + 10 + 160
     run = _fake_run(config, names)
     rng = np.random.default_rng(0)
-    one = {f"Dense_{l}": {"kernel": rng.standard_normal((i, o)), "bias": rng.standard_normal(o)}
-           for l, (i, o) in enumerate([(784, 16), (16, 16), (16, 10)])}
+    one = {
+        f"Dense_{l}": {"kernel": rng.standard_normal((i, o)), "bias": rng.standard_normal(o)}
+        for l, (i, o) in enumerate([(784, 16), (16, 16), (16, 10)])
+    }
     ensemble = jax.tree_util.tree_map(lambda a: np.stack([a] * 3), one)
     planted = [np.stack([np.arange(16), rng.permutation(16), rng.permutation(16)]) for _ in range(2)]
     shuffled = apply_permutations(ensemble, planted)
@@ -218,25 +282,28 @@ def test_diverged_members_are_excluded_and_counted(tiny, tmp_path):
     run = open_run(out)
     final = run.final()
     diverged = np.array([False, True, False, False])
-    save_final(out, FinalResult(final.params, final.test_loss, final.test_accuracy, diverged,
-                                np.where(diverged, 30, -1)))
+    save_final(
+        out, FinalResult(final.params, final.test_loss, final.test_accuracy, diverged, np.where(diverged, 30, -1))
+    )
     settings = E.ErgodicitySettings(probe_every=2, burn_in=0.125)
     groups, alignment, flagged = E.load_groups(run, settings, 10)
     assert np.array_equal(flagged, diverged) and alignment["reference_member"] == 0
     for g in groups:
         assert np.isnan(g.x[1]).all() and np.isfinite(g.x[[0, 2, 3]]).all(), g.name
-    analysis = E.analyse(groups, alignment, flagged, final.test_accuracy, settings, 10,
-                         progress=False)
+    analysis = E.analyse(groups, alignment, flagged, final.test_accuracy, settings, 10, progress=False)
     for gr in analysis.results.values():
         assert (gr.result.n_diverged == 1).all() and (gr.result.n_members == 3).all()
     assert analysis.test_accuracy.n == 3 and analysis.test_accuracy.excluded == 1
     assert analysis.test_accuracy.mean == pytest.approx(np.mean(final.test_accuracy[[0, 2, 3]]))
 
 
-@pytest.mark.parametrize("vary, align, method, families", [
-    ("data", "weights", "none needed", {"parameters", "updates"}),
-    ("both", "none", "not aligned", set()),
-])
+@pytest.mark.parametrize(
+    "vary, align, method, families",
+    [
+        ("data", "weights", "none needed", {"parameters", "updates"}),
+        ("both", "none", "not aligned", set()),
+    ],
+)
 def test_which_alignment_is_used_and_reported(tiny, tmp_path, vary, align, method, families):
     out = tmp_path / "run"
     shutil.copytree(tiny, out, ignore=shutil.ignore_patterns("figures"))
@@ -251,8 +318,7 @@ def test_which_alignment_is_used_and_reported(tiny, tmp_path, vary, align, metho
     if vary == "data":  # identity: the recorded columns as they are
         params = next(g for g in groups if g.name == "parameters")
         np.testing.assert_array_equal(params.x, np.moveaxis(run["params"][:], -1, 1))
-    analysis = E.analyse(groups, alignment, diverged, run.final().test_accuracy, settings, 10,
-                         progress=False)
+    analysis = E.analyse(groups, alignment, diverged, run.final().test_accuracy, settings, 10, progress=False)
     summary = E.summarize(analysis, run.config, settings, run.probe_config)
     summary["timings"] = {"training_s": 0.0}
     report = E.write_report(analysis, summary, out, None).read_text()
@@ -263,8 +329,24 @@ def test_which_alignment_is_used_and_reported(tiny, tmp_path, vary, align, metho
 
 def test_a_run_where_most_or_all_members_diverge_still_reports_or_refuses_in_one_line(tmp_path, capsys):
     # ReLU with lr 1e6: measured, 7 of 8 members diverge at steps 2-4 (member 4 survives)
-    diverging = ["--seeds", "8", "--steps", "80", "--chunk", "40", "--block", "2", "--probe-every", "2",
-                 "--burn-in", "0.125", "--activation", "relu", "--lr", "1e6"]
+    diverging = [
+        "--seeds",
+        "8",
+        "--steps",
+        "80",
+        "--chunk",
+        "40",
+        "--block",
+        "2",
+        "--probe-every",
+        "2",
+        "--burn-in",
+        "0.125",
+        "--activation",
+        "relu",
+        "--lr",
+        "1e6",
+    ]
     out = tmp_path / "most"
     main([*diverging, "--out", str(out)])
     summary = json.loads((out / "summary.json").read_text())

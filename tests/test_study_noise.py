@@ -8,19 +8,24 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_figures
 
 from experiments.noise import main
+from rvsp_jax.analysis.gradient_noise import inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import load
-from rvsp_jax.training.ensemble import Ensemble
-from rvsp_jax.analysis.gradient_noise import inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn
-from rvsp_jax.training.model import make_model
 from rvsp_jax.io.store import open_run
 from rvsp_jax.studies import noise
 from rvsp_jax.studies.noise import (
-    NoiseSettings, NoUsableMembersError, _standardised, gaussian_reference, measure_step, parameter_groups)
-
-from conftest import assert_figures
+    NoiseSettings,
+    NoUsableMembersError,
+    _standardised,
+    gaussian_reference,
+    measure_step,
+    parameter_groups,
+)
+from rvsp_jax.training.ensemble import Ensemble
+from rvsp_jax.training.model import make_model
 
 FIGURES = ("tail_index", "tail_by_layer", "noise_scale", "noise_distribution")
 
@@ -29,8 +34,28 @@ FIGURES = ("tail_index", "tail_by_layer", "noise_scale", "noise_distribution")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("noise") / "run"
     # batch 512: 117 steps per epoch, so the noise step 160 lies in the second epoch
-    main(["--seeds", "3", "--steps", "240", "--batch-size", "512", "--block", "2", "--noise-steps", "3",
-          "--minibatches", "32", "--reference-examples", "640", "--tail-sample", "256", "--out", str(out)])
+    main(
+        [
+            "--seeds",
+            "3",
+            "--steps",
+            "240",
+            "--batch-size",
+            "512",
+            "--block",
+            "2",
+            "--noise-steps",
+            "3",
+            "--minibatches",
+            "32",
+            "--reference-examples",
+            "640",
+            "--tail-sample",
+            "256",
+            "--out",
+            str(out),
+        ]
+    )
     return out
 
 
@@ -46,8 +71,16 @@ def test_the_experiment_writes_every_promised_file(study):
     # the report states its windows, their stationarity and every rule it applies
     assert "**Windows.** all: noise steps 0, 80, 160; early: noise steps 0, 80; late: noise steps 160" in report
     assert "**Stationarity.**" in report and "## Rules" in report
-    for rule in ("simsekli_2019", "xie_2023", "along_gaussian", "across_heavier_than_scale_matched_gaussian",
-                 "across_heavier_than_covariance_matched_gaussian", "sparse", "infinite-variance", "b_simple"):
+    for rule in (
+        "simsekli_2019",
+        "xie_2023",
+        "along_gaussian",
+        "across_heavier_than_scale_matched_gaussian",
+        "across_heavier_than_covariance_matched_gaussian",
+        "sparse",
+        "infinite-variance",
+        "b_simple",
+    ):
         assert f"- **{rule}**: " in report, rule
     assert "3 of 3 members analysed (none diverged)" in report
 
@@ -110,17 +143,26 @@ def test_summary_numbers(study):
                 f = along["verdicts"][v]
                 assert f["lo"] is None or 0 <= f["lo"] <= f["mean"] <= f["hi"] <= 1
             d = entry["decisions"]
-            assert d["simsekli_2019"] in ("supported", "supported for a minority of parameters",
-                                          "only in sparse parameters", "not supported", "undetermined")
+            assert d["simsekli_2019"] in (
+                "supported",
+                "supported for a minority of parameters",
+                "only in sparse parameters",
+                "not supported",
+                "undetermined",
+            )
             assert not d["simsekli_2019"].startswith("supported") or d["along_infinite_variance_dense"]
             share = d["across_gap_share_of_scale_heterogeneity"]
             assert share is None or np.isfinite(share)
-            assert (d["xie_2023"] == "reproduced") == (d["across_heavier_than_gaussian_uncontrolled"]
-                                                       and d["along_gaussian"])
+            assert (d["xie_2023"] == "reproduced") == (
+                d["across_heavier_than_gaussian_uncontrolled"] and d["along_gaussian"]
+            )
             assert d["across_explained_by_gaussian_structure"] == (
-                d["across_heavier_than_gaussian_uncontrolled"] and not (
+                d["across_heavier_than_gaussian_uncontrolled"]
+                and not (
                     d["across_heavier_than_scale_matched_gaussian"]
-                    or d["across_heavier_than_covariance_matched_gaussian"]))
+                    or d["across_heavier_than_covariance_matched_gaussian"]
+                )
+            )
     g = summary["gaussian_reference"]
     assert g["across_parameters"]["all"]["plain"]["n"] == 256
     assert g["along_iterations"]["all"]["n"] == 32
@@ -156,9 +198,29 @@ def test_diverged_members_are_counted_and_none_left_is_a_one_line_error(study, m
     with pytest.raises(NoUsableMembersError, match="all 3 members .* diverged"):
         noise.analyse(run, settings)
     with pytest.raises(SystemExit) as exc:
-        main(["--seeds", "3", "--steps", "240", "--batch-size", "512", "--block", "2", "--noise-steps", "3",
-              "--minibatches", "32", "--reference-examples", "640", "--tail-sample", "256", "--out", str(study),
-              "--resume"])
+        main(
+            [
+                "--seeds",
+                "3",
+                "--steps",
+                "240",
+                "--batch-size",
+                "512",
+                "--block",
+                "2",
+                "--noise-steps",
+                "3",
+                "--minibatches",
+                "32",
+                "--reference-examples",
+                "640",
+                "--tail-sample",
+                "256",
+                "--out",
+                str(study),
+                "--resume",
+            ]
+        )
     message = str(exc.value)
     assert message.startswith("error: noise: all 3 members") and "\n" not in message
 
@@ -168,8 +230,7 @@ def test_pixel_strata_of_the_first_layer():
     names += ["Dense_0/bias[0]", "Dense_1/kernel[0,0]"]
     lit = np.array([0.0, 0.04, 0.3, 0.9])
     groups = parameter_groups(names, lit)
-    assert list(groups) == ["all", "Dense_0", "Dense_0 lit <5%", "Dense_0 lit 5-50%", "Dense_0 lit >50%",
-                            "Dense_1"]
+    assert list(groups) == ["all", "Dense_0", "Dense_0 lit <5%", "Dense_0 lit 5-50%", "Dense_0 lit >50%", "Dense_1"]
     assert groups["Dense_0 lit <5%"].tolist() == [0, 1, 2, 3]  # pixels 0 (never lit) and 1
     assert groups["Dense_0 lit 5-50%"].tolist() == [4, 5] and groups["Dense_0 lit >50%"].tolist() == [6, 7]
     assert groups["Dense_0"].tolist() == list(range(9)) and groups["Dense_1"].tolist() == [9]
@@ -214,6 +275,7 @@ def test_sparse_parameters_are_counted_and_left_out_of_the_dense_verdicts():
 
 def test_stable_noise_is_infinite_variance_along_iterations_and_across_after_standardising():
     from scipy.stats import levy_stable
+
     m, p = 256, 1024
     xi = levy_stable.rvs(1.2, 0.0, size=(m, p), random_state=3).astype(np.float32)
     xi *= np.exp(np.random.default_rng(4).standard_normal(p)).astype(np.float32)

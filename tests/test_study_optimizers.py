@@ -9,14 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import assert_figures
 
 from experiments.optimizers import main
 from rvsp_jax.analysis import MemberSummary, across_members
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.studies import optimizers as opt
 from rvsp_jax.studies.optimizers import PRESETS, Variant, fit_theory, parse_variants
-
-from conftest import assert_figures
 
 FIGURES = ("update_acf", "update_psd", "psd_prediction", "prediction_error")
 BASE = TrainConfig()
@@ -25,9 +24,30 @@ BASE = TrainConfig()
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("optimizers") / "study"
-    main(["--seeds", "3", "--steps", "96", "--chunk", "48", "--block", "2", "--probe-index", "2",
-          "--nlags", "10", "--nperseg", "32", "--variants", "sgd,momentum", "--frozen-batches", "64",
-          "--out", str(out)])
+    main(
+        [
+            "--seeds",
+            "3",
+            "--steps",
+            "96",
+            "--chunk",
+            "48",
+            "--block",
+            "2",
+            "--probe-index",
+            "2",
+            "--nlags",
+            "10",
+            "--nperseg",
+            "32",
+            "--variants",
+            "sgd,momentum",
+            "--frozen-batches",
+            "64",
+            "--out",
+            str(out),
+        ]
+    )
     return out
 
 
@@ -85,8 +105,15 @@ def test_out_of_sample_prediction_windows_and_rules_are_reported(study):
             assert set(d["spectral_shape"]["fractions"]) == {"white", "lorentzian", "power-law", "indistinguishable"}
             assert d["slope_fit_range"] == [pytest.approx(1 / 32), 0.5]
     report = (study / "report.md").read_text()
-    for text in ("## Rules", "## Analysed windows", "steps 72-96", "Out-of-sample test", "floor",
-                 "Sanity check (in-sample identity, not evidence for the theory)", "shape summary"):
+    for text in (
+        "## Rules",
+        "## Analysed windows",
+        "steps 72-96",
+        "Out-of-sample test",
+        "floor",
+        "Sanity check (in-sample identity, not evidence for the theory)",
+        "shape summary",
+    ):
         assert text in report, text
     assert "matches the measured update PSD" not in report
 
@@ -95,6 +122,7 @@ def test_a_variant_with_every_member_diverged_is_refused_in_one_line(study, tmp_
     import shutil
 
     from rvsp_jax.io.store import open_run
+
     copy = tmp_path / "diverged"
     shutil.copytree(study / "runs" / "sgd", copy)
     with np.load(copy / "final.npz") as f:
@@ -137,8 +165,10 @@ def test_prediction_from_independent_white_noise_matches_down_to_the_floor():
         updates = simulate(variant.config(BASE).make_optimizer(), grads)
         off = opt.predict_from_noise(updates, NAMES, variant, np.ones(S, bool), half, start=64, nperseg=256)
         e2 = across_members(off.rel_error)
-        assert all(opt.prediction_verdict(MemberSummary(*(np.asarray(a)[l] for a in e2)), limit[l]) == "mismatch"
-                   for l in range(2))
+        assert all(
+            opt.prediction_verdict(MemberSummary(*(np.asarray(a)[l] for a in e2)), limit[l]) == "mismatch"
+            for l in range(2)
+        )
         assert np.all(np.abs(fit.log_ratio_low) < 0.2) and np.all(np.abs(fit.log_ratio_high) < 0.2)
 
 
@@ -162,7 +192,9 @@ def test_prediction_from_white_noise_misses_correlated_gradients_and_names_the_c
     assert np.all(fit.log_ratio_low > np.log10(opt.BAND_FACTOR))
     assert np.all(fit.log_ratio_high < -np.log10(opt.BAND_FACTOR))
     assert "excess low-frequency" in opt.mismatch_cause(0.5, 0.0, "momentum")
-    assert "noise level differs" in opt.mismatch_cause(0.5, 0.4, "adam") and "Adam" in opt.mismatch_cause(0.5, 0.4, "adam")
+    assert "noise level differs" in opt.mismatch_cause(0.5, 0.4, "adam") and "Adam" in opt.mismatch_cause(
+        0.5, 0.4, "adam"
+    )
 
 
 def test_parse_variants_presets_optax_names_learning_rates_and_json():
@@ -170,23 +202,26 @@ def test_parse_variants_presets_optax_names_learning_rates_and_json():
     assert [x.name for x in v] == ["sgd", "momentum", "rmsprop"]
     assert v[0] == PRESETS["sgd"] and v[1].lr == 0.02 and v[1].kwargs() == {"momentum": 0.9}
     assert v[2].optimizer == "rmsprop" and v[2].lr == BASE.lr
-    (j,) = parse_variants(
-        '[{"name": "m99", "optimizer": "sgd", "lr": 0.001, "opt_kwargs": {"momentum": 0.99}}]', BASE)
+    (j,) = parse_variants('[{"name": "m99", "optimizer": "sgd", "lr": 0.001, "opt_kwargs": {"momentum": 0.99}}]', BASE)
     assert j == Variant("m99", "sgd", 0.001, '{"momentum": 0.99}')
     cfg = j.config(BASE)
     assert (cfg.optimizer, cfg.lr, cfg.opt_kwargs) == ("sgd", 0.001, '{"momentum": 0.99}')
     assert cfg.seeds == BASE.seeds
-    for bad, needle in (("sgd,sgd", "distinct"), ("nosuch", "unknown variant"), ("sgd:fast", "learning rate"),
-                        ("[{]", "JSON"), ('[{"lr": 1}]', "optimizer"), ('[{"optimizer": "sgd", "beta": 1}]',
-                                                                          "unknown keys"),
-                        ('[{"optimizer": "sgd", "opt_kwargs": {"nope": 1}}]', "rejected")):
+    for bad, needle in (
+        ("sgd,sgd", "distinct"),
+        ("nosuch", "unknown variant"),
+        ("sgd:fast", "learning rate"),
+        ("[{]", "JSON"),
+        ('[{"lr": 1}]', "optimizer"),
+        ('[{"optimizer": "sgd", "beta": 1}]', "unknown keys"),
+        ('[{"optimizer": "sgd", "opt_kwargs": {"nope": 1}}]', "rejected"),
+    ):
         with pytest.raises(ValueError, match=needle):
             parse_variants(bad, BASE)
 
 
 def test_the_command_line_refuses_optimizer_and_bad_variants(capsys):
-    for args, needle in ((["--optimizer", "adam"], "--variants"),
-                         (["--variants", "sgd,nosuch"], "unknown variant")):
+    for args, needle in ((["--optimizer", "adam"], "--variants"), (["--variants", "sgd,nosuch"], "unknown variant")):
         with pytest.raises(SystemExit):
             main(args)
         assert needle in capsys.readouterr().err
@@ -218,11 +253,14 @@ def simulate(tx, grads):
 NAMES = [f"Dense_0/bias[{i}]" for i in range(3)] + [f"Dense_1/bias[{i}]" for i in range(2)]
 
 
-@pytest.mark.parametrize("variant, tolerance", [
-    (Variant("sgd", "sgd", 0.1), 1e-6),  # d = -lr g exactly: float32 rounding only (measured 3.6e-8)
-    (Variant("momentum", "sgd", 0.01, '{"momentum": 0.9}'), 0.01),  # measured at most 2.1e-3
-    (Variant("nesterov", "sgd", 0.01, '{"momentum": 0.9, "nesterov": true}'), 0.01),  # measured 7.4e-4
-])
+@pytest.mark.parametrize(
+    "variant, tolerance",
+    [
+        (Variant("sgd", "sgd", 0.1), 1e-6),  # d = -lr g exactly: float32 rounding only (measured 3.6e-8)
+        (Variant("momentum", "sgd", 0.01, '{"momentum": 0.9}'), 0.01),  # measured at most 2.1e-3
+        (Variant("nesterov", "sgd", 0.01, '{"momentum": 0.9, "nesterov": true}'), 0.01),  # measured 7.4e-4
+    ],
+)
 def test_fit_theory_on_simulated_optax_runs(variant, tolerance):
     """White and AR(1) gradients through the real optax optimizer: the measured update PSD follows
     |H|^2 x gradient PSD. The residual for momentum is Welch's window leakage across the filter's
@@ -265,5 +303,6 @@ def test_sweep_statistics_repeat_band_ratios_and_prediction_errors(study):
         for layer, entry in v["layers"].items():
             assert stats["band power ratio low/high"][f"{name} {layer}"] == entry["band_power_ratio"]["mean"]
         for layer, entry in v["prediction"]["layers"].items():
-            assert stats["prediction: median relative error"][f"{name} {layer}"] == \
-                entry["median_relative_error"]["mean"]
+            assert (
+                stats["prediction: median relative error"][f"{name} {layer}"] == entry["median_relative_error"]["mean"]
+            )

@@ -8,19 +8,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_finite_summary, assert_valid_figure
 
 from experiments.pixels import main
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import Dataset, load
-from rvsp_jax.training.ensemble import train
 from rvsp_jax.studies import pixels
+from rvsp_jax.training.ensemble import train
 
-from conftest import assert_finite_summary, assert_valid_figure
-
-ARGS = ["--seeds", "3", "--steps", "60", "--pca-images", "1500", "--nlags", "10", "--nperseg", "32",
-        "--devices", str(len(jax.devices()))]
-FIGURES = ("pixel_maps", "class_means", "pca_spectrum", "pca_components", "pixel_correlation",
-           "stream_traces", "label_histogram", "stream_acf", "stream_psd", "stream_stationarity")
+ARGS = [
+    "--seeds",
+    "3",
+    "--steps",
+    "60",
+    "--pca-images",
+    "1500",
+    "--nlags",
+    "10",
+    "--nperseg",
+    "32",
+    "--devices",
+    str(len(jax.devices())),
+]
+FIGURES = (
+    "pixel_maps",
+    "class_means",
+    "pca_spectrum",
+    "pca_components",
+    "pixel_correlation",
+    "stream_traces",
+    "label_histogram",
+    "stream_acf",
+    "stream_psd",
+    "stream_stationarity",
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +77,22 @@ def test_summary_has_the_numbers(study):
     for order in pixels.ORDERS:
         for obs in pixels.OBSERVABLES:
             o = st[order][obs]
-            for key in ("time_mean", "time_var", "acf_lag1", "acf_mean_lags", "log10_band_power_ratio",
-                        "spectral_beta", "stationarity", "stationarity_bh", "ljung_box_reject_bh"):
+            for key in (
+                "time_mean",
+                "time_var",
+                "acf_lag1",
+                "acf_mean_lags",
+                "log10_band_power_ratio",
+                "spectral_beta",
+                "stationarity",
+                "stationarity_bh",
+                "ljung_box_reject_bh",
+            ):
                 assert key in o, (order, obs, key)
             fractions = o["stationarity_bh"]
-            assert sum(fractions[v] for v in ("stationary", "unit-root", "inconclusive", "invalid")) \
-                == pytest.approx(1.0)
+            assert sum(fractions[v] for v in ("stationary", "unit-root", "inconclusive", "invalid")) == pytest.approx(
+                1.0
+            )
     shuffled = st["shuffled"]["intensity"]
     assert shuffled["time_mean"]["mean"] == pytest.approx(st["theory"]["intensity"]["mean"], abs=0.01)
     # the sorted stream of 60 steps sees only class 0 (5,923 zeros > 60 x 32): single-class batches
@@ -92,8 +123,14 @@ def test_streams_are_the_minibatches_the_trainer_uses():
     """On a 640-image data set (20 steps per epoch), 50 steps cover three epochs: the study's shuffled
     stream equals, step by step, the labels and mean intensity of the trainer's actual minibatches."""
     full = load("mnist")
-    small = Dataset(full.train_images[:640], full.train_labels[:640], full.test_images[:64],
-                    full.test_labels[:64], "mnist", "first 640 MNIST training images")
+    small = Dataset(
+        full.train_images[:640],
+        full.train_labels[:640],
+        full.test_images[:64],
+        full.test_labels[:64],
+        "mnist",
+        "first 640 MNIST training images",
+    )
     config = TrainConfig(seeds=3, steps=50, chunk=10, block=2, lr=0.01, widths=(2,))  # small: fast compile
     s = pixels.streams(config, small)
     res = train(config, small, probe=lambda ctx: {"y": ctx.y, "x": jnp.mean(ctx.x)})

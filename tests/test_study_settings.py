@@ -11,9 +11,16 @@ import pytest
 from rvsp_jax import cli
 from rvsp_jax.studies import windows
 
-STUDIES = {"activation_compare": "CompareSettings", "activations": "ActivationSettings",
-           "ergodicity": "ErgodicitySettings", "noise": "NoiseSettings", "optimizers": "OptimizerSettings",
-           "pixels": "PixelSettings", "spectra": "SpectraSettings", "sweep": "SweepSettings"}
+STUDIES = {
+    "activation_compare": "CompareSettings",
+    "activations": "ActivationSettings",
+    "ergodicity": "ErgodicitySettings",
+    "noise": "NoiseSettings",
+    "optimizers": "OptimizerSettings",
+    "pixels": "PixelSettings",
+    "spectra": "SpectraSettings",
+    "sweep": "SweepSettings",
+}
 
 
 def _settings(name):
@@ -70,14 +77,20 @@ def test_every_study_declares_the_protocol_of_the_runner(name):
 
 def test_parse_experiment_fills_probe_index(tmp_path):
     from rvsp_jax.studies import spectra
-    run = cli.parse_experiment(spectra.EXPERIMENT, "x", spectra.SpectraSettings,
-                               ["--probe-index", "3", "--burn-in", "0.2", "--out", str(tmp_path / "o")])
+
+    run = cli.parse_experiment(
+        spectra.EXPERIMENT,
+        "x",
+        spectra.SpectraSettings,
+        ["--probe-index", "3", "--burn-in", "0.2", "--out", str(tmp_path / "o")],
+    )
     assert run.settings.probe_index == "3" and run.settings.burn_in == 0.2
 
 
 @pytest.mark.parametrize("name", STUDIES)
 def test_every_study_declares_a_table_of_figure_makers_with_captions(name):
     from rvsp_jax.studies.figures import captions
+
     study = importlib.import_module(f"rvsp_jax.studies.{name}")
     assert study.FIGURES and not hasattr(study, "figures")
     for fig_name, (caption, maker) in study.FIGURES.items():

@@ -6,18 +6,33 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_figures
 
 from experiments.spectra import main
 from rvsp_jax.analysis import STATIONARITY_VERDICTS
 from rvsp_jax.analysis.spectral import SHAPE_VERDICTS
 from rvsp_jax.studies.layer_spectra import layer_groups, layer_of, measure_layers, normalised_psd
-from rvsp_jax.studies.spectra import phase_bounds, phase_verdicts, layer_verdict_fractions
-
-from conftest import assert_figures
+from rvsp_jax.studies.spectra import layer_verdict_fractions, phase_bounds, phase_verdicts
 
 FIGURES = ("acf_by_layer", "psd_by_layer", "spectral_summary", "stationarity")
-ARGS = ["--seeds", "3", "--steps", "96", "--chunk", "48", "--block", "2", "--probe-index", "2",
-        "--nlags", "10", "--nperseg", "32", "--burn-in", "0.25"]
+ARGS = [
+    "--seeds",
+    "3",
+    "--steps",
+    "96",
+    "--chunk",
+    "48",
+    "--block",
+    "2",
+    "--probe-index",
+    "2",
+    "--nlags",
+    "10",
+    "--nperseg",
+    "32",
+    "--burn-in",
+    "0.25",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +59,15 @@ def test_summary_holds_finite_numbers_with_intervals_and_verdict_counts(study):
     assert set(summary["layers"]) == {"Dense_0", "Dense_1", "Dense_2"}
     for layer, d in summary["layers"].items():
         assert d["processes"] == 4  # 2 per parameter array, kernel and bias
-        for key in ("acf_lag1", "spectral_slope", "band_power_ratio", "spectral_flatness",
-                    "ljung_box_white_rejected_fdr", "smooth_fraction", "constant_fraction"):
+        for key in (
+            "acf_lag1",
+            "spectral_slope",
+            "band_power_ratio",
+            "spectral_flatness",
+            "ljung_box_white_rejected_fdr",
+            "smooth_fraction",
+            "constant_fraction",
+        ):
             s = d[key]
             assert s["n"] == 3 and s["excluded"] == 0, (layer, key)
             assert s["lo"] <= s["mean"] <= s["hi"], (layer, key)
@@ -54,7 +76,7 @@ def test_summary_holds_finite_numbers_with_intervals_and_verdict_counts(study):
     assert [p["steps"] for p in summary["stationarity"].values()] == [[0, 32], [32, 64], [64, 96]]
     for phase in summary["stationarity"].values():
         for kind in ("raw", "fdr_bh"):
-            for layer, v in phase[kind].items():
+            for v in phase[kind].values():
                 assert sum(v["counts"].values()) == 3 * 4 and set(v["counts"]) == set(STATIONARITY_VERDICTS)
 
 
@@ -63,10 +85,11 @@ def test_the_report_states_its_window_shape_fits_and_rules(study):
     w = summary["analysed_window"]
     assert w["steps"] == [24, 96] and isinstance(w["accepted"], bool)
     assert 0 <= w["pooled_stationary_fraction"] <= 1
-    assert w["accepted"] == (w["pooled_stationary_fraction"] >= w["stationary_accept"]
-                             and w["pooled_variance_drift"] <= w["drift_accept"])
+    assert w["accepted"] == (
+        w["pooled_stationary_fraction"] >= w["stationary_accept"] and w["pooled_variance_drift"] <= w["drift_accept"]
+    )
     assert set(summary["rules"]) >= {"shape", "stationary_window", "smooth_jittery"}
-    for layer, d in summary["layers"].items():
+    for d in summary["layers"].values():
         sh = d["spectral_shape"]
         assert set(sh["fractions"]) == set(SHAPE_VERDICTS)
         assert sum(f["mean"] for f in sh["fractions"].values()) == pytest.approx(1)
@@ -74,8 +97,14 @@ def test_the_report_states_its_window_shape_fits_and_rules(study):
         assert -1 < sh["phi"]["mean"] < 1 and "AIC" in sh["criterion"]
         assert d["slope_fit_range"] == [pytest.approx(1 / 32), 0.5] and d["spectral_slope_r2"]["n"] == 3
     report = (study / "report.md").read_text()
-    for text in ("Analysed window: steps 24-96", "by the rule", "## Rules", "Whittle", "AIC",
-                 "3 of 3 members analysed (0 diverged"):
+    for text in (
+        "Analysed window: steps 24-96",
+        "by the rule",
+        "## Rules",
+        "Whittle",
+        "AIC",
+        "3 of 3 members analysed (0 diverged",
+    ):
         assert text in report, text
 
 
@@ -101,6 +130,7 @@ def test_a_run_whose_members_all_diverge_is_refused_in_one_line(study, tmp_path)
 
     from rvsp_jax.io.store import open_run
     from rvsp_jax.studies.spectra import SpectraSettings, analyse
+
     copy = tmp_path / "diverged"
     shutil.copytree(study, copy)
     with np.load(copy / "final.npz") as f:
@@ -127,6 +157,7 @@ def test_resume_reuses_the_recording_and_redoes_the_analysis_and_refuses_to_over
 
 
 # ---- measurements on known processes -------------------------------------------------------------
+
 
 def ar1(rng, phi, shape, n):
     e = rng.standard_normal((*shape, n))
@@ -214,6 +245,7 @@ def test_phase_verdicts_separate_random_walks_from_white_noise():
     # invalid (constant) processes leave the denominator: 1 of 4 stationary among 3 testable is 1/3
     codes = np.array([[0, 3, 2, 1, 0, 0, 3]], np.int8)
     f = layer_verdict_fractions(codes, layer_groups(NAMES))
-    np.testing.assert_allclose([f["stationary"][0, 0], f["unit-root"][0, 0], f["stationary"][0, 1]],
-                               [1 / 3, 1 / 3, 1.0])
+    np.testing.assert_allclose(
+        [f["stationary"][0, 0], f["unit-root"][0, 0], f["stationary"][0, 1]], [1 / 3, 1 / 3, 1.0]
+    )
     assert phase_bounds(10) == [("early", 0, 3), ("middle", 3, 7), ("late", 7, 10)]

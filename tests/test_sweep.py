@@ -8,24 +8,25 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.sweep import main as sweep_main
 from experiments.optimizers import main as optimizers_main
 from experiments.pixels import main as pixels_main
 from experiments.spectra import main as spectra_main
+from experiments.sweep import main as sweep_main
 from rvsp_jax import cli
 from rvsp_jax.config import TrainConfig, with_sweep_flags
+from rvsp_jax.io.record import run
 from rvsp_jax.training.ensemble import train
 from rvsp_jax.training.probes import ProbeConfig
-from rvsp_jax.io.record import run
-from rvsp_jax.io.store import open_run
 
 BASE = dict(seeds=3, steps=12, chunk=6, block=1)
 
 
 def assert_members_equal(sweep, plain, g, S, exact=True):
-    pairs = [(a[g * S:(g + 1) * S], b) for a, b in zip(jax.tree_util.tree_leaves(sweep.params),
-                                                         jax.tree_util.tree_leaves(plain.params))]
-    pairs.append((sweep.metrics.loss[g * S:(g + 1) * S], plain.metrics.loss))
+    pairs = [
+        (a[g * S : (g + 1) * S], b)
+        for a, b in zip(jax.tree_util.tree_leaves(sweep.params), jax.tree_util.tree_leaves(plain.params))
+    ]
+    pairs.append((sweep.metrics.loss[g * S : (g + 1) * S], plain.metrics.loss))
     for a, b in pairs:
         if exact:
             assert np.array_equal(np.asarray(a), np.asarray(b))
@@ -33,16 +34,20 @@ def assert_members_equal(sweep, plain, g, S, exact=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("optimizer, kwargs, sweep, exact", [
-    ("sgd", {}, {"lr": [0.05, 0.5]}, True),
-    ("sgd", {"momentum": 0.9}, {"lr": [0.05, 0.2], "momentum": [0.5, 0.9]}, True),
-    ("adam", {}, {"lr": [1e-3, 3e-3], "b1": [0.8, 0.9]}, False),
-])
+@pytest.mark.parametrize(
+    "optimizer, kwargs, sweep, exact",
+    [
+        ("sgd", {}, {"lr": [0.05, 0.5]}, True),
+        ("sgd", {"momentum": 0.9}, {"lr": [0.05, 0.2], "momentum": [0.5, 0.9]}, True),
+        ("adam", {}, {"lr": [1e-3, 3e-3], "b1": [0.8, 0.9]}, False),
+    ],
+)
 def test_the_last_grid_point_equals_a_plain_run_with_its_values(optimizer, kwargs, sweep, exact):
     # the last point is the one furthest from the plain defaults: every axis at its last value,
     # members 3 (G - 1) .. 3 G - 1 (one compilation each for the sweep and the plain run)
-    config = TrainConfig(**BASE, optimizer=optimizer, lr=sweep["lr"][0], opt_kwargs=json.dumps(kwargs),
-                         sweep=json.dumps(sweep))
+    config = TrainConfig(
+        **BASE, optimizer=optimizer, lr=sweep["lr"][0], opt_kwargs=json.dumps(kwargs), sweep=json.dumps(sweep)
+    )
     assert config.members == 3 * len(config.grid())
     g = len(config.grid()) - 1
     assert all(config.grid()[g][k] == v[-1] for k, v in sweep.items())
@@ -51,29 +56,36 @@ def test_the_last_grid_point_equals_a_plain_run_with_its_values(optimizer, kwarg
 
 def test_grid_is_cartesian_first_axis_slowest_and_points_are_plain_configs():
     config = TrainConfig(**BASE, optimizer="sgd", sweep='{"lr": [0.1, 0.2], "momentum": [0.0, 0.9]}')
-    assert config.grid() == [{"lr": 0.1, "momentum": 0.0}, {"lr": 0.1, "momentum": 0.9},
-                             {"lr": 0.2, "momentum": 0.0}, {"lr": 0.2, "momentum": 0.9}]
+    assert config.grid() == [
+        {"lr": 0.1, "momentum": 0.0},
+        {"lr": 0.1, "momentum": 0.9},
+        {"lr": 0.2, "momentum": 0.0},
+        {"lr": 0.2, "momentum": 0.9},
+    ]
     point = config.point(3)
     assert (point.lr, json.loads(point.opt_kwargs), point.sweep) == (0.2, {"momentum": 0.9}, "{}")
-    assert config.grid_hyperparams() == {"learning_rate": [0.1, 0.1, 0.2, 0.2],
-                                         "momentum": [0.0, 0.9, 0.0, 0.9]}
+    assert config.grid_hyperparams() == {"learning_rate": [0.1, 0.1, 0.2, 0.2], "momentum": [0.0, 0.9, 0.0, 0.9]}
 
 
-@pytest.mark.parametrize("sweep, needle", [
-    ('{"lr": []}', "non-empty list of finite numbers"),
-    ('{"lr": [0.1, 0.1]}', "repeats a value"),
-    ('{"lr": [0.1, -1]}', "every swept learning rate must be > 0"),
-    ('{"momentm": [0.5]}', "not a hyperparameter of optax.sgd"),
-    ('[0.1]', "JSON object of lists"),
-])
+@pytest.mark.parametrize(
+    "sweep, needle",
+    [
+        ('{"lr": []}', "non-empty list of finite numbers"),
+        ('{"lr": [0.1, 0.1]}', "repeats a value"),
+        ('{"lr": [0.1, -1]}', "every swept learning rate must be > 0"),
+        ('{"momentm": [0.5]}', "not a hyperparameter of optax.sgd"),
+        ("[0.1]", "JSON object of lists"),
+    ],
+)
 def test_bad_sweeps_are_refused_with_the_reason(sweep, needle):
     with pytest.raises(ValueError, match=needle):
         TrainConfig(sweep=sweep)
 
 
 def test_command_line_lists_become_the_sweep():
-    values = with_sweep_flags({"lr": (0.01, 0.1), "opt_kwargs": '{"momentum": [0.5, 0.9], "nesterov": true}',
-                               "sweep": "{}"})
+    values = with_sweep_flags(
+        {"lr": (0.01, 0.1), "opt_kwargs": '{"momentum": [0.5, 0.9], "nesterov": true}', "sweep": "{}"}
+    )
     assert values["lr"] == 0.01 and json.loads(values["opt_kwargs"]) == {"nesterov": True}
     assert json.loads(values["sweep"]) == {"lr": [0.01, 0.1], "momentum": [0.5, 0.9]}
     inv = cli.parse_experiment("train", "x", argv=["--lr", "0.01,0.1", "--out", "unused"], allow_sweep=True)
@@ -90,8 +102,10 @@ def test_the_pixel_study_refuses_a_sweep_with_the_reason(capsys):
 def test_a_grid_point_reads_like_the_plain_run_with_its_values(tmp_path):
     config = TrainConfig(**BASE, lr=0.05, sweep='{"lr": [0.05, 0.5]}')
     probes = ProbeConfig(probes="updates,params", index="3")
-    sweep, plain = run(config, probes, tmp_path / "s", progress=False), run(config.point(1), probes,
-                                                                               tmp_path / "p", progress=False)
+    sweep, plain = (
+        run(config, probes, tmp_path / "s", progress=False),
+        run(config.point(1), probes, tmp_path / "p", progress=False),
+    )
     view = sweep.point(1)
     assert view.config == plain.config and sweep.point(0).config.lr == 0.05
     for name in sweep.arrays:
@@ -111,8 +125,24 @@ def test_a_grid_point_reads_like_the_plain_run_with_its_values(tmp_path):
         sweep.point(2)
 
 
-SPECTRA = ["--seeds", "3", "--steps", "96", "--chunk", "48", "--block", "2", "--probe-index", "2",
-           "--nlags", "10", "--nperseg", "32", "--burn-in", "0.25"]
+SPECTRA = [
+    "--seeds",
+    "3",
+    "--steps",
+    "96",
+    "--chunk",
+    "48",
+    "--block",
+    "2",
+    "--probe-index",
+    "2",
+    "--nlags",
+    "10",
+    "--nperseg",
+    "32",
+    "--burn-in",
+    "0.25",
+]
 
 
 def test_a_study_on_a_sweep_gives_each_point_the_numbers_of_its_plain_run(tmp_path, capsys):
@@ -127,7 +157,8 @@ def test_a_study_on_a_sweep_gives_each_point_the_numbers_of_its_plain_run(tmp_pa
     assert [p["folder"] for p in summary["points"]] == ["points/0-lr=0.05", "points/1-lr=0.5"]
     stats = summary["points"][1]["statistics"]
     assert stats["band power ratio low/high"]["Dense_0"] == pytest.approx(
-        plain["layers"]["Dense_0"]["band_power_ratio"]["mean"])
+        plain["layers"]["Dense_0"]["band_power_ratio"]["mean"]
+    )
     text = (tmp_path / "sweep" / "report.md").read_text()
     assert "(points/1-lr=0.5/report.md)" in text and "band power ratio low/high: Dense_0" in text
     for folder in (tmp_path / "sweep", tmp_path / "sweep" / "points" / "0-lr=0.05"):
@@ -137,16 +168,41 @@ def test_a_study_on_a_sweep_gives_each_point_the_numbers_of_its_plain_run(tmp_pa
 
 def test_the_optimizer_comparison_on_a_sweep_compares_the_variants_at_each_point(tmp_path):
     out = tmp_path / "study"
-    optimizers_main(["--seeds", "3", "--steps", "96", "--chunk", "48", "--block", "2", "--probe-index", "2",
-                     "--nlags", "10", "--nperseg", "32", "--variants", "sgd,momentum", "--frozen-batches",
-                     "16", "--lr", "0.01,0.1", "--out", str(out)])
+    optimizers_main(
+        [
+            "--seeds",
+            "3",
+            "--steps",
+            "96",
+            "--chunk",
+            "48",
+            "--block",
+            "2",
+            "--probe-index",
+            "2",
+            "--nlags",
+            "10",
+            "--nperseg",
+            "32",
+            "--variants",
+            "sgd,momentum",
+            "--frozen-batches",
+            "16",
+            "--lr",
+            "0.01,0.1",
+            "--out",
+            str(out),
+        ]
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert all(p["analysed"] for p in summary["points"])
     for p in summary["points"]:
         point = json.loads((out / p["folder"] / "summary.json").read_text())
         # each variant analysed with the grid point's learning rate (its own preset lr replaced)
-        assert {v: e["lr"] for v, e in point["variants"].items()} == {"sgd": p["point"]["lr"],
-                                                                       "momentum": p["point"]["lr"]}
+        assert {v: e["lr"] for v, e in point["variants"].items()} == {
+            "sgd": p["point"]["lr"],
+            "momentum": p["point"]["lr"],
+        }
         assert point["variants"]["momentum"]["opt_kwargs"] == {"momentum": 0.9}
         assert set(p["statistics"]["test accuracy"]) == {"sgd", "momentum"}
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
@@ -154,8 +210,9 @@ def test_the_optimizer_comparison_on_a_sweep_compares_the_variants_at_each_point
 
 def test_a_swept_key_an_optimizer_lacks_is_refused_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        optimizers_main(["--variants", "sgd,adam", "--opt-kwargs", '{"momentum": [0.5, 0.9]}',
-                         "--out", str(tmp_path / "x")])
+        optimizers_main(
+            ["--variants", "sgd,adam", "--opt-kwargs", '{"momentum": [0.5, 0.9]}', "--out", str(tmp_path / "x")]
+        )
     assert exit_.value.code == 2 and "not a hyperparameter of optax.adam" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
@@ -173,8 +230,24 @@ def test_the_manifest_and_open_run_describe_every_member(tmp_path):
 
 def test_the_sweep_study_analyses_every_grid_point(tmp_path, capsys):
     out = tmp_path / "sweep"
-    sweep_main(["--lr", "0.05,0.5", "--seeds", "4", "--steps", "200", "--chunk", "100", "--block", "2",
-                "--probe-index", "2", "--out", str(out)])
+    sweep_main(
+        [
+            "--lr",
+            "0.05,0.5",
+            "--seeds",
+            "4",
+            "--steps",
+            "200",
+            "--chunk",
+            "100",
+            "--block",
+            "2",
+            "--probe-index",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert [p["point"] for p in summary["points"]] == [{"lr": 0.05}, {"lr": 0.5}]
     assert summary["window"] == {"from_step": 50, "to_step": 200, "steps": 150}

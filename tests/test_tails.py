@@ -13,7 +13,6 @@ from scipy.stats import levy_stable
 from rvsp_jax.analysis.noise_scale import gradient_noise_scale, pooled_noise_scale, two_batch_noise_scale
 from rvsp_jax.analysis.tails import default_hill_k, hill, simsekli_alpha
 
-
 # ---------------------------------------------------------------------------------------------------
 # Reference implementations written from the papers' formulas, float64 numpy, one series at a time.
 
@@ -261,9 +260,12 @@ def test_tail_verdict_gaussian_is_gaussian_at_one_minus_alpha():
 def test_tail_verdict_never_calls_finite_variance_infinite(case):
     rng = np.random.default_rng(1)
     shape = (100, 4096)
-    x = {"t3": lambda: rng.standard_t(3, shape), "t4": lambda: rng.standard_t(4, shape),
-         "lnmix0.5": lambda: rng.standard_normal(shape) * np.exp(0.5 * rng.standard_normal(shape)),
-         "lnmix1": lambda: rng.standard_normal(shape) * np.exp(rng.standard_normal(shape))}[case]()
+    x = {
+        "t3": lambda: rng.standard_t(3, shape),
+        "t4": lambda: rng.standard_t(4, shape),
+        "lnmix0.5": lambda: rng.standard_normal(shape) * np.exp(0.5 * rng.standard_normal(shape)),
+        "lnmix1": lambda: rng.standard_normal(shape) * np.exp(rng.standard_normal(shape)),
+    }[case]()
     r = _rates(x)
     # measured: infinite-variance 0 (t3, t4, lnmix0.5) and 0.02 (lnmix1); heavy-tailed 0.89 (t3),
     # 0.99 (t4), 1.0 (lnmix0.5), 0.01 (lnmix1, otherwise inconclusive: its Hill interval contains 2)
@@ -292,11 +294,13 @@ def test_tail_verdict_batched_axis_and_evidence_match_per_series():
             assert one.verdict.shape == () and one.verdict == r.verdict[i, j]
             np.testing.assert_allclose(one.hill, r.hill[i, j])
             ref = stats.normaltest(x[:, i, j])
-            np.testing.assert_allclose([r.normality_stat[i, j], r.normality_pvalue[i, j]],
-                                       [ref.statistic, ref.pvalue], rtol=1e-10)
+            np.testing.assert_allclose(
+                [r.normality_stat[i, j], r.normality_pvalue[i, j]], [ref.statistic, ref.pvalue], rtol=1e-10
+            )
             np.testing.assert_allclose(r.excess_kurtosis[i, j], stats.kurtosis(x[:, i, j]), rtol=1e-10)
-            np.testing.assert_allclose(r.block_sum_alpha[i, j],
-                                       simsekli_reference(x[:, i, j] - np.median(x[:, i, j]), 17), rtol=1e-8)
+            np.testing.assert_allclose(
+                r.block_sum_alpha[i, j], simsekli_reference(x[:, i, j] - np.median(x[:, i, j]), 17), rtol=1e-8
+            )
     # the Hill estimates are those of the JAX estimator at the same k
     for c, k in enumerate(r.hill_k):
         np.testing.assert_allclose(r.hill[..., c], np.asarray(hill(np.moveaxis(x, 0, -1), k)), rtol=1e-5)

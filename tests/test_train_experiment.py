@@ -12,18 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from conftest import ROOT, SMALL, assert_same_recording, hooked_train_script
+from conftest import TRAIN_ARGS as ARGS
 
 from experiments.train import main
 from rvsp_jax.io.store import open_run
 
-from conftest import ROOT, SMALL, TRAIN_ARGS as ARGS, assert_same_recording, hooked_train_script
-
 # Runs experiments.train with its second checkpoint held back, so the process is reliably killed
 # with chunk 1 complete on disk and chunk 2's arrays written past the checkpoint.
-HOLD_SECOND_CHECKPOINT = hooked_train_script("rvsp_jax.io.store", "save_checkpoint", """
+HOLD_SECOND_CHECKPOINT = hooked_train_script(
+    "rvsp_jax.io.store",
+    "save_checkpoint",
+    """
     if calls == 2:
         time.sleep(600)
-""")
+""",
+)
 
 
 @pytest.fixture
@@ -41,8 +45,13 @@ def steps_completed(out: Path) -> int:
 def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path):
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_SECOND_CHECKPOINT, *ARGS, "--out", str(out)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SECOND_CHECKPOINT, *ARGS, "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 300
     while steps_completed(out) < SMALL.chunk:
         assert proc.poll() is None, proc.stdout.read().decode()
@@ -55,11 +64,17 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path):
     killed = open_run(out)
     assert killed.manifest["status"] == "running" and killed.steps_completed == SMALL.chunk
     # data past the checkpoint is on disk (chunk 2 of the metrics): resume must overwrite it
-    assert np.isfinite(killed["metrics/loss"][:, SMALL.chunk:2 * SMALL.chunk]).all()
-    zarr.open_array(out / "arrays" / "updates", mode="r+")[:, SMALL.chunk:] = 7.0  # simulate garbage
+    assert np.isfinite(killed["metrics/loss"][:, SMALL.chunk : 2 * SMALL.chunk]).all()
+    zarr.open_array(out / "arrays" / "updates", mode="r+")[:, SMALL.chunk :] = 7.0  # simulate garbage
 
-    resumed = subprocess.run([sys.executable, "-m", "experiments.train", *ARGS, "--out", str(out),
-                              "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "experiments.train", *ARGS, "--out", str(out), "--resume"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"run: {out} (complete, 30 steps" in resumed.stdout
     assert_same_recording(open_run(out), reference)
@@ -89,8 +104,18 @@ def test_cli_flags_and_bad_probe_values(capsys):
         main(["--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--seeds", "--probes", "--probe-index", "--probe-every", "--probe-batch", "--compress",
-                 "--out", "--resume", "--overwrite", "--devices"):
+    for flag in (
+        "--seeds",
+        "--probes",
+        "--probe-index",
+        "--probe-every",
+        "--probe-batch",
+        "--compress",
+        "--out",
+        "--resume",
+        "--overwrite",
+        "--devices",
+    ):
         assert flag in text
     with pytest.raises(SystemExit) as exit_:
         main(["--probes", "weights"])

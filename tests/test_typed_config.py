@@ -18,18 +18,36 @@ from rvsp_jax.training.probes import ProbeConfig
 # The "config" and "probe_config" of a manifest as the code before typed fields wrote them (JSON
 # text inside the JSON), with the digest that code gave (TrainConfig.digest at commit 3d3a83a).
 LEGACY_CONFIG = {
-    "seeds": 4, "base_seed": 0, "vary": "both", "optimizer": "sgd", "lr": 0.05,
-    "opt_kwargs": "{\"momentum\": 0.9, \"nesterov\": true}", "activation": "sigmoid",
-    "widths": [16, 16], "init": "lecun_normal", "batch_size": 32, "steps": 20, "epochs": 1.0,
-    "dataset": "mnist", "data_dir": None, "chunk": 200, "block": 8,
-    "sweep": "{\"lr\": [0.05, 0.5], \"momentum\": [0.5, 0.9]}",
+    "seeds": 4,
+    "base_seed": 0,
+    "vary": "both",
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "opt_kwargs": '{"momentum": 0.9, "nesterov": true}',
+    "activation": "sigmoid",
+    "widths": [16, 16],
+    "init": "lecun_normal",
+    "batch_size": 32,
+    "steps": 20,
+    "epochs": 1.0,
+    "dataset": "mnist",
+    "data_dir": None,
+    "chunk": 200,
+    "block": 8,
+    "sweep": '{"lr": [0.05, 0.5], "momentum": [0.5, 0.9]}',
 }
 LEGACY_DIGEST = "a6f4865ee98b0a3b"
 LEGACY_POINT_DIGESTS = ["a1bb6c8d14328058", "f8e59d2cc1b5f625", "78ce838371004955", "34aa14f6114422ba"]
 LEGACY_PROBES = {"probes": "updates,params", "index": "3", "every": 1, "batch": 64, "compress": "none"}
 
-TYPED = TrainConfig(seeds=4, optimizer="sgd", lr=0.05, opt_kwargs={"momentum": 0.9, "nesterov": True},
-                    sweep={"lr": (0.05, 0.5), "momentum": (0.5, 0.9)}, steps=20)
+TYPED = TrainConfig(
+    seeds=4,
+    optimizer="sgd",
+    lr=0.05,
+    opt_kwargs={"momentum": 0.9, "nesterov": True},
+    sweep={"lr": (0.05, 0.5), "momentum": (0.5, 0.9)},
+    steps=20,
+)
 TYPED_PROBES = ProbeConfig(probes=("updates", "params"), index="3")
 
 
@@ -46,22 +64,35 @@ def test_a_legacy_manifest_config_loads_equal_to_the_typed_config_and_digests_th
     assert TYPED_PROBES.to_dict() == LEGACY_PROBES
     # a manifest may also hold the new forms (a list, a JSON object): read the same
     assert ProbeConfig.from_dict({**LEGACY_PROBES, "probes": ["updates", "params"]}) == TYPED_PROBES
-    assert TrainConfig.from_dict({**LEGACY_CONFIG, "opt_kwargs": {"momentum": 0.9, "nesterov": True},
-                                  "sweep": {"lr": [0.05, 0.5], "momentum": [0.5, 0.9]}}) == TYPED
+    assert (
+        TrainConfig.from_dict(
+            {
+                **LEGACY_CONFIG,
+                "opt_kwargs": {"momentum": 0.9, "nesterov": True},
+                "sweep": {"lr": [0.05, 0.5], "momentum": [0.5, 0.9]},
+            }
+        )
+        == TYPED
+    )
 
 
 def test_a_run_recorded_with_string_fields_can_be_resumed_with_the_typed_config(tmp_path):
-    manifest = {"format": runfolder.FORMAT, "status": "running",
-                **{k: None for k in runfolder.RUN_KEYS},
-                "config": LEGACY_CONFIG, "probe_config": LEGACY_PROBES}
+    manifest = {
+        "format": runfolder.FORMAT,
+        "status": "running",
+        **{k: None for k in runfolder.RUN_KEYS},
+        "config": LEGACY_CONFIG,
+        "probe_config": LEGACY_PROBES,
+    }
     (tmp_path / runfolder.MANIFEST).write_text(json.dumps(manifest))
     assert runfolder.check_resume(tmp_path, TYPED.to_dict(), TYPED_PROBES.to_dict(), _DEFAULTS)
     with pytest.raises(runfolder.RunFolderError, match="config.opt_kwargs"):
         other = TrainConfig.from_dict({**LEGACY_CONFIG, "opt_kwargs": {"momentum": 0.8, "nesterov": True}})
         runfolder.check_resume(tmp_path, other.to_dict(), TYPED_PROBES.to_dict(), _DEFAULTS)
     with pytest.raises(runfolder.RunFolderError, match="probes.probes"):
-        runfolder.check_resume(tmp_path, TYPED.to_dict(), ProbeConfig(probes=("updates",), index="3").to_dict(),
-                               _DEFAULTS)
+        runfolder.check_resume(
+            tmp_path, TYPED.to_dict(), ProbeConfig(probes=("updates",), index="3").to_dict(), _DEFAULTS
+        )
 
 
 def test_string_and_mapping_forms_are_one_config():
@@ -93,14 +124,17 @@ def test_non_canonical_text_is_read_as_its_mapping():
     assert compact.to_dict()["opt_kwargs"] == '{"momentum": 0.9}'  # canonical text from now on
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(opt_kwargs=[("momentum", 0.9)]), "opt_kwargs must be a JSON object"),
-    (dict(opt_kwargs={"momentum": object()}), "opt_kwargs must be a JSON object of JSON values"),
-    (dict(opt_kwargs={"momentum": [0.5, 0.9]}), "opt_kwargs 'momentum' is a list"),
-    (dict(opt_kwargs={"momentum": float("inf")}), "opt_kwargs 'momentum' must be finite"),
-    (dict(sweep={"lr": ()}), "non-empty list of finite numbers"),
-    (dict(sweep=[0.1]), "JSON object of lists"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(opt_kwargs=[("momentum", 0.9)]), "opt_kwargs must be a JSON object"),
+        (dict(opt_kwargs={"momentum": object()}), "opt_kwargs must be a JSON object of JSON values"),
+        (dict(opt_kwargs={"momentum": [0.5, 0.9]}), "opt_kwargs 'momentum' is a list"),
+        (dict(opt_kwargs={"momentum": float("inf")}), "opt_kwargs 'momentum' must be finite"),
+        (dict(sweep={"lr": ()}), "non-empty list of finite numbers"),
+        (dict(sweep=[0.1]), "JSON object of lists"),
+    ],
+)
 def test_bad_mappings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
@@ -120,8 +154,9 @@ def test_probes_tuple_and_the_old_text():
 
 
 def test_sweep_flags_take_mappings():
-    values = with_sweep_flags({"lr": (0.01, 0.1), "opt_kwargs": {"momentum": [0.5, 0.9], "nesterov": True},
-                               "sweep": {}})
+    values = with_sweep_flags(
+        {"lr": (0.01, 0.1), "opt_kwargs": {"momentum": [0.5, 0.9], "nesterov": True}, "sweep": {}}
+    )
     assert values["lr"] == 0.01 and values["opt_kwargs"] == {"nesterov": True}
     assert values["sweep"] == {"lr": [0.01, 0.1], "momentum": [0.5, 0.9]}
     assert TrainConfig(**values).grid()[-1] == {"lr": 0.1, "momentum": 0.9}
@@ -130,8 +165,18 @@ def test_sweep_flags_take_mappings():
 def test_the_command_line_parses_the_text_into_typed_fields():
     parser = cli.make_parser("demo", "demo")
     cli.add_dataclass_arguments(parser, ProbeConfig, title="recording")
-    args = parser.parse_args(["--optimizer", "sgd", "--opt-kwargs", '{"momentum": [0.5, 0.9], "nesterov": true}',
-                              "--lr", "0.1,0.2", "--probes", "updates,grads"])
+    args = parser.parse_args(
+        [
+            "--optimizer",
+            "sgd",
+            "--opt-kwargs",
+            '{"momentum": [0.5, 0.9], "nesterov": true}',
+            "--lr",
+            "0.1,0.2",
+            "--probes",
+            "updates,grads",
+        ]
+    )
     assert args.opt_kwargs == {"momentum": [0.5, 0.9], "nesterov": True}
     config = cli.parse_train_config(parser, args)
     assert config.opt_kwargs == {"nesterov": True}

@@ -34,28 +34,59 @@ series against its reference (statsmodels, scipy) or a known analytic answer. Mo
     >>> from rvsp_jax.analysis import acf, welch, adf, kpss
 """
 
-from rvsp_jax.analysis.alignment import (
-    align, apply_permutations, match_weights, permutation_index, permute_trajectory)
+from rvsp_jax.analysis.alignment import align, apply_permutations, match_weights, permutation_index, permute_trajectory
 from rvsp_jax.analysis.drift import DriftSummary, RollingMeanVar, measure_drift, rolling_mean_var
 from rvsp_jax.analysis.ergodicity import VERDICTS as ERGODICITY_VERDICTS
 from rvsp_jax.analysis.ergodicity import (
-    DistributionCheck, ErgodicityResult, FluctuationMetric, VarianceScaling, assess, assess_many,
-    distribution_check, ensemble_mean, ensemble_variance, ergodicity_breaking, finite_members,
-    fluctuation_metric, integrated_autocorr_time, running_average, tamsd, time_averages,
-    variance_scaling)
+    DistributionCheck,
+    ErgodicityResult,
+    FluctuationMetric,
+    VarianceScaling,
+    assess,
+    assess_many,
+    distribution_check,
+    ensemble_mean,
+    ensemble_variance,
+    ergodicity_breaking,
+    finite_members,
+    fluctuation_metric,
+    integrated_autocorr_time,
+    running_average,
+    tamsd,
+    time_averages,
+    variance_scaling,
+)
 from rvsp_jax.analysis.lrv import LongRunVariance, long_run_variance
 from rvsp_jax.analysis.multiple_testing import FdrResult, fdr_bh
-from rvsp_jax.analysis.noise_scale import (
-    NoiseScale, gradient_noise_scale, pooled_noise_scale, two_batch_noise_scale)
-from rvsp_jax.analysis.optimizer_filters import (
-    ema_transfer, momentum_transfer, nesterov_transfer, predicted_update_psd)
+from rvsp_jax.analysis.noise_scale import NoiseScale, gradient_noise_scale, pooled_noise_scale, two_batch_noise_scale
+from rvsp_jax.analysis.optimizer_filters import ema_transfer, momentum_transfer, nesterov_transfer, predicted_update_psd
 from rvsp_jax.analysis.spectral import (
-    SHAPE_MODELS, SHAPE_VERDICTS, LjungBoxResult, SpectralShape, SpectralSlope, acf, acf_confint,
-    band_power_ratio, is_constant, ljung_box, pacf, periodogram, spectral_flatness, spectral_shape,
-    spectral_slope, welch)
+    SHAPE_MODELS,
+    SHAPE_VERDICTS,
+    LjungBoxResult,
+    SpectralShape,
+    SpectralSlope,
+    acf,
+    acf_confint,
+    band_power_ratio,
+    is_constant,
+    ljung_box,
+    pacf,
+    periodogram,
+    spectral_flatness,
+    spectral_shape,
+    spectral_slope,
+    welch,
+)
 from rvsp_jax.analysis.stationarity import VERDICTS as STATIONARITY_VERDICTS
 from rvsp_jax.analysis.stationarity import (
-    AdfResult, KpssResult, adf, kpss, stationarity_verdict, stationarity_verdicts, verdict_fractions)
+    AdfResult,
+    KpssResult,
+    adf,
+    kpss,
+    stationarity_verdict,
+    stationarity_verdicts,
+    verdict_fractions,
+)
 from rvsp_jax.analysis.summary import MemberSummary, across_members
-from rvsp_jax.analysis.tails import default_hill_k, hill, simsekli_alpha
-from rvsp_jax.analysis.tails import TailVerdict, tail_verdict
+from rvsp_jax.analysis.tails import TailVerdict, default_hill_k, hill, simsekli_alpha, tail_verdict

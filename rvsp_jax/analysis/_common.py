@@ -29,17 +29,22 @@ WORKERS = os.cpu_count() or 1
 # Input coercion
 
 
-def as_real(x, *, name: str = "x", min_ndim: int = 1, what: str = "a time axis (last axis)",
-            hint: str = "Pass x: [..., T].", allow_bool: bool = True) -> np.ndarray:
+def as_real(
+    x,
+    *,
+    name: str = "x",
+    min_ndim: int = 1,
+    what: str = "a time axis (last axis)",
+    hint: str = "Pass x: [..., T].",
+    allow_bool: bool = True,
+) -> np.ndarray:
     """``np.asarray(x)`` (any array-like: numpy, JAX, a stored array) checked to be real with at
     least ``min_ndim`` axes; raises ValueError naming ``name`` otherwise. No dtype conversion."""
     arr = np.asarray(x)
     if arr.ndim < min_ndim:
         got = "a scalar" if arr.ndim == 0 else f"shape {arr.shape}"
         raise ValueError(f"{name} must have {what}; got {got}. {hint}")
-    if np.iscomplexobj(arr) or not (
-        np.issubdtype(arr.dtype, np.number) or (allow_bool and arr.dtype == bool)
-    ):
+    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or (allow_bool and arr.dtype == bool)):
         raise ValueError(f"{name} must be real-valued; got dtype {arr.dtype}.")
     return arr
 
@@ -130,8 +135,7 @@ def ensemble_last(x, member_axis, axis) -> tuple[np.ndarray, tuple[int, int] | N
     x = np.asarray(x)
     if x.ndim < 2:
         raise ValueError(
-            f"x must have a member axis and a time axis; got shape {x.shape}. For a single series "
-            "use x[None]."
+            f"x must have a member axis and a time axis; got shape {x.shape}. For a single series use x[None]."
         )
     ma = _axis_index(member_axis, x.ndim, "member_axis")
     ta = _axis_index(axis, x.ndim, "axis")
@@ -172,8 +176,7 @@ def block_slices(n: int, per_block: int) -> Iterator[slice]:
         yield slice(start, min(n, start + step))
 
 
-def map_rows(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, row_cost: int,
-             block_elements: int) -> np.ndarray:
+def map_rows(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, row_cost: int, block_elements: int) -> np.ndarray:
     """Applies fn: [B, T] -> [B, *K] to x: [..., T] in row blocks; returns [..., *K].
 
     row_cost: elements of the largest temporary per row; a block holds about ``block_elements``.
@@ -198,8 +201,9 @@ def map_rows(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, row_cost: in
 # FFT autocovariance
 
 
-def fft_autocov(x: np.ndarray, min_length: int, keep: int,
-                pool: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+def fft_autocov(
+    x: np.ndarray, min_length: int, keep: int, pool: Callable[[np.ndarray], np.ndarray] | None = None
+) -> np.ndarray:
     """Lag sums ``sum_t x_t x_{t+k}``, k = 0..keep-1, along the last axis of x, by FFT (float64).
 
     The transform length is ``next_fast_len(min_length)`` (at least ``T + keep - 1`` for no

@@ -68,9 +68,7 @@ def _unwrap(params):
             )
         numbered[int(match.group(1))] = name
     if sorted(numbered) != list(range(len(numbered))) or not numbered:
-        raise ValueError(
-            f"layers must be numbered Dense_0..Dense_{{L-1}} without gaps; got {sorted(params)}."
-        )
+        raise ValueError(f"layers must be numbered Dense_0..Dense_{{L-1}} without gaps; got {sorted(params)}.")
     names = [numbered[i] for i in range(len(numbered))]
     layers = []
     for name in names:
@@ -95,10 +93,7 @@ def _check_layers(layers, lead_ndim: int | None = None) -> tuple[int, ...]:
         raise ValueError(f"Dense_0/kernel must be [..., in, out]; got shape {k0}.")
     lead = k0[:-2]
     if lead_ndim is not None and len(lead) != lead_ndim:
-        raise ValueError(
-            f"kernels must have {lead_ndim} leading axes before [in, out]; "
-            f"Dense_0/kernel has shape {k0}."
-        )
+        raise ValueError(f"kernels must have {lead_ndim} leading axes before [in, out]; Dense_0/kernel has shape {k0}.")
     prev_out = None
     for i, (kernel, bias) in enumerate(layers):
         ks, bs = np.shape(kernel), np.shape(bias)
@@ -108,9 +103,7 @@ def _check_layers(layers, lead_ndim: int | None = None) -> tuple[int, ...]:
                 f"the same leading axes {lead} as Dense_0."
             )
         if prev_out is not None and ks[-2] != prev_out:
-            raise ValueError(
-                f"Dense_{i}/kernel has {ks[-2]} inputs but Dense_{i - 1} has {prev_out} outputs."
-            )
+            raise ValueError(f"Dense_{i}/kernel has {ks[-2]} inputs but Dense_{i - 1} has {prev_out} outputs.")
         prev_out = ks[-1]
     return lead
 
@@ -118,16 +111,12 @@ def _check_layers(layers, lead_ndim: int | None = None) -> tuple[int, ...]:
 def _check_perms(perms, layers, n_members: int) -> list[np.ndarray]:
     widths = [np.shape(k)[-1] for k, _ in layers[:-1]]
     if len(perms) != len(widths):
-        raise ValueError(
-            f"perms must hold one array per hidden layer ({len(widths)}); got {len(perms)}."
-        )
+        raise ValueError(f"perms must hold one array per hidden layer ({len(widths)}); got {len(perms)}.")
     out = []
     for l, (perm, h) in enumerate(zip(perms, widths)):
         perm = np.asarray(perm)
         if perm.shape != (n_members, h) or not np.issubdtype(perm.dtype, np.integer):
-            raise ValueError(
-                f"perms[{l}] must be an int array [S={n_members}, {h}]; got {perm.dtype} {perm.shape}."
-            )
+            raise ValueError(f"perms[{l}] must be an int array [S={n_members}, {h}]; got {perm.dtype} {perm.shape}.")
         if not np.array_equal(np.sort(perm, axis=-1), np.broadcast_to(np.arange(h), perm.shape)):
             raise ValueError(f"perms[{l}] has a row that is not a permutation of 0..{h - 1}.")
         out.append(perm)

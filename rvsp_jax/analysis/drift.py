@@ -65,8 +65,7 @@ def _check_window(x, window, step) -> tuple[np.ndarray, int, int]:
     return arr, window, step
 
 
-def rolling_mean_var(x, window: int, step: int | None = None, *, ddof: int = 0,
-                     axis: int = -1) -> RollingMeanVar:
+def rolling_mean_var(x, window: int, step: int | None = None, *, ddof: int = 0, axis: int = -1) -> RollingMeanVar:
     """Mean and variance of every series over windows of ``window`` steps.
 
     x: [..., T] -> :class:`RollingMeanVar` with mean, var [..., W], W = (T - window) // step + 1,
@@ -91,8 +90,7 @@ def rolling_mean_var(x, window: int, step: int | None = None, *, ddof: int = 0,
             block = views[..., win, :]
             mean[..., win] = block.mean(axis=-1)
             var[..., win] = block.var(axis=-1, ddof=int(ddof))
-    return RollingMeanVar(restore_time(mean, pos, keeps_axis=True),
-                          restore_time(var, pos, keeps_axis=True), starts)
+    return RollingMeanVar(restore_time(mean, pos, keeps_axis=True), restore_time(var, pos, keeps_axis=True), starts)
 
 
 def _slope(t: np.ndarray, y: np.ndarray) -> np.ndarray:

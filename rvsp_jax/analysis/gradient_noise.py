@@ -26,8 +26,9 @@ trainer's recorded ``grads`` probe up to float32 rounding of differently batched
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,8 +39,7 @@ from rvsp_jax.analysis.noise_scale import NoiseScale, gradient_noise_scale
 from rvsp_jax.training.ensemble import Ensemble
 from rvsp_jax.training.model import MLP, init_params, loss_and_accuracy
 
-__all__ = ["GradientNoise", "inputs", "make_noise_fn", "minibatch_indices", "reference_subset",
-           "unravel_fn"]
+__all__ = ["GradientNoise", "inputs", "make_noise_fn", "minibatch_indices", "reference_subset", "unravel_fn"]
 
 _REFERENCE_STREAM = 0x67726566  # "gref": stream tag of the reference-subset draw
 
@@ -76,8 +76,7 @@ def reference_subset(n_train: int, size: int, base_seed: int) -> np.ndarray:
     without replacement by ``numpy.random.default_rng((tag, base_seed))`` (the same for every
     member, every ``S`` and every ``vary``)."""
     if not 2 <= size <= n_train:
-        raise ValueError(f"the reference subset needs between 2 and {n_train} (the training set) "
-                         f"examples, got {size}")
+        raise ValueError(f"the reference subset needs between 2 and {n_train} (the training set) examples, got {size}")
     rng = np.random.default_rng([_REFERENCE_STREAM, base_seed % 2**64])
     return np.sort(rng.choice(n_train, size, replace=False)).astype(np.int64)
 
@@ -97,7 +96,7 @@ def minibatch_indices(ensemble: Ensemble, step: int, count: int = 1) -> np.ndarr
     orders = ensemble.orders(step // spe)[: ensemble.members, :, : spe * b]  # [S, 2, spe * B]
     batches = orders.reshape(ensemble.members, 2 * spe, b)  # this epoch's batches, then the next's
     pos = step % spe
-    return batches[:, pos:pos + count]
+    return batches[:, pos : pos + count]
 
 
 def unravel_fn(model: MLP) -> Callable[[np.ndarray], dict]:
@@ -133,7 +132,6 @@ def make_noise_fn(model: MLP) -> Callable[..., GradientNoise]:
         g = jax.vmap(flat_grad, in_axes=(None, 0, 0))(params, x, y)  # [M, P]
         per_example = jax.vmap(one_example, in_axes=(None, 0, 0))(params, x_ref, y_ref)  # [n, P]
         reference = jnp.mean(per_example, axis=0)
-        return GradientNoise(g - reference, reference, jnp.sum(g * g, axis=-1),
-                             gradient_noise_scale(per_example))
+        return GradientNoise(g - reference, reference, jnp.sum(g * g, axis=-1), gradient_noise_scale(per_example))
 
     return noise

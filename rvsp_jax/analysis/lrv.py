@@ -50,8 +50,16 @@ import math
 import numpy as np
 import scipy.stats
 
-__all__ = ["BATCH_TAUS", "MIN_BATCHES", "SELECT_DECAYS", "SELECT_TAUS", "LongRunVariance",
-           "batch_grid", "long_run_variance", "lugsail_df"]
+__all__ = [
+    "BATCH_TAUS",
+    "MIN_BATCHES",
+    "SELECT_DECAYS",
+    "SELECT_TAUS",
+    "LongRunVariance",
+    "batch_grid",
+    "long_run_variance",
+    "lugsail_df",
+]
 
 SELECT_TAUS = 3.0
 """The selected L satisfies L >= SELECT_TAUS * tau(L); the test runs at 2L (>= 6 tau)."""
@@ -146,8 +154,9 @@ def _lrv_block(dev: np.ndarray, n: np.ndarray, grid: np.ndarray):
     S, p, T = dev.shape
     G = grid.size
     cs = np.concatenate([np.zeros((S, p, 1)), np.cumsum(dev, axis=-1)], axis=-1)
-    sq = np.concatenate([np.zeros((p, 1)), np.cumsum(np.einsum("spt,spt->pt", dev, dev), axis=-1)],
-                        axis=-1)  # [p, T+1]: cumulative sum over steps of sum_s d^2
+    sq = np.concatenate(
+        [np.zeros((p, 1)), np.cumsum(np.einsum("spt,spt->pt", dev, dev), axis=-1)], axis=-1
+    )  # [p, T+1]: cumulative sum over steps of sum_s d^2
     dof = np.maximum(n - 1, 1).astype(float)  # [p]
     lrv = np.full((p, G), np.nan)
     plain = np.full((p, G), np.nan)
@@ -174,8 +183,9 @@ def _lrv_block(dev: np.ndarray, n: np.ndarray, grid: np.ndarray):
     return lrv, plain, gam, num, np.broadcast_to(Ks, (p, G))
 
 
-def _select(lrv, plain, gam, num, Ks, grid, n, *, batch_taus=SELECT_TAUS,
-            batch_decays=SELECT_DECAYS, min_batches=MIN_BATCHES):
+def _select(
+    lrv, plain, gam, num, Ks, grid, n, *, batch_taus=SELECT_TAUS, batch_decays=SELECT_DECAYS, min_batches=MIN_BATCHES
+):
     """Chosen batch length per observable and the ANOVA at it. Inputs [p, G] (n: [p]).
 
     The rule is checked at L (the smallest grid L with L >= 3 tau(L) and L >= 5 decay(L)) and the
@@ -212,11 +222,22 @@ def _select(lrv, plain, gam, num, Ks, grid, n, *, batch_taus=SELECT_TAUS,
         ratio = num_ / lrv_
         tau_up = tau_ * (1.0 + _TAU_MARGIN * np.sqrt(2.0 / df2))
         pvalue = np.where(resolved, scipy.stats.f.sf(ratio, df1, df2), np.nan)
-    return dict(resolved=resolved, batch_length=L.astype(np.int64), n_batches=K.astype(np.int64),
-                n_used=(L * K).astype(np.int64), lrv=np.where(resolved, lrv_, np.nan),
-                gamma0=gam_, tau=tau_, tau_upper=tau_up,
-                decay=np.where(resolved, take(decay), np.nan), needed_length=need_,
-                ratio=np.where(resolved, ratio, np.nan), df1=df1, df2=df2, pvalue=pvalue)
+    return dict(
+        resolved=resolved,
+        batch_length=L.astype(np.int64),
+        n_batches=K.astype(np.int64),
+        n_used=(L * K).astype(np.int64),
+        lrv=np.where(resolved, lrv_, np.nan),
+        gamma0=gam_,
+        tau=tau_,
+        tau_upper=tau_up,
+        decay=np.where(resolved, take(decay), np.nan),
+        needed_length=need_,
+        ratio=np.where(resolved, ratio, np.nan),
+        df1=df1,
+        df2=df2,
+        pvalue=pvalue,
+    )
 
 
 def lrv_block(dev: np.ndarray, n: np.ndarray) -> dict:
@@ -226,9 +247,22 @@ def lrv_block(dev: np.ndarray, n: np.ndarray) -> dict:
         p = dev.shape[1]
         nan = np.full(p, np.nan)
         zeros = np.zeros(p, np.int64)
-        return dict(resolved=np.zeros(p, bool), batch_length=zeros, n_batches=zeros, n_used=zeros,
-                    lrv=nan, gamma0=nan, tau=nan, tau_upper=nan, decay=nan, needed_length=nan,
-                    ratio=nan, df1=nan, df2=nan, pvalue=nan)
+        return dict(
+            resolved=np.zeros(p, bool),
+            batch_length=zeros,
+            n_batches=zeros,
+            n_used=zeros,
+            lrv=nan,
+            gamma0=nan,
+            tau=nan,
+            tau_upper=nan,
+            decay=nan,
+            needed_length=nan,
+            ratio=nan,
+            df1=nan,
+            df2=nan,
+            pvalue=nan,
+        )
     return _select(*_lrv_block(dev, n, grid), grid, n)
 
 

@@ -27,8 +27,14 @@ import numpy as np
 
 from rvsp_jax.analysis._common import as_int, as_jax_float
 
-__all__ = ["N_OVER_B", "NoiseScale", "PooledNoiseScale", "gradient_noise_scale", "pooled_noise_scale",
-           "two_batch_noise_scale"]
+__all__ = [
+    "N_OVER_B",
+    "NoiseScale",
+    "PooledNoiseScale",
+    "gradient_noise_scale",
+    "pooled_noise_scale",
+    "two_batch_noise_scale",
+]
 
 N_OVER_B = 10
 """:func:`pooled_noise_scale` flags an estimate from ``n`` examples when ``n < 10 x B_simple``."""
@@ -118,9 +124,7 @@ def two_batch_noise_scale(sq_norm_small, sq_norm_big, b_small, b_big, *, axis: i
       :class:`NoiseScale` with the averaging axis removed.
     """
     if not (0 < b_small < b_big):
-        raise ValueError(
-            f"two_batch_noise_scale: need 0 < b_small < b_big, got b_small={b_small}, b_big={b_big}."
-        )
+        raise ValueError(f"two_batch_noise_scale: need 0 < b_small < b_big, got b_small={b_small}, b_big={b_big}.")
     small, big = jnp.broadcast_arrays(as_jax_float(sq_norm_small), as_jax_float(sq_norm_big))
     grad_sq = (b_big * big - b_small * small) / (b_big - b_small)
     trace_sigma = (small - big) / (1.0 / b_small - 1.0 / b_big)
@@ -148,8 +152,9 @@ class PooledNoiseScale(NamedTuple):
     n_examples: int
 
 
-def pooled_noise_scale(trace_sigma, grad_sq, n_examples: int, *, seed: int = 0,
-                       resamples: int = 2000) -> PooledNoiseScale:
+def pooled_noise_scale(
+    trace_sigma, grad_sq, n_examples: int, *, seed: int = 0, resamples: int = 2000
+) -> PooledNoiseScale:
     """``B_simple`` as a ratio of means over repeats (e.g. members), per step.
 
     A per-repeat ratio ``tr(Sigma)_i / |G|^2_i`` is biased and heavy-tailed when ``|G|^2_i`` is small
@@ -169,8 +174,10 @@ def pooled_noise_scale(trace_sigma, grad_sq, n_examples: int, *, seed: int = 0,
     """
     trace_sigma, grad_sq = (np.asarray(v, np.float64) for v in (trace_sigma, grad_sq))
     if trace_sigma.shape != grad_sq.shape or trace_sigma.ndim != 2:
-        raise ValueError(f"pooled_noise_scale: trace_sigma and grad_sq must both be [R, K], got "
-                         f"{trace_sigma.shape} and {grad_sq.shape}")
+        raise ValueError(
+            f"pooled_noise_scale: trace_sigma and grad_sq must both be [R, K], got "
+            f"{trace_sigma.shape} and {grad_sq.shape}"
+        )
     ok = np.isfinite(trace_sigma) & np.isfinite(grad_sq)
     steps = trace_sigma.shape[1]
     rng = np.random.default_rng(seed)

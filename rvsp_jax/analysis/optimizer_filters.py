@@ -119,8 +119,9 @@ def predicted_update_psd(
       ``[..., F]`` predicted update PSD.
     """
     grad_psd, pos = time_last(grad_psd, axis, keep_jax=True)
-    return restore_time(_predicted_update_psd(freqs, grad_psd, beta, lr, fs, kind, grad_second_moment),
-                        pos, keeps_axis=True)
+    return restore_time(
+        _predicted_update_psd(freqs, grad_psd, beta, lr, fs, kind, grad_second_moment), pos, keeps_axis=True
+    )
 
 
 def _predicted_update_psd(freqs, grad_psd, beta, lr, fs, kind, grad_second_moment) -> jax.Array:
@@ -128,8 +129,7 @@ def _predicted_update_psd(freqs, grad_psd, beta, lr, fs, kind, grad_second_momen
     freqs = jnp.asarray(freqs)
     if freqs.ndim != 1 or grad_psd.ndim < 1 or grad_psd.shape[-1] != freqs.shape[0]:
         raise ValueError(
-            f"predicted_update_psd: need freqs [F] and grad_psd [..., F], got {freqs.shape} and "
-            f"{grad_psd.shape}."
+            f"predicted_update_psd: need freqs [F] and grad_psd [..., F], got {freqs.shape} and {grad_psd.shape}."
         )
     if kind == "momentum":
         return momentum_transfer(freqs, beta, lr, fs) * grad_psd

@@ -24,10 +24,24 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = [
-    "DistanceCorrelation", "PcaSpectrum", "PixelMoments", "SamplingMoments", "batch_indices",
-    "batch_means", "class_means", "components_for", "correlation_by_distance", "correlation_matrix",
-    "image_means", "label_counts", "label_entropy", "label_sorted", "pca_spectrum", "pixel_covariance",
-    "pixel_moments", "sampling_moments",
+    "DistanceCorrelation",
+    "PcaSpectrum",
+    "PixelMoments",
+    "SamplingMoments",
+    "batch_indices",
+    "batch_means",
+    "class_means",
+    "components_for",
+    "correlation_by_distance",
+    "correlation_matrix",
+    "image_means",
+    "label_counts",
+    "label_entropy",
+    "label_sorted",
+    "pca_spectrum",
+    "pixel_covariance",
+    "pixel_moments",
+    "sampling_moments",
 ]
 
 _ROWS = 8192  # images per block in the streaming sums (a block is ~50 MiB of float64 at D = 784)
@@ -83,15 +97,16 @@ class SamplingMoments(NamedTuple):
 def _as_images(images) -> np.ndarray:
     x = np.asarray(images)
     if x.ndim != 3 or x.dtype != np.uint8 or x.shape[0] < 2:
-        raise ValueError(f"images must be uint8 [N, H, W] with N >= 2 (as Dataset.train_images), got "
-                         f"{x.dtype} {x.shape}")
+        raise ValueError(
+            f"images must be uint8 [N, H, W] with N >= 2 (as Dataset.train_images), got {x.dtype} {x.shape}"
+        )
     return x
 
 
 def _row_blocks(x: np.ndarray):
     flat = x.reshape(x.shape[0], -1)
     for lo in range(0, flat.shape[0], _ROWS):
-        yield flat[lo:lo + _ROWS].astype(np.float64)
+        yield flat[lo : lo + _ROWS].astype(np.float64)
 
 
 def pixel_moments(images) -> PixelMoments:
@@ -183,8 +198,7 @@ def pca_spectrum(cov) -> PcaSpectrum:
     total = values.sum()
     if not total > 0:
         raise ValueError("the covariance has no variance (every pixel is constant)")
-    return PcaSpectrum(values, vectors[:, order].T, values / total,
-                       float(total**2 / np.sum(values**2)))
+    return PcaSpectrum(values, vectors[:, order].T, values / total, float(total**2 / np.sum(values**2)))
 
 
 def components_for(explained, fraction: float) -> int:
@@ -220,6 +234,7 @@ def correlation_by_distance(corr, shape: tuple[int, int]) -> DistanceCorrelation
 
 # ---- the minibatch stream -----------------------------------------------------------------------
 
+
 def batch_indices(orders, batch_size: int, steps: int) -> np.ndarray:
     """Examples of every step's minibatch: ``orders: int [S, E, N]`` -> int64 ``[S, steps, B]``.
 
@@ -237,7 +252,7 @@ def batch_indices(orders, batch_size: int, steps: int) -> np.ndarray:
     per_epoch = n // batch_size
     if steps > o.shape[1] * per_epoch:
         raise ValueError(f"{steps} steps need {-(-steps // per_epoch)} epochs of orders, got {o.shape[1]}")
-    batches = o[:, :, :per_epoch * batch_size].reshape(o.shape[0], -1, batch_size)
+    batches = o[:, :, : per_epoch * batch_size].reshape(o.shape[0], -1, batch_size)
     return batches[:, :steps].astype(np.int64)
 
 
@@ -288,5 +303,4 @@ def sampling_moments(values, batch_size: int) -> SamplingMoments:
     if not 1 <= batch_size < n:
         raise ValueError(f"batch_size must be between 1 and N - 1 = {n - 1}, got {batch_size}")
     sigma2 = v.var(-1)
-    return SamplingMoments(v.mean(-1), sigma2 / batch_size * (n - batch_size) / (n - 1),
-                           -batch_size / (n - batch_size))
+    return SamplingMoments(v.mean(-1), sigma2 / batch_size * (n - batch_size) / (n - 1), -batch_size / (n - batch_size))

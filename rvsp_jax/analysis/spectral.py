@@ -36,8 +36,9 @@ import scipy.fft
 import scipy.signal
 import scipy.stats
 
-from rvsp_jax.analysis._common import (
-    WORKERS as _WORKERS, as_int as _as_int, as_real, fft_autocov, map_rows, restore_time, time_last)
+from rvsp_jax.analysis._common import WORKERS as _WORKERS
+from rvsp_jax.analysis._common import as_int as _as_int
+from rvsp_jax.analysis._common import as_real, fft_autocov, map_rows, restore_time, time_last
 
 __all__ = [
     "LjungBoxResult",
@@ -62,11 +63,23 @@ __all__ = [
 _BLOCK_ELEMENTS = 1 << 22
 
 _PACF_METHODS = {
-    "yw": "yw", "ywa": "yw", "ywadjusted": "yw", "yw_adjusted": "yw",
-    "ld": "yw", "lda": "yw", "ldadjusted": "yw", "ld_adjusted": "yw",
-    "ywm": "ywm", "ywmle": "ywm", "yw_mle": "ywm",
-    "ldb": "ywm", "ldbiased": "ywm", "ld_biased": "ywm",
-    "ols": "ols", "ols-inefficient": "ols-inefficient", "ols-adjusted": "ols-adjusted",
+    "yw": "yw",
+    "ywa": "yw",
+    "ywadjusted": "yw",
+    "yw_adjusted": "yw",
+    "ld": "yw",
+    "lda": "yw",
+    "ldadjusted": "yw",
+    "ld_adjusted": "yw",
+    "ywm": "ywm",
+    "ywmle": "ywm",
+    "yw_mle": "ywm",
+    "ldb": "ywm",
+    "ldbiased": "ywm",
+    "ld_biased": "ywm",
+    "ols": "ols",
+    "ols-inefficient": "ols-inefficient",
+    "ols-adjusted": "ols-adjusted",
     "burg": "burg",
 }
 
@@ -461,9 +474,7 @@ def _resolve_window(window, nperseg: int) -> np.ndarray:
         return np.asarray(scipy.signal.get_window(window, nperseg), dtype=np.float64)
     win = np.asarray(window, dtype=np.float64)
     if win.ndim != 1 or win.shape[0] != nperseg:
-        raise ValueError(
-            f"window array must be 1-D of length nperseg={nperseg}; got shape {win.shape}."
-        )
+        raise ValueError(f"window array must be 1-D of length nperseg={nperseg}; got shape {win.shape}.")
     return win
 
 
@@ -485,9 +496,7 @@ def _check_detrend(detrend) -> None:
         raise ValueError(f"detrend must be 'constant', 'linear' or False; got {detrend!r}.")
 
 
-def _segment_psd(
-    x: np.ndarray, win: np.ndarray, hop: int, nseg: int, nfft: int, fs: float, detrend
-) -> np.ndarray:
+def _segment_psd(x: np.ndarray, win: np.ndarray, hop: int, nseg: int, nfft: int, fs: float, detrend) -> np.ndarray:
     """x: [B, T] -> one-sided PSD density [B, nfft // 2 + 1] averaged over nseg segments of
     len(win) starting every hop steps, as scipy.signal.welch(scaling='density', average='mean')."""
     nperseg = win.shape[0]
@@ -605,14 +614,11 @@ def _check_spectrum(freqs, psd, axis: int = -1) -> tuple[np.ndarray, np.ndarray]
     f = np.asarray(freqs, dtype=np.float64)
     p = np.asarray(time_last(psd, axis)[0], dtype=np.float64)
     if f.ndim != 1 or p.ndim < 1 or p.shape[-1] != f.shape[0]:
-        raise ValueError(
-            f"freqs must be 1-D [F] and psd [..., F] with the same F; got {f.shape} and {p.shape}."
-        )
+        raise ValueError(f"freqs must be 1-D [F] and psd [..., F] with the same F; got {f.shape} and {p.shape}.")
     return f, p
 
 
-def spectral_slope(freqs, psd, band: tuple[float, float] | None = None, *,
-                   axis: int = -1) -> SpectralSlope:
+def spectral_slope(freqs, psd, band: tuple[float, float] | None = None, *, axis: int = -1) -> SpectralSlope:
     """Power-law exponent beta of ``psd ~ f**(-beta)`` per series.
 
     freqs: [F], psd: [..., F] -> :class:`SpectralSlope` of [...] arrays. Ordinary least squares of
@@ -733,14 +739,14 @@ def _refine(grid: np.ndarray, nll: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         shift = np.where(den > 0, 0.5 * (y0 - y2) / den, 0.0)
     shift = np.clip(np.nan_to_num(shift), -1.0, 1.0)
-    x = grid[k] + shift * np.where(shift >= 0, grid[np.minimum(k + 1, grid.size - 1)] - grid[k],
-                                   grid[k] - grid[k - 1])
+    x = grid[k] + shift * np.where(shift >= 0, grid[np.minimum(k + 1, grid.size - 1)] - grid[k], grid[k] - grid[k - 1])
     best = np.min(filled, axis=-1)
     return x, np.where(np.isfinite(best), best, np.nan)
 
 
-def spectral_shape(freqs, psd, *, fs: float = 1.0, dof: float = 2.0, band=None,
-                   margin: float = 2.0, axis: int = -1) -> SpectralShape:
+def spectral_shape(
+    freqs, psd, *, fs: float = 1.0, dof: float = 2.0, band=None, margin: float = 2.0, axis: int = -1
+) -> SpectralShape:
     """Which spectral model fits each series: white, Lorentzian (AR(1)) or power law.
 
     freqs: [F], psd: [..., F] -> :class:`SpectralShape` of [...] arrays (float64). Each model is
@@ -768,8 +774,7 @@ def spectral_shape(freqs, psd, *, fs: float = 1.0, dof: float = 2.0, band=None,
     lo, hi = (0.0, np.inf) if band is None else (float(band[0]), float(band[1]))
     keep = (f > 0) & (f >= lo) & (f <= hi)
     if keep.sum() < 3:
-        raise ValueError(f"spectral_shape needs at least 3 bins with f > 0 in band {band!r}; "
-                         f"got {int(keep.sum())}.")
+        raise ValueError(f"spectral_shape needs at least 3 bins with f > 0 in band {band!r}; got {int(keep.sum())}.")
     f, p = f[keep], p[..., keep]
     lead = p.shape[:-1]
     p = p.reshape(-1, f.size)
@@ -784,21 +789,25 @@ def spectral_shape(freqs, psd, *, fs: float = 1.0, dof: float = 2.0, band=None,
         phi, nll_lor = _refine(_PHI_GRID, _profile_nll(p, log_g_phi))
         beta, nll_pow = _refine(_BETA_GRID, _profile_nll(p, log_g_beta))
     scale = dof / 2.0
-    aic = np.stack([2 * 1 + 2 * scale * nll_white, 2 * 2 + 2 * scale * nll_lor,
-                    2 * 2 + 2 * scale * nll_pow], axis=-1)
+    aic = np.stack([2 * 1 + 2 * scale * nll_white, 2 * 2 + 2 * scale * nll_lor, 2 * 2 + 2 * scale * nll_pow], axis=-1)
     best = aic.argmin(axis=-1)
     srt = np.sort(aic, axis=-1)
     gap_next = srt[:, 1] - srt[:, 0]
     gap_white = aic[:, 0] - srt[:, 0]
-    verdict = np.where(best == 0, 0, np.where(gap_white <= margin, 0,
-                                              np.where(gap_next > margin, best, 3)))
+    verdict = np.where(best == 0, 0, np.where(gap_white <= margin, 0, np.where(gap_next > margin, best, 3)))
     # best == 0 with the others within margin is still white (the simpler model)
     codes = np.where(bad, -1, verdict).astype(np.int8)
     nan = lambda x: np.where(bad, np.nan, x).reshape(lead)  # noqa: E731
     return SpectralShape(
-        phi=nan(phi), beta=nan(beta),
+        phi=nan(phi),
+        beta=nan(beta),
         aic=np.where(bad[:, None], np.nan, aic).reshape(*lead, 3),
         delta_aic=nan(aic[:, 1] - aic[:, 2]),
-        best=np.where(bad, -1, best).astype(np.int8).reshape(lead), verdict=codes.reshape(lead),
-        nbins=np.full(lead, f.size, np.int64), f_lo=float(f[0]), f_hi=float(f[-1]),
-        dof=float(dof), margin=float(margin))
+        best=np.where(bad, -1, best).astype(np.int8).reshape(lead),
+        verdict=codes.reshape(lead),
+        nbins=np.full(lead, f.size, np.int64),
+        f_lo=float(f[0]),
+        f_hi=float(f[-1]),
+        dof=float(dof),
+        margin=float(margin),
+    )

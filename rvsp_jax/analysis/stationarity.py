@@ -47,8 +47,8 @@ import scipy.fft
 import scipy.stats
 from statsmodels.tsa import adfvalues
 
-from rvsp_jax.analysis._common import (
-    WORKERS as _WORKERS, as_int, as_real, block_slices, fft_autocov, time_last)
+from rvsp_jax.analysis._common import WORKERS as _WORKERS
+from rvsp_jax.analysis._common import as_int, as_real, block_slices, fft_autocov, time_last
 from rvsp_jax.analysis.multiple_testing import fdr_bh
 
 __all__ = [
@@ -346,9 +346,7 @@ def _adf_block(x: np.ndarray, ntrend: int, maxlag: int, autolag: str | None):
         if autolag == "t-stat":
             tvals = np.abs(proj[:, k - 1]) / np.sqrt(rss / (nobs - k))
             significant = tvals >= _TSTAT_STOP
-            usedlag = np.where(
-                significant.any(axis=-1), maxlag - np.argmax(significant[:, ::-1], axis=-1), 0
-            )
+            usedlag = np.where(significant.any(axis=-1), maxlag - np.argmax(significant[:, ::-1], axis=-1), 0)
             icbest = np.take_along_axis(tvals, usedlag[:, None], axis=-1)[:, 0]
         else:
             # OLS.llf, aic = -2 llf + 2 k, bic = -2 llf + log(nobs) k (statsmodels linear_model)

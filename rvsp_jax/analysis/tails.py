@@ -152,12 +152,12 @@ TAIL_FRACTION = 0.05
 _REASONS = {
     "gaussian": "normality not rejected",
     "heavy-tailed": "normality rejected, excess kurtosis > 0 and the tail index is above 2 at both Hill "
-                    "thresholds (finite variance)",
+    "thresholds (finite variance)",
     "infinite-variance": "normality rejected and the tail index is below 2 at a Hill threshold",
     "straddles": "normality rejected but a tail-index interval contains 2: more samples would decide "
-                 "between finite and infinite variance",
+    "between finite and infinite variance",
     "light": "normality rejected but excess kurtosis <= 0 (lighter or skewed, not heavier tails than "
-             "Gaussian): no verdict of this vocabulary applies",
+    "Gaussian): no verdict of this vocabulary applies",
     "few": f"fewer than {MIN_VERDICT_SAMPLES} samples: more samples would decide",
     "nonfinite": "non-finite values (a diverged member?): exclude them",
     "constant": "constant series: no distribution to test",
@@ -249,8 +249,12 @@ def _normaltest(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         e = 3.0 * (n - 1) / (n + 1)
         var_b2 = 24.0 * n * (n - 2) * (n - 3) / ((n + 1) * (n + 1.0) * (n + 3) * (n + 5))
         u = (b2 - e) / var_b2**0.5
-        sqrt_beta1 = 6.0 * (n * n - 5 * n + 2) / ((n + 7) * (n + 9)) * math.sqrt(
-            6.0 * (n + 3) * (n + 5) / (n * (n - 2) * (n - 3)))
+        sqrt_beta1 = (
+            6.0
+            * (n * n - 5 * n + 2)
+            / ((n + 7) * (n + 9))
+            * math.sqrt(6.0 * (n + 3) * (n + 5) / (n * (n - 2) * (n - 3)))
+        )
         big_a = 6.0 + 8.0 / sqrt_beta1 * (2.0 / sqrt_beta1 + math.sqrt(1 + 4.0 / sqrt_beta1**2))
         denom = 1 + u * math.sqrt(2 / (big_a - 4.0))
         term2 = np.sign(denom) * np.where(denom == 0.0, np.nan, ((1 - 2.0 / big_a) / np.abs(denom)) ** (1 / 3))
@@ -294,8 +298,7 @@ def tail_verdict(x, *, axis: int = -1, alpha: float = 0.05) -> TailVerdict:
     """
     if not 0 < alpha < 0.5:
         raise ValueError(f"tail_verdict: alpha must be in (0, 0.5), got {alpha!r}")
-    x = as_real(x, name="tail_verdict: x", what="a sample axis", hint="Pass x[..., n].",
-                allow_bool=False)
+    x = as_real(x, name="tail_verdict: x", what="a sample axis", hint="Pass x[..., n].", allow_bool=False)
     x = np.moveaxis(x.astype(np.float64, copy=False), axis, -1)
     n = x.shape[-1]
     if n < 2:
@@ -307,7 +310,7 @@ def tail_verdict(x, *, axis: int = -1, alpha: float = 0.05) -> TailVerdict:
     top = max(ks) + 1  # only the largest k + 1 values are needed: partition, then sort those
     a = np.abs(xf)
     if top < n:
-        a = np.partition(a, n - top, axis=-1)[..., n - top:]
+        a = np.partition(a, n - top, axis=-1)[..., n - top :]
     a = -np.sort(-a, axis=-1)
     hills = [_hill_bounds(a, k, alpha) for k in ks]
     est, lo, hi = (np.stack([h[i] for h in hills], -1) for i in range(3))
@@ -336,13 +339,46 @@ def tail_verdict(x, *, axis: int = -1, alpha: float = 0.05) -> TailVerdict:
     tail_ok = np.isfinite(est).all(-1)
     iv = reject & tail_ok & (hi < 2).any(-1)
     ht = reject & tail_ok & ~iv & (kurt > 0) & (lo > 2).all(-1)
-    conditions = [~finite, constant, np.full(batch, n < MIN_VERDICT_SAMPLES), ~reject,
-                  reject & ~tail_ok, iv, ht, reject & ~(kurt > 0)]
-    verdicts = ["inconclusive", "inconclusive", "inconclusive", "gaussian", "inconclusive",
-                "infinite-variance", "heavy-tailed", "inconclusive"]
-    reasons = [_REASONS[r] for r in ("nonfinite", "constant", "few", "gaussian", "zeros",
-                                     "infinite-variance", "heavy-tailed", "light")]
+    conditions = [
+        ~finite,
+        constant,
+        np.full(batch, n < MIN_VERDICT_SAMPLES),
+        ~reject,
+        reject & ~tail_ok,
+        iv,
+        ht,
+        reject & ~(kurt > 0),
+    ]
+    verdicts = [
+        "inconclusive",
+        "inconclusive",
+        "inconclusive",
+        "gaussian",
+        "inconclusive",
+        "infinite-variance",
+        "heavy-tailed",
+        "inconclusive",
+    ]
+    reasons = [
+        _REASONS[r]
+        for r in ("nonfinite", "constant", "few", "gaussian", "zeros", "infinite-variance", "heavy-tailed", "light")
+    ]
     verdict = np.select(conditions, verdicts, "inconclusive").astype(object)
     reason = np.select(conditions, reasons, _REASONS["straddles"]).astype(object)
-    return TailVerdict(verdict, reason, est[..., main], lo[..., main], hi[..., main], ks, est, lo, hi,
-                       k2, p, kurt, block, n, float(alpha))
+    return TailVerdict(
+        verdict,
+        reason,
+        est[..., main],
+        lo[..., main],
+        hi[..., main],
+        ks,
+        est,
+        lo,
+        hi,
+        k2,
+        p,
+        kurt,
+        block,
+        n,
+        float(alpha),
+    )

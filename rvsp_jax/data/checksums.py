@@ -52,44 +52,50 @@ def _files(sums: dict[str, tuple[str, str]]) -> tuple[IdxFile, ...]:
     return tuple(IdxFile(stem, field, shape, *sums[stem]) for stem, field, shape in layout)
 
 
-PUBLISHED: types.MappingProxyType = types.MappingProxyType({
-    "mnist": _files({
-        "train-images-idx3-ubyte": (
-            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+PUBLISHED: types.MappingProxyType = types.MappingProxyType(
+    {
+        "mnist": _files(
+            {
+                "train-images-idx3-ubyte": (
+                    "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                ),
+                "train-labels-idx1-ubyte": (
+                    "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                    "d53e105ee54ea40749a09fcbcd1e9432",
+                ),
+                "t10k-images-idx3-ubyte": (
+                    "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                    "9fb629c4189551a2d022fa330f9573f3",
+                ),
+                "t10k-labels-idx1-ubyte": (
+                    "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+                    "ec29112dd5afa0611ce80d1b7f02629c",
+                ),
+            }
         ),
-        "train-labels-idx1-ubyte": (
-            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-            "d53e105ee54ea40749a09fcbcd1e9432",
+        "fashion_mnist": _files(
+            {
+                "train-images-idx3-ubyte": (
+                    "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                    "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                ),
+                "train-labels-idx1-ubyte": (
+                    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                    "25c81989df183df01b3e8a0aad5dffbe",
+                ),
+                "t10k-images-idx3-ubyte": (
+                    "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                    "bef4ecab320f06d8554ea6380940ec79",
+                ),
+                "t10k-labels-idx1-ubyte": (
+                    "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+                    "bb300cfdad3c16e7a12a480ee83cd310",
+                ),
+            }
         ),
-        "t10k-images-idx3-ubyte": (
-            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-            "9fb629c4189551a2d022fa330f9573f3",
-        ),
-        "t10k-labels-idx1-ubyte": (
-            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-            "ec29112dd5afa0611ce80d1b7f02629c",
-        ),
-    }),
-    "fashion_mnist": _files({
-        "train-images-idx3-ubyte": (
-            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        ),
-        "train-labels-idx1-ubyte": (
-            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            "25c81989df183df01b3e8a0aad5dffbe",
-        ),
-        "t10k-images-idx3-ubyte": (
-            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-            "bef4ecab320f06d8554ea6380940ec79",
-        ),
-        "t10k-labels-idx1-ubyte": (
-            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-            "bb300cfdad3c16e7a12a480ee83cd310",
-        ),
-    }),
-})
+    }
+)
 """Data set name -> its four files, in the order train images, train labels, test images, test labels."""
 
 DATASETS: tuple[str, ...] = tuple(PUBLISHED)

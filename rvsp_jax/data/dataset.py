@@ -57,9 +57,7 @@ class Dataset:
                         f"{type(x).__name__} {getattr(x, 'dtype', '')} {getattr(x, 'shape', '')}"
                     )
             if len(images) != len(labels):
-                raise ValueError(
-                    f"Dataset {split} split: {len(images)} images but {len(labels)} labels"
-                )
+                raise ValueError(f"Dataset {split} split: {len(images)} images but {len(labels)} labels")
 
     def __repr__(self) -> str:
         return (
@@ -68,9 +66,7 @@ class Dataset:
         )
 
 
-def load(
-    name: str = "mnist", *, data_dir: str | os.PathLike | None = None, source: str = "auto"
-) -> Dataset:
+def load(name: str = "mnist", *, data_dir: str | os.PathLike | None = None, source: str = "auto") -> Dataset:
     """Load data set ``name`` ("mnist" or "fashion_mnist") with its published train/test split.
 
     data_dir: a folder holding the four IDX files (.gz or uncompressed, directly or in
@@ -115,7 +111,10 @@ def _cached(key, read, description: str) -> dict[str, np.ndarray]:
             _ARRAYS[key] = arrays
             logger.info(
                 "loaded %s from %s: train %s images, test %s images%s",
-                key[0], description, len(arrays["train_images"]), len(arrays["test_images"]),
+                key[0],
+                description,
+                len(arrays["train_images"]),
+                len(arrays["test_images"]),
                 "" if key[1] == "tfds" else "; sha256 of all four payloads matches the published sums",
             )
     return arrays
@@ -173,7 +172,6 @@ def to_model_inputs(images: np.ndarray) -> np.ndarray:
         )
     if x.ndim not in (2, 3):
         raise ValueError(
-            f"to_model_inputs expects images [N, H, W] or [N, D], got shape {x.shape}; for one "
-            "image use images[None]"
+            f"to_model_inputs expects images [N, H, W] or [N, D], got shape {x.shape}; for one image use images[None]"
         )
     return np.divide(x.reshape(len(x), -1), np.float32(255), dtype=np.float32)

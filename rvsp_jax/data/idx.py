@@ -39,18 +39,13 @@ def decompress(raw: bytes, *, origin: str) -> bytes:
         return gzip.decompress(raw)
     except EOFError as exc:
         raise DataError(
-            f"{origin}: truncated gzip stream ({exc}); the file is incomplete: delete it and fetch "
-            "it again"
+            f"{origin}: truncated gzip stream ({exc}); the file is incomplete: delete it and fetch it again"
         ) from exc
     except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise DataError(
-            f"{origin}: corrupt gzip stream ({exc}); delete the file and fetch it again"
-        ) from exc
+        raise DataError(f"{origin}: corrupt gzip stream ({exc}); delete the file and fetch it again") from exc
 
 
-def parse_idx(
-    payload: bytes, *, origin: str, shape: Sequence[int] | None = None
-) -> np.ndarray:
+def parse_idx(payload: bytes, *, origin: str, shape: Sequence[int] | None = None) -> np.ndarray:
     """Decode an uncompressed uint8 IDX payload.
 
     payload: header + data bytes of one IDX file.
@@ -63,9 +58,7 @@ def parse_idx(
     dimensions, or a payload shorter (truncated) or longer than the header promises.
     """
     if len(payload) < 4:
-        raise DataError(
-            f"{origin}: truncated: {len(payload)} bytes, too short for an IDX magic number"
-        )
+        raise DataError(f"{origin}: truncated: {len(payload)} bytes, too short for an IDX magic number")
     zero, dtype, ndim = int.from_bytes(payload[:2], "big"), payload[2], payload[3]
     magic = int.from_bytes(payload[:4], "big")
     want_ndim = None if shape is None else len(shape)
@@ -81,9 +74,7 @@ def parse_idx(
         )
     header = 4 + 4 * ndim
     if len(payload) < header:
-        raise DataError(
-            f"{origin}: truncated: {len(payload)} bytes, the IDX header alone needs {header}"
-        )
+        raise DataError(f"{origin}: truncated: {len(payload)} bytes, the IDX header alone needs {header}")
     dims = tuple(int.from_bytes(payload[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if shape is not None and dims != tuple(shape):
         raise DataError(

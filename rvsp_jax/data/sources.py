@@ -14,7 +14,7 @@ import os
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -29,13 +29,24 @@ except ImportError:  # pragma: no cover - Python 3.10
     from importlib.abc import Traversable
 
 __all__ = [
-    "CONNECT_TIMEOUT_S", "ENV_VAR", "MIRRORS", "SOURCES", "SYSTEM_DIRS", "Location",
-    "bundled_dir", "cache_dir", "download", "locate", "remedy", "read_tfds", "resolve",
+    "CONNECT_TIMEOUT_S",
+    "ENV_VAR",
+    "MIRRORS",
+    "SOURCES",
+    "SYSTEM_DIRS",
+    "Location",
+    "bundled_dir",
+    "cache_dir",
+    "download",
+    "locate",
+    "remedy",
+    "read_tfds",
+    "resolve",
 ]
 
 logger = logging.getLogger("rvsp_jax.data")
 
-Folder = Union[Path, Traversable]
+Folder = Path | Traversable
 
 ENV_VAR = "RVSP_JAX_DATA_DIR"
 """Environment variable naming a folder that holds the four files, directly or in ``<dataset>/``."""
@@ -160,8 +171,7 @@ def resolve(name: str, *, data_dir: str | os.PathLike | None = None, source: str
             return Location(root.resolve(), _downloaded(root.resolve(), used, "data_dir"))
         if source != "auto":
             raise ValueError(
-                f"data_dir is used only with source='auto' or 'download', not source={source!r}; "
-                "drop one of the two"
+                f"data_dir is used only with source='auto' or 'download', not source={source!r}; drop one of the two"
             )
         if not root.is_dir():
             raise DataError(f"data_dir {root} is not a folder. {remedy(name)}")
@@ -226,9 +236,7 @@ def _bundled(name: str, *, required: bool) -> Location | None:
     folder = bundled_dir(name)
     if folder is None:
         if required:
-            raise DataError(
-                f"no bundled copy of {name}; bundled: {', '.join(BUNDLED)}. Use source='auto'."
-            )
+            raise DataError(f"no bundled copy of {name}; bundled: {', '.join(BUNDLED)}. Use source='auto'.")
         return None
     if _complete(folder, name, "bundled copy"):
         folder = folder.resolve() if isinstance(folder, Path) else folder
@@ -242,10 +250,7 @@ def _system(name: str, *, required: bool) -> Location | None:
     folder = SYSTEM_DIRS.get(name)
     if folder is None:
         if required:
-            raise DataError(
-                f"no system package provides {name} (known: {', '.join(SYSTEM_DIRS)}). "
-                "Use source='auto'."
-            )
+            raise DataError(f"no system package provides {name} (known: {', '.join(SYSTEM_DIRS)}). Use source='auto'.")
         return None
     if _complete(folder, name, "system folder"):
         return Location(folder, f"system package {SYSTEM_PACKAGES.get(name, name)} ({folder})")
@@ -297,9 +302,7 @@ def download(name: str, folder: str | os.PathLike, *, mirrors: tuple[str, ...] |
             break
         else:
             tried = "; ".join(failures) if failures else "no mirrors configured"
-            raise DataError(
-                f"download of {name} file {spec.gz_name} failed ({tried}). {remedy(name)}"
-            )
+            raise DataError(f"download of {name} file {spec.gz_name} failed ({tried}). {remedy(name)}")
     return tuple(used)
 
 
@@ -312,10 +315,18 @@ def _fetch(url: str, dest: Path, spec: IdxFile) -> None:
         try:
             md5 = hashlib.md5(usedforsecurity=False)
             received = 0
-            with os.fdopen(fd, "wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
-                disable=None, leave=False,
-            ) as bar:
+            with (
+                os.fdopen(fd, "wb") as out,
+                tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=dest.name,
+                    disable=None,
+                    leave=False,
+                ) as bar,
+            ):
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     md5.update(chunk)
@@ -332,8 +343,7 @@ def _fetch(url: str, dest: Path, spec: IdxFile) -> None:
                     check_payload(payload, spec, origin=url)
                 except DataError as exc:
                     raise DataError(
-                        f"{url}: md5 of the download is {md5.hexdigest()}, published "
-                        f"{spec.md5_gz}, and {exc}"
+                        f"{url}: md5 of the download is {md5.hexdigest()}, published {spec.md5_gz}, and {exc}"
                     ) from None
             os.replace(tmp, dest)
         except BaseException:

@@ -35,16 +35,15 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from rvsp_jax.training import devices as dev
-from rvsp_jax.io import runfolder
-from rvsp_jax.io import store
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import Dataset, load
+from rvsp_jax.io import runfolder, store
+from rvsp_jax.present.report import progress_enabled
+from rvsp_jax.training import devices as dev
 from rvsp_jax.training.ensemble import Chunk, Ensemble, host_state
 from rvsp_jax.training.keys import member_keys, seed_ids
 from rvsp_jax.training.model import make_model
 from rvsp_jax.training.probes import ProbeConfig, ProbeLayout, make_probe
-from rvsp_jax.present.report import progress_enabled
 
 __all__ = ["ProbeConfig", "ProbeLayout", "make_probe", "run"]
 
@@ -73,16 +72,17 @@ def _now() -> str:
 
 def _padded(host, members: int):
     """Host state ``[S, ...]`` padded to ``members`` by repeating member 0 (padding is dropped)."""
+
     def pad(a):
         extra = members - a.shape[0]
         return np.concatenate([a, np.repeat(a[:1], extra, axis=0)]) if extra > 0 else a
+
     return jax.tree_util.tree_map(pad, host)
 
 
 def _state_bytes(ens: Ensemble) -> int:
     shapes = jax.eval_shape(ens.init)
-    return ens.members * sum(int(np.prod(x.shape[1:])) * x.dtype.itemsize
-                             for x in jax.tree_util.tree_leaves(shapes))
+    return ens.members * sum(int(np.prod(x.shape[1:])) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(shapes))
 
 
 def _manifest(config, probes, layout, specs, ens, experiment, command) -> dict:
@@ -91,26 +91,46 @@ def _manifest(config, probes, layout, specs, ens, experiment, command) -> dict:
     grid = config.grid()
     per_point = config.grid_hyperparams()
     return {
-        "format": runfolder.FORMAT, "experiment": experiment, "command": command,
-        "status": "running", "created": _now(), "updated": _now(),
-        "steps_completed": 0, "total_steps": ens.total_steps, "chunk": ens.chunk,
-        "config": config.to_dict(), "config_hash": config.digest(),
+        "format": runfolder.FORMAT,
+        "experiment": experiment,
+        "command": command,
+        "status": "running",
+        "created": _now(),
+        "updated": _now(),
+        "steps_completed": 0,
+        "total_steps": ens.total_steps,
+        "chunk": ens.chunk,
+        "config": config.to_dict(),
+        "config_hash": config.digest(),
         "probe_config": probes.to_dict(),
-        "members": {"ids": np.asarray(ids).tolist(), "init_keys": np.asarray(init_keys).tolist(),
-                    "data_keys": np.asarray(data_keys).tolist(),
-                    # member g * seeds + s: grid point g, seed index s (grid-major)
-                    "grid_point": (np.asarray(ids) // config.seeds).tolist(),
-                    "seed_index": (np.asarray(ids) % config.seeds).tolist(),
-                    "hyperparams": {k: np.repeat(np.asarray(v), config.seeds).tolist()
-                                    for k, v in per_point.items()}},
-        "grid": {"axes": config.sweep_axes(), "points": grid, "seeds": config.seeds,
-                 "configs": [config.point(g).to_dict() for g in range(len(grid))]},
-        "arrays": {s.name: {"shape": list(s.shape), "chunks": list(s.chunks), "dtype": s.dtype,
-                            "compress": s.compress,
-                            "time": "step" if s.name.startswith("metrics/") else "probe_step"}
-                   for s in specs},
+        "members": {
+            "ids": np.asarray(ids).tolist(),
+            "init_keys": np.asarray(init_keys).tolist(),
+            "data_keys": np.asarray(data_keys).tolist(),
+            # member g * seeds + s: grid point g, seed index s (grid-major)
+            "grid_point": (np.asarray(ids) // config.seeds).tolist(),
+            "seed_index": (np.asarray(ids) % config.seeds).tolist(),
+            "hyperparams": {k: np.repeat(np.asarray(v), config.seeds).tolist() for k, v in per_point.items()},
+        },
+        "grid": {
+            "axes": config.sweep_axes(),
+            "points": grid,
+            "seeds": config.seeds,
+            "configs": [config.point(g).to_dict() for g in range(len(grid))],
+        },
+        "arrays": {
+            s.name: {
+                "shape": list(s.shape),
+                "chunks": list(s.chunks),
+                "dtype": s.dtype,
+                "compress": s.compress,
+                "time": "step" if s.name.startswith("metrics/") else "probe_step",
+            }
+            for s in specs
+        },
         "probes": layout.to_dict(),
-        "versions": runfolder.versions(), "device": dev.describe(),
+        "versions": runfolder.versions(),
+        "device": dev.describe(),
     }
 
 
@@ -136,13 +156,13 @@ def _start(out: Path, ens: Ensemble, specs, manifest: dict | None, new_manifest)
         start, host = checkpoint
         store.verify_chunks(out, manifest, start)  # no hole before the checkpoint survives resume
         arrays = store.open_arrays(out, [s.name for s in specs])
-        problem = store.member_chunk_problem(arrays, dev.member_ranges(ens.mesh, ens.padded,
-                                                                       ens.members))
+        problem = store.member_chunk_problem(arrays, dev.member_ranges(ens.mesh, ens.padded, ens.members))
         if problem:
-            raise store.StoreError(f"cannot continue {out} with {jax.process_count()} processes: "
-                                   f"{problem}")
-    manifest["sessions"] = [*manifest.get("sessions", []),
-                            {"started": _now(), "from_step": start, "device": dev.describe()}]
+            raise store.StoreError(f"cannot continue {out} with {jax.process_count()} processes: {problem}")
+    manifest["sessions"] = [
+        *manifest.get("sessions", []),
+        {"started": _now(), "from_step": start, "device": dev.describe()},
+    ]
     manifest.update(steps_completed=start, updated=_now())
     if writer:
         runfolder.write_manifest(out, manifest)
@@ -165,8 +185,7 @@ def _writer(out: Path, arrays: dict, every: int, manifest: dict, token: int = 0)
     def write(chunk: Chunk) -> None:
         # arrays first; then, when the chunk carries a state, the checkpoint, then the manifest
         try:
-            store.write_steps(arrays, chunk.start, every, chunk.metrics._asdict() if writer else {},
-                              chunk.probes or {})
+            store.write_steps(arrays, chunk.start, every, chunk.metrics._asdict() if writer else {}, chunk.probes or {})
             dev.announce(f"{token}/written/{chunk.stop}")
             if chunk.state is not None:
                 dev.await_all(f"{token}/written/{chunk.stop}")
@@ -178,7 +197,8 @@ def _writer(out: Path, arrays: dict, every: int, manifest: dict, token: int = 0)
                 f"writing steps {chunk.start}-{chunk.stop} to {out} failed: {e}. The run stopped "
                 f"and can continue from step {manifest['steps_completed']}, its last checkpoint: fix "
                 "the problem (e.g. free disk space), then run again with --resume and the same "
-                "options") from e
+                "options"
+            ) from e
 
     return store.ChunkWriter(write)
 
@@ -192,15 +212,26 @@ def _finish(out: Path, ens: Ensemble, state, manifest: dict, timing: dict) -> No
         dev.sync("rvsp_jax: run finished")
         return
     try:
-        store.save_final(out, store.FinalResult(final.params, test_loss, test_accuracy,
-                                                final.diverged, final.diverged_at))
-        manifest.update(status="complete", updated=_now(), timing=timing, result={
-            "test_loss": test_loss.tolist(), "test_accuracy": test_accuracy.tolist(),
-            "diverged": int(final.diverged.sum()), "diverged_at": final.diverged_at.tolist()})
+        store.save_final(
+            out, store.FinalResult(final.params, test_loss, test_accuracy, final.diverged, final.diverged_at)
+        )
+        manifest.update(
+            status="complete",
+            updated=_now(),
+            timing=timing,
+            result={
+                "test_loss": test_loss.tolist(),
+                "test_accuracy": test_accuracy.tolist(),
+                "diverged": int(final.diverged.sum()),
+                "diverged_at": final.diverged_at.tolist(),
+            },
+        )
         runfolder.write_manifest(out, manifest)
     except OSError as e:
-        raise store.StoreError(f"writing the final results to {out} failed: {e}; fix the problem, "
-                               "then finish the run with --resume and the same options") from e
+        raise store.StoreError(
+            f"writing the final results to {out} failed: {e}; fix the problem, "
+            "then finish the run with --resume and the same options"
+        ) from e
     dev.sync("rvsp_jax: run finished")
 
 
@@ -238,9 +269,11 @@ def _stop_requests(progress: bool):
         for sig, old in previous.items():
             signal.signal(sig, old)
         if progress:
-            sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping at the end of this chunk and "
-                             "writing a checkpoint (Ctrl-C again stops at once, losing the steps "
-                             "since the last checkpoint)\n")
+            sys.stderr.write(
+                f"\n{signal.Signals(signum).name}: stopping at the end of this chunk and "
+                "writing a checkpoint (Ctrl-C again stops at once, losing the steps "
+                "since the last checkpoint)\n"
+            )
 
     for sig in signals:
         signal.signal(sig, handler)
@@ -263,10 +296,19 @@ def _needed_bytes(out: Path, ens: Ensemble, specs, resume: bool) -> int:
     return total + store.WRITE_THREADS * largest + 4 * _state_bytes(ens)
 
 
-def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, resume: bool = False,
-        overwrite: bool = False, dataset: Dataset | None = None, experiment: str = "train",
-        command: str | None = None, progress: bool = True, checkpoint_seconds: float = 10.0
-        ) -> store.Run:
+def run(
+    config: TrainConfig,
+    probes: ProbeConfig,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    dataset: Dataset | None = None,
+    experiment: str = "train",
+    command: str | None = None,
+    progress: bool = True,
+    checkpoint_seconds: float = 10.0,
+) -> store.Run:
     """Train ``config``'s ensemble, recording ``probes`` into the run folder ``out``; return it opened.
 
     resume: continue the interrupted run in ``out`` from its last checkpoint (the configuration must
@@ -290,8 +332,9 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
     """
     out = Path(out)
     if resume and overwrite:
-        raise runfolder.RunFolderError("--resume and --overwrite exclude each other: resume continues "
-                                       "the run in --out, overwrite replaces it")
+        raise runfolder.RunFolderError(
+            "--resume and --overwrite exclude each other: resume continues the run in --out, overwrite replaces it"
+        )
     # with several processes (jax.distributed) process 0 checks, creates and locks the folder and
     # writes everything but the other processes' own chunks (see _start, _writer, _finish)
     writer = dev.is_writer()
@@ -317,9 +360,9 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
             raise
         with lock:
             try:
-                started = _start(out, ens, specs, None,
-                                 lambda: _manifest(config, probes, layout, specs, ens, experiment,
-                                                   command))
+                started = _start(
+                    out, ens, specs, None, lambda: _manifest(config, probes, layout, specs, ens, experiment, command)
+                )
             except BaseException:
                 if writer:
                     lock.release()
@@ -331,8 +374,9 @@ def run(config: TrainConfig, probes: ProbeConfig, out: str | os.PathLike, *, res
 
 
 def _specs(ens: Ensemble, layout: ProbeLayout, probes: ProbeConfig):
-    return store.array_specs(ens.members, ens.total_steps, ens.chunk, layout, probes.compress,
-                             member_part=ens.padded // ens.mesh.size)
+    return store.array_specs(
+        ens.members, ens.total_steps, ens.chunk, layout, probes.compress, member_part=ens.padded // ens.mesh.size
+    )
 
 
 def _resume(config, probes, out, dataset, progress, checkpoint_seconds, stop) -> store.Run:
@@ -345,21 +389,22 @@ def _resume(config, probes, out, dataset, progress, checkpoint_seconds, stop) ->
     progress = progress and dev.is_writer()
     if final_ok:
         if progress:
-            tqdm.write(f"run {out} is already complete ({manifest['total_steps']} steps); "
-                       "nothing to do")
+            tqdm.write(f"run {out} is already complete ({manifest['total_steps']} steps); nothing to do")
         return store.open_run(out)
     ens, layout = _ensemble(config, probes, dataset)
     if manifest["status"] == "complete":  # final.npz lost or damaged: rebuild it from the checkpoint
         checkpoint = store.load_checkpoint(out, jax.eval_shape(ens.init))
         if checkpoint is None or checkpoint[0] != ens.total_steps:
-            raise store.StoreError(f"{out}: final.npz is missing or damaged and the checkpoint does not "
-                                   "hold the final state; start the run anew with --overwrite (the "
-                                   "same options give the same numbers)")
+            raise store.StoreError(
+                f"{out}: final.npz is missing or damaged and the checkpoint does not "
+                "hold the final state; start the run anew with --overwrite (the "
+                "same options give the same numbers)"
+            )
         if progress:
-            tqdm.write(f"run {out} is complete but its final.npz is missing or damaged; rebuilding "
-                       "it from the last checkpoint")
-        _finish(out, ens, ens.put_state(_padded(checkpoint[1], ens.padded)), manifest,
-                manifest.get("timing", {}))
+            tqdm.write(
+                f"run {out} is complete but its final.npz is missing or damaged; rebuilding it from the last checkpoint"
+            )
+        _finish(out, ens, ens.put_state(_padded(checkpoint[1], ens.padded)), manifest, manifest.get("timing", {}))
         return store.open_run(out)
     specs = _specs(ens, layout, probes)
     if dev.is_writer():
@@ -368,8 +413,18 @@ def _resume(config, probes, out, dataset, progress, checkpoint_seconds, stop) ->
     return _train(out, ens, layout, *started, progress, checkpoint_seconds, stop)
 
 
-def _train(out: Path, ens: Ensemble, layout: ProbeLayout, manifest: dict, arrays: dict, start: int,
-           state, progress: bool, checkpoint_seconds: float, stop: list) -> store.Run:
+def _train(
+    out: Path,
+    ens: Ensemble,
+    layout: ProbeLayout,
+    manifest: dict,
+    arrays: dict,
+    start: int,
+    state,
+    progress: bool,
+    checkpoint_seconds: float,
+    stop: list,
+) -> store.Run:
     """The training loop of :func:`run` from ``start``, writing chunks in the background.
 
     With several processes every decision that starts a collective (a checkpoint's gather, a stop)
@@ -380,15 +435,25 @@ def _train(out: Path, ens: Ensemble, layout: ProbeLayout, manifest: dict, arrays
     t0 = time.perf_counter()
     t_first = steps_first = t_checkpoint = cpu_first = None
     stopped_at = None
-    bar = tqdm(total=ens.total_steps, initial=start, unit="step",
-               disable=not progress_enabled(progress) or not writer_process,
-               file=sys.stderr, dynamic_ncols=True, desc=f"training S={ens.members}")
+    bar = tqdm(
+        total=ens.total_steps,
+        initial=start,
+        unit="step",
+        disable=not progress_enabled(progress) or not writer_process,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        desc=f"training S={ens.members}",
+    )
     try:
         for chunk in ens.chunks(state, start):
             state = chunk.state
             now = time.perf_counter()
-            due = (t_checkpoint is None or now - t_checkpoint >= checkpoint_seconds
-                   or chunk.stop == ens.total_steps or bool(stop))
+            due = (
+                t_checkpoint is None
+                or now - t_checkpoint >= checkpoint_seconds
+                or chunk.stop == ens.total_steps
+                or bool(stop)
+            )
             stopping = bool(stop)
             if several:  # one decision for all: process 0's clock, anyone's stop signal
                 flags = dev.agree([due, stopping])
@@ -412,20 +477,31 @@ def _train(out: Path, ens: Ensemble, layout: ProbeLayout, manifest: dict, arrays
     if stopped_at is not None:
         dev.sync("rvsp_jax: stopped")  # no process exits before process 0 has its checkpoint
         by = signal.Signals(stop[0]).name if stop else "another process's stop signal"
-        raise Interrupted(f"stopped by {by} at step {stopped_at} of "
-                          f"{ens.total_steps}, checkpoint written; continue with: "
-                          f"{resume_command(manifest.get('command'), out)}")
+        raise Interrupted(
+            f"stopped by {by} at step {stopped_at} of "
+            f"{ens.total_steps}, checkpoint written; continue with: "
+            f"{resume_command(manifest.get('command'), out)}"
+        )
     t_end, cpu_end = time.perf_counter(), os.times()
     steady = t_first is not None and steps_first < ens.total_steps and t_end > t_first
     n = ens.total_steps - steps_first if steady else None
-    _finish(out, ens, state, manifest, {
-        "seconds": t_end - t0, "started_at_step": start,
-        "first_chunk_seconds": None if t_first is None else t_first - t0,
-        # after the first chunk (compilation) until the writer finished; CPU time is this
-        # process's, all threads (device, writer, zarr) together, user + system; the system part
-        # is mostly the kernel taking the written data into its page cache
-        "steady_steps_per_second": n / (t_end - t_first) if steady else None,
-        "steady_cpu_seconds_per_step": (cpu_end.user + cpu_end.system - cpu_first.user
-                                        - cpu_first.system) / n if steady else None,
-        "steady_system_seconds_per_step": (cpu_end.system - cpu_first.system) / n if steady else None})
+    _finish(
+        out,
+        ens,
+        state,
+        manifest,
+        {
+            "seconds": t_end - t0,
+            "started_at_step": start,
+            "first_chunk_seconds": None if t_first is None else t_first - t0,
+            # after the first chunk (compilation) until the writer finished; CPU time is this
+            # process's, all threads (device, writer, zarr) together, user + system; the system part
+            # is mostly the kernel taking the written data into its page cache
+            "steady_steps_per_second": n / (t_end - t_first) if steady else None,
+            "steady_cpu_seconds_per_step": (cpu_end.user + cpu_end.system - cpu_first.user - cpu_first.system) / n
+            if steady
+            else None,
+            "steady_system_seconds_per_step": (cpu_end.system - cpu_first.system) / n if steady else None,
+        },
+    )
     return store.open_run(out)

@@ -20,11 +20,20 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 FORMAT = "rvsp-jax run 1"
-RUN_ENTRIES = frozenset({
-    MANIFEST, "arrays", "checkpoint.npz", "final.npz", "summary.json", "report.md", "figures", "runs",
-    "points",
-    "lock",
-})
+RUN_ENTRIES = frozenset(
+    {
+        MANIFEST,
+        "arrays",
+        "checkpoint.npz",
+        "final.npz",
+        "summary.json",
+        "report.md",
+        "figures",
+        "runs",
+        "points",
+        "lock",
+    }
+)
 """Names a run folder (or a study folder) holds; with ``overwrite`` anything else makes it refuse.
 Temporary files of atomic writes (``*.tmp``) are also accepted."""
 ASIDE_PREFIX = ".replaced-"
@@ -77,8 +86,10 @@ def read_manifest(folder: Path, keys: tuple[str, ...] = ()) -> dict:
     A manifest that is not UTF-8 JSON, not an object, of another format or without ``status`` is
     refused with its path and the remedy (it is never repaired or deleted here)."""
     path = Path(folder) / MANIFEST
-    damaged = (f"; the run folder {folder} is damaged: restore {MANIFEST} from a backup, or delete "
-               "the folder yourself (or choose another --out) to start anew")
+    damaged = (
+        f"; the run folder {folder} is damaged: restore {MANIFEST} from a backup, or delete "
+        "the folder yourself (or choose another --out) to start anew"
+    )
     try:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
@@ -91,8 +102,7 @@ def read_manifest(folder: Path, keys: tuple[str, ...] = ()) -> dict:
     except OSError as e:
         raise RunFolderError(f"cannot read {path}: {e}") from None
     if not isinstance(manifest, dict):
-        raise RunFolderError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest "
-                             f"object{damaged}")
+        raise RunFolderError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest object{damaged}")
     if manifest.get("format") != FORMAT:
         raise RunFolderError(f"{path} is not an {FORMAT!r} manifest (format {manifest.get('format')!r})")
     missing = [k for k in (*REQUIRED_KEYS, *keys) if k not in manifest]
@@ -140,8 +150,7 @@ def _unsafe_target(out: Path) -> str | None:
 
 def _foreign_entries(out: Path) -> list[str]:
     """Entries of ``out`` that no run writes (see :data:`RUN_ENTRIES`)."""
-    return sorted(e.name for e in out.iterdir()
-                  if e.name not in RUN_ENTRIES and not e.name.endswith(".tmp"))
+    return sorted(e.name for e in out.iterdir() if e.name not in RUN_ENTRIES and not e.name.endswith(".tmp"))
 
 
 def check_new(out: Path, overwrite: bool) -> None:
@@ -159,30 +168,41 @@ def check_new(out: Path, overwrite: bool) -> None:
     if overwrite:
         reason = _unsafe_target(out)
         if reason is not None:
-            raise RunFolderError(f"--overwrite refuses --out {str(out)!r}: {reason}; name a run "
-                                 "folder of its own, e.g. --out results/train/run1")
+            raise RunFolderError(
+                f"--overwrite refuses --out {str(out)!r}: {reason}; name a run "
+                "folder of its own, e.g. --out results/train/run1"
+            )
     if not out.exists() or not any(out.iterdir()):
         return
     if not overwrite:
-        raise RunFolderError(f"run folder {out} already exists ({_status(out)}); pass --resume to "
-                             "continue it, --overwrite to replace it, or choose another --out")
+        raise RunFolderError(
+            f"run folder {out} already exists ({_status(out)}); pass --resume to "
+            "continue it, --overwrite to replace it, or choose another --out"
+        )
     owner = lock_owner(out)
     if owner is not None:
-        raise RunFolderError(f"run folder {out} is in use by {owner}; --overwrite will not replace a "
-                             "run that is training: wait for it to finish or stop it first")
+        raise RunFolderError(
+            f"run folder {out} is in use by {owner}; --overwrite will not replace a "
+            "run that is training: wait for it to finish or stop it first"
+        )
     if not (out / MANIFEST).exists():
-        raise RunFolderError(f"{out} is not empty and has no {MANIFEST}: it is not a run folder, "
-                             "so --overwrite will not delete it; choose another --out")
+        raise RunFolderError(
+            f"{out} is not empty and has no {MANIFEST}: it is not a run folder, "
+            "so --overwrite will not delete it; choose another --out"
+        )
     try:
         read_manifest(out)
     except RunFolderError as e:
-        raise RunFolderError(f"{e}; it is not an rvsp-jax run folder, so --overwrite will not delete "
-                             "it; choose another --out") from None
+        raise RunFolderError(
+            f"{e}; it is not an rvsp-jax run folder, so --overwrite will not delete it; choose another --out"
+        ) from None
     foreign = _foreign_entries(out)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise RunFolderError(f"{out} holds files a run does not write ({shown}), so --overwrite will "
-                             "not delete it; move them out or choose another --out")
+        raise RunFolderError(
+            f"{out} holds files a run does not write ({shown}), so --overwrite will "
+            "not delete it; move them out or choose another --out"
+        )
 
 
 def check_resume(out: Path, config: dict, probe_config: dict, defaults: dict | None = None) -> dict:
@@ -193,15 +213,22 @@ def check_resume(out: Path, config: dict, probe_config: dict, defaults: dict | N
     if not out.exists():
         raise RunFolderError(f"nothing to resume: {out} does not exist (drop --resume to start it)")
     manifest = read_manifest(out, RUN_KEYS)
-    diffs = [f"{section}.{k}: run folder has {old[k]!r}, this command gives {new[k]!r}"
-             for section, old, new in (("config", {**(defaults or {}), **manifest["config"]}, config),
-                                       ("probes", manifest["probe_config"], probe_config))
-             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    diffs = [
+        f"{section}.{k}: run folder has {old[k]!r}, this command gives {new[k]!r}"
+        for section, old, new in (
+            ("config", {**(defaults or {}), **manifest["config"]}, config),
+            ("probes", manifest["probe_config"], probe_config),
+        )
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
     if diffs:
-        raise RunFolderError(f"cannot resume {out} with a different configuration:\n  "
-                             + "\n  ".join(diffs)
-                             + "\nrepeat the original options, or start a new run (another --out, "
-                             "or --overwrite)")
+        raise RunFolderError(
+            f"cannot resume {out} with a different configuration:\n  "
+            + "\n  ".join(diffs)
+            + "\nrepeat the original options, or start a new run (another --out, "
+            "or --overwrite)"
+        )
     return manifest
 
 
@@ -224,11 +251,11 @@ def check_writable(out: Path, needed_bytes: int) -> None:
     out = Path(out)
     base = _existing_ancestor(out)
     if not base.is_dir():
-        raise RunFolderError(f"cannot create run folder {out}: {base} is a file, not a folder; "
-                             "choose another --out")
+        raise RunFolderError(f"cannot create run folder {out}: {base} is a file, not a folder; choose another --out")
     if not os.access(base, os.W_OK | os.X_OK):
-        raise RunFolderError(f"cannot write run folder {out}: {base} is not writable; choose "
-                             "another --out or fix its permissions")
+        raise RunFolderError(
+            f"cannot write run folder {out}: {base} is not writable; choose another --out or fix its permissions"
+        )
     needed = needed_bytes + disk_slack(needed_bytes)
     free = shutil.disk_usage(base).free
     if free < needed:
@@ -236,7 +263,8 @@ def check_writable(out: Path, needed_bytes: int) -> None:
             f"not enough free disk for {out}: the recording still needs about {human_bytes(needed)} "
             f"(estimate {human_bytes(needed_bytes)} + 10% + {human_bytes(DISK_SLACK)}) but "
             f"{base} has {human_bytes(free)} free; free space, choose another --out, or record "
-            "less (--probe-index, --probe-every, --probes, --steps)")
+            "less (--probe-index, --probe-every, --probes, --steps)"
+        )
 
 
 def create(out: Path, overwrite: bool) -> Path | None:
@@ -248,9 +276,11 @@ def create(out: Path, overwrite: bool) -> Path | None:
     if overwrite and out.is_dir() and any(out.iterdir()):
         aside = out.with_name(f".{out.name}{ASIDE_PREFIX}{os.getpid()}")
         if aside.exists():
-            raise RunFolderError(f"cannot move the old run {out} aside: {aside} exists (left by an "
-                                 "earlier --overwrite that was interrupted); check it, remove it, "
-                                 "then run again")
+            raise RunFolderError(
+                f"cannot move the old run {out} aside: {aside} exists (left by an "
+                "earlier --overwrite that was interrupted); check it, remove it, "
+                "then run again"
+            )
         try:
             os.rename(out, aside)
         except OSError as e:
@@ -300,7 +330,7 @@ class RunLock:
         self.path = self.folder / LOCK
         self._file = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         import fcntl
 
         try:
@@ -313,8 +343,10 @@ class RunLock:
             f.seek(0)
             owner = f.read().strip()
             f.close()
-            raise RunFolderError(f"run folder {self.folder} is in use by {_describe_owner(owner)}; "
-                                 "wait for it to finish or stop it, or choose another --out") from None
+            raise RunFolderError(
+                f"run folder {self.folder} is in use by {_describe_owner(owner)}; "
+                "wait for it to finish or stop it, or choose another --out"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(json.dumps({"pid": os.getpid(), "host": platform.node(), "started": _now_text()}))
@@ -327,7 +359,7 @@ class RunLock:
             self._file.close()  # closing the descriptor releases the flock
             self._file = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire() if self._file is None else self
 
     def __exit__(self, *exc) -> None:
@@ -373,6 +405,7 @@ def lock_new(out: Path) -> RunLock:
     others = sorted(e.name for e in Path(out).iterdir() if e.name != LOCK)
     if others:
         lock.release()
-        raise RunFolderError(f"run folder {out} was just created by another process "
-                             f"({_status(Path(out))}); choose another --out")
+        raise RunFolderError(
+            f"run folder {out} was just created by another process ({_status(Path(out))}); choose another --out"
+        )
     return lock

@@ -47,10 +47,10 @@ import os
 import queue
 import threading
 import zipfile
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from collections.abc import Mapping
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -59,11 +59,11 @@ import zarr.codecs
 import zarr.storage
 
 from rvsp_jax.config import TrainConfig
+from rvsp_jax.io.runfolder import read_manifest
 from rvsp_jax.training.devices import MemberParts
 from rvsp_jax.training.probes import ProbeConfig, ProbeLayout
 from rvsp_jax.training.result import FinalResult  # noqa: F401 -- re-exported: store.FinalResult
 from rvsp_jax.training.step import StepMetrics
-from rvsp_jax.io.runfolder import read_manifest
 
 METRICS = ("loss", "accuracy", "grad_norm", "update_norm")
 """Per-step scalars of :class:`~rvsp_jax.training.step.StepMetrics`, stored as ``metrics/<name>``."""
@@ -83,13 +83,17 @@ class MissingFileError(StoreError, FileNotFoundError):
     """A file a run folder needs does not exist (also a ``FileNotFoundError``)."""
 
 
-CHUNK_LOST = ("its data is lost: restore the run folder from a backup, or record the run anew with "
-              "the same options and --overwrite")
+CHUNK_LOST = (
+    "its data is lost: restore the run folder from a backup, or record the run anew with "
+    "the same options and --overwrite"
+)
 """Remedy in the message of a missing or damaged chunk (the steps in it cannot be recomputed from a
 later checkpoint)."""
 FINAL_REMEDY = "run again with --resume and the same options to rebuild it from the last checkpoint"
-CHECKPOINT_REMEDY = ("delete it and run again with --resume and the same options to restart the run "
-                     "from step 0 (the steps recorded so far are computed and written again)")
+CHECKPOINT_REMEDY = (
+    "delete it and run again with --resume and the same options to restart the run "
+    "from step 0 (the steps recorded so far are computed and written again)"
+)
 
 
 class ArraySpec(NamedTuple):
@@ -117,8 +121,13 @@ def _balanced(n: int, most: int) -> int:
     return -(-n // -(-n // most))
 
 
-def chunk_shape(shape: tuple[int, ...], step_chunk: int, itemsize: int = 4,
-                target: int = TARGET_CHUNK_BYTES, member_part: int | None = None) -> tuple[int, ...]:
+def chunk_shape(
+    shape: tuple[int, ...],
+    step_chunk: int,
+    itemsize: int = 4,
+    target: int = TARGET_CHUNK_BYTES,
+    member_part: int | None = None,
+) -> tuple[int, ...]:
     """Zarr chunk of an ``[S, T(, P)]`` array: ``step_chunk`` steps; P split evenly into pieces of
     at most ``P_CHUNK`` entries (fewer if one member's chunk would exceed ``target`` bytes); S split
     evenly into pieces that keep the chunk under ``target`` bytes (at least one member).
@@ -140,8 +149,14 @@ def chunk_shape(shape: tuple[int, ...], step_chunk: int, itemsize: int = 4,
     return (_balanced(s, most), t_c, *p_c)
 
 
-def array_specs(members: int, total_steps: int, step_chunk: int, layout: ProbeLayout,
-                compress: str = "none", member_part: int | None = None) -> list[ArraySpec]:
+def array_specs(
+    members: int,
+    total_steps: int,
+    step_chunk: int,
+    layout: ProbeLayout,
+    compress: str = "none",
+    member_part: int | None = None,
+) -> list[ArraySpec]:
     """Every array of a run: metrics ``[S, T]`` (zstd) and probes ``[S, ceil(T / every), P]``.
 
     ``step_chunk`` is the trainer's chunk length (a multiple of ``layout.every``); ``member_part``
@@ -154,9 +169,15 @@ def array_specs(members: int, total_steps: int, step_chunk: int, layout: ProbeLa
     t_rec = -(-total_steps // layout.every)
     for name, names in layout.arrays.items():
         shape = (members, t_rec, len(names))
-        specs.append(ArraySpec(name, shape, chunk_shape(shape, step_chunk // layout.every,
-                                                        member_part=member_part),
-                               "float32", compress))
+        specs.append(
+            ArraySpec(
+                name,
+                shape,
+                chunk_shape(shape, step_chunk // layout.every, member_part=member_part),
+                "float32",
+                compress,
+            )
+        )
     return specs
 
 
@@ -187,21 +208,30 @@ def create_arrays(folder: Path, specs: list[ArraySpec]) -> dict[str, zarr.Array]
     """Create the ``arrays/`` zarr group of a new run (every array full size, fill value NaN, a
     checksum per chunk, :func:`dimension_names`)."""
     group = zarr.open_group(Path(folder) / "arrays", mode="w")
-    return {s.name: group.create_array(s.name, shape=s.shape, chunks=s.chunks, dtype=s.dtype,
-                                       fill_value=np.nan, compressors=_compressors(s.compress),
-                                       dimension_names=dimension_names(s.name, len(s.shape)),
-                                       config=WRITE_CONFIG)
-            for s in specs}
+    return {
+        s.name: group.create_array(
+            s.name,
+            shape=s.shape,
+            chunks=s.chunks,
+            dtype=s.dtype,
+            fill_value=np.nan,
+            compressors=_compressors(s.compress),
+            dimension_names=dimension_names(s.name, len(s.shape)),
+            config=WRITE_CONFIG,
+        )
+        for s in specs
+    }
 
 
 def open_arrays(folder: Path, names, mode: str = "r+") -> dict[str, zarr.Array]:
     """Open existing arrays of a run folder (``mode="r+"`` to continue writing them)."""
-    return {name: zarr.open_array(Path(folder) / "arrays" / name, mode=mode, zarr_format=3)
-            .with_config(WRITE_CONFIG) for name in names}
+    return {
+        name: zarr.open_array(Path(folder) / "arrays" / name, mode=mode, zarr_format=3).with_config(WRITE_CONFIG)
+        for name in names
+    }
 
 
-def write_steps(arrays: dict[str, zarr.Array], start: int, every: int, metrics: dict, probes: dict
-                ) -> None:
+def write_steps(arrays: dict[str, zarr.Array], start: int, every: int, metrics: dict, probes: dict) -> None:
     """Write the steps ``[start, start + n)`` of one training chunk.
 
     metrics: name -> ``[S, n]``; probes: array name -> ``[S, ceil(n / every), P]`` (numpy arrays or
@@ -213,7 +243,7 @@ def write_steps(arrays: dict[str, zarr.Array], start: int, every: int, metrics: 
         if isinstance(x, MemberParts):
             write_by_chunk(arrays[f"metrics/{name}"], start, x)
             continue
-        arrays[f"metrics/{name}"][:, start:start + x.shape[1]] = x
+        arrays[f"metrics/{name}"][:, start : start + x.shape[1]] = x
     r0 = start // every
     for name, x in probes.items():
         write_by_chunk(arrays[name], r0, x)
@@ -238,23 +268,29 @@ def _members(x, a: int, b: int) -> np.ndarray | None:
     None when ``x`` holds none of them (another process's members)."""
     if not isinstance(x, MemberParts):
         return x[a:b]
-    pieces = [part[max(a, s) - s:min(b, s + len(part)) - s]
-              for s, part in zip(x.starts, x.parts) if max(a, s) < min(b, s + len(part))]
+    pieces = [
+        part[max(a, s) - s : min(b, s + len(part)) - s]
+        for s, part in zip(x.starts, x.parts)
+        if max(a, s) < min(b, s + len(part))
+    ]
     if not pieces:
         return None
     if sum(len(p) for p in pieces) != b - a:
-        raise StoreError(f"members {a}-{b - 1} share one zarr chunk but this process holds only some "
-                         "of them, so it cannot write the chunk alone; " + MEMBER_CHUNKS_REMEDY)
+        raise StoreError(
+            f"members {a}-{b - 1} share one zarr chunk but this process holds only some "
+            "of them, so it cannot write the chunk alone; " + MEMBER_CHUNKS_REMEDY
+        )
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
-MEMBER_CHUNKS_REMEDY = ("continue the run with a process count whose processes split the members as "
-                        "the run's chunks do (e.g. the count it was recorded with), or in a single "
-                        "process")
+MEMBER_CHUNKS_REMEDY = (
+    "continue the run with a process count whose processes split the members as "
+    "the run's chunks do (e.g. the count it was recorded with), or in a single "
+    "process"
+)
 
 
-def member_chunk_problem(arrays: dict[str, ArraySpec | Any], ranges: dict[int, list[tuple[int, int]]]
-                         ) -> str | None:
+def member_chunk_problem(arrays: dict[str, ArraySpec | Any], ranges: dict[int, list[tuple[int, int]]]) -> str | None:
     """Why processes holding the members ``ranges`` (process -> ``[(a, b), ...]``, see
     :func:`rvsp_jax.training.devices.member_ranges`) cannot each write their own members' chunks of the probe
     ``arrays`` (specs or zarr arrays with ``shape`` and ``chunks``), or None when they can: every
@@ -273,9 +309,11 @@ def member_chunk_problem(arrays: dict[str, ArraySpec | Any], ranges: dict[int, l
         for a in range(0, s, s_c):
             held = {owner.get(m) for m in range(a, min(a + s_c, s))}
             if len(held) > 1:
-                return (f"{name}: members {a}-{min(a + s_c, s) - 1} are one zarr chunk, but processes "
-                        f"{', '.join(str(p) for p in sorted(held, key=str))} would each hold some of them "
-                        f"(chunks of {s_c} members); {MEMBER_CHUNKS_REMEDY}")
+                return (
+                    f"{name}: members {a}-{min(a + s_c, s) - 1} are one zarr chunk, but processes "
+                    f"{', '.join(str(p) for p in sorted(held, key=str))} would each hold some of them "
+                    f"(chunks of {s_c} members); {MEMBER_CHUNKS_REMEDY}"
+                )
     return None
 
 
@@ -300,8 +338,9 @@ def write_by_chunk(array: zarr.Array, r0: int, x) -> None:
         piece = _members(x, a, min(a + s_c, s))
         if piece is None:  # another process's members: it writes them
             continue
-        jobs += [((slice(a, a + len(piece)), slice(r0, r0 + n), *p), piece[(slice(None), slice(None), *p)])
-                 for p in p_slices]
+        jobs += [
+            ((slice(a, a + len(piece)), slice(r0, r0 + n), *p), piece[(slice(None), slice(None), *p)]) for p in p_slices
+        ]
     if len(jobs) == 1 or WRITE_THREADS == 1:
         for where, piece in jobs:
             array[where] = piece
@@ -326,8 +365,10 @@ def _savez_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def save_checkpoint(folder: Path, step: int, state) -> None:
     """Atomically write ``state`` (a pytree of host arrays ``[S, ...]``) as completed at ``step``."""
     leaves = jax.tree_util.tree_leaves(state)
-    _savez_atomic(Path(folder) / "checkpoint.npz",
-                  {"step": np.int64(step), **{f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}})
+    _savez_atomic(
+        Path(folder) / "checkpoint.npz",
+        {"step": np.int64(step), **{f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}},
+    )
 
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -378,15 +419,22 @@ def load_checkpoint(folder: Path, like) -> tuple[int, Any] | None:
     names = [f"leaf_{i:05d}" for i in range(len(leaves))]
     stored = [entries[n] for n in names if n in entries]
     extra = sorted(set(entries) - set(names))
-    if len(stored) != len(leaves) or extra or any(
+    if (
+        len(stored) != len(leaves)
+        or extra
+        or any(
             s.ndim != len(x.shape) or s.shape[1:] != tuple(x.shape[1:]) or s.dtype != x.dtype
-            for s, x in zip(stored, leaves)) or len({s.shape[0] for s in stored if s.ndim}) > 1:
+            for s, x in zip(stored, leaves)
+        )
+        or len({s.shape[0] for s in stored if s.ndim}) > 1
+    ):
         held = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in list(entries.items())[:4])
         raise StoreError(
             f"{path} does not match this configuration's training state ({len(leaves)} arrays "
             f"expected; it holds {len(entries)}: {held}{', ...' if len(entries) > 4 else ''}): it is "
             f"damaged or belongs to another model or optimizer. Either {CHECKPOINT_REMEDY}, or "
-            "start anew with --overwrite")
+            "start anew with --overwrite"
+        )
     return int(step), jax.tree_util.tree_unflatten(treedef, stored)
 
 
@@ -394,8 +442,9 @@ def save_final(folder: Path, final: FinalResult) -> None:
     """Atomically write ``final.npz``; parameters under ``params/Dense_0/kernel`` etc."""
     flat, _ = jax.tree_util.tree_flatten_with_path(final.params)
     params = {"params/" + "/".join(k.key for k in path): np.asarray(x) for path, x in flat}
-    _savez_atomic(Path(folder) / "final.npz", {
-        **params, **{k: np.asarray(getattr(final, k)) for k in FinalResult._fields[1:]}})
+    _savez_atomic(
+        Path(folder) / "final.npz", {**params, **{k: np.asarray(getattr(final, k)) for k in FinalResult._fields[1:]}}
+    )
 
 
 def load_final(folder: Path, remedy: str = FINAL_REMEDY) -> FinalResult:
@@ -459,6 +508,7 @@ def _final_problem(folder: Path, remedy: str = FINAL_REMEDY) -> str | None:
 
 # ---- chunk files: which must exist, and reads that check them -------------------------------------
 
+
 class _ChunkGrid:
     """The chunk files of one stored array (from its ``zarr.json``) and the steps each one holds."""
 
@@ -472,14 +522,17 @@ class _ChunkGrid:
             self.chunks = tuple(int(n) for n in meta["chunk_grid"]["configuration"]["chunk_shape"])
             encoding = meta.get("chunk_key_encoding") or {"name": "default"}
             kind = encoding.get("name", "default")
-            self._sep = (encoding.get("configuration") or {}).get(
-                "separator", "/" if kind == "default" else ".")
+            self._sep = (encoding.get("configuration") or {}).get("separator", "/" if kind == "default" else ".")
         except FileNotFoundError:
-            raise MissingFileError(f"{meta_path} is missing: array {name!r} of {self.folder} has "
-                                   f"no metadata, so none of it can be read; {CHUNK_LOST}") from None
+            raise MissingFileError(
+                f"{meta_path} is missing: array {name!r} of {self.folder} has "
+                f"no metadata, so none of it can be read; {CHUNK_LOST}"
+            ) from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise StoreError(f"{meta_path} is damaged ({type(e).__name__}: {e}): array {name!r} of "
-                             f"{self.folder} cannot be read; {CHUNK_LOST}") from None
+            raise StoreError(
+                f"{meta_path} is damaged ({type(e).__name__}: {e}): array {name!r} of "
+                f"{self.folder} cannot be read; {CHUNK_LOST}"
+            ) from None
         self._prefix = "c" + self._sep if kind == "default" else ""
         self.grid = tuple(-(-n // c) for n, c in zip(self.shape, self.chunks))
         info = manifest.get("arrays", {}).get(name) or {}
@@ -498,7 +551,7 @@ class _ChunkGrid:
         if not key.startswith(self._prefix):
             return None
         try:
-            index = tuple(int(i) for i in key[len(self._prefix):].split(self._sep))
+            index = tuple(int(i) for i in key[len(self._prefix) :].split(self._sep))
         except ValueError:
             return None
         return index if len(index) == len(self.grid) else None
@@ -540,13 +593,17 @@ class _ChunkGrid:
             return f"chunk {index} of array {self.name!r}"
         t0 = index[1] * self.chunks[1]
         t1 = min(t0 + self.chunks[1], self.shape[1]) - 1
-        return (f"chunk {index} of array {self.name!r} (steps {t0 * self.every}-"
-                f"{min(t1 * self.every, self.total_steps - 1)})")
+        return (
+            f"chunk {index} of array {self.name!r} (steps {t0 * self.every}-"
+            f"{min(t1 * self.every, self.total_steps - 1)})"
+        )
 
     def missing_message(self, index: tuple[int, ...], steps: int, more: int = 0) -> str:
         also = f" (and {more} more missing chunk files of this array)" if more else ""
-        return (f"{self.path(index)} is missing: {self.describe(index)} is part of the {steps} "
-                f"steps that the manifest of {self.folder} records as completed{also}; {CHUNK_LOST}")
+        return (
+            f"{self.path(index)} is missing: {self.describe(index)} is part of the {steps} "
+            f"steps that the manifest of {self.folder} records as completed{also}; {CHUNK_LOST}"
+        )
 
     def region(self, index: tuple[int, ...]) -> tuple[slice, ...]:
         return tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, self.chunks, self.shape))
@@ -582,9 +639,11 @@ def verify_chunks(folder: Path, manifest: dict, upto_step: int) -> None:
     if first is not None:
         grid, index = first
         more = f"; {total - 1} more chunk files are missing" if total > 1 else ""
-        raise StoreError(f"{grid.path(index)} is missing: {grid.describe(index)} of the run in "
-                         f"{grid.folder} lies before step {upto_step}, where it would continue, so "
-                         f"resuming would leave it NaN{more}; {CHUNK_LOST}")
+        raise StoreError(
+            f"{grid.path(index)} is missing: {grid.describe(index)} of the run in "
+            f"{grid.folder} lies before step {upto_step}, where it would continue, so "
+            f"resuming would leave it NaN{more}; {CHUNK_LOST}"
+        )
 
 
 class _CheckedStore(zarr.storage.WrapperStore):
@@ -675,11 +734,11 @@ class StoredArray:
         return self._read(lambda: self._array[selection], selection, "any")
 
     @property
-    def oindex(self) -> "_Indexed":
+    def oindex(self) -> _Indexed:
         return _Indexed(self, "oindex")
 
     @property
-    def vindex(self) -> "_Indexed":
+    def vindex(self) -> _Indexed:
         return _Indexed(self, "vindex")
 
     def __array__(self, dtype=None, copy=None):
@@ -703,9 +762,12 @@ class StoredArray:
     def _touched(self, selection, kind: str):
         """Chunk indices a selection reads (zarr's own indexers), or None for a bad selection."""
         from zarr.core import indexing as ix
-        kinds = {"any": (ix.BasicIndexer, ix.OrthogonalIndexer, ix.CoordinateIndexer),
-                 "oindex": (ix.OrthogonalIndexer,),
-                 "vindex": (ix.CoordinateIndexer, ix.MaskIndexer)}[kind]
+
+        kinds = {
+            "any": (ix.BasicIndexer, ix.OrthogonalIndexer, ix.CoordinateIndexer),
+            "oindex": (ix.OrthogonalIndexer,),
+            "vindex": (ix.CoordinateIndexer, ix.MaskIndexer),
+        }[kind]
         grid = self._array.metadata.chunk_grid
         for indexer in kinds:
             try:
@@ -725,8 +787,10 @@ class StoredArray:
             except StoreError as e:
                 return e
             except Exception as e:  # noqa: BLE001 -- whatever the codecs raise for damaged bytes
-                return StoreError(f"{self._grid.path(index)} is damaged: {self._grid.describe(index)} "
-                                  f"cannot be read ({type(e).__name__}: {e}); {CHUNK_LOST}")
+                return StoreError(
+                    f"{self._grid.path(index)} is damaged: {self._grid.describe(index)} "
+                    f"cannot be read ({type(e).__name__}: {e}); {CHUNK_LOST}"
+                )
         return None
 
 
@@ -954,7 +1018,7 @@ class Run:
         point = np.asarray(self.manifest["members"].get("grid_point", np.zeros(n, int)))
         return {g: np.flatnonzero(point == g) for g in range(len(self.grid))}
 
-    def point(self, g: int) -> "Run":
+    def point(self, g: int) -> Run:
         """Grid point ``g`` of a sweep as a plain run of its ``seeds`` members (members
         ``g * seeds .. (g + 1) * seeds - 1``): ``config`` is :meth:`TrainConfig.point`, arrays,
         ``final()`` and the per-member manifest entries hold those members only, and member ids are
@@ -966,7 +1030,7 @@ class Run:
             return self
         return _PointRun(self, g)
 
-    def points(self) -> list["Run"]:
+    def points(self) -> list[Run]:
         """Every grid point as a plain run (:meth:`point`); ``[self]`` for a plain run."""
         return [self.point(g) for g in range(len(self.grid))]
 
@@ -998,11 +1062,15 @@ class Run:
                     raise StoreError(grid.missing_message(index, steps))
 
             try:
-                array = zarr.open_array(store=_CheckedStore(
-                    zarr.storage.LocalStore(grid.dir, read_only=True), check), mode="r", zarr_format=3)
+                array = zarr.open_array(
+                    store=_CheckedStore(zarr.storage.LocalStore(grid.dir, read_only=True), check),
+                    mode="r",
+                    zarr_format=3,
+                )
             except Exception as e:  # noqa: BLE001 -- zarr's errors for unreadable metadata
-                raise StoreError(f"{grid.dir / 'zarr.json'} cannot be read as zarr metadata "
-                                 f"({type(e).__name__}: {e}); {CHUNK_LOST}") from e
+                raise StoreError(
+                    f"{grid.dir / 'zarr.json'} cannot be read as zarr metadata ({type(e).__name__}: {e}); {CHUNK_LOST}"
+                ) from e
             self._arrays[name] = StoredArray(array, grid)
         return self._arrays[name]
 
@@ -1022,8 +1090,11 @@ class Run:
         unfinished run, and rebuilds ``final.npz`` of a complete one from its last checkpoint)."""
         if self.manifest["status"] == "complete":
             return load_final(self.path)
-        return load_final(self.path, f"the run is {self.manifest['status']} ({self.steps_completed}/"
-                                     f"{self.manifest['total_steps']} steps); finish it with --resume")
+        return load_final(
+            self.path,
+            f"the run is {self.manifest['status']} ({self.steps_completed}/"
+            f"{self.manifest['total_steps']} steps); finish it with --resume",
+        )
 
     def series(self, name: str, entries=None, members=None) -> np.ndarray:
         """Array ``name`` as float64 numpy with time last, the analysis convention: ``[S, P, T_rec]``
@@ -1101,8 +1172,10 @@ class Run:
         try:
             import xarray as xr
         except ImportError:
-            raise ImportError("Run.to_xarray needs the xarray package, which is not installed "
-                              "(pip install xarray); without it, slice run[name] directly") from None
+            raise ImportError(
+                "Run.to_xarray needs the xarray package, which is not installed "
+                "(pip install xarray); without it, slice run[name] directly"
+            ) from None
         data = {}
         for name in self.arrays:
             key = name.replace("/", "_")
@@ -1110,14 +1183,20 @@ class Run:
                 data[key] = (("member", "step"), self[name][:])
             else:
                 data[key] = (("member", "probe_step", f"{key}_entry"), self[name][:])
-        coords = {"member": self.members, "step": self.metric_steps, "probe_step": self.steps,
-                  **{f"{n.replace('/', '_')}_entry": list(v) for n, v in self.probe_names.items()}}
+        coords = {
+            "member": self.members,
+            "step": self.metric_steps,
+            "probe_step": self.steps,
+            **{f"{n.replace('/', '_')}_entry": list(v) for n, v in self.probe_names.items()},
+        }
         return xr.Dataset(data, coords=coords, attrs={"path": str(self.path)})
 
     def __repr__(self) -> str:
-        return (f"Run({str(self.path)!r}, {self.manifest['status']}, "
-                f"{self.steps_completed}/{self.manifest['total_steps']} steps, S={self.config.seeds}, "
-                f"arrays={list(self.arrays)})")
+        return (
+            f"Run({str(self.path)!r}, {self.manifest['status']}, "
+            f"{self.steps_completed}/{self.manifest['total_steps']} steps, S={self.config.seeds}, "
+            f"arrays={list(self.arrays)})"
+        )
 
 
 class _PointRun(Run):
@@ -1137,8 +1216,9 @@ class _PointRun(Run):
         n = len(parent.members)
         cut = lambda v: v[a:b] if isinstance(v, list) and len(v) == n else v  # noqa: E731
         old = manifest["members"]
-        manifest["members"] = {k: ({h: cut(x) for h, x in v.items()} if isinstance(v, dict) else cut(v))
-                               for k, v in old.items()}
+        manifest["members"] = {
+            k: ({h: cut(x) for h, x in v.items()} if isinstance(v, dict) else cut(v)) for k, v in old.items()
+        }
         manifest["members"]["ids"] = list(range(b - a))
         manifest["members"]["sweep_ids"] = old["ids"][a:b]
         if isinstance(manifest.get("result"), dict):
@@ -1166,8 +1246,10 @@ class _PointRun(Run):
     def final(self) -> FinalResult:
         f = self.parent.final()
         a, b = self._range
-        return FinalResult(jax.tree_util.tree_map(lambda x: x[a:b], f.params),
-                           *(np.asarray(getattr(f, k))[a:b] for k in FinalResult._fields[1:]))
+        return FinalResult(
+            jax.tree_util.tree_map(lambda x: x[a:b], f.params),
+            *(np.asarray(getattr(f, k))[a:b] for k in FinalResult._fields[1:]),
+        )
 
     def __repr__(self) -> str:
         return f"Run point {self.grid_index} {self.parent.grid[self.grid_index]} of {self.parent!r}"
@@ -1182,8 +1264,10 @@ def _read_summary(folder: Path) -> dict | None:
     try:
         summary = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StoreError(f"{path} is not valid JSON ({e}); write it again by running the study "
-                         "again with --resume and the same options") from None
+        raise StoreError(
+            f"{path} is not valid JSON ({e}); write it again by running the study "
+            "again with --resume and the same options"
+        ) from None
     if not isinstance(summary, dict):
         raise StoreError(f"{path} holds a JSON {type(summary).__name__}, not an object")
     return summary
@@ -1195,10 +1279,11 @@ def _is_study(manifest: dict) -> bool:
 
 def _not_a_run(path: Path, manifest: dict) -> str:
     if _is_study(manifest):
-        return (f"{path} is a study folder ({manifest['experiment']}), not a run folder: open it with "
-                "rvsp_jax.open(path), which returns a Study (its recorded runs are study.runs)")
-    return (f"{path}/manifest.json has no config: the folder is neither a run folder nor a study "
-            "folder of rvsp-jax")
+        return (
+            f"{path} is a study folder ({manifest['experiment']}), not a run folder: open it with "
+            "rvsp_jax.open(path), which returns a Study (its recorded runs are study.runs)"
+        )
+    return f"{path}/manifest.json has no config: the folder is neither a run folder nor a study folder of rvsp-jax"
 
 
 class _LazyRuns(Mapping):
@@ -1235,9 +1320,12 @@ class Study:
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         if not _is_study(self.manifest):
-            raise StoreError(f"{self.path} is a run folder, not a study folder: open it with "
-                             "rvsp_jax.open(path) or rvsp_jax.io.store.open_run(path)"
-                             if "config" in self.manifest else _not_a_run(self.path, self.manifest))
+            raise StoreError(
+                f"{self.path} is a run folder, not a study folder: open it with "
+                "rvsp_jax.open(path) or rvsp_jax.io.store.open_run(path)"
+                if "config" in self.manifest
+                else _not_a_run(self.path, self.manifest)
+            )
         self.runs: Mapping[str, Run] = _LazyRuns(self.path, dict(self.manifest.get("runs", {})))
 
     @property
@@ -1258,8 +1346,9 @@ class Study:
         return _read_summary(self.path)
 
     def __repr__(self) -> str:
-        return (f"Study({str(self.path)!r}, {self.experiment}, {self.status}, "
-                f"runs={list(self.manifest.get('runs', {}))})")
+        return (
+            f"Study({str(self.path)!r}, {self.experiment}, {self.status}, runs={list(self.manifest.get('runs', {}))})"
+        )
 
 
 def open_run(path: str | os.PathLike) -> Run:

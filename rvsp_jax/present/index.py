@@ -23,8 +23,7 @@ def find_runs(root: str | os.PathLike) -> list[Path]:
     return [p for p in found if not any(q != p and q in p.parents for q in found)]
 
 
-def write_index(root: str | os.PathLike, runs: list[Path] | None = None,
-                title: str = "rvsp-jax results") -> Path:
+def write_index(root: str | os.PathLike, runs: list[Path] | None = None, title: str = "rvsp-jax results") -> Path:
     """Write ``<root>/index.md`` linking each run's report, summary and figures (PNG, with PDF).
 
     ``runs`` defaults to :func:`find_runs`; paths in the page are relative to ``root``, so the page
@@ -38,16 +37,29 @@ def write_index(root: str | os.PathLike, runs: list[Path] | None = None,
         m = _manifest(run)
         name = m.get("experiment", run.name)
         figures = sorted((run / "figures").glob("*.png")) if (run / "figures").is_dir() else []
-        rows.append([f"[{name}]({rel}/report.md)", m.get("status", "—"), m.get("command") or "—",
-                     f"[summary.json]({rel}/summary.json)", str(len(figures))])
-        links = [f"[{f.stem}]({rel}/figures/{f.name}) ([PDF]({rel}/figures/{f.stem}.pdf))"
-                 for f in figures]
-        sections.append(f"### {name}\n\n[report]({rel}/report.md) · " + " · ".join(links)
-                        if links else f"### {name}\n\n[report]({rel}/report.md)")
-    text = (f"# {title}\n\n{len(runs)} run folder(s). Each report states its configuration and its "
-            "findings with uncertainty across members.\n\n"
-            + markdown_table(["experiment", "status", "command", "numbers", "figures"], rows)
-            + "\n\n## Figures\n\n" + "\n\n".join(sections) + "\n")
+        rows.append(
+            [
+                f"[{name}]({rel}/report.md)",
+                m.get("status", "—"),
+                m.get("command") or "—",
+                f"[summary.json]({rel}/summary.json)",
+                str(len(figures)),
+            ]
+        )
+        links = [f"[{f.stem}]({rel}/figures/{f.name}) ([PDF]({rel}/figures/{f.stem}.pdf))" for f in figures]
+        sections.append(
+            f"### {name}\n\n[report]({rel}/report.md) · " + " · ".join(links)
+            if links
+            else f"### {name}\n\n[report]({rel}/report.md)"
+        )
+    text = (
+        f"# {title}\n\n{len(runs)} run folder(s). Each report states its configuration and its "
+        "findings with uncertainty across members.\n\n"
+        + markdown_table(["experiment", "status", "command", "numbers", "figures"], rows)
+        + "\n\n## Figures\n\n"
+        + "\n\n".join(sections)
+        + "\n"
+    )
     path = root / "index.md"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)

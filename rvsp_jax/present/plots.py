@@ -91,8 +91,9 @@ def paper_style() -> Iterator[None]:
         yield
 
 
-def subplots(nrows: int = 1, ncols: int = 1, *, width: str | float = "single", height: float | None = None,
-             **kwargs) -> tuple[Figure, object]:
+def subplots(
+    nrows: int = 1, ncols: int = 1, *, width: str | float = "single", height: float | None = None, **kwargs
+) -> tuple[Figure, object]:
     """A pyplot-free figure and axes sized for a paper.
 
     Args:
@@ -199,8 +200,9 @@ def plot_members(ax, t, x, *, color="0.5", alpha: float = 0.5, linewidth: float 
     return lines
 
 
-def loglog_with_reference(ax, x, y, slope: float, label: str | None = None, *, ref_label: str | None = None,
-                          color=None):
+def loglog_with_reference(
+    ax, x, y, slope: float, label: str | None = None, *, ref_label: str | None = None, color=None
+):
     """``y`` against ``x`` on log-log axes, with a dashed reference line ``y = c x^slope``.
 
     The reference passes through the data's centre in log space (mean of ``log x`` and ``log y``
@@ -215,15 +217,30 @@ def loglog_with_reference(ax, x, y, slope: float, label: str | None = None, *, r
     lx, ly = np.log(x[ok]), np.log(y[ok])
     xr = np.exp([lx.min(), lx.max()])
     yr = np.exp(ly.mean() + slope * (np.log(xr) - lx.mean()))
-    (ref,) = ax.plot(xr, yr, linestyle="--", color="0.2", linewidth=0.8,
-                     label=ref_label if ref_label is not None else f"slope {slope:g}")
+    (ref,) = ax.plot(
+        xr,
+        yr,
+        linestyle="--",
+        color="0.2",
+        linewidth=0.8,
+        label=ref_label if ref_label is not None else f"slope {slope:g}",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     return data, ref
 
 
-def plot_psd_bands(ax, freqs, psd, theory=None, *, label: str | None = "median", color=None,
-                   theory_label: str = "theory", quantiles: tuple[float, float] = (5.0, 95.0)):
+def plot_psd_bands(
+    ax,
+    freqs,
+    psd,
+    theory=None,
+    *,
+    label: str | None = "median",
+    color=None,
+    theory_label: str = "theory",
+    quantiles: tuple[float, float] = (5.0, 95.0),
+):
     """Median PSD across members with the 5-95% band, log-log, and an optional theory curve.
 
     Args:
@@ -244,8 +261,9 @@ def plot_psd_bands(ax, freqs, psd, theory=None, *, label: str | None = "median",
     line, band = plot_band(ax, f, med, lo, hi, label=label, color=color)
     theory_line = None
     if theory is not None:
-        (theory_line,) = ax.plot(f, np.asarray(theory, dtype=float)[keep], linestyle="--", color="k",
-                                 linewidth=0.8, label=theory_label)
+        (theory_line,) = ax.plot(
+            f, np.asarray(theory, dtype=float)[keep], linestyle="--", color="k", linewidth=0.8, label=theory_label
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     return line, band, theory_line
@@ -268,8 +286,7 @@ def hist_compare(ax, a, b, labels: Sequence[str] = ("a", "b"), *, bins: int = 50
         edges = np.array([lo, hi if hi > lo else lo + 1.0])
     out = []
     for values, lab in zip((a, b), labels):
-        _, _, patches = ax.hist(values, bins=edges, density=density, histtype="stepfilled", alpha=0.45,
-                                label=lab)
+        _, _, patches = ax.hist(values, bins=edges, density=density, histtype="stepfilled", alpha=0.45, label=lab)
         out.append(patches)
     return out
 
@@ -284,8 +301,13 @@ def _check_table(rows: Sequence[str], cols: Sequence[str], cells: Sequence[Seque
     return cells
 
 
-def verdict_table(ax, rows: Sequence[str], cols: Sequence[str], cells: Sequence[Sequence[object]],
-                  colors: Mapping[str, str] | None = None):
+def verdict_table(
+    ax,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    cells: Sequence[Sequence[object]],
+    colors: Mapping[str, str] | None = None,
+):
     """Draw a table of verdicts on ``ax`` (axis hidden); ``colors`` maps a cell's text to its face colour.
 
     Args: ``cells[i][j]`` is the entry for ``rows[i]`` and ``cols[j]``. Returns the Table.
@@ -294,8 +316,9 @@ def verdict_table(ax, rows: Sequence[str], cols: Sequence[str], cells: Sequence[
     colours = colors or {}
     face = [[colours.get(c, "white") for c in row] for row in cells]
     ax.set_axis_off()
-    table = ax.table(cellText=cells, rowLabels=list(rows), colLabels=list(cols), cellColours=face,
-                     loc="center", cellLoc="center")
+    table = ax.table(
+        cellText=cells, rowLabels=list(rows), colLabels=list(cols), cellColours=face, loc="center", cellLoc="center"
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(mpl.rcParams["legend.fontsize"])
     for cell in table.get_celld().values():
@@ -303,12 +326,12 @@ def verdict_table(ax, rows: Sequence[str], cols: Sequence[str], cells: Sequence[
     return table
 
 
-def markdown_table(rows: Sequence[str], cols: Sequence[str], cells: Sequence[Sequence[object]],
-                   corner: str = "") -> str:
+def markdown_table(
+    rows: Sequence[str], cols: Sequence[str], cells: Sequence[Sequence[object]], corner: str = ""
+) -> str:
     """The same table as GitHub-flavoured markdown, for ``report.md``; ``|`` in text is escaped."""
     cells = _check_table(rows, cols, cells)
     esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(esc(c) for c in [corner, *cols]) + " |",
-             "|" + "---|" * (len(cols) + 1)]
+    lines = ["| " + " | ".join(esc(c) for c in [corner, *cols]) + " |", "|" + "---|" * (len(cols) + 1)]
     lines += ["| " + " | ".join(esc(c) for c in [r, *row]) + " |" for r, row in zip(rows, cells)]
     return "\n".join(lines) + "\n"

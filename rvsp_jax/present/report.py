@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -113,34 +113,32 @@ class Report:
     def __init__(self, title: str):
         self.blocks: list[str] = [f"# {title}"]
 
-    def section(self, title: str, level: int = 2) -> "Report":
+    def section(self, title: str, level: int = 2) -> Report:
         self.blocks.append("#" * level + " " + title)
         return self
 
-    def text(self, *paragraphs: str) -> "Report":
+    def text(self, *paragraphs: str) -> Report:
         self.blocks.extend(p.strip() for p in paragraphs)
         return self
 
-    def bullets(self, items: Iterable[str]) -> "Report":
+    def bullets(self, items: Iterable[str]) -> Report:
         self.blocks.append("\n".join(f"- {i}" for i in items))
         return self
 
-    def table(self, header: Sequence[str], rows: Iterable[Sequence]) -> "Report":
+    def table(self, header: Sequence[str], rows: Iterable[Sequence]) -> Report:
         self.blocks.append(markdown_table(header, rows))
         return self
 
-    def figure(self, name: str, caption: str) -> "Report":
+    def figure(self, name: str, caption: str) -> Report:
         """Embed ``figures/<name>.png`` (the PDF beside it is linked)."""
-        self.blocks.append(f"![{caption}](figures/{name}.png)\n\n*{caption}* "
-                           f"([PDF](figures/{name}.pdf))")
+        self.blocks.append(f"![{caption}](figures/{name}.png)\n\n*{caption}* ([PDF](figures/{name}.pdf))")
         return self
 
-    def config(self, config: dict, command: str | None = None) -> "Report":
+    def config(self, config: dict, command: str | None = None) -> Report:
         """A collapsible block with the configuration (and the command that made the run)."""
         body = json.dumps(_plain(config), indent=1)
         cmd = f"Command: `{command}`\n\n" if command else ""
-        self.blocks.append(f"{cmd}<details><summary>Configuration</summary>\n\n```json\n{body}\n```\n"
-                           "</details>")
+        self.blocks.append(f"{cmd}<details><summary>Configuration</summary>\n\n```json\n{body}\n```\n</details>")
         return self
 
     def markdown(self) -> str:

@@ -48,29 +48,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import jax
 import numpy as np
 from scipy import stats
+from scipy.ndimage import uniform_filter1d
 from tqdm.auto import tqdm
 
-import jax
-from scipy.ndimage import uniform_filter1d
-
-from rvsp_jax.present import plots
-from rvsp_jax.io import store
 from rvsp_jax.analysis import (
-    STATIONARITY_VERDICTS, MemberSummary, across_members, band_power_ratio, measure_drift,
-    spectral_slope, stationarity_verdicts, verdict_fractions, welch)
+    STATIONARITY_VERDICTS,
+    MemberSummary,
+    across_members,
+    band_power_ratio,
+    measure_drift,
+    spectral_slope,
+    stationarity_verdicts,
+    verdict_fractions,
+    welch,
+)
 from rvsp_jax.config import ACTIVATIONS, TrainConfig, opt
 from rvsp_jax.data import Dataset, load, to_model_inputs
+from rvsp_jax.io import store
+from rvsp_jax.present import plots
+from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
+from rvsp_jax.studies.figures import save_figures
+from rvsp_jax.studies.folder import open_study, train_variant
+from rvsp_jax.studies.members import diverged_members, summary_series
+from rvsp_jax.studies.settings import StudySettings
+from rvsp_jax.studies.windows import check_burn_in
 from rvsp_jax.training.ensemble import member_keys
 from rvsp_jax.training.model import init_params, make_model
 from rvsp_jax.training.probes import ProbeConfig
-from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
-from rvsp_jax.studies.members import diverged_members, summary_series
-from rvsp_jax.studies.folder import open_study, train_variant
-from rvsp_jax.studies.windows import check_burn_in
-from rvsp_jax.studies.figures import save_figures
-from rvsp_jax.studies.settings import StudySettings
 
 EXPERIMENT = "activation_compare"
 TITLE = "Activation comparison"
@@ -86,9 +93,11 @@ METRICS = {
 }
 PROPORTIONS = ("stationary_fraction",)
 """Metrics that are proportions: percentile-bootstrap intervals across members (inside [0, 1])."""
-WINDOWS = {"equal_steps": "equal steps (all steps after the burn-in)",
-           "loss_matched": "loss-matched (same training loss, each variant's own steps)",
-           "stationary": "stationarity-accepted (same steps, stationary for every variant)"}
+WINDOWS = {
+    "equal_steps": "equal steps (all steps after the burn-in)",
+    "loss_matched": "loss-matched (same training loss, each variant's own steps)",
+    "stationary": "stationarity-accepted (same steps, stationary for every variant)",
+}
 STATIONARY_ACCEPT = 0.8
 """A window is accepted as stationary when at least this fraction of a variant's testable gradient
 and update entries pass ADF + KPSS (raw, level alpha) ..."""
@@ -112,18 +121,27 @@ LOSS_WINDOW = 25
 class CompareSettings(StudySettings):
     """Variants, recording and analysis options of the activation comparison."""
 
-    activations: str = opt("sigmoid,relu,tanh", "--activations",
-                           "hidden activations compared, comma separated; the first is the baseline "
-                           "of the paired tests (--activation is ignored)")
-    probe_index: str = opt("16", "--probe-index",
-                           "parameters whose gradients and updates are recorded: K per parameter "
-                           "array, total=N, all, or names (as in experiments.train)")
+    activations: str = opt(
+        "sigmoid,relu,tanh",
+        "--activations",
+        "hidden activations compared, comma separated; the first is the baseline "
+        "of the paired tests (--activation is ignored)",
+    )
+    probe_index: str = opt(
+        "16",
+        "--probe-index",
+        "parameters whose gradients and updates are recorded: K per parameter "
+        "array, total=N, all, or names (as in experiments.train)",
+    )
     probe_batch: int = opt(64, "--probe-batch", "test images of the activation-summary probe batch")
     burn_in: float = opt(0.1, "--burn-in", "fraction of the steps left out at the start")
     nperseg: int = opt(256, "--nperseg", "Welch segment length (at most the analysed steps)")
     alpha: float = opt(0.05, "--alpha", "level of the ADF/KPSS tests")
-    window: int = opt(0, "--window", "steps of the loss-matched and stationarity-accepted windows "
-                      "(0: a quarter of the steps, at least 32)")
+    window: int = opt(
+        0,
+        "--window",
+        "steps of the loss-matched and stationarity-accepted windows (0: a quarter of the steps, at least 32)",
+    )
 
     def __post_init__(self):
         names = self.variants
@@ -131,8 +149,7 @@ class CompareSettings(StudySettings):
         if unknown:
             raise ValueError(f"unknown activation(s) {unknown}; valid: {', '.join(ACTIVATIONS)}")
         if len(names) < 2 or len(set(names)) != len(names):
-            raise ValueError(f"activations must name at least two different activations, got "
-                             f"{self.activations!r}")
+            raise ValueError(f"activations must name at least two different activations, got {self.activations!r}")
         check_burn_in(self.burn_in)
         if self.nperseg < 8:
             raise ValueError(f"nperseg must be >= 8, got {self.nperseg}")
@@ -149,11 +166,11 @@ class CompareSettings(StudySettings):
     def probes(self) -> ProbeConfig:
         """What every variant records: gradients and updates of the selected entries, at every step,
         and the layer activation summaries."""
-        return ProbeConfig(probes="grads,updates,act_summary", index=self.probe_index, every=1,
-                           batch=self.probe_batch)
+        return ProbeConfig(probes="grads,updates,act_summary", index=self.probe_index, every=1, batch=self.probe_batch)
 
 
 # ---- numerics ----------------------------------------------------------------------------------
+
 
 class PairedTest(NamedTuple):
     """Paired comparison of ``b`` against ``a`` across members.
@@ -278,6 +295,7 @@ def _nanmean(x: np.ndarray) -> np.ndarray:
 
 # ---- windows and inactivity ---------------------------------------------------------------------
 
+
 def window_length(total: int, burn: int, window: int = 0) -> int:
     """Steps of the loss-matched and stationarity-accepted windows: ``window``, or (0) a quarter of
     the steps but at least 32, never more than the steps after the burn-in."""
@@ -292,8 +310,7 @@ def median_loss_curve(loss, excluded, width: int = LOSS_WINDOW) -> np.ndarray:
     keep = loss[~np.asarray(excluded, bool)]
     if not keep.shape[0]:
         return np.full(loss.shape[-1], np.nan)
-    return np.median(uniform_filter1d(keep, size=min(width, loss.shape[-1]), axis=-1, mode="nearest"),
-                     axis=0)
+    return np.median(uniform_filter1d(keep, size=min(width, loss.shape[-1]), axis=-1, mode="nearest"), axis=0)
 
 
 def loss_matched_windows(curves: dict, start: int, width: int) -> tuple[float, dict, dict]:
@@ -370,8 +387,7 @@ def inactivity(y, activation: str, thresholds=INACTIVE_THRESHOLDS) -> dict:
     return {"below": below, "exact_zero": zero.mean(axis=(1, 2)).astype(np.float64)}
 
 
-_NUMPY_ACTIVATIONS = {"sigmoid": lambda z: 1 / (1 + np.exp(-z)), "tanh": np.tanh,
-                      "relu": lambda z: np.maximum(z, 0)}
+_NUMPY_ACTIVATIONS = {"sigmoid": lambda z: 1 / (1 + np.exp(-z)), "tanh": np.tanh, "relu": lambda z: np.maximum(z, 0)}
 
 
 def hidden_post(params: dict, x: np.ndarray, activation: str, n_hidden: int) -> dict[str, np.ndarray]:
@@ -383,8 +399,9 @@ def hidden_post(params: dict, x: np.ndarray, activation: str, n_hidden: int) -> 
     with np.errstate(over="ignore", invalid="ignore"):
         for l in range(n_hidden):
             layer = params[f"Dense_{l}"]
-            h = act(h @ np.asarray(layer["kernel"], np.float32)
-                    + np.asarray(layer["bias"], np.float32)[:, None, :]).astype(np.float32)
+            h = act(
+                h @ np.asarray(layer["kernel"], np.float32) + np.asarray(layer["bias"], np.float32)[:, None, :]
+            ).astype(np.float32)
             out[f"Dense_{l}"] = h
     return out
 
@@ -403,36 +420,64 @@ def initial_params(run: store.Run) -> dict:
     return jax.device_get(init(np.arange(run.final().diverged.shape[0], dtype=np.int32)))
 
 
-def start_end_activations(run: store.Run, dataset: Dataset, start: dict | None = None
-                          ) -> dict[str, dict[str, np.ndarray]]:
+def start_end_activations(
+    run: store.Run, dataset: Dataset, start: dict | None = None
+) -> dict[str, dict[str, np.ndarray]]:
     """Post-activations ``{"start"|"end": {layer: [S, B, h]}}`` of every member on the run's probe
     batch at its initial weights (``start``, default :func:`initial_params`) and its final weights."""
     config = run.config
     start = initial_params(run) if start is None else start
     x = to_model_inputs(dataset.test_images[run.layout.probe_batch])
     n = len(config.widths)
-    return {"start": hidden_post(start, x, config.activation, n),
-            "end": hidden_post(run.final().params, x, config.activation, n)}
+    return {
+        "start": hidden_post(start, x, config.activation, n),
+        "end": hidden_post(run.final().params, x, config.activation, n),
+    }
 
 
 # ---- train and analyse -------------------------------------------------------------------------
+
 
 def variant_config(config: TrainConfig, activation: str) -> TrainConfig:
     """The configuration of one variant: ``config`` with only the activation changed."""
     return dataclasses.replace(config, activation=activation)
 
 
-def train(config: TrainConfig, settings: CompareSettings, out, *, resume: bool = False,
-          overwrite: bool = False, command: str | None = None, progress: bool = True,
-          dataset: Dataset | None = None) -> dict[str, store.Run]:
+def train(
+    config: TrainConfig,
+    settings: CompareSettings,
+    out,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    command: str | None = None,
+    progress: bool = True,
+    dataset: Dataset | None = None,
+) -> dict[str, store.Run]:
     """Open the study folder ``out`` and train (or, with ``resume``, reuse) every variant into
     ``out/runs/<activation>/``; return the opened runs by activation."""
     base = variant_config(config, settings.variants[0])
-    open_study(out, EXPERIMENT, {"config": base.to_dict(), "compare": dataclasses.asdict(settings)},
-               resume=resume, overwrite=overwrite, command=command)
-    return {v: train_variant(out, v, variant_config(config, v), settings.probes(), resume=resume,
-                             experiment=EXPERIMENT, progress=progress, dataset=dataset)
-            for v in settings.variants}
+    open_study(
+        out,
+        EXPERIMENT,
+        {"config": base.to_dict(), "compare": dataclasses.asdict(settings)},
+        resume=resume,
+        overwrite=overwrite,
+        command=command,
+    )
+    return {
+        v: train_variant(
+            out,
+            v,
+            variant_config(config, v),
+            settings.probes(),
+            resume=resume,
+            experiment=EXPERIMENT,
+            progress=progress,
+            dataset=dataset,
+        )
+        for v in settings.variants
+    }
 
 
 @dataclass(frozen=True)
@@ -462,8 +507,10 @@ def check_steps(total: int, burn_in: float) -> int:
     """The burn-in in steps; refuses runs with fewer than 32 steps left after it."""
     burn = int(round(burn_in * total))
     if total - burn < 32:
-        raise ValueError(f"{total - burn} steps after the burn-in are too few for the spectra and "
-                         "ADF/KPSS (at least 32); train longer (--steps/--epochs) or lower --burn-in")
+        raise ValueError(
+            f"{total - burn} steps after the burn-in are too few for the spectra and "
+            "ADF/KPSS (at least 32); train longer (--steps/--epochs) or lower --burn-in"
+        )
     return burn
 
 
@@ -474,7 +521,8 @@ def check_members(excluded: dict) -> None:
         raise ValueError(
             "every member diverged (non-finite loss or parameters) in variant(s) "
             + ", ".join(f"{v} ({int(excluded[v].size)} of {int(excluded[v].size)})" for v in dead)
-            + "; nothing is left to compare: lower --lr (or use a gentler --optimizer) and run again")
+            + "; nothing is left to compare: lower --lr (or use a gentler --optimizer) and run again"
+        )
 
 
 def choose_windows(runs: dict, excluded: dict, burn: int, width: int, alpha: float) -> tuple[dict, dict]:
@@ -489,10 +537,12 @@ def choose_windows(runs: dict, excluded: dict, burn: int, width: int, alpha: flo
     losses = {v: np.asarray(r["metrics/loss"][:], np.float64) for v, r in runs.items()}
     curves = {v: median_loss_curve(losses[v], excluded[v]) for v in variants}
     target, matched, crossings = loss_matched_windows(curves, burn, width)
-    mean_loss = {v: across_members(np.where(excluded[v], np.nan, losses[v][:, a:b].mean(-1)))
-                 for v, (a, b) in matched.items()}
+    mean_loss = {
+        v: across_members(np.where(excluded[v], np.nan, losses[v][:, a:b].mean(-1))) for v, (a, b) in matched.items()
+    }
     base = mean_loss[variants[0]].mean
     is_matched = bool(all(abs(m.mean / base - 1) <= LOSS_MATCH_TOL for m in mean_loss.values()))
+
     def acceptance(steps: dict) -> dict:
         """The stationarity rule applied to each variant's window ``steps[v] = (a, b)``."""
         per = {}
@@ -500,30 +550,41 @@ def choose_windows(runs: dict, excluded: dict, burn: int, width: int, alpha: flo
             a, b = steps[v]
             x = np.concatenate([np.asarray(run[k][:, a:b], np.float64) for k in KINDS], axis=-1)
             frac, drift = window_acceptance(np.swapaxes(x, 1, 2), excluded[v], alpha)
-            per[v] = {"stationary_fraction": frac, "variance_drift": drift,
-                      "accepted": bool(frac >= STATIONARY_ACCEPT and drift <= DRIFT_ACCEPT)}
+            per[v] = {
+                "stationary_fraction": frac,
+                "variance_drift": drift,
+                "accepted": bool(frac >= STATIONARY_ACCEPT and drift <= DRIFT_ACCEPT),
+            }
         return {"by_variant": per, "accepted": all(p["accepted"] for p in per.values())}
 
     candidates = [(a, a + width) for a in range(burn, total - width + 1, width)]
     blocks = [{"steps": [a, b], **acceptance({v: (a, b) for v in variants})} for a, b in candidates]
     accepted = [blk for blk in blocks if blk["accepted"]]
     stationary = {v: tuple(accepted[-1]["steps"]) for v in variants} if accepted else None
-    windows = {"equal_steps": {v: (burn, total) for v in variants}, "loss_matched": matched,
-               "stationary": stationary}
-    rule = {name: (acceptance(w) if name != "stationary" else
-                   {k: accepted[-1][k] for k in ("by_variant", "accepted")})
-            for name, w in windows.items() if w is not None}
-    info = {"width": width, "target_loss": target, "loss_matched_mean_loss": mean_loss,
-            "stationarity_rule": rule,
-            "loss_crossing_step": crossings,
-            "loss_matched": is_matched, "loss_match_tolerance": LOSS_MATCH_TOL,
-            "stationary_candidates": blocks, "stationary_accept": STATIONARY_ACCEPT,
-            "drift_accept": DRIFT_ACCEPT}
+    windows = {"equal_steps": {v: (burn, total) for v in variants}, "loss_matched": matched, "stationary": stationary}
+    rule = {
+        name: (acceptance(w) if name != "stationary" else {k: accepted[-1][k] for k in ("by_variant", "accepted")})
+        for name, w in windows.items()
+        if w is not None
+    }
+    info = {
+        "width": width,
+        "target_loss": target,
+        "loss_matched_mean_loss": mean_loss,
+        "stationarity_rule": rule,
+        "loss_crossing_step": crossings,
+        "loss_matched": is_matched,
+        "loss_match_tolerance": LOSS_MATCH_TOL,
+        "stationary_candidates": blocks,
+        "stationary_accept": STATIONARY_ACCEPT,
+        "drift_accept": DRIFT_ACCEPT,
+    }
     return windows, info
 
 
-def analyse(runs: dict[str, store.Run], settings: CompareSettings, *, progress: bool = True,
-            dataset: Dataset | None = None) -> CompareAnalysis:
+def analyse(
+    runs: dict[str, store.Run], settings: CompareSettings, *, progress: bool = True, dataset: Dataset | None = None
+) -> CompareAnalysis:
     """Per-member statistics of every variant, window, kind and layer, the paired tests against
     the baseline (the first variant) and the like-for-like inactive fractions."""
     variants = list(runs)
@@ -537,8 +598,11 @@ def analyse(runs: dict[str, store.Run], settings: CompareSettings, *, progress: 
     width = window_length(total, burn, settings.window)
     windows, window_info = choose_windows(runs, excluded, burn, width, settings.alpha)
     rng = np.random.default_rng(0)
-    values: dict = {w: {k: {layer: {m: {} for m in METRICS} for layer in ranges} for k in KINDS}
-                    for w in WINDOWS if windows[w] is not None}
+    values: dict = {
+        w: {k: {layer: {m: {} for m in METRICS} for layer in ranges} for k in KINDS}
+        for w in WINDOWS
+        if windows[w] is not None
+    }
     psd: dict = {k: {layer: {} for layer in ranges} for k in KINDS}
     samples: dict = {k: {layer: {} for layer in ranges} for k in KINDS}
     stationarity: dict = {k: {layer: {} for layer in ranges} for k in KINDS}
@@ -563,7 +627,7 @@ def analyse(runs: dict[str, store.Run], settings: CompareSettings, *, progress: 
         ex = excluded[v]
         lossx = np.asarray(run["metrics/loss"][:], np.float64)
         k = total // LOSS_WINDOW
-        blocks = lossx[:, :k * LOSS_WINDOW].reshape(lossx.shape[0], k, LOSS_WINDOW).mean(-1)
+        blocks = lossx[:, : k * LOSS_WINDOW].reshape(lossx.shape[0], k, LOSS_WINDOW).mean(-1)
         loss[v] = (np.arange(k) * LOSS_WINDOW + (LOSS_WINDOW - 1) / 2, np.where(ex[:, None], np.nan, blocks))
         series = summary_series(run)
         inactive[v], act_stats[v] = {}, {}
@@ -575,54 +639,86 @@ def analyse(runs: dict[str, store.Run], settings: CompareSettings, *, progress: 
             if stat in ("saturated", "zero", "dead"):
                 act_stats[v][name] = {"start": proportion_summary(x[:, 0]), "end": proportion_summary(x[:, -1])}
         ends = start_end_activations(run, data, start_params)
-        inactive_ends[v] = {layer: {when: {k2: np.where(ex.reshape(-1, *[1] * (a.ndim - 1)), np.nan, a)
-                                           for k2, a in inactivity(ends[when][layer], v).items()}
-                                    for when in ("start", "end")} for layer in ends["start"]}
+        inactive_ends[v] = {
+            layer: {
+                when: {
+                    k2: np.where(ex.reshape(-1, *[1] * (a.ndim - 1)), np.nan, a)
+                    for k2, a in inactivity(ends[when][layer], v).items()
+                }
+                for when in ("start", "end")
+            }
+            for layer in ends["start"]
+        }
         accuracy[v] = np.where(ex, np.nan, np.asarray(run.manifest["result"]["test_accuracy"], np.float64))
 
     pairs = [f"{v} - {baseline}" for v in variants[1:]]
 
     def compare(per_variant: dict, proportion: bool) -> dict:
         summarise = proportion_summary if proportion else across_members
-        return {"by_variant": {v: summarise(per_variant[v]) for v in variants},
-                "paired": {p: paired_test(per_variant[baseline], per_variant[v])
-                           for p, v in zip(pairs, variants[1:])}}
+        return {
+            "by_variant": {v: summarise(per_variant[v]) for v in variants},
+            "paired": {p: paired_test(per_variant[baseline], per_variant[v]) for p, v in zip(pairs, variants[1:])},
+        }
 
     window_summary = {}
     for w, vals in values.items():
         window_summary[w] = {
             "description": WINDOWS[w],
             "steps": {v: list(windows[w][v]) for v in variants},
-            "metrics": {kind: {layer: {m: compare(vals[kind][layer][m], m in PROPORTIONS) for m in METRICS}
-                               for layer in ranges} for kind in KINDS}}
+            "metrics": {
+                kind: {layer: {m: compare(vals[kind][layer][m], m in PROPORTIONS) for m in METRICS} for layer in ranges}
+                for kind in KINDS
+            },
+        }
     inactive_summary = {
-        "thresholds": INACTIVE_THRESHOLDS, "recorded_threshold": RECORDED_THRESHOLD,
-        "layers": {layer: {when: {
-            "below": {f"{c:g}": compare({v: inactive_ends[v][layer][when]["below"][:, i] for v in variants},
-                                        True) for i, c in enumerate(INACTIVE_THRESHOLDS)},
-            "exact_zero": compare({v: inactive_ends[v][layer][when]["exact_zero"] for v in variants},
-                                  True)}
-            for when in ("start", "end")} for layer in inactive_ends[baseline]}}
+        "thresholds": INACTIVE_THRESHOLDS,
+        "recorded_threshold": RECORDED_THRESHOLD,
+        "layers": {
+            layer: {
+                when: {
+                    "below": {
+                        f"{c:g}": compare({v: inactive_ends[v][layer][when]["below"][:, i] for v in variants}, True)
+                        for i, c in enumerate(INACTIVE_THRESHOLDS)
+                    },
+                    "exact_zero": compare({v: inactive_ends[v][layer][when]["exact_zero"] for v in variants}, True),
+                }
+                for when in ("start", "end")
+            }
+            for layer in inactive_ends[baseline]
+        },
+    }
     manifests = [r.manifest["members"] for r in runs.values()]
     summary = {
-        "experiment": EXPERIMENT, "config": variant_config(first.config, baseline).to_dict(),
-        "settings": dataclasses.asdict(settings), "variants": variants, "baseline": baseline,
-        "pairs": pairs, "layers": list(ranges),
+        "experiment": EXPERIMENT,
+        "config": variant_config(first.config, baseline).to_dict(),
+        "settings": dataclasses.asdict(settings),
+        "variants": variants,
+        "baseline": baseline,
+        "pairs": pairs,
+        "layers": list(ranges),
         "entries": {layer: hi - lo for layer, (lo, hi) in ranges.items()},
-        "steps": total, "burn_in_steps": burn, "analysed_steps": total - burn,
+        "steps": total,
+        "burn_in_steps": burn,
+        "analysed_steps": total - burn,
         "paired_design": {
             "vary": first.config.vary,
             "init_keys_identical": all(m["init_keys"] == manifests[0]["init_keys"] for m in manifests),
             "data_keys_identical": all(m["data_keys"] == manifests[0]["data_keys"] for m in manifests),
             "configs_differ_only_in_activation": all(
-                variant_config(r.config, baseline) == variant_config(first.config, baseline)
-                for r in runs.values()),
+                variant_config(r.config, baseline) == variant_config(first.config, baseline) for r in runs.values()
+            ),
         },
-        "members": {v: {"total": int(ex.size), "diverged": int(ex.sum()), "analysed": int((~ex).sum()),
-                        "diverged_ids": np.flatnonzero(ex)} for v, ex in excluded.items()},
+        "members": {
+            v: {
+                "total": int(ex.size),
+                "diverged": int(ex.sum()),
+                "analysed": int((~ex).sum()),
+                "diverged_ids": np.flatnonzero(ex),
+            }
+            for v, ex in excluded.items()
+        },
         "test_accuracy": {v: across_members(a) for v, a in accuracy.items()},
-        "test_accuracy_paired": {p: paired_test(accuracy[baseline], accuracy[v])
-                                 for p, v in zip(pairs, variants[1:])},
+        "test_accuracy_paired": {p: paired_test(accuracy[baseline], accuracy[v]) for p, v in zip(pairs, variants[1:])},
         "activation_statistics": act_stats,
         "inactivity": inactive_summary,
         "window_selection": window_info,
@@ -636,27 +732,28 @@ def analyse(runs: dict[str, store.Run], settings: CompareSettings, *, progress: 
 
 RULES = {
     "difference": "a paired difference (b - a) is reported as a direction ('larger', 'smaller') only "
-                  "when its 95% t-interval across pairs excludes 0; otherwise 'no difference resolved'",
+    "when its 95% t-interval across pairs excludes 0; otherwise 'no difference resolved'",
     "variance": "'larger gradient variance' is the difference rule on log10 variance; a variance "
-                "comparison in a window whose median relative variance drift exceeds "
-                f"{DRIFT_ACCEPT} (either variant) is flagged 'drifting window'",
+    "comparison in a window whose median relative variance drift exceeds "
+    f"{DRIFT_ACCEPT} (either variant) is flagged 'drifting window'",
     "intermittency": "'more intermittent (heavier-tailed)' is the difference rule on the excess "
-                     "kurtosis of the entry-standardised gradients",
+    "kurtosis of the entry-standardised gradients",
     "smoothness": "'smoother updates' is the difference rule on the log10 band-power ratio",
     "stationarity": f"a window is 'stationary' when, for every variant, at least {STATIONARY_ACCEPT:.0%} "
-                    "of the testable gradient and update entries pass ADF + KPSS (raw) and the median "
-                    f"|relative variance drift| is at most {DRIFT_ACCEPT}",
+    "of the testable gradient and update entries pass ADF + KPSS (raw) and the median "
+    f"|relative variance drift| is at most {DRIFT_ACCEPT}",
     "loss_matched": f"loss-matched windows are 'matched' when every variant's mean loss in its window "
-                    f"is within {LOSS_MATCH_TOL:.0%} of the baseline's",
+    f"is within {LOSS_MATCH_TOL:.0%} of the baseline's",
     "inactivity": f"'more inactive' is the difference rule on the fraction of (probe image, unit) "
-                  f"pairs with phi' < {RECORDED_THRESHOLD} max phi' (the same rule for every activation); "
-                  "exact zeros (phi' = 0) are a separate count",
+    f"pairs with phi' < {RECORDED_THRESHOLD} max phi' (the same rule for every activation); "
+    "exact zeros (phi' = 0) are a separate count",
     "stability": "the report does not call a variant 'more stable': variance, intermittency and "
-                 "stationarity are reported separately",
+    "stationarity are reported separately",
 }
 
 
 # ---- figures -----------------------------------------------------------------------------------
+
 
 def _paired_panel(ax, by_variant: dict[str, np.ndarray], ylabel: str) -> None:
     """Slopegraph of a paired design: one grey line per member across the variants, and each variant's
@@ -667,16 +764,17 @@ def _paired_panel(ax, by_variant: dict[str, np.ndarray], ylabel: str) -> None:
     plots.plot_members(ax, xs, y[np.all(np.isfinite(y), axis=1)], alpha=0.4)
     for i, v in enumerate(variants):
         m = across_members(by_variant[v])
-        ax.errorbar([i], [m.mean], yerr=[[m.mean - m.lo], [m.hi - m.mean]], fmt="o",
-                    color=plots.PALETTE[i], capsize=2)
+        ax.errorbar([i], [m.mean], yerr=[[m.mean - m.lo], [m.hi - m.mean]], fmt="o", color=plots.PALETTE[i], capsize=2)
     ax.set_xticks(xs, variants)
     ax.set_xlim(-0.4, len(variants) - 0.6)
     ax.set(ylabel=ylabel)
 
 
 def _yerr(m: MemberSummary):
-    return [[max(0.0, m.mean - m.lo) if np.isfinite(m.lo) else 0.0],
-            [max(0.0, m.hi - m.mean) if np.isfinite(m.hi) else 0.0]]
+    return [
+        [max(0.0, m.mean - m.lo) if np.isfinite(m.lo) else 0.0],
+        [max(0.0, m.hi - m.mean) if np.isfinite(m.hi) else 0.0],
+    ]
 
 
 def figure_distributions(analysis: CompareAnalysis):
@@ -749,8 +847,11 @@ def figure_stationarity(analysis: CompareAnalysis):
     variants, layers = s["variants"], s["layers"]
     a.values["equal_steps"]
     rows_t = [f"{kind}: {v}" for kind in KINDS for v in variants]
-    cells = [[pct(s["stationarity_bh"][kind][layer][v]["stationary"]) for layer in layers]
-             for kind in KINDS for v in variants]
+    cells = [
+        [pct(s["stationarity_bh"][kind][layer][v]["stationary"]) for layer in layers]
+        for kind in KINDS
+        for v in variants
+    ]
     fig, ax = plots.subplots(width="double", height=0.3 * len(rows_t) + 0.8)
     plots.verdict_table(ax, rows_t, layers, cells)
     ax.set_title("entries judged stationary (ADF + KPSS, BH over each cell's series; equal steps)")
@@ -773,12 +874,14 @@ def figure_training(analysis: CompareAnalysis):
             if layer in a.inactive[v]:
                 y = a.inactive[v][layer]
                 m = across_members(y)
-                plots.plot_band(ax, np.arange(y.shape[1]), m.mean, np.clip(m.lo, 0, 1),
-                                np.clip(m.hi, 0, 1), label=v, color=color)
+                plots.plot_band(
+                    ax, np.arange(y.shape[1]), m.mean, np.clip(m.lo, 0, 1), np.clip(m.hi, 0, 1), label=v, color=color
+                )
     if a.windows["stationary"] is not None:
         lo_, hi_ = next(iter(a.windows["stationary"].values()))
-        axes[0, 0].axvspan(lo_, hi_, facecolor="none", edgecolor="0.3", hatch="//", linewidth=0.5,
-                           label="stationary window")
+        axes[0, 0].axvspan(
+            lo_, hi_, facecolor="none", edgecolor="0.3", hatch="//", linewidth=0.5, label="stationary window"
+        )
     axes[0, 0].set(xlabel="step", ylabel=f"training loss ({LOSS_WINDOW}-step mean)", yscale="log")
     axes[0, 0].legend()
     for ax, layer in zip(axes[0, 1:], hidden):
@@ -797,17 +900,26 @@ def figure_inactivity(analysis: CompareAnalysis):
     for ax, (layer, d) in zip(axes[0], inact["layers"].items()):
         for k, v in enumerate(variants):
             for when, style, dx in (("start", "s--", -0.12), ("end", "o-", 0.12)):
-                ms = [d[when]["exact_zero"]["by_variant"][v],
-                      *[d[when]["below"][f"{c:g}"]["by_variant"][v] for c in INACTIVE_THRESHOLDS]]
+                ms = [
+                    d[when]["exact_zero"]["by_variant"][v],
+                    *[d[when]["below"][f"{c:g}"]["by_variant"][v] for c in INACTIVE_THRESHOLDS],
+                ]
                 y = np.array([m.mean for m in ms], float)
                 err = np.array([_yerr(m) for m in ms])[:, :, 0].T
-                ax.errorbar(xs + dx + 0.04 * k, y, yerr=err, fmt=style, color=plots.PALETTE[k],
-                            capsize=2, markersize=3, linewidth=0.8,
-                            label=f"{v} ({'initial' if when == 'start' else 'final'} weights)")
+                ax.errorbar(
+                    xs + dx + 0.04 * k,
+                    y,
+                    yerr=err,
+                    fmt=style,
+                    color=plots.PALETTE[k],
+                    capsize=2,
+                    markersize=3,
+                    linewidth=0.8,
+                    label=f"{v} ({'initial' if when == 'start' else 'final'} weights)",
+                )
         ax.axvline(0.5, color="0.7", linewidth=0.5)
         ax.set_xticks(xs, labels)
-        ax.set(xlabel="phi'(z) / max phi'", ylabel="fraction of (image, unit) pairs", title=layer,
-               ylim=(-0.02, 1.02))
+        ax.set(xlabel="phi'(z) / max phi'", ylabel="fraction of (image, unit) pairs", title=layer, ylim=(-0.02, 1.02))
     axes[0, 0].legend(fontsize=6)
     return fig
 
@@ -826,8 +938,15 @@ def figure_windows(analysis: CompareAnalysis):
                 ms = [s["windows"][w]["metrics"][kind][layer][metric]["by_variant"][v] for w in wins]
                 y = np.array([m.mean for m in ms], float)
                 err = np.array([_yerr(m) for m in ms])[:, :, 0].T
-                ax.errorbar(np.arange(len(wins)) + 0.1 * (k - (len(variants) - 1) / 2), y, yerr=err,
-                            fmt="o", color=plots.PALETTE[k], capsize=2, label=v)
+                ax.errorbar(
+                    np.arange(len(wins)) + 0.1 * (k - (len(variants) - 1) / 2),
+                    y,
+                    yerr=err,
+                    fmt="o",
+                    color=plots.PALETTE[k],
+                    capsize=2,
+                    label=v,
+                )
             ax.set_xticks(np.arange(len(wins)), [w.replace("_", " ") for w in wins])
             ax.set(ylabel=label, title=layer)
     axes[0, 0].legend()
@@ -838,50 +957,60 @@ FIGURES = {
     "distributions": (
         "Pooled distributions of gradient and update values per layer (equal-steps window, "
         "all analysed members; log density).",
-        figure_distributions),
+        figure_distributions,
+    ),
     "variance_paired": (
         "Gradient log10 variance and excess kurtosis per member (grey lines join a member's "
         "values across activations) with each activation's mean and 95% t-interval (equal "
         "steps; the update variances are in the tables).",
-        figure_variance_paired),
+        figure_variance_paired,
+    ),
     "update_psd": (
         "Update PSD per layer (each entry's PSD normalised to unit power, mean over entries; "
         "median across members with the 5-95% band; equal steps).",
-        figure_update_psd),
+        figure_update_psd,
+    ),
     "smoothness": (
         "Smooth-vs-jittery score of the updates: log10 of low- over high-frequency power per "
         "unit bandwidth (0: white; > 0 smooth; < 0 jittery), paired by member.",
-        figure_smoothness),
+        figure_smoothness,
+    ),
     "stationarity": (
         "Fraction of gradient and update entries judged stationary (ADF + KPSS, level, "
         "Benjamini-Hochberg over each cell's member x entry series).",
-        figure_stationarity),
+        figure_stationarity,
+    ),
     "training": (
         f"Training loss (shaded: each variant's loss-matched window; hatched: the "
-               f"stationarity-accepted window, if any) and, per hidden layer, the fraction of (probe image, "
-               f"unit) pairs with phi' < {RECORDED_THRESHOLD:g} max phi' (the same rule for every "
-               "activation; recorded as 'saturated' for sigmoid/tanh and 'zero' for ReLU); mean across "
-               "members, 95% t-interval.",
-        figure_training),
+        f"stationarity-accepted window, if any) and, per hidden layer, the fraction of (probe image, "
+        f"unit) pairs with phi' < {RECORDED_THRESHOLD:g} max phi' (the same rule for every "
+        "activation; recorded as 'saturated' for sigmoid/tanh and 'zero' for ReLU); mean across "
+        "members, 95% t-interval.",
+        figure_training,
+    ),
     "inactivity": (
         "Like-for-like inactive fraction: exact zeros, then phi' below 1%, 5%, 19% and 50% of"
         " its maximum, at the initial (squares, dashed) and final (circles) weights; mean and"
         " 95% bootstrap interval across members.",
-        figure_inactivity),
+        figure_inactivity,
+    ),
     "windows": (
         "Gradient log10 variance and excess kurtosis per layer in each analysed window (mean "
         "and 95% t-interval across members): a difference that changes with the window is a "
         "difference of training progress or of non-stationarity, not of the activation alone.",
-        figure_windows),
+        figure_windows,
+    ),
 }
 """name -> (caption, maker) of every figure (:mod:`rvsp_jax.studies.figures`)."""
 
 
 # ---- report ------------------------------------------------------------------------------------
 
+
 def _test_text(t) -> str:
-    return (f"{fmt_ci(t.diff)}; paired t p = {fmt(t.t_pvalue, 2)}, Wilcoxon p = {fmt(t.w_pvalue, 2)}"
-            + (f" ({t.excluded} pair(s) excluded)" if t.excluded else ""))
+    return f"{fmt_ci(t.diff)}; paired t p = {fmt(t.t_pvalue, 2)}, Wilcoxon p = {fmt(t.w_pvalue, 2)}" + (
+        f" ({t.excluded} pair(s) excluded)" if t.excluded else ""
+    )
 
 
 def direction(t: PairedTest, larger: str = "larger", smaller: str = "smaller") -> str:
@@ -905,7 +1034,7 @@ def _findings(s: dict, wname: str) -> list[str]:
         for layer in s["layers"]:
             g = w["metrics"]["grads"][layer]
             t = g["log10_var"]["paired"][p]
-            ratio = [10 ** t.diff.mean, 10 ** t.diff.lo, 10 ** t.diff.hi]
+            ratio = [10**t.diff.mean, 10**t.diff.lo, 10**t.diff.hi]
             var_word = direction(t)
             drift = " (drifting window: variance not steady)" if _window_drifting(w, "grads", layer) else ""
             k = g["excess_kurtosis"]["paired"][p]
@@ -914,23 +1043,29 @@ def _findings(s: dict, wname: str) -> list[str]:
             out.append(
                 f"{layer}, {v} vs {base}: gradient variance {var_word}{drift}, ratio {fmt(ratio[0])} "
                 f"[{fmt(ratio[1])}, {fmt(ratio[2])}]; gradients {kurt_word}: excess kurtosis {fmt(kv.mean)} "
-                f"vs {fmt(kb.mean)} (difference {fmt_ci(k.diff)}).")
+                f"vs {fmt(kb.mean)} (difference {fmt_ci(k.diff)})."
+            )
         parts = []
         for layer in s["layers"]:
             t = w["metrics"]["updates"][layer]["log10_band_power_ratio"]["paired"][p]
             st = w["metrics"]["grads"][layer]["stationary_fraction"]["paired"][p]
-            parts.append(f"{layer} updates {direction(t, 'smoother', 'more jittery')} "
-                         f"({fmt_ci(t.diff)}), gradients {direction(st, 'more often stationary', 'less often stationary')} "
-                         f"({fmt_ci(st.diff)})")
+            parts.append(
+                f"{layer} updates {direction(t, 'smoother', 'more jittery')} "
+                f"({fmt_ci(t.diff)}), gradients {direction(st, 'more often stationary', 'less often stationary')} "
+                f"({fmt_ci(st.diff)})"
+            )
         out.append(f"{v} vs {base}: " + "; ".join(parts) + ".")
     return out
 
 
 def _unmatched_reason(s: dict) -> str:
     early = [v for v, t in s["window_selection"]["loss_crossing_step"].items() if t == s["burn_in_steps"]]
-    return (f" ({', '.join(early)} already below the target at the first analysed step, step "
-            f"{s['burn_in_steps']}: lower --burn-in or train the slower variant longer)" if early else
-            " (the loss changes faster than the window is long: use a shorter --window)")
+    return (
+        f" ({', '.join(early)} already below the target at the first analysed step, step "
+        f"{s['burn_in_steps']}: lower --burn-in or train the slower variant longer)"
+        if early
+        else " (the loss changes faster than the window is long: use a shorter --window)"
+    )
 
 
 def _window_text(s: dict) -> list[str]:
@@ -939,27 +1074,42 @@ def _window_text(s: dict) -> list[str]:
     for wname, desc in WINDOWS.items():
         if wname not in s["windows"]:
             cands = "; ".join(
-                f"steps {b['steps'][0]}-{b['steps'][1]}: " + ", ".join(
+                f"steps {b['steps'][0]}-{b['steps'][1]}: "
+                + ", ".join(
                     f"{v} {pct(d['stationary_fraction'])} stationary, drift {fmt(d['variance_drift'], 2)}"
-                    for v, d in b["by_variant"].items()) for b in info["stationary_candidates"])
-            lines.append(f"**{desc}**: none. No block of {info['width']} steps after the burn-in passes "
-                         f"the stationarity rule for every variant ({cands or 'no candidate block'}); the "
-                         "comparisons below are therefore all made over windows that are not stationary.")
+                    for v, d in b["by_variant"].items()
+                )
+                for b in info["stationary_candidates"]
+            )
+            lines.append(
+                f"**{desc}**: none. No block of {info['width']} steps after the burn-in passes "
+                f"the stationarity rule for every variant ({cands or 'no candidate block'}); the "
+                "comparisons below are therefore all made over windows that are not stationary."
+            )
             continue
         steps = s["windows"][wname]["steps"]
         text = f"**{desc}**: " + ", ".join(f"{v} steps {a}-{b}" for v, (a, b) in steps.items())
         if wname == "loss_matched":
             ml = info["loss_matched_mean_loss"]
-            text += (f"; target loss {fmt(info['target_loss'])} (the lowest median loss every variant "
-                     "reaches); mean training loss in the windows " + ", ".join(
-                         f"{v} {fmt_ci(m)}" for v, m in ml.items())
-                     + (": matched" if info["loss_matched"] else
-                        f": NOT matched within {info['loss_match_tolerance']:.0%}" + _unmatched_reason(s)))
+            text += (
+                f"; target loss {fmt(info['target_loss'])} (the lowest median loss every variant "
+                "reaches); mean training loss in the windows "
+                + ", ".join(f"{v} {fmt_ci(m)}" for v, m in ml.items())
+                + (
+                    ": matched"
+                    if info["loss_matched"]
+                    else f": NOT matched within {info['loss_match_tolerance']:.0%}" + _unmatched_reason(s)
+                )
+            )
         rule = info["stationarity_rule"][wname]
-        text += (". By the stationarity rule (all gradient and update entries pooled): " + ", ".join(
-            f"{v} {pct(d['stationary_fraction'])} stationary, median |variance drift| "
-            f"{fmt(d['variance_drift'], 2)}" for v, d in rule["by_variant"].items())
-            + f": {'stationary' if rule['accepted'] else 'not stationary'}.")
+        text += (
+            ". By the stationarity rule (all gradient and update entries pooled): "
+            + ", ".join(
+                f"{v} {pct(d['stationary_fraction'])} stationary, median |variance drift| {fmt(d['variance_drift'], 2)}"
+                for v, d in rule["by_variant"].items()
+            )
+            + f": {'stationary' if rule['accepted'] else 'not stationary'}."
+        )
         lines.append(text)
     return lines
 
@@ -985,25 +1135,35 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
         f"({design['data_keys_identical']}): the same initial weights and the same minibatch at every "
         f"step. Members are pairs; differences are tested across members with the paired t-test and "
         f"the Wilcoxon signed-rank test. vary={design['vary']}: "
-        + ("init and data order both vary across pairs, so the tests generalise over both sources of "
-           "randomness (with vary=data every pair would share one init and the conclusions would hold "
-           "for that init only)." if design["vary"] == "both" else
-           "note that with this setting the pairs share part of their randomness, so the tests "
-           "generalise over the varying part only."),
+        + (
+            "init and data order both vary across pairs, so the tests generalise over both sources of "
+            "randomness (with vary=data every pair would share one init and the conclusions would hold "
+            "for that init only)."
+            if design["vary"] == "both"
+            else "note that with this setting the pairs share part of their randomness, so the tests "
+            "generalise over the varying part only."
+        ),
         f"**Diverged members** (excluded from their variant and from every pair involving them): {diverged}. "
         "Intervals are 95% Student-t intervals across members (pairs for differences), except for "
         "proportions (stationary and inactive fractions), whose intervals are 95% percentile-bootstrap "
         "intervals over members and stay inside [0, 1]; p-values are per test, not adjusted for the "
-        "number of comparisons in the tables.")
+        "number of comparisons in the tables.",
+    )
     rep.section("Rules")
-    rep.text("Every sentence of the findings follows from the numbers by one of these rules "
-             "(also in summary.json under `rules`):")
+    rep.text(
+        "Every sentence of the findings follows from the numbers by one of these rules "
+        "(also in summary.json under `rules`):"
+    )
     rep.bullets([f"{name}: {rule}." for name, rule in RULES.items()])
     rep.section("Analysed windows")
     rep.bullets(_window_text(s))
-    bullets = ["Test accuracy: " + "; ".join(f"{v} {fmt_ci(s['test_accuracy'][v])}" for v in variants)
-               + ". Paired differences: " + "; ".join(f"{p}: {_test_text(s['test_accuracy_paired'][p])}"
-                                                      for p in pairs) + "."]
+    bullets = [
+        "Test accuracy: "
+        + "; ".join(f"{v} {fmt_ci(s['test_accuracy'][v])}" for v in variants)
+        + ". Paired differences: "
+        + "; ".join(f"{p}: {_test_text(s['test_accuracy_paired'][p])}" for p in pairs)
+        + "."
+    ]
     inact = s["inactivity"]["layers"]
     key = f"{RECORDED_THRESHOLD:g}"
     for p, v in zip(pairs, variants[1:]):
@@ -1012,19 +1172,23 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
             by = d["end"]["below"][key]["by_variant"]
             z = d["end"]["exact_zero"]["by_variant"]
             bullets.append(
-                f"{layer} at the final weights, {v} vs {s['baseline']}: {direction(t, 'more inactive', 'less inactive')} "
+                f"{layer} at the final weights, {v} vs {s['baseline']}: "
+                f"{direction(t, 'more inactive', 'less inactive')} "
                 f"(phi' < {key} max phi': {v} {fmt_ci(by[v])}, {s['baseline']} {fmt_ci(by[s['baseline']])}; "
                 f"difference {fmt_ci(t.diff)}); exact zeros (phi' = 0) {v} {fmt_ci(z[v])}, "
-                f"{s['baseline']} {fmt_ci(z[s['baseline']])}.")
+                f"{s['baseline']} {fmt_ci(z[s['baseline']])}."
+            )
     rep.section("Findings")
     rep.bullets(bullets)
     for wname in WINDOWS:
         if wname in s["windows"]:
             rep.section(f"Findings in the {WINDOWS[wname]} window", 3).bullets(_findings(s, wname))
     if c["optimizer"] == "sgd" and c["opt_kwargs"] in ("{}", ""):
-        rep.text("With plain SGD an update is -lr x the gradient (up to float32 rounding), so the update "
-                 "statistics repeat the gradient ones scaled by lr (log10 variance shifted by "
-                 "2 log10 lr); they differ under momentum or adaptive optimizers (--optimizer).")
+        rep.text(
+            "With plain SGD an update is -lr x the gradient (up to float32 rounding), so the update "
+            "statistics repeat the gradient ones scaled by lr (log10 variance shifted by "
+            "2 log10 lr); they differ under momentum or adaptive optimizers (--optimizer)."
+        )
     for wname in WINDOWS:
         if wname not in s["windows"]:
             continue
@@ -1035,8 +1199,14 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
             for layer in layers:
                 for m, label in METRICS.items():
                     d = s["windows"][wname]["metrics"][kind][layer][m]
-                    rows.append([layer, label, *[fmt_ci(d["by_variant"][v]) for v in variants],
-                                 *[_test_text(d["paired"][p]) for p in pairs]])
+                    rows.append(
+                        [
+                            layer,
+                            label,
+                            *[fmt_ci(d["by_variant"][v]) for v in variants],
+                            *[_test_text(d["paired"][p]) for p in pairs],
+                        ]
+                    )
             rep.table(header, rows)
     rep.figure("windows", FIGURES["windows"][0])
     rep.figure("distributions", FIGURES["distributions"][0])
@@ -1044,30 +1214,57 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
     rep.figure("update_psd", FIGURES["update_psd"][0])
     rep.figure("smoothness", FIGURES["smoothness"][0])
     rep.section("Stationarity (equal-steps window)")
-    rep.table(["kind", "activation", *[f"{layer}: " + "/".join(STATIONARITY_VERDICTS) for layer in layers]],
-              [[kind, v, *[" / ".join(pct(s["stationarity_bh"][kind][layer][v][k]) for k in STATIONARITY_VERDICTS)
-                           for layer in layers]] for kind in KINDS for v in variants])
-    rep.text("invalid: the series is constant, e.g. the weights from pixels that are black in every "
-             "training image (their gradient is exactly 0) or of a dead ReLU unit.")
+    rep.table(
+        ["kind", "activation", *[f"{layer}: " + "/".join(STATIONARITY_VERDICTS) for layer in layers]],
+        [
+            [
+                kind,
+                v,
+                *[
+                    " / ".join(pct(s["stationarity_bh"][kind][layer][v][k]) for k in STATIONARITY_VERDICTS)
+                    for layer in layers
+                ],
+            ]
+            for kind in KINDS
+            for v in variants
+        ],
+    )
+    rep.text(
+        "invalid: the series is constant, e.g. the weights from pixels that are black in every "
+        "training image (their gradient is exactly 0) or of a dead ReLU unit."
+    )
     rep.figure("stationarity", FIGURES["stationarity"][0])
     rep.section("Inactive units, like for like")
-    rep.text("For every activation the same measure: the fraction of (probe image, unit) pairs whose "
-             "derivative phi'(z) is below a fraction c of its maximum (sigmoid 4y(1-y), tanh 1-y^2, "
-             "relu 1[y > 0]), at the initial and the final weights. Exact zeros (phi' = 0 in float32: "
-             "no gradient passes) are a separate row; for ReLU every phi' < c is an exact zero, for "
-             "sigmoid and tanh a small derivative still passes gradient.")
+    rep.text(
+        "For every activation the same measure: the fraction of (probe image, unit) pairs whose "
+        "derivative phi'(z) is below a fraction c of its maximum (sigmoid 4y(1-y), tanh 1-y^2, "
+        "relu 1[y > 0]), at the initial and the final weights. Exact zeros (phi' = 0 in float32: "
+        "no gradient passes) are a separate row; for ReLU every phi' < c is an exact zero, for "
+        "sigmoid and tanh a small derivative still passes gradient."
+    )
     rows = []
     for layer, d in inact.items():
         for when in ("start", "end"):
-            for label, e in [("exact zero", d[when]["exact_zero"]),
-                             *[(f"phi' < {c:g} max", d[when]["below"][f"{c:g}"]) for c in INACTIVE_THRESHOLDS]]:
-                rows.append([layer, "initial" if when == "start" else "final", label,
-                             *[fmt_ci(e["by_variant"][v]) for v in variants],
-                             *[fmt_ci(e["paired"][p].diff) for p in pairs]])
+            for label, e in [
+                ("exact zero", d[when]["exact_zero"]),
+                *[(f"phi' < {c:g} max", d[when]["below"][f"{c:g}"]) for c in INACTIVE_THRESHOLDS],
+            ]:
+                rows.append(
+                    [
+                        layer,
+                        "initial" if when == "start" else "final",
+                        label,
+                        *[fmt_ci(e["by_variant"][v]) for v in variants],
+                        *[fmt_ci(e["paired"][p].diff) for p in pairs],
+                    ]
+                )
     rep.table(["layer", "weights", "measure", *variants, *[f"{p} (paired)" for p in pairs]], rows)
     rep.figure("inactivity", FIGURES["inactivity"][0])
-    rows = [[v, name, fmt_ci(st["start"]), fmt_ci(st["end"])]
-            for v, by in s["activation_statistics"].items() for name, st in by.items()]
+    rows = [
+        [v, name, fmt_ci(st["start"]), fmt_ci(st["end"])]
+        for v, by in s["activation_statistics"].items()
+        for name, st in by.items()
+    ]
     if rows:
         rep.table(["activation", "recorded statistic", "step 0", "last step"], rows)
     rep.figure("training", FIGURES["training"][0])
@@ -1075,20 +1272,36 @@ def report(analysis: CompareAnalysis, command: str | None = None) -> Report:
     return rep
 
 
-def record_runs(config: TrainConfig, settings: CompareSettings, out, *, resume: bool = False,
-                overwrite: bool = False, command: str | None = None, progress: bool = True,
-                dataset: Dataset | None = None) -> dict[str, store.Run]:
+def record_runs(
+    config: TrainConfig,
+    settings: CompareSettings,
+    out,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    command: str | None = None,
+    progress: bool = True,
+    dataset: Dataset | None = None,
+) -> dict[str, store.Run]:
     """Open the study folder ``out`` and train (or reuse) every variant (a sweep config: every
     variant records the whole sweep)."""
     data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
     check_steps(config.total_steps(int(data.train_labels.shape[0])), settings.burn_in)
-    return train(config, settings, out, resume=resume, overwrite=overwrite, command=command,
-                 progress=progress, dataset=data)
+    return train(
+        config, settings, out, resume=resume, overwrite=overwrite, command=command, progress=progress, dataset=data
+    )
 
 
-def write_results(runs: dict[str, store.Run], settings: CompareSettings, folder, *,
-                  command: str | None = None, progress: bool = True,
-                  dataset: Dataset | None = None, training_s: float | None = None) -> dict:
+def write_results(
+    runs: dict[str, store.Run],
+    settings: CompareSettings,
+    folder,
+    *,
+    command: str | None = None,
+    progress: bool = True,
+    dataset: Dataset | None = None,
+    training_s: float | None = None,
+) -> dict:
     """Compare the variants ``runs`` (plain runs, or one grid point of each) and write summary.json,
     report.md and figures/ into ``folder``; returns the summary."""
     return _write(analyse(runs, settings, progress=progress, dataset=dataset), folder, command).summary

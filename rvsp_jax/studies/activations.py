@@ -30,18 +30,22 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from rvsp_jax.present import plots
-from rvsp_jax.io import record
-from rvsp_jax.io import store
 from rvsp_jax.analysis import (
-    STATIONARITY_VERDICTS, MemberSummary, across_members, stationarity_verdicts, verdict_fractions)
+    STATIONARITY_VERDICTS,
+    MemberSummary,
+    across_members,
+    stationarity_verdicts,
+    verdict_fractions,
+)
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
-from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.io import record, store
+from rvsp_jax.present import plots
 from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, proportion_summary, write_summary
 from rvsp_jax.studies.figures import save_figures
-from rvsp_jax.studies.settings import StudySettings
 from rvsp_jax.studies.members import diverged_members, summary_series
+from rvsp_jax.studies.settings import StudySettings
+from rvsp_jax.training.probes import ProbeConfig
 
 EXPERIMENT = "activations"
 TITLE = "Activations"
@@ -58,14 +62,14 @@ STATIONARY_ACCEPT = 0.8
 judged stationary (ADF + KPSS, Benjamini-Hochberg)."""
 RULES = {
     "numbers": "distribution, drift and layer-statistic sentences state measured values with their "
-               "intervals only; no threshold turns them into words",
+    "intervals only; no threshold turns them into words",
     "stationary_phase": f"a family of series is 'stationary' in a phase when at least {STATIONARY_ACCEPT:.0%} "
-                        "of its series are judged stationary by ADF + KPSS after Benjamini-Hochberg "
-                        "adjustment, 'mostly non-stationary' when under 50%, otherwise 'mixed'",
+    "of its series are judged stationary by ADF + KPSS after Benjamini-Hochberg "
+    "adjustment, 'mostly non-stationary' when under 50%, otherwise 'mixed'",
     "saturated": "saturated (sigmoid, tanh) means phi'(z) < 19% of its maximum; for ReLU the same rule "
-                 "gives exactly the 'zero' fraction (phi' = 0)",
+    "gives exactly the 'zero' fraction (phi' = 0)",
     "intervals": "95% Student-t intervals across members; fractions (saturated, zero, dead) use "
-                 "percentile-bootstrap intervals over members, which stay inside [0, 1]",
+    "percentile-bootstrap intervals over members, which stay inside [0, 1]",
 }
 
 
@@ -75,16 +79,14 @@ class ActivationSettings(StudySettings):
 
     probe_every: int = opt(10, "--probe-every", "record the activations every n steps")
     probe_batch: int = opt(64, "--probe-batch", "test images in the fixed activation probe batch")
-    phases: int = opt(3, "--phases", "equal phases of the recorded steps tested for stationarity "
-                      "separately")
+    phases: int = opt(3, "--phases", "equal phases of the recorded steps tested for stationarity separately")
     alpha: float = opt(0.05, "--alpha", "level of the ADF/KPSS tests")
 
     def __post_init__(self):
         if self.probe_every < 1:
             raise ValueError(f"probe_every must be >= 1, got {self.probe_every}")
         if self.probe_batch < 2:
-            raise ValueError(f"probe_batch must be >= 2 (a distribution needs several samples), got "
-                             f"{self.probe_batch}")
+            raise ValueError(f"probe_batch must be >= 2 (a distribution needs several samples), got {self.probe_batch}")
         if self.phases < 1:
             raise ValueError(f"phases must be >= 1, got {self.phases}")
         if not 0 < self.alpha < 1:
@@ -96,6 +98,7 @@ class ActivationSettings(StudySettings):
 
 
 # ---- numerics ----------------------------------------------------------------------------------
+
 
 def wasserstein_1d(a, b, axis: int = -1) -> np.ndarray:
     """1-Wasserstein distance between the empirical distributions of two equal-size samples.
@@ -135,6 +138,7 @@ def phase_names(phases: int) -> tuple[str, ...]:
 
 
 # ---- reading a run -----------------------------------------------------------------------------
+
 
 def hidden_layers(config: TrainConfig) -> tuple[str, ...]:
     return tuple(f"Dense_{l}" for l in range(len(config.widths)))
@@ -177,8 +181,11 @@ def read_layers(run: store.Run, *, progress: bool = True) -> dict[str, LayerActi
     out = {name: {k: [] for k in LayerActivations._fields} for name in hidden_layers(config)}
     bounds = np.cumsum([0, *[b * h for h in config.widths]])
     for s0 in tqdm(range(0, s_all, per_block), desc="reading activations", disable=not progress_enabled(progress)):
-        block = np.asarray(post[s0:s0 + per_block])  # [s, T, P]
-        pre_ends = {"start": np.asarray(pre[s0:s0 + per_block, 0]), "end": np.asarray(pre[s0:s0 + per_block, t_all - 1])}
+        block = np.asarray(post[s0 : s0 + per_block])  # [s, T, P]
+        pre_ends = {
+            "start": np.asarray(pre[s0 : s0 + per_block, 0]),
+            "end": np.asarray(pre[s0 : s0 + per_block, t_all - 1]),
+        }
         for l, (name, h) in enumerate(zip(out, config.widths)):
             lo, hi = bounds[l], bounds[l + 1]
             y = block[..., lo:hi].reshape(*block.shape[:2], b, h)  # [s, T, B, h]
@@ -192,13 +199,15 @@ def read_layers(run: store.Run, *, progress: bool = True) -> dict[str, LayerActi
     layers = {}
     for name, acc in out.items():
         arrays = {k: np.concatenate(acc[k]) for k in LayerActivations._fields[:4]}
-        ends = {when: {k: np.concatenate([d[k] for d in acc[when]]) for k in ("pre", "post")}
-                for when in ("start", "end")}
+        ends = {
+            when: {k: np.concatenate([d[k] for d in acc[when]]) for k in ("pre", "post")} for when in ("start", "end")
+        }
         layers[name] = LayerActivations(**arrays, **ends)
     return layers
 
 
 # ---- analysis ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ActivationAnalysis:
@@ -242,9 +251,11 @@ def stationarity_word(fraction) -> str:
 def check_length(recorded_steps: int, phases: int) -> None:
     """Refuse recordings too short for ADF/KPSS in every phase (at least 10 recordings a phase)."""
     if recorded_steps < 10 * phases:
-        raise ValueError(f"{recorded_steps} recorded steps are too few for {phases} phases of at least "
-                         "10 (ADF/KPSS); record more steps (--steps/--epochs), a smaller --probe-every "
-                         "or fewer --phases")
+        raise ValueError(
+            f"{recorded_steps} recorded steps are too few for {phases} phases of at least "
+            "10 (ADF/KPSS); record more steps (--steps/--epochs), a smaller --probe-every "
+            "or fewer --phases"
+        )
 
 
 def analyse(run: store.Run, settings: ActivationSettings, *, progress: bool = True) -> ActivationAnalysis:
@@ -252,9 +263,11 @@ def analyse(run: store.Run, settings: ActivationSettings, *, progress: bool = Tr
     config = run.config
     excluded = diverged_members(run)
     if excluded.all():
-        raise ValueError(f"every member of {run.path} diverged ({excluded.size} of {excluded.size}: "
-                         "non-finite loss or parameters); nothing is left to analyse: lower --lr (or use "
-                         "a gentler --optimizer) and run again")
+        raise ValueError(
+            f"every member of {run.path} diverged ({excluded.size} of {excluded.size}: "
+            "non-finite loss or parameters); nothing is left to analyse: lower --lr (or use "
+            "a gentler --optimizer) and run again"
+        )
     steps = run.steps
     t = steps.size
     check_length(t, settings.phases)
@@ -273,36 +286,62 @@ def analyse(run: store.Run, settings: ActivationSettings, *, progress: bool = Tr
         unit_final = _nan_members(layer.drift[:, -1], excluded)  # [S, h]
         layer_summary[name] = {
             "units": int(layer.drift.shape[-1]),
-            "quantiles": {"levels": QUANTILES, "start": across_members(quant[:, 0]),
-                          "end": across_members(quant[:, -1])},
-            "drift": {"end": across_members(drift[:, -1]), "middle": across_members(drift[:, t // 2]),
-                      "max": across_members(drift.max(axis=1)),
-                      "unit_end_min": across_members(np.min(unit_final, axis=1)),
-                      "unit_end_max": across_members(np.max(unit_final, axis=1))},
-            "statistics": {stat.split("/", 1)[1]: {"start": _summary_of(stat, x[:, 0]), "end": _summary_of(stat, x[:, -1])}
-                           for stat, x in statistics.items() if stat.startswith(name + "/")},
+            "quantiles": {
+                "levels": QUANTILES,
+                "start": across_members(quant[:, 0]),
+                "end": across_members(quant[:, -1]),
+            },
+            "drift": {
+                "end": across_members(drift[:, -1]),
+                "middle": across_members(drift[:, t // 2]),
+                "max": across_members(drift.max(axis=1)),
+                "unit_end_min": across_members(np.min(unit_final, axis=1)),
+                "unit_end_max": across_members(np.max(unit_final, axis=1)),
+            },
+            "statistics": {
+                stat.split("/", 1)[1]: {"start": _summary_of(stat, x[:, 0]), "end": _summary_of(stat, x[:, -1])}
+                for stat, x in statistics.items()
+                if stat.startswith(name + "/")
+            },
         }
     accuracy = _nan_members(np.asarray(run.manifest["result"]["test_accuracy"]), excluded)
     summary = {
-        "experiment": EXPERIMENT, "config": config.to_dict(), "probes": run.probe_config.to_dict(),
+        "experiment": EXPERIMENT,
+        "config": config.to_dict(),
+        "probes": run.probe_config.to_dict(),
         "settings": dataclasses.asdict(settings),
-        "members": {"total": int(excluded.size), "diverged": int(excluded.sum()),
-                    "analysed": int((~excluded).sum()), "diverged_ids": np.flatnonzero(excluded)},
+        "members": {
+            "total": int(excluded.size),
+            "diverged": int(excluded.sum()),
+            "analysed": int((~excluded).sum()),
+            "diverged_ids": np.flatnonzero(excluded),
+        },
         "test_accuracy": across_members(accuracy),
-        "recorded_steps": t, "every": run.layout.every, "last_step": int(steps[-1]),
+        "recorded_steps": t,
+        "every": run.layout.every,
+        "last_step": int(steps[-1]),
         "probe_batch": int(run.layout.probe_batch.size),
-        "phases": {"names": names, "recorded_ranges": bounds,
-                   "training_steps": [[int(steps[a]), int(steps[b - 1])] for a, b in bounds]},
-        "layers": layer_summary, "stationarity": stationarity,
-        "analysed_window": {"recorded_steps": [0, t], "training_steps": [int(steps[0]), int(steps[-1])],
-                            "stationary_by_phase": {fam: {p: stationarity_word(st[p]["bh"]["stationary"])
-                                                          for p in st} for fam, st in stationarity.items()}},
+        "phases": {
+            "names": names,
+            "recorded_ranges": bounds,
+            "training_steps": [[int(steps[a]), int(steps[b - 1])] for a, b in bounds],
+        },
+        "layers": layer_summary,
+        "stationarity": stationarity,
+        "analysed_window": {
+            "recorded_steps": [0, t],
+            "training_steps": [int(steps[0]), int(steps[-1])],
+            "stationary_by_phase": {
+                fam: {p: stationarity_word(st[p]["bh"]["stationary"]) for p in st} for fam, st in stationarity.items()
+            },
+        },
         "rules": RULES,
     }
     return ActivationAnalysis(summary, steps, layers, statistics, excluded)
 
 
 # ---- figures -----------------------------------------------------------------------------------
+
 
 def _quantile_fan(ax, steps, q, color=None, label=None):
     """Quantiles ``q: [T, 5]`` (5, 25, 50, 75, 95%) as two nested bands and a median line."""
@@ -334,12 +373,10 @@ def figure_unit_quantiles(analysis: ActivationAnalysis):
     nl = len(layer_names)
     member = int(np.flatnonzero(keep)[0]) if keep.any() else 0
     shown = min(UNITS_SHOWN, min(layer.drift.shape[-1] for layer in a.layers.values()))
-    fig, axes = plots.subplots(nl, shown, width="double", height=1.6 * nl + 0.4, squeeze=False,
-                               sharex=True)
+    fig, axes = plots.subplots(nl, shown, width="double", height=1.6 * nl + 0.4, squeeze=False, sharex=True)
     for i, name in enumerate(layer_names):
         for u in range(shown):
-            _quantile_fan(axes[i, u], steps, a.layers[name].unit_quantiles[member, :, u],
-                          color=plots.PALETTE[i])
+            _quantile_fan(axes[i, u], steps, a.layers[name].unit_quantiles[member, :, u], color=plots.PALETTE[i])
             axes[i, u].set_title(f"{name} unit {u}")
         axes[i, 0].set(ylabel="activation")
     for ax in axes[-1]:
@@ -359,8 +396,7 @@ def figure_wasserstein_drift(analysis: ActivationAnalysis):
         d = a.layers[name].drift.mean(-1)[keep]
         m = across_members(d)
         plots.plot_members(ax, steps, d, label="members")
-        plots.plot_band(ax, steps, m.mean, m.lo, m.hi, label="mean, 95% t-interval",
-                        color=plots.PALETTE[j])
+        plots.plot_band(ax, steps, m.mean, m.lo, m.hi, label="mean, 95% t-interval", color=plots.PALETTE[j])
         ax.set(xlabel="step", ylabel="W1 from step 0 (unit mean)", title=name)
         ax.legend()
     return fig
@@ -376,10 +412,15 @@ def figure_activation_histograms(analysis: ActivationAnalysis):
     for i, name in enumerate(layer_names):
         layer = a.layers[name]
         for j, kind in enumerate(("pre", "post")):
-            plots.hist_compare(axes[i, j], layer.start[kind][keep], layer.end[kind][keep],
-                               labels=(f"step {steps[0]}", f"step {steps[-1]}"))
-            axes[i, j].set(xlabel="z (pre-activation)" if kind == "pre" else "y = phi(z)",
-                           ylabel="density", title=f"{name} {kind}")
+            plots.hist_compare(
+                axes[i, j],
+                layer.start[kind][keep],
+                layer.end[kind][keep],
+                labels=(f"step {steps[0]}", f"step {steps[-1]}"),
+            )
+            axes[i, j].set(
+                xlabel="z (pre-activation)" if kind == "pre" else "y = phi(z)", ylabel="density", title=f"{name} {kind}"
+            )
         axes[i, 0].legend()
     return fig
 
@@ -390,8 +431,9 @@ def figure_layer_statistics(analysis: ActivationAnalysis):
     layer_names = list(a.layers)
     nl = len(layer_names)
     stats = sorted({k.split("/", 1)[1] for k in a.statistics}, key=["mean", "var", "saturated", "zero", "dead"].index)
-    fig, axes = plots.subplots(len(stats), nl, width="double", height=1.5 * len(stats) + 0.4,
-                               squeeze=False, sharex=True)
+    fig, axes = plots.subplots(
+        len(stats), nl, width="double", height=1.5 * len(stats) + 0.4, squeeze=False, sharex=True
+    )
     for j, name in enumerate(layer_names):
         for i, stat in enumerate(stats):
             x = a.statistics[f"{name}/{stat}"]
@@ -418,31 +460,32 @@ FIGURES = {
     "activation_quantiles": (
         "Quantiles of each layer's activations pooled over units and probe images (median "
         "across members of each quantile).",
-        figure_activation_quantiles),
-    "unit_quantiles": (
-        "Per-unit distributions over the probe batch for one member.",
-        figure_unit_quantiles),
+        figure_activation_quantiles,
+    ),
+    "unit_quantiles": ("Per-unit distributions over the probe batch for one member.", figure_unit_quantiles),
     "wasserstein_drift": (
         "Wasserstein-1 distance of each unit's activation distribution (over the probe batch)"
         " from its step-0 distribution, averaged over the layer's units; grey: members, band:"
         " 95% t-interval of the mean across members.",
-        figure_wasserstein_drift),
+        figure_wasserstein_drift,
+    ),
     "activation_histograms": (
         "Pre-activations z and activations y = phi(z) at the first and last recording, pooled"
         " over members, units and probe images: phi transforms the distribution of z into "
         "that of y.",
-        figure_activation_histograms),
+        figure_activation_histograms,
+    ),
     "layer_statistics": (
         "Layer statistics over training (mean across members, 95% t-interval).",
-        figure_layer_statistics),
-    "stationarity_by_phase": (
-        "Fraction of series judged stationary in each phase (BH).",
-        figure_stationarity_by_phase),
+        figure_layer_statistics,
+    ),
+    "stationarity_by_phase": ("Fraction of series judged stationary in each phase (BH).", figure_stationarity_by_phase),
 }
 """name -> (caption, maker) of every figure (:mod:`rvsp_jax.studies.figures`)."""
 
 
 # ---- report ------------------------------------------------------------------------------------
+
 
 def _quantile_text(m: MemberSummary) -> str:
     return f"median {fmt(m.mean[2])}, 5-95% [{fmt(m.mean[0])}, {fmt(m.mean[4])}]"
@@ -454,93 +497,165 @@ def report(analysis: ActivationAnalysis, command: str | None = None) -> Report:
     c, mem = s["config"], s["members"]
     act = c["activation"]
     rep = Report(f"Activations as transformed random variables ({act})")
-    rep.text(f"S = {mem['total']} members of the {'-'.join(map(str, [784, *c['widths'], 10]))} {act} "
-             f"network, {c['optimizer']} lr {c['lr']}, batch {c['batch_size']}, vary={c['vary']}; "
-             f"activations recorded every {s['every']} steps ({s['recorded_steps']} recordings, steps "
-             f"0-{s['last_step']}) on a fixed probe batch of {s['probe_batch']} test images. "
-             f"{mem['diverged']} member(s) diverged and are excluded from every number "
-             f"({mem['analysed']} analysed). Intervals are 95% Student-t intervals across members "
-             "(fractions: percentile bootstrap).")
+    rep.text(
+        f"S = {mem['total']} members of the {'-'.join(map(str, [784, *c['widths'], 10]))} {act} "
+        f"network, {c['optimizer']} lr {c['lr']}, batch {c['batch_size']}, vary={c['vary']}; "
+        f"activations recorded every {s['every']} steps ({s['recorded_steps']} recordings, steps "
+        f"0-{s['last_step']}) on a fixed probe batch of {s['probe_batch']} test images. "
+        f"{mem['diverged']} member(s) diverged and are excluded from every number "
+        f"({mem['analysed']} analysed). Intervals are 95% Student-t intervals across members "
+        "(fractions: percentile bootstrap)."
+    )
     w = s["analysed_window"]
-    rep.text(f"Analysed window: every recording, steps {w['training_steps'][0]}-{w['training_steps'][1]}, "
-             f"with stationarity judged separately in {len(s['phases']['names'])} phase(s) ("
-             + ", ".join(f"{n} = steps {a}-{b}" for n, (a, b) in zip(s["phases"]["names"], s["phases"]["training_steps"]))
-             + "); the distributions are described over training, not as one stationary distribution.")
+    rep.text(
+        f"Analysed window: every recording, steps {w['training_steps'][0]}-{w['training_steps'][1]}, "
+        f"with stationarity judged separately in {len(s['phases']['names'])} phase(s) ("
+        + ", ".join(f"{n} = steps {a}-{b}" for n, (a, b) in zip(s["phases"]["names"], s["phases"]["training_steps"]))
+        + "); the distributions are described over training, not as one stationary distribution."
+    )
     rep.section("Rules")
     rep.text("Every sentence of the findings follows from the numbers by one of these rules:")
     rep.bullets([f"{k}: {v}." for k, v in RULES.items()])
     bullets = [f"Test accuracy {fmt_ci(s['test_accuracy'])}."]
     for name, layer in s["layers"].items():
         q0, q1 = layer["quantiles"]["start"], layer["quantiles"]["end"]
-        bullets.append(f"{name}: activations (pooled over units and probe images) {_quantile_text(q0)} "
-                       f"at step 0 -> {_quantile_text(q1)} at step {s['last_step']}; W1 drift from step 0, "
-                       f"mean over units, {fmt_ci(layer['drift']['end'])} at the end "
-                       f"({fmt_ci(layer['drift']['middle'])} halfway).")
+        bullets.append(
+            f"{name}: activations (pooled over units and probe images) {_quantile_text(q0)} "
+            f"at step 0 -> {_quantile_text(q1)} at step {s['last_step']}; W1 drift from step 0, "
+            f"mean over units, {fmt_ci(layer['drift']['end'])} at the end "
+            f"({fmt_ci(layer['drift']['middle'])} halfway)."
+        )
         for stat in ("saturated", "zero", "dead"):
             if stat in layer["statistics"]:
                 st = layer["statistics"][stat]
-                label = {"saturated": "saturated (phi' < 19% of max)", "zero": "zero (phi' = 0)",
-                         "dead": "dead-unit"}[stat]
-                bullets.append(f"{name} {label} fraction: {fmt_ci(st['start'])} at step 0 -> "
-                               f"{fmt_ci(st['end'])} at the end.")
+                label = {"saturated": "saturated (phi' < 19% of max)", "zero": "zero (phi' = 0)", "dead": "dead-unit"}[
+                    stat
+                ]
+                bullets.append(
+                    f"{name} {label} fraction: {fmt_ci(st['start'])} at step 0 -> {fmt_ci(st['end'])} at the end."
+                )
     for fam, by_phase in w["stationary_by_phase"].items():
-        bullets.append(f"{fam}: " + ", ".join(
-            f"{p} {word} ({pct(s['stationarity'][fam][p]['bh']['stationary'])} of series)"
-            for p, word in by_phase.items()) + ".")
+        bullets.append(
+            f"{fam}: "
+            + ", ".join(
+                f"{p} {word} ({pct(s['stationarity'][fam][p]['bh']['stationary'])} of series)"
+                for p, word in by_phase.items()
+            )
+            + "."
+        )
     rep.section("Findings").bullets(bullets)
     rep.section("Distributions over training")
     rep.figure("activation_quantiles", FIGURES["activation_quantiles"][0])
     rep.figure("unit_quantiles", FIGURES["unit_quantiles"][0])
     rep.figure("activation_histograms", FIGURES["activation_histograms"][0])
     rep.section("Drift from initialisation")
-    rep.table(["layer", "units", "W1 halfway", "W1 at the end", "largest W1 over training",
-               "least-drifting unit (end)", "most-drifting unit (end)"],
-              [[name, layer["units"], fmt_ci(layer["drift"]["middle"]), fmt_ci(layer["drift"]["end"]),
-                fmt_ci(layer["drift"]["max"]), fmt_ci(layer["drift"]["unit_end_min"]),
-                fmt_ci(layer["drift"]["unit_end_max"])] for name, layer in s["layers"].items()])
+    rep.table(
+        [
+            "layer",
+            "units",
+            "W1 halfway",
+            "W1 at the end",
+            "largest W1 over training",
+            "least-drifting unit (end)",
+            "most-drifting unit (end)",
+        ],
+        [
+            [
+                name,
+                layer["units"],
+                fmt_ci(layer["drift"]["middle"]),
+                fmt_ci(layer["drift"]["end"]),
+                fmt_ci(layer["drift"]["max"]),
+                fmt_ci(layer["drift"]["unit_end_min"]),
+                fmt_ci(layer["drift"]["unit_end_max"]),
+            ]
+            for name, layer in s["layers"].items()
+        ],
+    )
     rep.figure("wasserstein_drift", FIGURES["wasserstein_drift"][0])
     rep.section("Layer statistics: saturation and dead units")
-    rows = [[name, stat, fmt_ci(v["start"]), fmt_ci(v["end"])]
-            for name, layer in s["layers"].items() for stat, v in layer["statistics"].items()]
+    rows = [
+        [name, stat, fmt_ci(v["start"]), fmt_ci(v["end"])]
+        for name, layer in s["layers"].items()
+        for stat, v in layer["statistics"].items()
+    ]
     rep.table(["layer", "statistic", "step 0", f"step {s['last_step']}"], rows)
-    rep.text("saturated: fraction of (probe image, unit) pairs with sigmoid y < 0.05 or y > 0.95 "
-             "(tanh |y| > 0.9), i.e. phi'(z) below 19% of its maximum; zero: fraction of pairs with ReLU "
-             "y = 0 (phi' = 0, the same rule's count for ReLU); dead: fraction of units that are 0 on "
-             "every probe image; mean and var are over the layer's units and probe images.")
+    rep.text(
+        "saturated: fraction of (probe image, unit) pairs with sigmoid y < 0.05 or y > 0.95 "
+        "(tanh |y| > 0.9), i.e. phi'(z) below 19% of its maximum; zero: fraction of pairs with ReLU "
+        "y = 0 (phi' = 0, the same rule's count for ReLU); dead: fraction of units that are 0 on "
+        "every probe image; mean and var are over the layer's units and probe images."
+    )
     rep.figure("layer_statistics", FIGURES["layer_statistics"][0])
     rep.section("Stationarity by phase")
     ph = s["phases"]
-    rep.text("Each series (a unit's batch-mean activation, or a layer statistic, per member) is tested "
-             "with ADF and KPSS (level, alpha " + str(s["settings"]["alpha"]) + ") separately in each "
-             "phase: " + ", ".join(f"{n} = steps {a}-{b}" for n, (a, b) in
-                                    zip(ph["names"], ph["training_steps"])) + ". Cells: fraction of "
-             "the family's series judged stationary after Benjamini-Hochberg adjustment (raw in "
-             "brackets), then unit-root / inconclusive / invalid (BH).")
+    rep.text(
+        "Each series (a unit's batch-mean activation, or a layer statistic, per member) is tested "
+        "with ADF and KPSS (level, alpha " + str(s["settings"]["alpha"]) + ") separately in each "
+        "phase: "
+        + ", ".join(f"{n} = steps {a}-{b}" for n, (a, b) in zip(ph["names"], ph["training_steps"]))
+        + ". Cells: fraction of "
+        "the family's series judged stationary after Benjamini-Hochberg adjustment (raw in "
+        "brackets), then unit-root / inconclusive / invalid (BH)."
+    )
     st = s["stationarity"]
-    rep.table(["series", "series per phase", *ph["names"]],
-              [[fam, st[fam][ph["names"][0]]["bh"]["n"],
-                *[f"{pct(st[fam][p]['bh']['stationary'])} ({pct(st[fam][p]['raw']['stationary'])}); "
-                  + " / ".join(pct(st[fam][p]['bh'][v]) for v in STATIONARITY_VERDICTS[1:])
-                  for p in ph["names"]]] for fam in st])
+    rep.table(
+        ["series", "series per phase", *ph["names"]],
+        [
+            [
+                fam,
+                st[fam][ph["names"][0]]["bh"]["n"],
+                *[
+                    f"{pct(st[fam][p]['bh']['stationary'])} ({pct(st[fam][p]['raw']['stationary'])}); "
+                    + " / ".join(pct(st[fam][p]["bh"][v]) for v in STATIONARITY_VERDICTS[1:])
+                    for p in ph["names"]
+                ],
+            ]
+            for fam in st
+        ],
+    )
     rep.figure("stationarity_by_phase", FIGURES["stationarity_by_phase"][0])
     rep.config({"train": s["config"], "probes": s["probes"], "activations": s["settings"]}, command)
     return rep
 
 
-def record_runs(config: TrainConfig, settings: ActivationSettings, out, *, resume: bool = False,
-                overwrite: bool = False, command: str | None = None, progress: bool = True,
-                dataset: Dataset | None = None) -> store.Run:
+def record_runs(
+    config: TrainConfig,
+    settings: ActivationSettings,
+    out,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    command: str | None = None,
+    progress: bool = True,
+    dataset: Dataset | None = None,
+) -> store.Run:
     """Train and record ``config`` into the run folder ``out`` (or reuse it with ``resume``)."""
     data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
-    check_length(-(-config.total_steps(int(data.train_labels.shape[0])) // settings.probe_every),
-                 settings.phases)
-    return record.run(config, settings.probes(), Path(out), resume=resume, overwrite=overwrite,
-                      dataset=data, experiment=EXPERIMENT, command=command, progress=progress)
+    check_length(-(-config.total_steps(int(data.train_labels.shape[0])) // settings.probe_every), settings.phases)
+    return record.run(
+        config,
+        settings.probes(),
+        Path(out),
+        resume=resume,
+        overwrite=overwrite,
+        dataset=data,
+        experiment=EXPERIMENT,
+        command=command,
+        progress=progress,
+    )
 
 
-def write_results(run: store.Run, settings: ActivationSettings, folder, *, command: str | None = None,
-                  progress: bool = True, dataset: Dataset | None = None,
-                  training_s: float | None = None) -> dict:
+def write_results(
+    run: store.Run,
+    settings: ActivationSettings,
+    folder,
+    *,
+    command: str | None = None,
+    progress: bool = True,
+    dataset: Dataset | None = None,
+    training_s: float | None = None,
+) -> dict:
     """Analyse ``run`` (a plain run or one grid point of a sweep) and write summary.json, report.md
     and figures/ into ``folder``; returns the summary."""
     return _write(analyse(run, settings, progress=progress), folder, command).summary

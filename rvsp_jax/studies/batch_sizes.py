@@ -37,7 +37,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
 from rvsp_jax.present import plots
@@ -63,8 +62,9 @@ def _read(folder: Path) -> tuple[dict, dict]:
         manifest = json.loads((folder / "manifest.json").read_text())
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise GatherError(f"{folder} is not an analysed sweep run folder (manifest.json and "
-                          f"summary.json needed): {e}") from None
+        raise GatherError(
+            f"{folder} is not an analysed sweep run folder (manifest.json and summary.json needed): {e}"
+        ) from None
     if "points" not in summary or "axes" not in summary:
         raise GatherError(f"{folder}/summary.json has no grid points: not a sweep run")
     return manifest, summary
@@ -81,38 +81,48 @@ def load(folders) -> list[dict]:
         manifest, summary = _read(folder)
         config = manifest.get("config", {})
         if manifest.get("status") != "complete":
-            raise GatherError(f"{folder} is not complete (status {manifest.get('status')!r}): "
-                              "finish it with --resume first")
+            raise GatherError(
+                f"{folder} is not complete (status {manifest.get('status')!r}): finish it with --resume first"
+            )
         axes = summary["axes"]
         if list(axes) != ["lr"]:
-            raise GatherError(f"{folder} sweeps {', '.join(axes)}; gathering needs sweeps over the "
-                              "learning rate only (--lr a,b,c)")
-        runs.append({"folder": folder, "batch_size": int(config["batch_size"]), "config": config,
-                     "summary": summary})
+            raise GatherError(
+                f"{folder} sweeps {', '.join(axes)}; gathering needs sweeps over the learning rate only (--lr a,b,c)"
+            )
+        runs.append({"folder": folder, "batch_size": int(config["batch_size"]), "config": config, "summary": summary})
     runs.sort(key=lambda r: r["batch_size"])
     for a, b in zip(runs, runs[1:]):
         if a["batch_size"] == b["batch_size"]:
-            raise GatherError(f"two runs have batch size {a['batch_size']} ({a['folder']}, "
-                              f"{b['folder']}); each batch size must be one run")
+            raise GatherError(
+                f"two runs have batch size {a['batch_size']} ({a['folder']}, "
+                f"{b['folder']}); each batch size must be one run"
+            )
     first = runs[0]
     for r in runs[1:]:
         if r["summary"]["axes"]["lr"] != first["summary"]["axes"]["lr"]:
-            raise GatherError(f"the runs must share the lr grid: {first['folder']} has "
-                              f"{first['summary']['axes']['lr']}, {r['folder']} has "
-                              f"{r['summary']['axes']['lr']}")
+            raise GatherError(
+                f"the runs must share the lr grid: {first['folder']} has "
+                f"{first['summary']['axes']['lr']}, {r['folder']} has "
+                f"{r['summary']['axes']['lr']}"
+            )
         for key in SAME:
             if r["config"].get(key) != first["config"].get(key):
-                raise GatherError(f"the runs must share the seeds: {key} is "
-                                  f"{first['config'].get(key)!r} in {first['folder']} and "
-                                  f"{r['config'].get(key)!r} in {r['folder']}")
+                raise GatherError(
+                    f"the runs must share the seeds: {key} is "
+                    f"{first['config'].get(key)!r} in {first['folder']} and "
+                    f"{r['config'].get(key)!r} in {r['folder']}"
+                )
     return runs
 
 
 def _differences(runs: list[dict]) -> dict[str, list]:
     """Configuration keys (other than the batch size) whose value differs between the runs."""
     keys = sorted(set().union(*(r["config"] for r in runs)) - IGNORED)
-    return {k: [r["config"].get(k) for r in runs] for k in keys
-            if len({json.dumps(r["config"].get(k), sort_keys=True) for r in runs}) > 1}
+    return {
+        k: [r["config"].get(k) for r in runs]
+        for k in keys
+        if len({json.dumps(r["config"].get(k), sort_keys=True) for r in runs}) > 1
+    }
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -129,7 +139,7 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     rx, ry = _ranks(x), _ranks(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
-    d = math.sqrt(float((rx ** 2).sum() * (ry ** 2).sum()))
+    d = math.sqrt(float((rx**2).sum() * (ry**2).sum()))
     return float((rx * ry).sum() / d) if d > 0 else float("nan")
 
 
@@ -158,12 +168,31 @@ def _cells(runs: list[dict]) -> list[dict]:
     for r in runs:
         for p in r["summary"]["points"]:
             lr = float(p["point"]["lr"])
-            cell = {"batch_size": r["batch_size"], "lr": lr, "lr_over_b": lr / r["batch_size"],
-                    "members": p["members"], "diverged": p["diverged"], "analysed": p["analysed"]}
+            cell = {
+                "batch_size": r["batch_size"],
+                "lr": lr,
+                "lr_over_b": lr / r["batch_size"],
+                "members": p["members"],
+                "diverged": p["diverged"],
+                "analysed": p["analysed"],
+            }
             if p["analysed"]:
-                cell.update({k: p.get(k) for k in (
-                    "tails", "tail_index_median", "tail_series", "ergodicity", "variance_ratio_median",
-                    "band_ratio_median", "updates", "loss_window_mean", "window_steps")})
+                cell.update(
+                    {
+                        k: p.get(k)
+                        for k in (
+                            "tails",
+                            "tail_index_median",
+                            "tail_series",
+                            "ergodicity",
+                            "variance_ratio_median",
+                            "band_ratio_median",
+                            "updates",
+                            "loss_window_mean",
+                            "window_steps",
+                        )
+                    }
+                )
             else:
                 cell["reason"] = p.get("reason")
             cells.append(cell)
@@ -185,24 +214,39 @@ def analyse(runs: list[dict]) -> dict:
         ok = [(a, b) for a, b in zip(xs, ys) if _finite(b)]
         if len(ok) < 2:
             return None
-        return _spearman(np.array([a for a, _ in ok]), np.array([b for _, b in ok])) if len(ok) > 2 \
+        return (
+            _spearman(np.array([a for a, _ in ok]), np.array([b for _, b in ok]))
+            if len(ok) > 2
             else float(np.sign(ok[1][1] - ok[0][1]) * np.sign(ok[1][0] - ok[0][0]))
+        )
 
-    by_b = {r["batch_size"]: sign([c["lr"] for c in cells if c["batch_size"] == r["batch_size"]],
-                                  [c.get("tail_index_median") for c in cells
-                                   if c["batch_size"] == r["batch_size"]]) for r in runs}
-    by_lr = {lr: sign([c["batch_size"] for c in cells if c["lr"] == lr],
-                      [c.get("tail_index_median") for c in cells if c["lr"] == lr]) for lr in lrs}
+    by_b = {
+        r["batch_size"]: sign(
+            [c["lr"] for c in cells if c["batch_size"] == r["batch_size"]],
+            [c.get("tail_index_median") for c in cells if c["batch_size"] == r["batch_size"]],
+        )
+        for r in runs
+    }
+    by_lr = {
+        lr: sign(
+            [c["batch_size"] for c in cells if c["lr"] == lr],
+            [c.get("tail_index_median") for c in cells if c["lr"] == lr],
+        )
+        for lr in lrs
+    }
     return {
-        "batch_sizes": [r["batch_size"] for r in runs], "lr": lrs,
+        "batch_sizes": [r["batch_size"] for r in runs],
+        "lr": lrs,
         "seeds": runs[0]["config"].get("seeds"),
         "windows": {str(r["batch_size"]): r["summary"]["window"] for r in runs},
         "sources": {str(r["batch_size"]): str(r["folder"]) for r in runs},
         "differences": _differences(runs),
-        "rule": {"statistic": "median Hill tail index of a cell (over its members x parameters)",
-                 "test": "Spearman rank correlation of log(lr/B) and the tail index over the "
-                         "analysed cells, two-sided permutation p-value",
-                 "alpha": ALPHA},
+        "rule": {
+            "statistic": "median Hill tail index of a cell (over its members x parameters)",
+            "test": "Spearman rank correlation of log(lr/B) and the tail index over the "
+            "analysed cells, two-sided permutation p-value",
+            "alpha": ALPHA,
+        },
         "trend_lr_over_b": overall,
         "rho_tail_index_vs_lr_by_batch_size": {str(k): v for k, v in by_b.items()},
         "rho_tail_index_vs_batch_size_by_lr": {f"{k:g}": v for k, v in by_lr.items()},
@@ -212,6 +256,7 @@ def analyse(runs: list[dict]) -> dict:
 
 def _tick_labels(values):
     from matplotlib.ticker import FixedFormatter
+
     return FixedFormatter([f"{v:g}" for v in values])
 
 
@@ -251,8 +296,13 @@ def figures(g: dict, folder: Path) -> list[str]:
     for b, color in zip(bs, itertools.cycle(plots.PALETTE)):
         cs = [c for c in cells if c["batch_size"] == b]
         for ax, verdict in zip(axes, ("heavy-tailed", "infinite-variance")):
-            _line(ax, [c["lr_over_b"] for c in cs],
-                  [c["tails"][verdict] if c["analysed"] else None for c in cs], f"B={b}", color)
+            _line(
+                ax,
+                [c["lr_over_b"] for c in cs],
+                [c["tails"][verdict] if c["analysed"] else None for c in cs],
+                f"B={b}",
+                color,
+            )
     for ax, verdict in zip(axes, ("heavy-tailed", "infinite-variance")):
         ax.set_xscale("log")
         ax.set_xlabel("lr / B")
@@ -267,49 +317,68 @@ def sentence(g: dict) -> str:
     t = g["trend_lr_over_b"]
     use = [c for c in g["cells"] if c["analysed"] and _finite(c.get("tail_index_median"))]
     if t["cells"] < 3:
-        return (f"Inconclusive: only {t['cells']} analysed (batch size, lr) cell(s) with a finite tail "
-                "index; the rule needs at least 3.")
+        return (
+            f"Inconclusive: only {t['cells']} analysed (batch size, lr) cell(s) with a finite tail "
+            "index; the rule needs at least 3."
+        )
     lo = min(use, key=lambda c: c["lr_over_b"])
     hi = max(use, key=lambda c: c["lr_over_b"])
-    nums = (f"Spearman rho = {fmt(t['rho'])} between log(lr/B) and the median tail index over "
-            f"{t['cells']} cells, permutation p = {fmt(t['p'], 2)} (level {ALPHA:g}); the tail index is "
-            f"{fmt(lo['tail_index_median'])} at the smallest lr/B ({lo['lr_over_b']:.3g}: lr "
-            f"{lo['lr']:g}, B {lo['batch_size']}) and {fmt(hi['tail_index_median'])} at the largest "
-            f"({hi['lr_over_b']:.3g}: lr {hi['lr']:g}, B {hi['batch_size']})")
+    nums = (
+        f"Spearman rho = {fmt(t['rho'])} between log(lr/B) and the median tail index over "
+        f"{t['cells']} cells, permutation p = {fmt(t['p'], 2)} (level {ALPHA:g}); the tail index is "
+        f"{fmt(lo['tail_index_median'])} at the smallest lr/B ({lo['lr_over_b']:.3g}: lr "
+        f"{lo['lr']:g}, B {lo['batch_size']}) and {fmt(hi['tail_index_median'])} at the largest "
+        f"({hi['lr_over_b']:.3g}: lr {hi['lr']:g}, B {hi['batch_size']})"
+    )
     if t["verdict"] == "falls":
-        return (f"The tail index **falls** as lr/B grows (heavier-tailed updates at larger learning "
-                f"rates and smaller batches, the direction Simsekli et al. 2019 report): {nums}.")
+        return (
+            f"The tail index **falls** as lr/B grows (heavier-tailed updates at larger learning "
+            f"rates and smaller batches, the direction Simsekli et al. 2019 report): {nums}."
+        )
     if t["verdict"] == "rises":
-        return (f"The tail index **rises** as lr/B grows (lighter-tailed updates at larger learning "
-                f"rates and smaller batches, against the direction Simsekli et al. 2019 report): {nums}.")
-    return (f"**Inconclusive**: the differences in tail index between cells are inside their scatter "
-            f"around a monotone trend in lr/B: {nums}.")
+        return (
+            f"The tail index **rises** as lr/B grows (lighter-tailed updates at larger learning "
+            f"rates and smaller batches, against the direction Simsekli et al. 2019 report): {nums}."
+        )
+    return (
+        f"**Inconclusive**: the differences in tail index between cells are inside their scatter "
+        f"around a monotone trend in lr/B: {nums}."
+    )
 
 
 def report(g: dict, names: list[str], command: str | None = None) -> Report:
     rep = Report("Tail index against learning rate and batch size")
-    rep.text(f"Lr sweeps at batch sizes {', '.join(map(str, g['batch_sizes']))} (one sweep run each, "
-             f"same lr grid {g['lr']} and {g['seeds']} seeds), gathered as the figure of Simsekli et al. "
-             "(2019), \"A Tail-Index Analysis of Stochastic Gradient Noise in Deep Neural Networks\" "
-             "(ICML): the tail index of the parameter updates against lr, against B and against lr/B. "
-             "The tail verdicts and the Hill tail index are those of each sweep's report "
-             "(`tail_verdict`, calibrated in docs/calibration.md).")
+    rep.text(
+        f"Lr sweeps at batch sizes {', '.join(map(str, g['batch_sizes']))} (one sweep run each, "
+        f"same lr grid {g['lr']} and {g['seeds']} seeds), gathered as the figure of Simsekli et al. "
+        '(2019), "A Tail-Index Analysis of Stochastic Gradient Noise in Deep Neural Networks" '
+        "(ICML): the tail index of the parameter updates against lr, against B and against lr/B. "
+        "The tail verdicts and the Hill tail index are those of each sweep's report "
+        "(`tail_verdict`, calibrated in docs/calibration.md)."
+    )
     if command:
         rep.text(f"Command: `{command}`")
     rep.section("Finding")
     rep.text(sentence(g))
-    rep.text(f"Rule: over every analysed (batch size, lr) cell, the Spearman rank correlation rho of "
-             f"log(lr/B) and the cell's median Hill tail index, with a two-sided permutation p-value "
-             f"(exact up to {MAX_EXACT} cells). The tail index *falls* as lr/B grows when rho < 0 and "
-             f"p < {ALPHA:g}, *rises* when rho > 0 and p < {ALPHA:g}; otherwise the result is "
-             "*inconclusive*: the differences are inside the cells' spread."
-             + (f" With {n} cells the smallest attainable p is 2/{math.factorial(n)}."
-                if 3 <= (n := g["trend_lr_over_b"]["cells"]) <= MAX_EXACT else ""))
+    rep.text(
+        f"Rule: over every analysed (batch size, lr) cell, the Spearman rank correlation rho of "
+        f"log(lr/B) and the cell's median Hill tail index, with a two-sided permutation p-value "
+        f"(exact up to {MAX_EXACT} cells). The tail index *falls* as lr/B grows when rho < 0 and "
+        f"p < {ALPHA:g}, *rises* when rho > 0 and p < {ALPHA:g}; otherwise the result is "
+        "*inconclusive*: the differences are inside the cells' spread."
+        + (
+            f" With {n} cells the smallest attainable p is 2/{math.factorial(n)}."
+            if 3 <= (n := g["trend_lr_over_b"]["cells"]) <= MAX_EXACT
+            else ""
+        )
+    )
     by_b = ", ".join(f"B={k}: {fmt(v)}" for k, v in g["rho_tail_index_vs_lr_by_batch_size"].items())
     by_lr = ", ".join(f"lr={k}: {fmt(v)}" for k, v in g["rho_tail_index_vs_batch_size_by_lr"].items())
-    rep.text(f"Supporting (descriptive, not tested): rank correlation of the tail index with lr at each "
-             f"batch size ({by_b}); with B at each lr ({by_lr}). Simsekli et al.'s direction is a "
-             "negative correlation with lr and a positive one with B.")
+    rep.text(
+        f"Supporting (descriptive, not tested): rank correlation of the tail index with lr at each "
+        f"batch size ({by_b}); with B at each lr ({by_lr}). Simsekli et al.'s direction is a "
+        "negative correlation with lr and a positive one with B."
+    )
     rep.section("Cells")
     rows = []
     for c in g["cells"]:
@@ -318,29 +387,53 @@ def report(g: dict, names: list[str], command: str | None = None) -> Report:
             rows.append(head + ["—", "—", "—", "—", c.get("reason") or "not analysed"])
             continue
         t, e = c["tails"], c["ergodicity"]
-        rows.append(head + [fmt(c["tail_index_median"]),
-                            " / ".join(pct(t[v]) for v in ("gaussian", "heavy-tailed",
-                                                            "infinite-variance", "inconclusive")),
-                            " / ".join(pct(e[v]) for v in ("ergodic", "non-ergodic", "non-stationary",
-                                                            "inconclusive")),
-                            f"{fmt(c['band_ratio_median'])} ({c['updates']})", fmt(c["loss_window_mean"])])
-    rep.table(["B", "lr", "lr/B", "S", "diverged", "Hill tail index (median)",
-               "gaussian / heavy / infinite-var / inconclusive",
-               "ergodic / non-ergodic / non-stationary / inconclusive", "band ratio", "loss (window)"], rows)
-    windows = "; ".join(f"B={b}: steps {w['from_step']}-{w['to_step']} ({w['steps']} steps)"
-                        for b, w in g["windows"].items())
+        rows.append(
+            head
+            + [
+                fmt(c["tail_index_median"]),
+                " / ".join(pct(t[v]) for v in ("gaussian", "heavy-tailed", "infinite-variance", "inconclusive")),
+                " / ".join(pct(e[v]) for v in ("ergodic", "non-ergodic", "non-stationary", "inconclusive")),
+                f"{fmt(c['band_ratio_median'])} ({c['updates']})",
+                fmt(c["loss_window_mean"]),
+            ]
+        )
+    rep.table(
+        [
+            "B",
+            "lr",
+            "lr/B",
+            "S",
+            "diverged",
+            "Hill tail index (median)",
+            "gaussian / heavy / infinite-var / inconclusive",
+            "ergodic / non-ergodic / non-stationary / inconclusive",
+            "band ratio",
+            "loss (window)",
+        ],
+        rows,
+    )
+    windows = "; ".join(
+        f"B={b}: steps {w['from_step']}-{w['to_step']} ({w['steps']} steps)" for b, w in g["windows"].items()
+    )
     rep.text(f"Analysed windows (after each sweep's burn-in): {windows}.")
     if g["differences"]:
-        rep.text("Other configuration that differs between the runs: " + "; ".join(
-            f"{k}: {v}" for k, v in g["differences"].items()) + ".")
+        rep.text(
+            "Other configuration that differs between the runs: "
+            + "; ".join(f"{k}: {v}" for k, v in g["differences"].items())
+            + "."
+        )
     rep.section("Figures")
-    rep.figure(names[0], "Median Hill tail index against lr (one line per B), against B (one line "
-                         "per lr) and against lr/B; grey: 2, the infinite-variance boundary")
-    rep.figure(names[1], "Fraction of update series called heavy-tailed and infinite-variance "
-                         "against lr/B")
+    rep.figure(
+        names[0],
+        "Median Hill tail index against lr (one line per B), against B (one line "
+        "per lr) and against lr/B; grey: 2, the infinite-variance boundary",
+    )
+    rep.figure(names[1], "Fraction of update series called heavy-tailed and infinite-variance against lr/B")
     rep.section("Sources")
-    rep.bullets(f"B={b}: [{Path(src).name}]({os.path.relpath(src, g['out'])}/report.md) (`{src}`)"
-                for b, src in g["sources"].items())
+    rep.bullets(
+        f"B={b}: [{Path(src).name}]({os.path.relpath(src, g['out'])}/report.md) (`{src}`)"
+        for b, src in g["sources"].items()
+    )
     return rep
 
 

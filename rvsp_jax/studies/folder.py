@@ -11,11 +11,9 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from rvsp_jax.training import devices as dev
-from rvsp_jax.io import record
-from rvsp_jax.io import runfolder
-from rvsp_jax.io import store
 from rvsp_jax.config import TrainConfig
+from rvsp_jax.io import record, runfolder, store
+from rvsp_jax.training import devices as dev
 from rvsp_jax.training.probes import ProbeConfig
 
 
@@ -42,8 +40,9 @@ def _unlock(out: Path) -> None:
         lock.release()
 
 
-def open_study(out, experiment: str, settings: dict, *, resume: bool = False, overwrite: bool = False,
-               command: str | None = None) -> Path:
+def open_study(
+    out, experiment: str, settings: dict, *, resume: bool = False, overwrite: bool = False, command: str | None = None
+) -> Path:
     """Create (or, with ``resume``, reopen) the study folder ``out``, lock it and mark it running.
 
     ``settings`` is everything that determines the study's numbers (JSON-ready); resuming with other
@@ -64,19 +63,28 @@ def open_study(out, experiment: str, settings: dict, *, resume: bool = False, ov
         manifest = runfolder.read_manifest(out)
         _lock(out, new=False)
         old = manifest.get("settings", {})
-        diffs = [f"{k}: run folder has {old.get(k)!r}, this command gives {settings.get(k)!r}"
-                 for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+        diffs = [
+            f"{k}: run folder has {old.get(k)!r}, this command gives {settings.get(k)!r}"
+            for k in sorted(set(old) | set(settings))
+            if old.get(k) != settings.get(k)
+        ]
         if diffs:
             _unlock(out)
-            raise runfolder.RunFolderError(f"cannot resume {out} with different settings:\n  "
-                                           + "\n  ".join(diffs))
+            raise runfolder.RunFolderError(f"cannot resume {out} with different settings:\n  " + "\n  ".join(diffs))
     else:
         runfolder.check_new(out, overwrite)
         runfolder.check_writable(out, 0)
         aside = runfolder.create(out, overwrite)
-        manifest = {"format": runfolder.FORMAT, "experiment": experiment, "command": command,
-                    "created": _now(), "settings": settings, "runs": {},
-                    "versions": runfolder.versions(), "device": dev.describe()}
+        manifest = {
+            "format": runfolder.FORMAT,
+            "experiment": experiment,
+            "command": command,
+            "created": _now(),
+            "settings": settings,
+            "runs": {},
+            "versions": runfolder.versions(),
+            "device": dev.describe(),
+        }
     manifest.update(status="running", updated=_now())
     try:
         if not resume:
@@ -93,14 +101,24 @@ def open_study(out, experiment: str, settings: dict, *, resume: bool = False, ov
     return out
 
 
-def train_variant(out, name: str, config: TrainConfig, probes: ProbeConfig, *, resume: bool = False,
-                  experiment: str = "study", progress: bool = True, dataset=None) -> store.Run:
+def train_variant(
+    out,
+    name: str,
+    config: TrainConfig,
+    probes: ProbeConfig,
+    *,
+    resume: bool = False,
+    experiment: str = "study",
+    progress: bool = True,
+    dataset=None,
+) -> store.Run:
     """Train and record one variant into ``<out>/runs/<name>``; with ``resume`` a complete variant is
     reused as it is, an interrupted one continued, a missing one started."""
     folder = Path(out) / "runs" / name
     again = resume and (folder / runfolder.MANIFEST).exists()
-    run = record.run(config, probes, folder, resume=again, dataset=dataset,
-                     experiment=f"{experiment}/{name}", progress=progress)
+    run = record.run(
+        config, probes, folder, resume=again, dataset=dataset, experiment=f"{experiment}/{name}", progress=progress
+    )
     if not dev.is_writer():
         return run
     manifest = runfolder.read_manifest(out)

@@ -18,7 +18,20 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rvsp_jax.analysis import (
-    STATIONARITY_VERDICTS, across_members, acf, band_power_ratio, fdr_bh, is_constant, ljung_box, measure_drift, periodogram, spectral_flatness, spectral_slope, stationarity_verdicts, welch)
+    STATIONARITY_VERDICTS,
+    acf,
+    across_members,
+    band_power_ratio,
+    fdr_bh,
+    is_constant,
+    ljung_box,
+    measure_drift,
+    periodogram,
+    spectral_flatness,
+    spectral_slope,
+    stationarity_verdicts,
+    welch,
+)
 from rvsp_jax.analysis.spectral import SHAPE_VERDICTS, spectral_shape
 from rvsp_jax.present.report import fmt, fmt_ci, pct, progress_enabled, proportion_summary
 
@@ -116,9 +129,19 @@ def normalised_psd(freqs: np.ndarray, psd: np.ndarray) -> np.ndarray:
         return psd / (psd.sum(axis=-1, keepdims=True) * df)
 
 
-def measure_layers(x, names, usable: np.ndarray, *, start: int = 0, nlags: int = 50,
-                   nperseg: int = 256, lb_lag: int = 10, alpha: float = 0.05,
-                   progress: bool = False, desc: str = "spectra") -> LayerSpectra:
+def measure_layers(
+    x,
+    names,
+    usable: np.ndarray,
+    *,
+    start: int = 0,
+    nlags: int = 50,
+    nperseg: int = 256,
+    lb_lag: int = 10,
+    alpha: float = 0.05,
+    progress: bool = False,
+    desc: str = "spectra",
+) -> LayerSpectra:
     """ACF, Welch PSD and their summaries of every process in ``x: [S, T, P]`` from step ``start``,
     per member (one member is read at a time) and per layer of ``names`` (``[P]`` probe entry
     names). Members where ``usable`` is False get NaN rows. ``nperseg`` and ``nlags`` are clipped
@@ -129,8 +152,20 @@ def measure_layers(x, names, usable: np.ndarray, *, start: int = 0, nlags: int =
     lb_lag = min(lb_lag, n_steps - 1)
     n_freq = nperseg // 2 + 1
     shape = (n_members, len(groups))
-    out = {k: np.full(shape, np.nan) for k in ("slope", "band_ratio", "smooth", "flatness", "constant",
-                                               "slope_r2", "shape_phi", "shape_beta", "shape_delta_aic")}
+    out = {
+        k: np.full(shape, np.nan)
+        for k in (
+            "slope",
+            "band_ratio",
+            "smooth",
+            "flatness",
+            "constant",
+            "slope_r2",
+            "shape_phi",
+            "shape_beta",
+            "shape_delta_aic",
+        )
+    }
     out["shape"] = np.full((*shape, len(SHAPE_VERDICTS)), np.nan)
     acfs, psds = np.full((*shape, nlags + 1), np.nan), np.full((*shape, n_freq), np.nan)
     lb_p = np.full((n_members, x.shape[2]), np.nan)
@@ -151,8 +186,10 @@ def measure_layers(x, names, usable: np.ndarray, *, start: int = 0, nlags: int =
         keep = (fp > 0) & (fp < 0.5)  # no DC, no Nyquist bin (its periodogram has 1 dof, not 2)
         sh = spectral_shape(fp[keep], pp[:, keep], margin=SHAPE_MARGIN)
         codes = np.where(sh.verdict < 0, np.nan, sh.verdict)
-        out["shape"][s] = np.stack([per_layer(np.where(np.isnan(codes), np.nan, codes == v), groups)
-                                    for v in range(len(SHAPE_VERDICTS))], axis=-1)
+        out["shape"][s] = np.stack(
+            [per_layer(np.where(np.isnan(codes), np.nan, codes == v), groups) for v in range(len(SHAPE_VERDICTS))],
+            axis=-1,
+        )
         out["shape_phi"][s] = per_layer(sh.phi, groups)
         out["shape_beta"][s] = per_layer(sh.beta, groups)
         out["shape_delta_aic"][s] = per_layer(sh.delta_aic, groups, np.nanmedian)
@@ -164,8 +201,16 @@ def measure_layers(x, names, usable: np.ndarray, *, start: int = 0, nlags: int =
     rejected = np.where(np.isnan(p), np.nan, fdr_bh(p, alpha).reject)
     white = np.full(shape, np.nan)
     white[usable] = per_layer(rejected.T, groups).T
-    return LayerSpectra(tuple(groups), np.array([len(i) for i in groups.values()]), n_steps, freqs,
-                        acfs, psds, white_rejected=white, **out)
+    return LayerSpectra(
+        tuple(groups),
+        np.array([len(i) for i in groups.values()]),
+        n_steps,
+        freqs,
+        acfs,
+        psds,
+        white_rejected=white,
+        **out,
+    )
 
 
 class WindowStationarity(NamedTuple):
@@ -188,8 +233,16 @@ class WindowStationarity(NamedTuple):
     accepted: bool
 
 
-def window_stationarity(x, names, usable: np.ndarray, *, start: int = 0, stop: int | None = None,
-                        alpha: float = 0.05, progress: bool = False) -> WindowStationarity:
+def window_stationarity(
+    x,
+    names,
+    usable: np.ndarray,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    alpha: float = 0.05,
+    progress: bool = False,
+) -> WindowStationarity:
     """ADF + KPSS and the variance drift of every process of ``x: [S, T, P]`` between ``start`` and
     ``stop``, per member and layer (see :class:`WindowStationarity`)."""
     groups = layer_groups(names)
@@ -199,7 +252,9 @@ def window_stationarity(x, names, usable: np.ndarray, *, start: int = 0, stop: i
     invalid = STATIONARITY_VERDICTS.index("invalid")
     passed = tested = 0
     drifts = []
-    for s in tqdm(np.flatnonzero(usable), desc="window stationarity", disable=not progress_enabled(progress), leave=False):
+    for s in tqdm(
+        np.flatnonzero(usable), desc="window stationarity", disable=not progress_enabled(progress), leave=False
+    ):
         d = member_series(x, s, start, stop)
         raw, _ = stationarity_verdicts(d, alpha)
         ok = raw != invalid
@@ -213,39 +268,64 @@ def window_stationarity(x, names, usable: np.ndarray, *, start: int = 0, stop: i
     frac = passed / tested if tested else float("nan")
     pooled = np.concatenate(drifts) if drifts else np.zeros(0)
     med = float(np.median(pooled)) if pooled.size else float("nan")
-    return WindowStationarity(int(start), int(stop), stationary, drift, float(frac), med,
-                              bool(frac >= STATIONARY_ACCEPT and med <= DRIFT_ACCEPT))
+    return WindowStationarity(
+        int(start),
+        int(stop),
+        stationary,
+        drift,
+        float(frac),
+        med,
+        bool(frac >= STATIONARY_ACCEPT and med <= DRIFT_ACCEPT),
+    )
 
 
 def window_stationarity_summary(w: WindowStationarity, layers, steps) -> dict:
     """JSON-ready summary of a :class:`WindowStationarity` (``steps``: the run's recorded steps)."""
-    return {"steps": [int(steps[w.start]), int(steps[w.stop - 1]) + 1],
-            "pooled_stationary_fraction": w.pooled_stationary, "pooled_variance_drift": w.pooled_drift,
-            "accepted": w.accepted, "stationary_accept": STATIONARY_ACCEPT, "drift_accept": DRIFT_ACCEPT,
-            "layers": {layer: {"stationary_fraction": proportion_summary(w.stationary[:, l]),
-                               "variance_drift": across_members(w.drift[:, l])}
-                       for l, layer in enumerate(layers)}}
+    return {
+        "steps": [int(steps[w.start]), int(steps[w.stop - 1]) + 1],
+        "pooled_stationary_fraction": w.pooled_stationary,
+        "pooled_variance_drift": w.pooled_drift,
+        "accepted": w.accepted,
+        "stationary_accept": STATIONARY_ACCEPT,
+        "drift_accept": DRIFT_ACCEPT,
+        "layers": {
+            layer: {
+                "stationary_fraction": proportion_summary(w.stationary[:, l]),
+                "variance_drift": across_members(w.drift[:, l]),
+            }
+            for l, layer in enumerate(layers)
+        },
+    }
 
 
 def window_stationarity_text(w: dict) -> str:
     """The report's sentence about a window's stationarity (with its rule)."""
-    return (f"Analysed window: steps {w['steps'][0]}-{w['steps'][1]}. "
-            f"{pct(w['pooled_stationary_fraction'])} of its testable processes pass ADF + KPSS (raw) and "
-            f"the median |relative variance drift| is {fmt(w['pooled_variance_drift'], 2)}: "
-            + ("stationary" if w["accepted"] else "NOT stationary")
-            + f" by the rule (at least {w['stationary_accept']:.0%} pass and drift at most "
-            f"{w['drift_accept']}), so the spectra below "
-            + ("describe a steady process." if w["accepted"] else
-               "average over a changing process and describe the window, not a stationary spectrum."))
+    return (
+        f"Analysed window: steps {w['steps'][0]}-{w['steps'][1]}. "
+        f"{pct(w['pooled_stationary_fraction'])} of its testable processes pass ADF + KPSS (raw) and "
+        f"the median |relative variance drift| is {fmt(w['pooled_variance_drift'], 2)}: "
+        + ("stationary" if w["accepted"] else "NOT stationary")
+        + f" by the rule (at least {w['stationary_accept']:.0%} pass and drift at most "
+        f"{w['drift_accept']}), so the spectra below "
+        + (
+            "describe a steady process."
+            if w["accepted"]
+            else "average over a changing process and describe the window, not a stationary spectrum."
+        )
+    )
 
 
 def shape_summary(sp: LayerSpectra, l: int) -> dict:
     """JSON-ready spectral-shape summary of layer ``l`` of ``sp``."""
-    return {"fractions": {v: proportion_summary(sp.shape[:, l, i]) for i, v in enumerate(SHAPE_VERDICTS)},
-            "phi": across_members(sp.shape_phi[:, l]), "beta_whittle": across_members(sp.shape_beta[:, l]),
-            "delta_aic_median": across_members(sp.shape_delta_aic[:, l]),
-            "criterion": f"AIC of the Whittle likelihood of each process's periodogram (0 < f < 1/2), "
-                         f"margin {SHAPE_MARGIN}", "majority": SHAPE_MAJORITY}
+    return {
+        "fractions": {v: proportion_summary(sp.shape[:, l, i]) for i, v in enumerate(SHAPE_VERDICTS)},
+        "phi": across_members(sp.shape_phi[:, l]),
+        "beta_whittle": across_members(sp.shape_beta[:, l]),
+        "delta_aic_median": across_members(sp.shape_delta_aic[:, l]),
+        "criterion": f"AIC of the Whittle likelihood of each process's periodogram (0 < f < 1/2), "
+        f"margin {SHAPE_MARGIN}",
+        "majority": SHAPE_MAJORITY,
+    }
 
 
 def shape_word(d: dict) -> str:
@@ -257,8 +337,10 @@ def shape_word(d: dict) -> str:
         if m is not None and np.isfinite(m) and m > SHAPE_MAJORITY:
             beta = d["beta_whittle"].mean
             if v == "power-law" and np.isfinite(beta) and abs(beta) < SHAPE_MIN_BETA:
-                return (f"nearly white with a {'blue' if beta < 0 else 'red'} tilt (a power law wins "
-                        f"by AIC, |beta| < {SHAPE_MIN_BETA})")
+                return (
+                    f"nearly white with a {'blue' if beta < 0 else 'red'} tilt (a power law wins "
+                    f"by AIC, |beta| < {SHAPE_MIN_BETA})"
+                )
             return {"power-law": "power law", "lorentzian": "Lorentzian (AR(1))", "white": "white"}[v]
     return "mixed (no model wins for most processes)"
 
@@ -266,13 +348,15 @@ def shape_word(d: dict) -> str:
 def shape_text(d: dict, slope: dict, r2: dict) -> str:
     fr = d["fractions"]
     word = shape_word(d)
-    text = (f"shape {word}: " + ", ".join(f"{v} {pct(fr[v].mean)}" for v in SHAPE_VERDICTS)
-            + f" of processes; Lorentzian phi {fmt_ci(d['phi'])}")
+    text = (
+        f"shape {word}: "
+        + ", ".join(f"{v} {pct(fr[v].mean)}" for v in SHAPE_VERDICTS)
+        + f" of processes; Lorentzian phi {fmt_ci(d['phi'])}"
+    )
     if word == "power law":
         text += f"; power-law exponent (Whittle) {fmt_ci(d['beta_whittle'])}"
     else:
-        text += (f"; log-log slope {fmt_ci(slope)} (r^2 {fmt(r2.mean, 2)}) is a shape summary, not a "
-                 "power-law exponent")
+        text += f"; log-log slope {fmt_ci(slope)} (r^2 {fmt(r2.mean, 2)}) is a shape summary, not a power-law exponent"
     return text
 
 
@@ -293,6 +377,7 @@ def below_nyquist(freqs: np.ndarray, psd: np.ndarray) -> tuple[np.ndarray, np.nd
 def stack_results(results: list):
     """Results (frozen dataclasses of arrays, e.g. AdfResult) of several batches stacked on a new
     axis 0; non-array fields (maxlag, regression) are taken from the first."""
+
     def join(values):
         first = values[0]
         if isinstance(first, np.ndarray):
@@ -300,5 +385,7 @@ def stack_results(results: list):
         if isinstance(first, dict):
             return {k: join([v[k] for v in values]) for k in first}
         return first
-    return type(results[0])(**{f.name: join([getattr(r, f.name) for r in results])
-                               for f in dataclasses.fields(results[0])})
+
+    return type(results[0])(
+        **{f.name: join([getattr(r, f.name) for r in results]) for f in dataclasses.fields(results[0])}
+    )

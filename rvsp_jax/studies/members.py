@@ -19,8 +19,12 @@ def usable_members(run: store.Run) -> np.ndarray:
 
 def members_summary(usable: np.ndarray) -> dict:
     """How many members were analysed and which were excluded as diverged."""
-    return {"total": int(usable.size), "used": int(usable.sum()),
-            "diverged": int((~usable).sum()), "diverged_ids": np.flatnonzero(~usable).tolist()}
+    return {
+        "total": int(usable.size),
+        "used": int(usable.sum()),
+        "diverged": int((~usable).sum()),
+        "diverged_ids": np.flatnonzero(~usable).tolist(),
+    }
 
 
 def diverged_members(run: store.Run) -> np.ndarray:
@@ -34,9 +38,11 @@ def diverged_members(run: store.Run) -> np.ndarray:
 def check_usable(usable: np.ndarray, what: str = "the run") -> None:
     """Refuse an analysis with no member left (every member diverged)."""
     if not usable.any():
-        raise ValueError(f"every member of {what} diverged ({usable.size} of {usable.size}: non-finite "
-                         "loss or parameters); nothing is left to analyse: lower --lr (or use a gentler "
-                         "--optimizer) and run again")
+        raise ValueError(
+            f"every member of {what} diverged ({usable.size} of {usable.size}: non-finite "
+            "loss or parameters); nothing is left to analyse: lower --lr (or use a gentler "
+            "--optimizer) and run again"
+        )
 
 
 def summary_series(run: store.Run) -> dict[str, np.ndarray]:

@@ -47,23 +47,34 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from rvsp_jax.present import plots
-from rvsp_jax.io import store
 from rvsp_jax.analysis import across_members, is_constant, predicted_update_psd, welch
-from rvsp_jax.config import TrainConfig, optimizer_names, opt
+from rvsp_jax.config import TrainConfig, opt, optimizer_names
 from rvsp_jax.data import Dataset, load, to_model_inputs
+from rvsp_jax.io import store
+from rvsp_jax.present import plots
+from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, write_summary
+from rvsp_jax.studies.figures import save_figures
+from rvsp_jax.studies.folder import open_study, train_variant
+from rvsp_jax.studies.layer_spectra import (
+    DRIFT_ACCEPT,
+    STATIONARY_ACCEPT,
+    LayerSpectra,
+    WindowStationarity,
+    below_nyquist,
+    layer_groups,
+    measure_layers,
+    member_series,
+    per_layer,
+    shape_summary,
+    shape_word,
+    window_stationarity,
+    window_stationarity_summary,
+)
+from rvsp_jax.studies.members import check_usable, members_summary, usable_members
+from rvsp_jax.studies.settings import StudySettings
+from rvsp_jax.studies.windows import burn_in_steps, check_burn_in
 from rvsp_jax.training.model import loss_and_accuracy, make_model
 from rvsp_jax.training.probes import ProbeConfig
-from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, write_summary
-from rvsp_jax.studies.folder import open_study, train_variant
-from rvsp_jax.studies.windows import burn_in_steps, check_burn_in
-from rvsp_jax.studies.figures import save_figures
-from rvsp_jax.studies.settings import StudySettings
-from rvsp_jax.studies.layer_spectra import (
-    DRIFT_ACCEPT, STATIONARY_ACCEPT, LayerSpectra, WindowStationarity, below_nyquist, layer_groups,
-    measure_layers, member_series, per_layer, shape_summary, shape_word, window_stationarity,
-    window_stationarity_summary)
-from rvsp_jax.studies.members import check_usable, members_summary, usable_members
 
 EXPERIMENT = "optimizers"
 TITLE = "Optimizers"
@@ -138,9 +149,14 @@ def parse_variants(spec: str, base: TrainConfig) -> tuple[Variant, ...]:
             unknown = set(item) - {"name", "optimizer", "lr", "opt_kwargs"}
             if unknown:
                 raise ValueError(f"unknown keys {sorted(unknown)} in variant {item!r}")
-            variants.append(Variant(item.get("name", item["optimizer"]), item["optimizer"],
-                                    float(item.get("lr", base.lr)),
-                                    json.dumps(item.get("opt_kwargs", {}), sort_keys=True)))
+            variants.append(
+                Variant(
+                    item.get("name", item["optimizer"]),
+                    item["optimizer"],
+                    float(item.get("lr", base.lr)),
+                    json.dumps(item.get("opt_kwargs", {}), sort_keys=True),
+                )
+            )
     else:
         for item in filter(None, (p.strip() for p in text.split(","))):
             name, _, lr = item.partition(":")
@@ -149,8 +165,10 @@ def parse_variants(spec: str, base: TrainConfig) -> tuple[Variant, ...]:
             elif name in optimizer_names():
                 variant = Variant(name, name, base.lr, base.opt_kwargs)
             else:
-                raise ValueError(f"unknown variant {name!r}: use a preset ({', '.join(PRESETS)}), an "
-                                 "optax optimizer name (sgd, adam, rmsprop, ...) or a JSON list")
+                raise ValueError(
+                    f"unknown variant {name!r}: use a preset ({', '.join(PRESETS)}), an "
+                    "optax optimizer name (sgd, adam, rmsprop, ...) or a JSON list"
+                )
             if lr:
                 try:
                     variant = dataclasses.replace(variant, lr=float(lr))
@@ -174,20 +192,33 @@ class OptimizerSettings(StudySettings):
             "lr": 0.001, "opt_kwargs": {"momentum": 0.99}}]'
     """
 
-    variants: str = opt("sgd,momentum,adam", "--variants",
-                        "optimizers to compare: presets (sgd, momentum, nesterov, adam) or optax names, "
-                        "each optionally :lr (e.g. momentum,rmsprop:1e-3), or a JSON list of "
-                        '{"name", "optimizer", "lr", "opt_kwargs"}; plain optax names use --lr and '
-                        "--opt-kwargs")
-    probe_index: str = opt("16", "--probe-index", "parameters whose updates and gradients are recorded: "
-                     "K per parameter array, total=N, all, or names")
+    variants: str = opt(
+        "sgd,momentum,adam",
+        "--variants",
+        "optimizers to compare: presets (sgd, momentum, nesterov, adam) or optax names, "
+        "each optionally :lr (e.g. momentum,rmsprop:1e-3), or a JSON list of "
+        '{"name", "optimizer", "lr", "opt_kwargs"}; plain optax names use --lr and '
+        "--opt-kwargs",
+    )
+    probe_index: str = opt(
+        "16",
+        "--probe-index",
+        "parameters whose updates and gradients are recorded: K per parameter array, total=N, all, or names",
+    )
     nlags: int = opt(50, "--nlags", "ACF lags")
     nperseg: int = opt(256, "--nperseg", "Welch segment length (clipped to the series length)")
     burn_in: float = opt(0.1, "--burn-in", "fraction of the steps left out of the analysis")
-    late: float = opt(0.25, "--late", "fraction of the steps, at the end, whose update PSD is predicted "
-                      "from the gradient noise measured at the frozen final weights")
-    frozen_batches: int = opt(512, "--frozen-batches", "minibatches drawn at the frozen final weights "
-                              "to measure each parameter's gradient-noise variance")
+    late: float = opt(
+        0.25,
+        "--late",
+        "fraction of the steps, at the end, whose update PSD is predicted "
+        "from the gradient noise measured at the frozen final weights",
+    )
+    frozen_batches: int = opt(
+        512,
+        "--frozen-batches",
+        "minibatches drawn at the frozen final weights to measure each parameter's gradient-noise variance",
+    )
     alpha: float = opt(0.05, "--alpha", "level of the ADF/KPSS tests of the analysed windows")
 
     def __post_init__(self):
@@ -197,8 +228,9 @@ class OptimizerSettings(StudySettings):
         if not 0 < self.late <= 1:
             raise ValueError(f"late is a fraction of the steps in (0, 1], got {self.late}")
         if self.frozen_batches < 16:
-            raise ValueError(f"frozen_batches must be >= 16 (a variance from fewer draws is too noisy), "
-                             f"got {self.frozen_batches}")
+            raise ValueError(
+                f"frozen_batches must be >= 16 (a variance from fewer draws is too noisy), got {self.frozen_batches}"
+            )
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
         ProbeConfig(index=self.probe_index)
@@ -228,8 +260,17 @@ class TheoryFit(NamedTuple):
     rel_error: np.ndarray
 
 
-def fit_theory(updates, grads, names, variant: Variant, usable: np.ndarray, *, start: int = 0,
-               nperseg: int = 256, progress: bool = False) -> TheoryFit | None:
+def fit_theory(
+    updates,
+    grads,
+    names,
+    variant: Variant,
+    usable: np.ndarray,
+    *,
+    start: int = 0,
+    nperseg: int = 256,
+    progress: bool = False,
+) -> TheoryFit | None:
     """Compare every update PSD with the one its gradient PSD predicts (None without theory).
 
     updates, grads: ``[S, T, P]`` (lazy zarr arrays are read one member at a time) of the same
@@ -246,15 +287,20 @@ def fit_theory(updates, grads, names, variant: Variant, usable: np.ndarray, *, s
     freqs = np.fft.rfftfreq(nperseg)
     measured = np.full((n_members, len(groups), freqs.size), np.nan)
     predicted, rel_error = measured.copy(), np.full((n_members, len(groups)), np.nan)
-    for s in tqdm(np.flatnonzero(usable), desc=f"theory {variant.name}", disable=not progress_enabled(progress), leave=False):
+    for s in tqdm(
+        np.flatnonzero(usable), desc=f"theory {variant.name}", disable=not progress_enabled(progress), leave=False
+    ):
         d, g = member_series(updates, s, start), member_series(grads, s, start)
         dead = is_constant(d) | is_constant(g)
         d[dead], g[dead] = np.nan, np.nan
         freqs, psd_d = welch(d, nperseg=nperseg)
         _, psd_g = welch(g, nperseg=nperseg)
         with jax.enable_x64(True):
-            pred = np.asarray(predicted_update_psd(freqs, psd_g, beta, variant.lr, kind=kind,
-                                                   grad_second_moment=np.mean(g * g, axis=-1)))
+            pred = np.asarray(
+                predicted_update_psd(
+                    freqs, psd_g, beta, variant.lr, kind=kind, grad_second_moment=np.mean(g * g, axis=-1)
+                )
+            )
         total = psd_d.sum(axis=-1, keepdims=True) * (freqs[1] - freqs[0])
         with np.errstate(invalid="ignore", divide="ignore"):
             err = np.median(np.abs(psd_d[:, 1:] - pred[:, 1:]) / pred[:, 1:], axis=-1)
@@ -273,7 +319,7 @@ BAND_FACTOR = 1.5
 """Likely-cause rule: a band (low: the lowest 5% of the positive frequency bins, at least 2; high:
 f > 0.25 cycles/step) is off when the median ratio measured / predicted there lies outside
 [1/BAND_FACTOR, BAND_FACTOR]."""
-_FROZEN_STREAM = 0x66726f7a  # "froz": stream tag of the frozen-weight minibatch draw
+_FROZEN_STREAM = 0x66726F7A  # "froz": stream tag of the frozen-weight minibatch draw
 
 
 class FrozenNoise(NamedTuple):
@@ -288,8 +334,9 @@ class FrozenNoise(NamedTuple):
     batches: int
 
 
-def frozen_noise(run: store.Run, dataset: Dataset, usable: np.ndarray, batches: int = 512, *,
-                 progress: bool = False) -> FrozenNoise:
+def frozen_noise(
+    run: store.Run, dataset: Dataset, usable: np.ndarray, batches: int = 512, *, progress: bool = False
+) -> FrozenNoise:
     """Minibatch gradients of the recorded parameters at every usable member's final weights.
 
     The M = ``batches`` minibatches of the run's batch size are drawn without replacement within a
@@ -311,8 +358,10 @@ def frozen_noise(run: store.Run, dataset: Dataset, usable: np.ndarray, batches: 
     p_count = sum(len(i) for _, i in index)
     var = np.full((usable.size, p_count), np.nan)
     mean_sq = var.copy()
-    for s in tqdm(np.flatnonzero(usable), desc="frozen-weight noise", disable=not progress_enabled(progress), leave=False):
-        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a[s]), final)
+    for s in tqdm(
+        np.flatnonzero(usable), desc="frozen-weight noise", disable=not progress_enabled(progress), leave=False
+    ):
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a[s]), final)  # noqa: B023
         g = np.asarray(per_batch(params, x, y), np.float64)  # [M, P]
         var[s], mean_sq[s] = g.var(0, ddof=1), (g * g).mean(0)
     return FrozenNoise(var, mean_sq, batches)
@@ -363,9 +412,18 @@ def _median_rel_error(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray
         return np.median(np.abs(measured[..., 1:] - predicted[..., 1:]) / predicted[..., 1:], axis=-1)
 
 
-def predict_from_noise(updates, names, variant: Variant, usable: np.ndarray, noise: FrozenNoise, *,
-                       start: int, stop: int | None = None, nperseg: int = 256,
-                       progress: bool = False) -> PredictionFit | None:
+def predict_from_noise(
+    updates,
+    names,
+    variant: Variant,
+    usable: np.ndarray,
+    noise: FrozenNoise,
+    *,
+    start: int,
+    stop: int | None = None,
+    nperseg: int = 256,
+    progress: bool = False,
+) -> PredictionFit | None:
     """The update PSD that the filter theory predicts from independently measured white noise,
     against the measured one, in the window ``[start, stop)`` of ``updates: [S, T, P]``."""
     theory = variant.theory()
@@ -380,15 +438,18 @@ def predict_from_noise(updates, names, variant: Variant, usable: np.ndarray, noi
     measured = np.full((*shape, freqs.size), np.nan)
     predicted = measured.copy()
     err, low, high = (np.full(shape, np.nan) for _ in range(3))
-    for s in tqdm(np.flatnonzero(usable), desc=f"prediction {variant.name}", disable=not progress_enabled(progress), leave=False):
+    for s in tqdm(
+        np.flatnonzero(usable), desc=f"prediction {variant.name}", disable=not progress_enabled(progress), leave=False
+    ):
         d = member_series(updates, s, start, stop)
         dead = is_constant(d) | ~(noise.var[s] > 0)
         d[dead] = np.nan
         freqs, psd_d = welch(d, nperseg=nperseg)
         white = np.broadcast_to(2.0 * noise.var[s][:, None], psd_d.shape)
         with jax.enable_x64(True):
-            pred = np.asarray(predicted_update_psd(freqs, white, beta, variant.lr, kind=kind,
-                                                   grad_second_moment=noise.mean_sq[s]))
+            pred = np.asarray(
+                predicted_update_psd(freqs, white, beta, variant.lr, kind=kind, grad_second_moment=noise.mean_sq[s])
+            )
         total = psd_d.sum(axis=-1, keepdims=True) * (freqs[1] - freqs[0])
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.log10(psd_d / pred)
@@ -396,14 +457,13 @@ def predict_from_noise(updates, names, variant: Variant, usable: np.ndarray, noi
             predicted[s] = per_layer(pred / total, groups)
         n_low = max(2, (freqs.size - 1) // 20)
         lo_band, hi_band = np.zeros(freqs.size, bool), freqs > 0.25
-        lo_band[1:1 + n_low] = True
+        lo_band[1 : 1 + n_low] = True
         err[s] = per_layer(_median_rel_error(psd_d, pred), groups, np.nanmedian)
         if lo_band.any():
             low[s] = per_layer(np.median(ratio[:, lo_band], axis=-1), groups, np.nanmedian)
         high[s] = per_layer(np.median(ratio[:, hi_band], axis=-1), groups, np.nanmedian)
     f_low = float(freqs[min(freqs.size - 1, max(2, (freqs.size - 1) // 20))])
-    return PredictionFit(kind, beta, variant.lr, start, stop, freqs, measured, predicted, err, low, high,
-                         f_low)
+    return PredictionFit(kind, beta, variant.lr, start, stop, freqs, measured, predicted, err, low, high, f_low)
 
 
 class MetricFloor(NamedTuple):
@@ -416,8 +476,9 @@ class MetricFloor(NamedTuple):
     tolerance: float
 
 
-def metric_floor(members: int, counts, steps: int, nperseg: int, batches: int, *,
-                 tolerance: float = LEVEL_TOLERANCE, seed: int = 0) -> MetricFloor:
+def metric_floor(
+    members: int, counts, steps: int, nperseg: int, batches: int, *, tolerance: float = LEVEL_TOLERANCE, seed: int = 0
+) -> MetricFloor:
     """The prediction-error metric for an exactly right theory, and for one off by ``tolerance``.
 
     Each simulated process is white Gaussian noise of unit variance, ``steps`` long (its Welch PSD
@@ -437,8 +498,9 @@ def metric_floor(members: int, counts, steps: int, nperseg: int, batches: int, *
         var = rng.standard_normal((members, int(p), batches)).var(-1, ddof=1)
         pred = np.broadcast_to(2.0 * var[..., None], psd.shape)
         floor[:, l] = np.median(_median_rel_error(psd, pred), axis=-1)
-        threshold[:, l] = np.maximum(*(np.median(_median_rel_error(psd, k * pred), axis=-1)
-                                       for k in (tolerance, 1 / tolerance)))
+        threshold[:, l] = np.maximum(
+            *(np.median(_median_rel_error(psd, k * pred), axis=-1) for k in (tolerance, 1 / tolerance))
+        )
     return MetricFloor(floor, threshold, float(tolerance))
 
 
@@ -458,17 +520,25 @@ def mismatch_cause(log_low: float, log_high: float, kind: str) -> str:
     if not (np.isfinite(log_low) and np.isfinite(log_high)):
         return "undetermined (too few frequency bins)"
     low_off, high_off = abs(log_low) > tol, abs(log_high) > tol
-    adam = (" or Adam's normalisation is not E[g^2] (intermittent gradients, b2 not near 1, "
-            "epsilon)" if kind == "adam" else "")
+    adam = (
+        " or Adam's normalisation is not E[g^2] (intermittent gradients, b2 not near 1, epsilon)"
+        if kind == "adam"
+        else ""
+    )
     if low_off and not high_off:
-        return ("excess low-frequency power: the gradients along the trajectory are not white (the "
-                "weights move during the window: drift of the mean gradient or curvature feedback), "
-                "which frozen-weight noise does not contain" if log_low > 0 else
-                "missing low-frequency power: curvature feedback (mean reversion of the weights) "
-                "removes slow gradient fluctuations")
+        return (
+            "excess low-frequency power: the gradients along the trajectory are not white (the "
+            "weights move during the window: drift of the mean gradient or curvature feedback), "
+            "which frozen-weight noise does not contain"
+            if log_low > 0
+            else "missing low-frequency power: curvature feedback (mean reversion of the weights) "
+            "removes slow gradient fluctuations"
+        )
     if low_off and high_off and np.sign(log_low) == np.sign(log_high):
-        return ("the noise level differs between the window and the frozen final weights (the "
-                "gradient variance drifts through the window)" + adam)
+        return (
+            "the noise level differs between the window and the frozen final weights (the "
+            "gradient variance drifts through the window)" + adam
+        )
     if high_off:
         return "the high-frequency level differs: the noise variance along the trajectory is not the frozen one" + adam
     return "no single band explains it: the shape differs across the band"
@@ -487,8 +557,14 @@ class VariantResult(NamedTuple):
     frozen: FrozenNoise | None = None
 
 
-def analyse_variant(run: store.Run, variant: Variant, settings: OptimizerSettings, *,
-                    dataset: Dataset | None = None, progress: bool = False) -> VariantResult:
+def analyse_variant(
+    run: store.Run,
+    variant: Variant,
+    settings: OptimizerSettings,
+    *,
+    dataset: Dataset | None = None,
+    progress: bool = False,
+) -> VariantResult:
     usable = usable_members(run)
     check_usable(usable, f"variant {variant.name} ({run.path})")
     x = run["updates"]
@@ -497,29 +573,41 @@ def analyse_variant(run: store.Run, variant: Variant, settings: OptimizerSetting
     start = burn_in_steps(settings.burn_in, total)
     late = max(start, total - max(8, int(round(settings.late * total))))
     if total - start < 8:
-        raise ValueError(f"{total - start} steps after the burn-in are too few for spectra; "
-                         "train longer (--steps) or lower --burn-in")
-    spectra = measure_layers(x, names, usable, start=start, nlags=settings.nlags,
-                             nperseg=settings.nperseg, progress=progress, desc=f"spectra {variant.name}")
-    theory = fit_theory(x, run["grads"], names, variant, usable, start=start,
-                        nperseg=settings.nperseg, progress=progress)
+        raise ValueError(
+            f"{total - start} steps after the burn-in are too few for spectra; "
+            "train longer (--steps) or lower --burn-in"
+        )
+    spectra = measure_layers(
+        x,
+        names,
+        usable,
+        start=start,
+        nlags=settings.nlags,
+        nperseg=settings.nperseg,
+        progress=progress,
+        desc=f"spectra {variant.name}",
+    )
+    theory = fit_theory(
+        x, run["grads"], names, variant, usable, start=start, nperseg=settings.nperseg, progress=progress
+    )
     window = window_stationarity(x, names, usable, start=start, alpha=settings.alpha, progress=progress)
     late_window = window_stationarity(x, names, usable, start=late, alpha=settings.alpha, progress=progress)
     prediction = floor = frozen = None
     if variant.theory() is not None:
         data = dataset if dataset is not None else load(run.config.dataset, data_dir=run.config.data_dir)
         frozen = frozen_noise(run, data, usable, settings.frozen_batches, progress=progress)
-        prediction = predict_from_noise(x, names, variant, usable, frozen, start=late,
-                                        nperseg=settings.nperseg, progress=progress)
-        floor = metric_floor(int(usable.sum()), spectra.counts, total - late, settings.nperseg,
-                             settings.frozen_batches)
-    return VariantResult(variant, run, usable, spectra, theory, prediction, floor, window, late_window,
-                         frozen)
+        prediction = predict_from_noise(
+            x, names, variant, usable, frozen, start=late, nperseg=settings.nperseg, progress=progress
+        )
+        floor = metric_floor(int(usable.sum()), spectra.counts, total - late, settings.nperseg, settings.frozen_batches)
+    return VariantResult(variant, run, usable, spectra, theory, prediction, floor, window, late_window, frozen)
 
 
-_FILTERS = {"momentum": "lr^2 / |1 - beta e^-iw|^2 (heavy ball; beta = 0 is plain SGD)",
-            "nesterov": "lr^2 |(1+beta) - beta e^-iw|^2 / |1 - beta e^-iw|^2 (Nesterov)",
-            "adam": "lr^2 (1-b1)^2 / |1 - b1 e^-iw|^2 / E[g^2] (Adam, approximate: b2 near 1)"}
+_FILTERS = {
+    "momentum": "lr^2 / |1 - beta e^-iw|^2 (heavy ball; beta = 0 is plain SGD)",
+    "nesterov": "lr^2 |(1+beta) - beta e^-iw|^2 / |1 - beta e^-iw|^2 (Nesterov)",
+    "adam": "lr^2 (1-b1)^2 / |1 - b1 e^-iw|^2 / E[g^2] (Adam, approximate: b2 near 1)",
+}
 
 
 def summarise(results: list[VariantResult], settings: OptimizerSettings, base: TrainConfig) -> dict:
@@ -528,31 +616,42 @@ def summarise(results: list[VariantResult], settings: OptimizerSettings, base: T
         sp = r.spectra
         steps = r.run.steps
         entry = {
-            "optimizer": r.variant.optimizer, "lr": r.variant.lr, "opt_kwargs": r.variant.kwargs(),
-            "folder": f"runs/{r.variant.name}", "members": members_summary(r.usable),
+            "optimizer": r.variant.optimizer,
+            "lr": r.variant.lr,
+            "opt_kwargs": r.variant.kwargs(),
+            "folder": f"runs/{r.variant.name}",
+            "members": members_summary(r.usable),
             "test_accuracy": across_members(np.where(r.usable, r.run.final().test_accuracy, np.nan)),
             "analysed_window": window_stationarity_summary(r.window, sp.layers, steps),
-            "layers": {layer: {
-                "processes": int(sp.counts[l]),
-                "acf_lag1": across_members(sp.acf[:, l, 1]),
-                "spectral_slope": across_members(sp.slope[:, l]),
-                "spectral_slope_r2": across_members(sp.slope_r2[:, l]),
-                "slope_fit_range": [float(sp.freqs[1]), float(sp.freqs[-1])],
-                "spectral_shape": shape_summary(sp, l),
-                "band_power_ratio": across_members(sp.band_ratio[:, l]),
-                "spectral_flatness": across_members(sp.flatness[:, l])}
-                for l, layer in enumerate(sp.layers)},
-            "theory": None, "prediction": None,
+            "layers": {
+                layer: {
+                    "processes": int(sp.counts[l]),
+                    "acf_lag1": across_members(sp.acf[:, l, 1]),
+                    "spectral_slope": across_members(sp.slope[:, l]),
+                    "spectral_slope_r2": across_members(sp.slope_r2[:, l]),
+                    "slope_fit_range": [float(sp.freqs[1]), float(sp.freqs[-1])],
+                    "spectral_shape": shape_summary(sp, l),
+                    "band_power_ratio": across_members(sp.band_ratio[:, l]),
+                    "spectral_flatness": across_members(sp.flatness[:, l]),
+                }
+                for l, layer in enumerate(sp.layers)
+            },
+            "theory": None,
+            "prediction": None,
         }
         if r.theory is not None:
             entry["theory"] = {
                 "role": "in-sample sanity check: the recorded updates are the filtered recorded "
-                        "gradients by construction, so a small error checks the recording and the "
-                        "filter formulas, not the theory",
-                "kind": r.theory.kind, "beta": r.theory.beta, "filter": _FILTERS[r.theory.kind],
+                "gradients by construction, so a small error checks the recording and the "
+                "filter formulas, not the theory",
+                "kind": r.theory.kind,
+                "beta": r.theory.beta,
+                "filter": _FILTERS[r.theory.kind],
                 "approximate": r.theory.kind == "adam",
-                "median_relative_error": {layer: across_members(r.theory.rel_error[:, l])
-                                          for l, layer in enumerate(sp.layers)}}
+                "median_relative_error": {
+                    layer: across_members(r.theory.rel_error[:, l]) for l, layer in enumerate(sp.layers)
+                },
+            }
         if r.prediction is not None:
             pr = r.prediction
             layers = {}
@@ -563,49 +662,70 @@ def summarise(results: list[VariantResult], settings: OptimizerSettings, base: T
                 verdict = prediction_verdict(err, threshold.mean)
                 low, high = across_members(pr.log_ratio_low[:, l]), across_members(pr.log_ratio_high[:, l])
                 layers[layer] = {
-                    "median_relative_error": err, "floor": floor, "threshold": threshold,
+                    "median_relative_error": err,
+                    "floor": floor,
+                    "threshold": threshold,
                     "verdict": verdict,
                     "error_over_floor": float(err.mean / floor.mean) if floor.mean else None,
-                    "log10_ratio_low": low, "log10_ratio_high": high, "low_band_max_frequency": pr.f_low,
+                    "log10_ratio_low": low,
+                    "log10_ratio_high": high,
+                    "low_band_max_frequency": pr.f_low,
                     "bands_off": bool(max(abs(low.mean), abs(high.mean)) > np.log10(BAND_FACTOR)),
-                    "likely_cause": (mismatch_cause(float(low.mean), float(high.mean), pr.kind)
-                                     if verdict in ("mismatch", "inconclusive") or
-                                     max(abs(low.mean), abs(high.mean)) > np.log10(BAND_FACTOR) else None)}
+                    "likely_cause": (
+                        mismatch_cause(float(low.mean), float(high.mean), pr.kind)
+                        if verdict in ("mismatch", "inconclusive")
+                        or max(abs(low.mean), abs(high.mean)) > np.log10(BAND_FACTOR)
+                        else None
+                    ),
+                }
             entry["prediction"] = {
                 "role": "out-of-sample: update PSD predicted from gradient noise measured at the frozen "
-                        "final weights, independently of the run's own gradients",
-                "kind": pr.kind, "beta": pr.beta, "filter": _FILTERS[pr.kind],
-                "approximate": pr.kind == "adam", "frozen_batches": r.frozen.batches,
+                "final weights, independently of the run's own gradients",
+                "kind": pr.kind,
+                "beta": pr.beta,
+                "filter": _FILTERS[pr.kind],
+                "approximate": pr.kind == "adam",
+                "frozen_batches": r.frozen.batches,
                 "window": window_stationarity_summary(r.late_window, sp.layers, steps),
-                "level_tolerance": LEVEL_TOLERANCE, "band_factor": BAND_FACTOR, "layers": layers}
+                "level_tolerance": LEVEL_TOLERANCE,
+                "band_factor": BAND_FACTOR,
+                "layers": layers,
+            }
         variants[r.variant.name] = entry
-    return {"experiment": EXPERIMENT, "config": base.to_dict(), "settings": settings.to_dict(),
-            "series_length": results[0].spectra.nobs, "variants": variants, "rules": RULES}
+    return {
+        "experiment": EXPERIMENT,
+        "config": base.to_dict(),
+        "settings": settings.to_dict(),
+        "series_length": results[0].spectra.nobs,
+        "variants": variants,
+        "rules": RULES,
+    }
 
 
 RULES = {
     "prediction": "an out-of-sample prediction 'matches' when the mean error across members is at most "
-                  "the threshold: the error an exact theory scores on simulated white noise of the same "
-                  "length, segments, frozen draws and process count (the floor) when its level is off "
-                  f"by a factor {LEVEL_TOLERANCE} (either way, the larger); 'mismatch' when the lower "
-                  "end of the error's 95% "
-                  "interval exceeds the threshold; otherwise 'inconclusive'",
+    "the threshold: the error an exact theory scores on simulated white noise of the same "
+    "length, segments, frozen draws and process count (the floor) when its level is off "
+    f"by a factor {LEVEL_TOLERANCE} (either way, the larger); 'mismatch' when the lower "
+    "end of the error's 95% "
+    "interval exceeds the threshold; otherwise 'inconclusive'",
     "likely_cause": f"for a mismatch (and for any layer with a band off), the median log10(measured / "
-                    "predicted) over the lowest 5% of the frequency bins (at least 2) and above "
-                    f"f = 0.25 cycles/step is 'off' outside [1/{BAND_FACTOR}, {BAND_FACTOR}]; low band off "
-                    "alone: non-white gradients along the trajectory (excess) or curvature feedback "
-                    "(deficit); both off the same way: the noise level drifts between window and "
-                    "final weights; high band alone: a different noise variance",
+    "predicted) over the lowest 5% of the frequency bins (at least 2) and above "
+    f"f = 0.25 cycles/step is 'off' outside [1/{BAND_FACTOR}, {BAND_FACTOR}]; low band off "
+    "alone: non-white gradients along the trajectory (excess) or curvature feedback "
+    "(deficit); both off the same way: the noise level drifts between window and "
+    "final weights; high band alone: a different noise variance",
     "sanity_check": "the in-sample identity (filter applied to the run's own recorded gradients) is a "
-                    "check of the recording and of the filter formulas; it is never reported as "
-                    "agreement with the theory",
+    "check of the recording and of the filter formulas; it is never reported as "
+    "agreement with the theory",
     "shape": "a spectrum is called 'power law', 'Lorentzian (AR(1))' or 'white' only when that model "
-             "has the lowest AIC (Whittle likelihood of the periodogram, margin 2) for more than half "
-             "of the layer's processes (a power law with |beta| < 0.2: a tilt of a nearly white "
-             "spectrum); the log-log slope is a power-law exponent only under 'power law'",
-    "stationary_window": f"a window is 'stationary' when at least {STATIONARY_ACCEPT:.0%} of its testable update processes "
-                         f"pass ADF + KPSS (raw) and the median |relative variance drift| is at most "
-                         f"{DRIFT_ACCEPT}",
+    "has the lowest AIC (Whittle likelihood of the periodogram, margin 2) for more than half "
+    "of the layer's processes (a power law with |beta| < 0.2: a tilt of a nearly white "
+    "spectrum); the log-log slope is a power-law exponent only under 'power law'",
+    "stationary_window": f"a window is 'stationary' when at least {STATIONARY_ACCEPT:.0%} of its testable "
+    "update processes "
+    f"pass ADF + KPSS (raw) and the median |relative variance drift| is at most "
+    f"{DRIFT_ACCEPT}",
 }
 
 
@@ -628,8 +748,7 @@ def figure_update_psd(results: list[VariantResult]):
     fig, axes = plots.subplots(1, len(layers), width="double", height=2.2, squeeze=False, sharey=True)
     for l, ax in enumerate(axes[0]):
         for r in results:
-            plots.plot_psd_bands(ax, *below_nyquist(r.spectra.freqs, r.spectra.psd[:, l]),
-                                 label=r.variant.name)
+            plots.plot_psd_bands(ax, *below_nyquist(r.spectra.freqs, r.spectra.psd[:, l]), label=r.variant.name)
         ax.set(title=layers[l], xlabel="frequency (cycles/step)")
     axes[0, 0].set_ylabel("normalised update PSD")
     axes[0, 0].legend()
@@ -641,21 +760,30 @@ def figure_psd_prediction(results: list[VariantResult]):
     predicted = [r for r in results if r.prediction is not None]
     if not (predicted):
         return None  # nothing to draw
-    fig, axes = plots.subplots(len(predicted), len(layers), width="double",
-                               height=1.9 * len(predicted) + 0.2, squeeze=False, sharex=True)
+    fig, axes = plots.subplots(
+        len(predicted), len(layers), width="double", height=1.9 * len(predicted) + 0.2, squeeze=False, sharex=True
+    )
     for i, r in enumerate(predicted):
         pr = r.prediction
         for l, ax in enumerate(axes[i]):
             f, measured = below_nyquist(pr.freqs, pr.measured[:, l])
             pred = below_nyquist(pr.freqs, pr.predicted[:, l])[1]
             theory = np.nanmedian(pred[r.usable], axis=0) if r.usable.any() else None
-            plots.plot_psd_bands(ax, f, measured, theory, label="measured (late window)",
-                                 theory_label="predicted from frozen-weight noise")
+            plots.plot_psd_bands(
+                ax,
+                f,
+                measured,
+                theory,
+                label="measured (late window)",
+                theory_label="predicted from frozen-weight noise",
+            )
             err = across_members(pr.rel_error[:, l])
             floor = across_members(r.floor.floor[:, l]).mean
             limit = across_members(r.floor.threshold[:, l]).mean
-            ax.set_title(f"{r.variant.name}, {layers[l]}\nerror {fmt(err.mean, 2)} "
-                         f"(floor {fmt(floor, 2)}): {prediction_verdict(err, limit)}")
+            ax.set_title(
+                f"{r.variant.name}, {layers[l]}\nerror {fmt(err.mean, 2)} "
+                f"(floor {fmt(floor, 2)}): {prediction_verdict(err, limit)}"
+            )
         axes[i, 0].set_ylabel("update PSD")
     for ax in axes[-1]:
         ax.set_xlabel("frequency (cycles/step)")
@@ -674,14 +802,26 @@ def figure_prediction_error(results: list[VariantResult]):
     for i, r in enumerate(predicted):
         m = across_members(r.prediction.rel_error)
         xs = x + (i - (len(predicted) - 1) / 2) * width
-        ax.errorbar(xs, m.mean, yerr=[m.mean - m.lo, m.hi - m.mean], fmt="o", capsize=2,
-                    color=plots.PALETTE[i], label=r.variant.name)
+        ax.errorbar(
+            xs,
+            m.mean,
+            yerr=[m.mean - m.lo, m.hi - m.mean],
+            fmt="o",
+            capsize=2,
+            color=plots.PALETTE[i],
+            label=r.variant.name,
+        )
         ax.plot(xs, across_members(r.floor.floor).mean, "_", color=plots.PALETTE[i], markersize=8)
-        ax.plot(xs, across_members(r.floor.threshold).mean, "v", color=plots.PALETTE[i],
-                markersize=3, fillstyle="none")
+        ax.plot(xs, across_members(r.floor.threshold).mean, "v", color=plots.PALETTE[i], markersize=3, fillstyle="none")
         if r.theory is not None:
-            ax.plot(xs, across_members(r.theory.rel_error).mean, "x", color="0.5", markersize=3,
-                    label="in-sample sanity check" if i == 0 else None)
+            ax.plot(
+                xs,
+                across_members(r.theory.rel_error).mean,
+                "x",
+                color="0.5",
+                markersize=3,
+                label="in-sample sanity check" if i == 0 else None,
+            )
     ax.set(xticks=x, xticklabels=layers, ylabel="median relative error", yscale="log")
     ax.legend()
     return fig
@@ -691,45 +831,62 @@ FIGURES = {
     "update_acf": (
         "ACF of parameter updates per layer and optimizer: mean over the layer's processes, "
         "band = 95% t-interval across members",
-        figure_update_acf),
+        figure_update_acf,
+    ),
     "update_psd": (
         "Welch PSD of updates normalised to unit power (white noise: 2), per layer and "
         "optimizer: median over members, band 5-95% of members",
-        figure_update_psd),
+        figure_update_psd,
+    ),
     "psd_prediction": (
         "Out-of-sample test: measured update PSD in the late window (median over members, "
         "band 5-95%) against the optimizer filter applied to white noise whose variance is "
         "measured at the frozen final weights on fresh minibatches (dashed, median over "
         "members); both normalised by the measured power",
-        figure_psd_prediction),
+        figure_psd_prediction,
+    ),
     "prediction_error": (
         f"Out-of-sample prediction error per layer (mean and 95% t-interval across members); "
-                f"dashes: the floor of the metric (exact theory); open triangles: the 'matches' "
-                f"threshold (exact theory with its level off by {LEVEL_TOLERANCE}x); grey crosses: the "
-                "in-sample sanity check (filter applied to the run's own recorded gradients, equal to "
-                "the updates by construction)",
-        figure_prediction_error),
+        f"dashes: the floor of the metric (exact theory); open triangles: the 'matches' "
+        f"threshold (exact theory with its level off by {LEVEL_TOLERANCE}x); grey crosses: the "
+        "in-sample sanity check (filter applied to the run's own recorded gradients, equal to "
+        "the updates by construction)",
+        figure_prediction_error,
+    ),
 }
 """name -> (caption, maker) of every figure (:mod:`rvsp_jax.studies.figures`)."""
 
 
 def _window_line(name: str, w: dict, what: str) -> str:
-    return (f"{name}, {what}: steps {w['steps'][0]}-{w['steps'][1]}, {pct(w['pooled_stationary_fraction'])} "
-            f"of the testable update processes stationary, median |variance drift| "
-            f"{fmt(w['pooled_variance_drift'], 2)}: {'stationary' if w['accepted'] else 'NOT stationary'}")
+    return (
+        f"{name}, {what}: steps {w['steps'][0]}-{w['steps'][1]}, {pct(w['pooled_stationary_fraction'])} "
+        f"of the testable update processes stationary, median |variance drift| "
+        f"{fmt(w['pooled_variance_drift'], 2)}: {'stationary' if w['accepted'] else 'NOT stationary'}"
+    )
 
 
-def report(summary: dict, captions: dict, settings: OptimizerSettings, base: TrainConfig,
-           command: str | None) -> Report:
+def report(
+    summary: dict, captions: dict, settings: OptimizerSettings, base: TrainConfig, command: str | None
+) -> Report:
     rep = Report("Optimizers as filters: SGD, momentum, Adam")
     variants = summary["variants"]
-    rep.text(f"Each variant trains {base.seeds} members (same seeds, data and network: "
-             f"{'-'.join(map(str, (784, *base.widths, 10)))} {base.activation}, batch {base.batch_size}); "
-             f"updates and gradients of the same parameters recorded at every step, analysed over "
-             f"{summary['series_length']} steps after the burn-in. Intervals are 95% t-intervals "
-             "across members (fractions: percentile bootstrap); diverged members are excluded and counted.")
-    rows = [[name, _describe(v), f"{v['members']['used']}/{v['members']['total']}",
-             v["members"]["diverged"], fmt_ci(v["test_accuracy"])] for name, v in variants.items()]
+    rep.text(
+        f"Each variant trains {base.seeds} members (same seeds, data and network: "
+        f"{'-'.join(map(str, (784, *base.widths, 10)))} {base.activation}, batch {base.batch_size}); "
+        f"updates and gradients of the same parameters recorded at every step, analysed over "
+        f"{summary['series_length']} steps after the burn-in. Intervals are 95% t-intervals "
+        "across members (fractions: percentile bootstrap); diverged members are excluded and counted."
+    )
+    rows = [
+        [
+            name,
+            _describe(v),
+            f"{v['members']['used']}/{v['members']['total']}",
+            v["members"]["diverged"],
+            fmt_ci(v["test_accuracy"]),
+        ]
+        for name, v in variants.items()
+    ]
     rep.table(["variant", "optimizer", "members used", "diverged", "test accuracy"], rows)
     rep.section("Rules")
     rep.text("Every sentence of the findings follows from the numbers by one of these rules:")
@@ -752,8 +909,10 @@ def report(summary: dict, captions: dict, settings: OptimizerSettings, base: Tra
             if word == "power law":
                 text += f" (exponent {fmt_ci(sh['beta_whittle'])})"
             else:
-                text += (f" (Lorentzian phi {fmt_ci(sh['phi'])}; log-log slope "
-                         f"{fmt(d['spectral_slope'].mean, 3)} is a shape summary)")
+                text += (
+                    f" (Lorentzian phi {fmt_ci(sh['phi'])}; log-log slope "
+                    f"{fmt(d['spectral_slope'].mean, 3)} is a shape summary)"
+                )
             parts.append(text)
         bullets.append(f"{name}: " + "; ".join(parts) + ".")
         p = v["prediction"]
@@ -761,68 +920,130 @@ def report(summary: dict, captions: dict, settings: OptimizerSettings, base: Tra
             bullets.append(f"{name}: no linear-filter theory for optax.{v['optimizer']}; measured only.")
             continue
         for layer, d in p["layers"].items():
-            text = (f"{name}, {layer}: the {'approximate ' if p['approximate'] else ''}out-of-sample "
-                    f"prediction ({p['kind']}, beta = {p['beta']:g}) {d['verdict']}: error "
-                    f"{fmt_ci(d['median_relative_error'])} against a floor of {fmt(d['floor'].mean, 2)} "
-                    f"(x{fmt(d['error_over_floor'], 2)}; threshold {fmt(d['threshold'].mean, 2)})")
+            text = (
+                f"{name}, {layer}: the {'approximate ' if p['approximate'] else ''}out-of-sample "
+                f"prediction ({p['kind']}, beta = {p['beta']:g}) {d['verdict']}: error "
+                f"{fmt_ci(d['median_relative_error'])} against a floor of {fmt(d['floor'].mean, 2)} "
+                f"(x{fmt(d['error_over_floor'], 2)}; threshold {fmt(d['threshold'].mean, 2)})"
+            )
             if d["likely_cause"]:
-                text += (f"; measured/predicted at f <= {fmt(d['low_band_max_frequency'], 2)}: "
-                         f"x{fmt(10 ** d['log10_ratio_low'].mean, 2)}, above f = 0.25: "
-                         f"x{fmt(10 ** d['log10_ratio_high'].mean, 2)}; "
-                         + ("although the overall error matches, a band is off; " if d["verdict"] == "matches" else "")
-                         + f"likely cause: {d['likely_cause']}")
+                text += (
+                    f"; measured/predicted at f <= {fmt(d['low_band_max_frequency'], 2)}: "
+                    f"x{fmt(10 ** d['log10_ratio_low'].mean, 2)}, above f = 0.25: "
+                    f"x{fmt(10 ** d['log10_ratio_high'].mean, 2)}; "
+                    + ("although the overall error matches, a band is off; " if d["verdict"] == "matches" else "")
+                    + f"likely cause: {d['likely_cause']}"
+                )
             bullets.append(text + ".")
     rep.bullets(bullets)
     rep.section("Update processes side by side")
-    header = ["variant", "layer", "processes", "ACF lag 1", "shape", "Lorentzian phi", "log-log slope",
-              "slope r^2", "band ratio", "flatness"]
-    rows = [[name, layer, d["processes"], fmt_ci(d["acf_lag1"]), shape_word(d["spectral_shape"]),
-             fmt_ci(d["spectral_shape"]["phi"]), fmt_ci(d["spectral_slope"]), fmt_ci(d["spectral_slope_r2"]),
-             fmt_ci(d["band_power_ratio"]), fmt_ci(d["spectral_flatness"])]
-            for name, v in variants.items() for layer, d in v["layers"].items()]
+    header = [
+        "variant",
+        "layer",
+        "processes",
+        "ACF lag 1",
+        "shape",
+        "Lorentzian phi",
+        "log-log slope",
+        "slope r^2",
+        "band ratio",
+        "flatness",
+    ]
+    rows = [
+        [
+            name,
+            layer,
+            d["processes"],
+            fmt_ci(d["acf_lag1"]),
+            shape_word(d["spectral_shape"]),
+            fmt_ci(d["spectral_shape"]["phi"]),
+            fmt_ci(d["spectral_slope"]),
+            fmt_ci(d["spectral_slope_r2"]),
+            fmt_ci(d["band_power_ratio"]),
+            fmt_ci(d["spectral_flatness"]),
+        ]
+        for name, v in variants.items()
+        for layer, d in v["layers"].items()
+    ]
     rep.table(header, rows)
-    rep.text("Shape: each update process's periodogram is fitted by white noise, a Lorentzian (the "
-             "AR(1) spectrum; heavy-ball momentum applied to white noise gives exactly this with phi = "
-             "beta) and a power law by Whittle maximum likelihood, compared by AIC. The log-log slope "
-             "(OLS over the Welch bins f > 0) is reported with its r^2 as a shape summary.")
+    rep.text(
+        "Shape: each update process's periodogram is fitted by white noise, a Lorentzian (the "
+        "AR(1) spectrum; heavy-ball momentum applied to white noise gives exactly this with phi = "
+        "beta) and a power law by Whittle maximum likelihood, compared by AIC. The log-log slope "
+        "(OLS over the Welch bins f > 0) is reported with its r^2 as a shape summary."
+    )
     rep.figure("update_acf", captions["update_acf"]).figure("update_psd", captions["update_psd"])
     if "psd_prediction" in captions:
         rep.section("Out-of-sample test: update PSD = |H|^2 x white noise measured at frozen weights")
-        rep.text(f"At each member's final weights, frozen, the gradients of the recorded parameters on "
-                 f"{settings.frozen_batches} fresh minibatches (a draw of their own, not the run's data "
-                 "order) give each parameter's noise variance sigma^2 (and E[g^2] for Adam). The theory "
-                 "predicts the update PSD |H|^2 2 sigma^2 of the last "
-                 f"{settings.late:.0%} of the steps. Error of a process: median over f > 0 of "
-                 "|measured - predicted| / predicted; per member the median over a layer's processes. "
-                 "Floor: the same metric for an exact theory on simulated white noise with the same "
-                 "length, Welch segments, frozen draws and process count; threshold: the same with the "
-                 f"predicted level off by a factor {LEVEL_TOLERANCE} (up or down, the larger).")
-        rows = [[name, v["prediction"]["filter"], layer, fmt_ci(d["median_relative_error"]),
-                 fmt_ci(d["floor"]), fmt(d["threshold"].mean), fmt(d["error_over_floor"], 2), d["verdict"],
-                 d["likely_cause"] or ""]
-                for name, v in variants.items() if v["prediction"] is not None
-                for layer, d in v["prediction"]["layers"].items()]
-        rep.table(["variant", "power gain |H|^2", "layer", "error", "floor", "threshold", "error / floor",
-                   "verdict", "likely cause"], rows)
-        rep.figure("psd_prediction", captions["psd_prediction"]).figure("prediction_error",
-                                                                       captions["prediction_error"])
+        rep.text(
+            f"At each member's final weights, frozen, the gradients of the recorded parameters on "
+            f"{settings.frozen_batches} fresh minibatches (a draw of their own, not the run's data "
+            "order) give each parameter's noise variance sigma^2 (and E[g^2] for Adam). The theory "
+            "predicts the update PSD |H|^2 2 sigma^2 of the last "
+            f"{settings.late:.0%} of the steps. Error of a process: median over f > 0 of "
+            "|measured - predicted| / predicted; per member the median over a layer's processes. "
+            "Floor: the same metric for an exact theory on simulated white noise with the same "
+            "length, Welch segments, frozen draws and process count; threshold: the same with the "
+            f"predicted level off by a factor {LEVEL_TOLERANCE} (up or down, the larger)."
+        )
+        rows = [
+            [
+                name,
+                v["prediction"]["filter"],
+                layer,
+                fmt_ci(d["median_relative_error"]),
+                fmt_ci(d["floor"]),
+                fmt(d["threshold"].mean),
+                fmt(d["error_over_floor"], 2),
+                d["verdict"],
+                d["likely_cause"] or "",
+            ]
+            for name, v in variants.items()
+            if v["prediction"] is not None
+            for layer, d in v["prediction"]["layers"].items()
+        ]
+        rep.table(
+            [
+                "variant",
+                "power gain |H|^2",
+                "layer",
+                "error",
+                "floor",
+                "threshold",
+                "error / floor",
+                "verdict",
+                "likely cause",
+            ],
+            rows,
+        )
+        rep.figure("psd_prediction", captions["psd_prediction"]).figure(
+            "prediction_error", captions["prediction_error"]
+        )
     if any(v["theory"] is not None for v in variants.values()):
         rep.section("Sanity check (in-sample identity, not evidence for the theory)")
-        rep.text("The filter applied to the run's own recorded gradients is compared with its recorded "
-                 "updates. The updates are the filtered gradients by construction, so a small error only "
-                 "confirms the recording and the filter formulas (float32 rounding and Welch leakage "
-                 "remain).")
-        rows = [[name, v["theory"]["filter"],
-                 *[fmt_ci(e) for e in v["theory"]["median_relative_error"].values()]]
-                for name, v in variants.items() if v["theory"] is not None]
+        rep.text(
+            "The filter applied to the run's own recorded gradients is compared with its recorded "
+            "updates. The updates are the filtered gradients by construction, so a small error only "
+            "confirms the recording and the filter formulas (float32 rounding and Welch leakage "
+            "remain)."
+        )
+        rows = [
+            [name, v["theory"]["filter"], *[fmt_ci(e) for e in v["theory"]["median_relative_error"].values()]]
+            for name, v in variants.items()
+            if v["theory"] is not None
+        ]
         layers = next(iter(variants.values()))["layers"]
         rep.table(["variant", "power gain |H|^2", *layers], rows)
-        rep.text("The grey crosses of the prediction-error figure show these errors beside the "
-                 "out-of-sample ones.")
+        rep.text("The grey crosses of the prediction-error figure show these errors beside the out-of-sample ones.")
     rep.section("Configuration")
-    rep.config({"train": base.to_dict(), "optimizers": settings.to_dict(),
-                "variants": {n: {k: v[k] for k in ("optimizer", "lr", "opt_kwargs")}
-                             for n, v in variants.items()}}, command)
+    rep.config(
+        {
+            "train": base.to_dict(),
+            "optimizers": settings.to_dict(),
+            "variants": {n: {k: v[k] for k in ("optimizer", "lr", "opt_kwargs")} for n, v in variants.items()},
+        },
+        command,
+    )
     return rep
 
 
@@ -838,32 +1059,61 @@ class VariantRuns(NamedTuple):
     base: TrainConfig
     runs: dict[str, store.Run]
 
-    def point(self, g: int) -> "VariantRuns":
+    def point(self, g: int) -> VariantRuns:
         """Grid point ``g`` of a sweep: every variant's run at that point (:meth:`store.Run.point`)."""
         return VariantRuns(self.base.point(g), {k: r.point(g) for k, r in self.runs.items()})
 
 
-def record_runs(base: TrainConfig, settings: OptimizerSettings, out, *, resume: bool = False,
-                overwrite: bool = False, command: str | None = None, progress: bool = True,
-                dataset: Dataset | None = None) -> VariantRuns:
+def record_runs(
+    base: TrainConfig,
+    settings: OptimizerSettings,
+    out,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    command: str | None = None,
+    progress: bool = True,
+    dataset: Dataset | None = None,
+) -> VariantRuns:
     """Open the study folder ``out`` and train (or reuse) every variant into ``out/runs/<variant>``.
     With a sweep, every variant records the whole grid (its own value of a swept hyperparameter is
     replaced by the grid's)."""
     variants = parse_variants(settings.variants, base)
     configs = [v.config(base) for v in variants]  # a swept key the optimizer lacks is refused here
-    out = open_study(out, EXPERIMENT, {
-        "config": base.to_dict(), "settings": settings.to_dict(),
-        "variants": [dataclasses.asdict(v) for v in variants]},
-        resume=resume, overwrite=overwrite, command=command)
+    out = open_study(
+        out,
+        EXPERIMENT,
+        {
+            "config": base.to_dict(),
+            "settings": settings.to_dict(),
+            "variants": [dataclasses.asdict(v) for v in variants],
+        },
+        resume=resume,
+        overwrite=overwrite,
+        command=command,
+    )
     data = dataset if dataset is not None else load(base.dataset, data_dir=base.data_dir)
-    return VariantRuns(base, {v.name: train_variant(out, v.name, c, settings.probes(), resume=resume,
-                                                    experiment=EXPERIMENT, progress=progress, dataset=data)
-                              for v, c in zip(variants, configs)})
+    return VariantRuns(
+        base,
+        {
+            v.name: train_variant(
+                out, v.name, c, settings.probes(), resume=resume, experiment=EXPERIMENT, progress=progress, dataset=data
+            )
+            for v, c in zip(variants, configs)
+        },
+    )
 
 
-def write_results(recorded: VariantRuns, settings: OptimizerSettings, folder, *,
-                  command: str | None = None, progress: bool = True,
-                  dataset: Dataset | None = None, training_s: float | None = None) -> dict:
+def write_results(
+    recorded: VariantRuns,
+    settings: OptimizerSettings,
+    folder,
+    *,
+    command: str | None = None,
+    progress: bool = True,
+    dataset: Dataset | None = None,
+    training_s: float | None = None,
+) -> dict:
     """Compare the recorded variants (plain runs, or one grid point of each) and write
     summary.json, report.md and figures/ into ``folder``; returns the summary. Each variant's
     optimizer, learning rate and options are read from its run's configuration (for a grid point:

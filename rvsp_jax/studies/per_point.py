@@ -34,9 +34,9 @@ from typing import NamedTuple
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from rvsp_jax.training import devices
 from rvsp_jax.present import plots
 from rvsp_jax.present.report import Report, _plain, fmt, write_summary
+from rvsp_jax.training import devices
 
 POINTS = "points"
 """Sub-folder of a sweep's study folder holding one folder per grid point."""
@@ -69,8 +69,9 @@ def _finite(x) -> float:
     return v if math.isfinite(v) else float("nan")
 
 
-def analyse_points(study, runs, config, settings, out: Path, *, command: str | None = None,
-                   progress: bool = True, dataset=None) -> list[dict]:
+def analyse_points(
+    study, runs, config, settings, out: Path, *, command: str | None = None, progress: bool = True, dataset=None
+) -> list[dict]:
     """Run ``study.write_results`` on every grid point of ``runs`` (a sweep) into
     ``out/points/<label>``; returns one entry per point: values, folder, analysed, statistics (or the
     reason a point was not analysed, a ValueError's message such as "every member diverged")."""
@@ -82,13 +83,16 @@ def analyse_points(study, runs, config, settings, out: Path, *, command: str | N
             (folder / "figures").mkdir(parents=True, exist_ok=True)
         entry = {"index": g, "point": values, "folder": f"{POINTS}/{label}"}
         try:
-            summary = study.write_results(_point_views(runs, g), settings, folder, command=command,
-                                          progress=progress, dataset=dataset)
+            summary = study.write_results(
+                _point_views(runs, g), settings, folder, command=command, progress=progress, dataset=dataset
+            )
         except ValueError as e:  # the study's own one-line refusals (e.g. every member diverged)
             points.append({**entry, "analysed": False, "reason": str(e).splitlines()[0]})
             continue
-        stats = {panel: {k: _finite(v) for k, v in series.items()}
-                 for panel, series in study.sweep_statistics(_plain(summary)).items()}
+        stats = {
+            panel: {k: _finite(v) for k, v in series.items()}
+            for panel, series in study.sweep_statistics(_plain(summary)).items()
+        }
         points.append({**entry, "analysed": True, "statistics": stats})
     if not any(p["analysed"] for p in points):
         raise ValueError(f"no grid point of the sweep could be analysed: {points[0]['reason']}")
@@ -133,10 +137,8 @@ def figure(summary: dict):
             color = plots.PALETTE[j % len(plots.PALETTE)]
             for line, label, style in zip(lines, labels, styles * len(lines)):
                 xs = [points[i]["point"][name] for i in line]
-                ys = [points[i]["statistics"][panel].get(s, np.nan) if points[i]["analysed"] else np.nan
-                      for i in line]
-                a.plot(xs, ys, style, color=color, marker="o", markersize=3,
-                       label=s + (f" ({label})" if label else ""))
+                ys = [points[i]["statistics"][panel].get(s, np.nan) if points[i]["analysed"] else np.nan for i in line]
+                a.plot(xs, ys, style, color=color, marker="o", markersize=3, label=s + (f" ({label})" if label else ""))
         a.set_title(panel, fontsize=7)
         a.set_xlabel(name)
         if logx:
@@ -146,7 +148,7 @@ def figure(summary: dict):
         shown = a is ax[0] or set(series) != set(first)  # one legend per set of series
         if shown and len(series) * len(lines) > 1:
             a.legend(fontsize=5)
-    for a in ax[len(panels):]:
+    for a in ax[len(panels) :]:
         a.set_visible(False)
     return fig
 
@@ -160,20 +162,26 @@ def report(summary: dict, command: str | None, title: str) -> Report:
     rows = [["analysed", *("yes" if p["analysed"] else "no" for p in points)]]
     for panel, series in panels.items():
         for s in series:
-            rows.append([f"{panel}: {s}", *(fmt(p["statistics"][panel].get(s, float("nan")))
-                                             if p["analysed"] else "—" for p in points)])
+            rows.append(
+                [
+                    f"{panel}: {s}",
+                    *(fmt(p["statistics"][panel].get(s, float("nan"))) if p["analysed"] else "—" for p in points),
+                ]
+            )
     skipped = [f"{n}: {p['reason']}" for n, p in zip(names, points) if not p["analysed"]]
     r = Report(f"{title}: a hyperparameter sweep")
     if command:
         r.text(f"Command: `{command}`")
-    r.text(f"Grid: {', '.join(f'{k} in {v}' for k, v in axes.items())}; {summary['grid']['seeds']} "
-           "seeds per grid point, every point trained in one ensemble (member g*S+s = grid point g, "
-           "seed s; equal to member s of a plain run with that point's values).",
-           "Each grid point is analysed as its own ensemble by the study's unchanged analysis; its "
-           "report (linked in the table's header) names its analysed window, whether that window is "
-           "stationary, and the rules behind every sentence. The table and the figure repeat each "
-           "point's headline numbers; they are not tested against each other here, so read a "
-           "difference between points against the intervals in the points' own reports.")
+    r.text(
+        f"Grid: {', '.join(f'{k} in {v}' for k, v in axes.items())}; {summary['grid']['seeds']} "
+        "seeds per grid point, every point trained in one ensemble (member g*S+s = grid point g, "
+        "seed s; equal to member s of a plain run with that point's values).",
+        "Each grid point is analysed as its own ensemble by the study's unchanged analysis; its "
+        "report (linked in the table's header) names its analysed window, whether that window is "
+        "stationary, and the rules behind every sentence. The table and the figure repeat each "
+        "point's headline numbers; they are not tested against each other here, so read a "
+        "difference between points against the intervals in the points' own reports.",
+    )
     r.table(header, rows)
     if skipped:
         r.text("Not analysed:")
@@ -182,24 +190,35 @@ def report(summary: dict, command: str | None, title: str) -> Report:
     return r
 
 
-def run(study, config, settings, out, *, resume: bool = False, overwrite: bool = False,
-        command: str | None = None, progress: bool = True, dataset=None, title: str | None = None
-        ) -> SweepResult:
+def run(
+    study,
+    config,
+    settings,
+    out,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    command: str | None = None,
+    progress: bool = True,
+    dataset=None,
+    title: str | None = None,
+) -> SweepResult:
     """Record the sweep ``config`` with ``study.record_runs``, analyse every grid point and write the
     sweep's summary.json, figures/statistics and report.md into ``out`` (see the module docstring)."""
     if not config.sweep_axes():
         raise ValueError("nothing to sweep: give a list of values, e.g. --lr 0.01,0.1")
     out = Path(out)
-    runs = study.record_runs(config, settings, out, resume=resume, overwrite=overwrite, command=command,
-                             progress=progress, dataset=dataset)
-    points = analyse_points(study, runs, config, settings, out, command=command, progress=progress,
-                            dataset=dataset)
-    summary = {"experiment": study.EXPERIMENT, "sweep": True,
-               "grid": {"axes": config.sweep_axes(), "seeds": config.seeds,
-                        "points": config.grid()},
-               "settings": settings.to_dict() if hasattr(settings, "to_dict")
-               else dataclasses.asdict(settings),
-               "points": points}
+    runs = study.record_runs(
+        config, settings, out, resume=resume, overwrite=overwrite, command=command, progress=progress, dataset=dataset
+    )
+    points = analyse_points(study, runs, config, settings, out, command=command, progress=progress, dataset=dataset)
+    summary = {
+        "experiment": study.EXPERIMENT,
+        "sweep": True,
+        "grid": {"axes": config.sweep_axes(), "seeds": config.seeds, "points": config.grid()},
+        "settings": settings.to_dict() if hasattr(settings, "to_dict") else dataclasses.asdict(settings),
+        "points": points,
+    }
     write_summary(out, summary)
     plots.save_figure(figure(summary), out / "figures", "statistics")
     report(summary, command, title or study.EXPERIMENT).write(out)
@@ -213,7 +232,8 @@ def describe(out, summary: dict) -> list[str]:
     lines = [f"sweep: {out} ({len(summary['points'])} grid points x {summary['grid']['seeds']} seeds)"]
     for p in summary["points"]:
         values = ", ".join(f"{k}={v:g}" for k, v in p["point"].items())
-        lines.append(f"  {values}: " + (f"{out / p['folder']}/report.md" if p["analysed"]
-                                         else f"not analysed: {p['reason']}"))
+        lines.append(
+            f"  {values}: " + (f"{out / p['folder']}/report.md" if p["analysed"] else f"not analysed: {p['reason']}")
+        )
     lines.append(f"report: {out}/report.md")
     return lines

@@ -56,26 +56,51 @@ def _mark_complete(study, settings, out: Path, summary: dict) -> None:
         return
     manifest = runfolder.read_manifest(out)
     extra = study.manifest_entry(settings, manifest) if hasattr(study, "manifest_entry") else {}
-    manifest["study"] = {"settings": settings_dict(settings), **extra,
-                         "timings": summary.get("timings"), "status": "complete"}
+    manifest["study"] = {
+        "settings": settings_dict(settings),
+        **extra,
+        "timings": summary.get("timings"),
+        "status": "complete",
+    }
     runfolder.write_manifest(out, manifest)
 
 
-def run_study(study, config, settings, out, *, resume: bool = False, overwrite: bool = False,
-              command: str | None = None, progress: bool = True, dataset=None) -> StudyResult:
+def run_study(
+    study,
+    config,
+    settings,
+    out,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    command: str | None = None,
+    progress: bool = True,
+    dataset=None,
+) -> StudyResult:
     """Run the study module ``study`` on ``config`` into ``out`` (see the module docstring); returns
     the folder and its summary."""
     out = Path(out)
     data = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
     if config.sweep_axes() and not getattr(study, "SWEEPS_ITSELF", False):
-        summary = per_point.run(study, config, settings, out, resume=resume, overwrite=overwrite,
-                                command=command, progress=progress, dataset=data,
-                                title=getattr(study, "TITLE", study.EXPERIMENT)).summary
+        summary = per_point.run(
+            study,
+            config,
+            settings,
+            out,
+            resume=resume,
+            overwrite=overwrite,
+            command=command,
+            progress=progress,
+            dataset=data,
+            title=getattr(study, "TITLE", study.EXPERIMENT),
+        ).summary
     else:
         t0 = time.perf_counter()
-        runs = study.record_runs(config, settings, out, resume=resume, overwrite=overwrite,
-                                 command=command, progress=progress, dataset=data)
-        summary = study.write_results(runs, settings, out, command=command, progress=progress,
-                                      dataset=data, training_s=time.perf_counter() - t0)
+        runs = study.record_runs(
+            config, settings, out, resume=resume, overwrite=overwrite, command=command, progress=progress, dataset=data
+        )
+        summary = study.write_results(
+            runs, settings, out, command=command, progress=progress, dataset=data, training_s=time.perf_counter() - t0
+        )
     _mark_complete(study, settings, out, summary)
     return StudyResult(out, summary)

@@ -34,16 +34,16 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from rvsp_jax.training import devices
-from rvsp_jax.present import plots
-from rvsp_jax.io import record
 from rvsp_jax.analysis import assess_many, band_power_ratio, tail_verdict, welch
 from rvsp_jax.config import TrainConfig, opt
-from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.io import record
+from rvsp_jax.present import plots
 from rvsp_jax.present.report import fmt, markdown_table, write_summary
 from rvsp_jax.studies.figures import save_figures
-from rvsp_jax.studies.windows import burn_in_steps, check_burn_in
 from rvsp_jax.studies.settings import StudySettings
+from rvsp_jax.studies.windows import burn_in_steps, check_burn_in
+from rvsp_jax.training import devices
+from rvsp_jax.training.probes import ProbeConfig
 
 EXPERIMENT = "sweep"
 TITLE = "Hyperparameter sweep"
@@ -62,8 +62,11 @@ MIN_MEMBERS = 4
 class SweepSettings(StudySettings):
     """What the sweep records and analyses (the training flags, lists included, are separate)."""
 
-    probe_index: str = opt("16", "--probe-index", "update processes recorded: K per parameter array, "
-                     "total=N, all, or names like 'Dense_0/kernel[412,3]'")
+    probe_index: str = opt(
+        "16",
+        "--probe-index",
+        "update processes recorded: K per parameter array, total=N, all, or names like 'Dense_0/kernel[412,3]'",
+    )
     burn_in: float = opt(0.25, "--burn-in", "fraction of the steps left out of every analysis")
     nperseg: int = opt(256, "--nperseg", "Welch segment length (clipped to the window)")
     alpha: float = opt(0.05, "--alpha", "level of the ergodicity and tail tests")
@@ -89,8 +92,11 @@ def analyse_point(x: np.ndarray, burn: int, settings: SweepSettings) -> dict:
     finite = np.isfinite(x).all(axis=(1, 2))
     out = {"members": int(x.shape[0]), "diverged": int((~finite).sum())}
     if finite.sum() < MIN_MEMBERS:
-        return {**out, "analysed": False,
-                "reason": f"{int(finite.sum())} members left after divergence (need {MIN_MEMBERS})"}
+        return {
+            **out,
+            "analysed": False,
+            "reason": f"{int(finite.sum())} members left after divergence (need {MIN_MEMBERS})",
+        }
     w = x[finite][:, :, burn:].astype(np.float64)  # [S', P, T_w]
     erg = assess_many(x[finite], burn_in=burn, alpha=settings.alpha, rng=0, describe=False)
     verdicts = np.asarray(erg.verdict)
@@ -99,17 +105,21 @@ def analyse_point(x: np.ndarray, burn: int, settings: SweepSettings) -> dict:
     varying = w.std(axis=-1) > 0  # [S', P]: series with any change (a dead unit never updates)
     tails = tail_verdict(w[varying], alpha=settings.alpha)
     med = float(np.nanmedian(ratio))
-    return {**out, "analysed": True, "parameters": int(w.shape[1]), "window_steps": int(w.shape[-1]),
-            "ergodicity": _fractions(verdicts, ERGODICITY),
-            "variance_ratio_median": float(np.nanmedian(np.asarray(erg.ratio))),
-            "band_ratio_median": med,
-            "band_ratio_iqr": [float(np.nanpercentile(ratio, 25)), float(np.nanpercentile(ratio, 75))],
-            "updates": "smooth" if med > SMOOTH_RATIO else "jittery" if med < 1 / SMOOTH_RATIO
-                       else "near-white",
-            "tails": _fractions(np.asarray(tails.verdict), TAILS),
-            "tail_series": int(varying.sum()), "constant_series": int((~varying).sum()),
-            "tail_index_median": float(np.nanmedian(np.asarray(tails.tail_index))) if varying.any()
-                                 else float("nan")}
+    return {
+        **out,
+        "analysed": True,
+        "parameters": int(w.shape[1]),
+        "window_steps": int(w.shape[-1]),
+        "ergodicity": _fractions(verdicts, ERGODICITY),
+        "variance_ratio_median": float(np.nanmedian(np.asarray(erg.ratio))),
+        "band_ratio_median": med,
+        "band_ratio_iqr": [float(np.nanpercentile(ratio, 25)), float(np.nanpercentile(ratio, 75))],
+        "updates": "smooth" if med > SMOOTH_RATIO else "jittery" if med < 1 / SMOOTH_RATIO else "near-white",
+        "tails": _fractions(np.asarray(tails.verdict), TAILS),
+        "tail_series": int(varying.sum()),
+        "constant_series": int((~varying).sum()),
+        "tail_index_median": float(np.nanmedian(np.asarray(tails.tail_index))) if varying.any() else float("nan"),
+    }
 
 
 def analyse(run, settings: SweepSettings) -> dict:
@@ -118,8 +128,10 @@ def analyse(run, settings: SweepSettings) -> dict:
     T = updates.shape[1]
     burn = burn_in_steps(settings.burn_in, T)
     if T - burn < 64:
-        raise ValueError(f"the analysed window has {T - burn} steps (of {T}, burn-in {burn}); it needs "
-                         "at least 64: give more --steps or a smaller --burn-in")
+        raise ValueError(
+            f"the analysed window has {T - burn} steps (of {T}, burn-in {burn}); it needs "
+            "at least 64: give more --steps or a smaller --burn-in"
+        )
     loss = np.asarray(run["metrics/loss"][...])
     points = []
     for g, members in run.groups.items():
@@ -130,10 +142,16 @@ def analyse(run, settings: SweepSettings) -> dict:
         numbers["loss_window_mean"] = float(tail_loss[ok].mean()) if ok.any() else float("nan")
         points.append({"point": run.grid[g], **numbers})
     if not any(p["analysed"] for p in points):
-        raise ValueError("no grid point has 4 or more members left (every one diverged): lower the "
-                         "largest learning rate of the sweep, or add --seeds")
-    return {"window": {"from_step": burn, "to_step": T, "steps": T - burn},
-            "axes": run.manifest["grid"]["axes"], "seeds": run.config.seeds, "points": points}
+        raise ValueError(
+            "no grid point has 4 or more members left (every one diverged): lower the "
+            "largest learning rate of the sweep, or add --seeds"
+        )
+    return {
+        "window": {"from_step": burn, "to_step": T, "steps": T - burn},
+        "axes": run.manifest["grid"]["axes"],
+        "seeds": run.config.seeds,
+        "points": points,
+    }
 
 
 def _x_axis(analysis: dict) -> tuple[str, list[float], list[list[int]], list[str]]:
@@ -157,19 +175,37 @@ def figure(analysis: dict):
     for line, label, color in zip(lines, labels, plots.PALETTE):
         pts = [analysis["points"][i] for i in line]
         xs = [p["point"][name] for p in pts]
-        get = lambda f: [f(p) if p["analysed"] else np.nan for p in pts]  # noqa: E731
+        get = lambda f: [f(p) if p["analysed"] else np.nan for p in pts]  # noqa: B023, E731
         for verdict, style in zip(("ergodic", "non-ergodic", "non-stationary"), ("-", "--", ":")):
-            axes[0].plot(xs, get(lambda p: p["ergodicity"][verdict]), style, color=color, marker="o",
-                         markersize=3, label=f"{verdict}" + (f" ({label})" if label else ""))
+            axes[0].plot(
+                xs,
+                get(lambda p: p["ergodicity"][verdict]),  # noqa: B023
+                style,
+                color=color,
+                marker="o",
+                markersize=3,
+                label=f"{verdict}" + (f" ({label})" if label else ""),
+            )
         axes[1].plot(xs, get(lambda p: p["band_ratio_median"]), "-o", color=color, markersize=3, label=label)
         for verdict, style in zip(("heavy-tailed", "infinite-variance"), ("-", "--")):
-            axes[2].plot(xs, get(lambda p: p["tails"][verdict]), style, color=color, marker="o",
-                         markersize=3, label=verdict + (f" ({label})" if label else ""))
+            axes[2].plot(
+                xs,
+                get(lambda p: p["tails"][verdict]),  # noqa: B023
+                style,
+                color=color,
+                marker="o",
+                markersize=3,
+                label=verdict + (f" ({label})" if label else ""),
+            )
         axes[3].plot(xs, get(lambda p: p["tail_index_median"]), "-o", color=color, markersize=3, label=label)
     axes[1].axhline(1.0, color="0.6", linewidth=0.6)
     axes[3].axhline(2.0, color="0.6", linewidth=0.6)
-    titles = ("ergodicity verdicts (fraction)", "band ratio low/high (median)",
-              "tail verdicts (fraction)", "Hill tail index (median)")
+    titles = (
+        "ergodicity verdicts (fraction)",
+        "band ratio low/high (median)",
+        "tail verdicts (fraction)",
+        "Hill tail index (median)",
+    )
     for ax, title in zip(axes, titles):
         ax.set_xlabel(name)
         ax.set_title(title, fontsize=7)
@@ -184,8 +220,11 @@ def figure(analysis: dict):
 
 
 FIGURES = {
-    "sweep": ("Ergodicity verdict fractions, update band-power ratio and tail index of every grid "
-              "point against the first swept hyperparameter.", figure),
+    "sweep": (
+        "Ergodicity verdict fractions, update band-power ratio and tail index of every grid "
+        "point against the first swept hyperparameter.",
+        figure,
+    ),
 }
 """name -> (caption, maker) of every figure (:mod:`rvsp_jax.studies.figures`)."""
 
@@ -201,47 +240,97 @@ def report(analysis: dict, command: str | None) -> str:
             rows.append([point, p["members"], p["diverged"], "—", "—", "—", "—", p["reason"]])
             continue
         e, t = p["ergodicity"], p["tails"]
-        rows.append([point, p["members"], p["diverged"], fmt(p["loss_window_mean"]),
-                     " / ".join(f"{e[v]:.0%}" for v in ERGODICITY), fmt(p["variance_ratio_median"]),
-                     f"{fmt(p['band_ratio_median'])} ({p['updates']})",
-                     " / ".join(f"{t[v]:.0%}" for v in TAILS) + f"; Hill {fmt(p['tail_index_median'])}"])
+        rows.append(
+            [
+                point,
+                p["members"],
+                p["diverged"],
+                fmt(p["loss_window_mean"]),
+                " / ".join(f"{e[v]:.0%}" for v in ERGODICITY),
+                fmt(p["variance_ratio_median"]),
+                f"{fmt(p['band_ratio_median'])} ({p['updates']})",
+                " / ".join(f"{t[v]:.0%}" for v in TAILS) + f"; Hill {fmt(p['tail_index_median'])}",
+            ]
+        )
     lines = [
-        "# Hyperparameter sweep", "",
-        f"Command: `{command}`" if command else "", "",
+        "# Hyperparameter sweep",
+        "",
+        f"Command: `{command}`" if command else "",
+        "",
         f"Grid: {', '.join(f'{k} in {v}' for k, v in axes.items())}; {analysis['seeds']} seeds per grid "
         "point, all trained in one ensemble (member g*S+s = grid point g, seed s; equal to member s of "
         "a plain run at that point).",
         f"Analysed window: steps {w['from_step']}-{w['to_step']} ({w['steps']} steps) of the recorded "
         "parameter updates; each grid point is its own ensemble. The ergodicity verdict checks the "
-        "window's stationarity itself (variance drift): \"non-stationary\" counts the processes whose "
-        "window it rejects.", "",
+        'window\'s stationarity itself (variance drift): "non-stationary" counts the processes whose '
+        "window it rejects.",
+        "",
         "Rules: ergodicity verdicts are those of `assess_many` (a long-run-variance ANOVA with measured "
         "size and power, docs/calibration.md); tail verdicts are those of `tail_verdict` (calibrated "
         "in docs/calibration.md); updates are *smooth* when the median over parameters of the "
         f"ensemble-mean PSD's low/high band power ratio exceeds {SMOOTH_RATIO:g}, *jittery* below "
         f"1/{SMOOTH_RATIO:g}, *near-white* between. A grid point with fewer than {MIN_MEMBERS} members "
-        "left after divergence is not analysed.", "",
-        markdown_table(["grid point", "S", "diverged", "loss (window)",
-                        "ergodic / non-ergodic / non-stationary / inconclusive", "variance ratio",
-                        "band ratio", "gaussian / heavy / infinite-var / inconclusive"], rows), "",
-        "![sweep](figures/sweep.png)", "",
+        "left after divergence is not analysed.",
+        "",
+        markdown_table(
+            [
+                "grid point",
+                "S",
+                "diverged",
+                "loss (window)",
+                "ergodic / non-ergodic / non-stationary / inconclusive",
+                "variance ratio",
+                "band ratio",
+                "gaussian / heavy / infinite-var / inconclusive",
+            ],
+            rows,
+        ),
+        "",
+        "![sweep](figures/sweep.png)",
+        "",
     ]
     return "\n".join(lines)
 
 
-def record_runs(config: TrainConfig, settings: SweepSettings, out, *, resume: bool = False,
-                overwrite: bool = False, command: str | None = None, progress: bool = True,
-                dataset=None):
+def record_runs(
+    config: TrainConfig,
+    settings: SweepSettings,
+    out,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    command: str | None = None,
+    progress: bool = True,
+    dataset=None,
+):
     """Train and record the sweep in ``out`` (or reuse it with ``resume``)."""
     if not config.sweep_axes():
-        raise ValueError("nothing to sweep: give a list of values, e.g. --lr 0.01,0.1 or "
-                         "--opt-kwargs '{\"momentum\": [0.5, 0.9]}'")
-    return record.run(config, settings.probes(), Path(out), resume=resume, overwrite=overwrite,
-                      dataset=dataset, experiment=EXPERIMENT, command=command, progress=progress)
+        raise ValueError(
+            "nothing to sweep: give a list of values, e.g. --lr 0.01,0.1 or --opt-kwargs '{\"momentum\": [0.5, 0.9]}'"
+        )
+    return record.run(
+        config,
+        settings.probes(),
+        Path(out),
+        resume=resume,
+        overwrite=overwrite,
+        dataset=dataset,
+        experiment=EXPERIMENT,
+        command=command,
+        progress=progress,
+    )
 
 
-def write_results(run, settings: SweepSettings, folder, *, command: str | None = None,
-                  progress: bool = True, dataset=None, training_s: float | None = None) -> dict:
+def write_results(
+    run,
+    settings: SweepSettings,
+    folder,
+    *,
+    command: str | None = None,
+    progress: bool = True,
+    dataset=None,
+    training_s: float | None = None,
+) -> dict:
     """Analyse every grid point of the recorded sweep ``run`` and write ``summary.json``,
     ``report.md`` and ``figures/sweep.{png,pdf}`` into ``folder``; returns the summary."""
     folder = Path(folder)

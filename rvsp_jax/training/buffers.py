@@ -45,5 +45,11 @@ class BufferPool:
         view is released. Nothing to do without a probe (``buffers`` None)."""
         if buffers is None:
             return
-        self._spare.append((buffers, dev.views_released(jax.tree_util.tree_leaves(
-            host_views, is_leaf=lambda x: isinstance(x, dev.MemberParts)))))
+        self._spare.append(
+            (
+                buffers,
+                dev.views_released(
+                    jax.tree_util.tree_leaves(host_views, is_leaf=lambda x: isinstance(x, dev.MemberParts))
+                ),
+            )
+        )

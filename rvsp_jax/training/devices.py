@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import jax
 import numpy as np
@@ -63,8 +63,10 @@ def use_host_devices(n: int | None = None) -> int | None:
             try:
                 n = int(env)
             except ValueError:
-                raise ValueError(f"RVSP_JAX_HOST_DEVICES must be an integer >= 1, got {env!r}; "
-                                 "unset it or set it to the number of host devices") from None
+                raise ValueError(
+                    f"RVSP_JAX_HOST_DEVICES must be an integer >= 1, got {env!r}; "
+                    "unset it or set it to the number of host devices"
+                ) from None
         else:
             n = os.cpu_count() or 1
     if n < 1:
@@ -150,8 +152,7 @@ class MemberParts:
     that every process must make at the same point, see :func:`fetch`) or, without it, raises.
     """
 
-    def __init__(self, parts, starts=None, members: int | None = None,
-                 gather: Callable[[], np.ndarray] | None = None):
+    def __init__(self, parts, starts=None, members: int | None = None, gather: Callable[[], np.ndarray] | None = None):
         self.parts = tuple(parts)
         if not self.parts:
             raise ValueError("MemberParts needs at least one part")
@@ -163,8 +164,10 @@ class MemberParts:
             raise ValueError(f"MemberParts got {len(self.parts)} parts but {len(self._starts)} starts")
         ends = [a + n for a, n in zip(self._starts, sizes)]
         if any(b > a for a, b in zip(self._starts[1:], ends[:-1])) or self._starts[0] < 0:
-            raise ValueError(f"MemberParts parts must be in member order without overlap, got starts "
-                             f"{self._starts} and sizes {sizes}")
+            raise ValueError(
+                f"MemberParts parts must be in member order without overlap, got starts "
+                f"{self._starts} and sizes {sizes}"
+            )
         self._members = ends[-1] if members is None else int(members)
         if self._members < ends[-1]:
             raise ValueError(f"MemberParts of {self._members} members cannot hold a part ending at {ends[-1]}")
@@ -194,9 +197,11 @@ class MemberParts:
             if copy is False:
                 raise ValueError("MemberParts of some members only cannot become one array without a copy")
             if self._gather is None:
-                raise ValueError(f"this process holds members {self._held()} of {self._members} only; "
-                                 "write them with rvsp_jax.io.store.write_by_chunk, or gather them with "
-                                 "rvsp_jax.training.devices.fetch on every process")
+                raise ValueError(
+                    f"this process holds members {self._held()} of {self._members} only; "
+                    "write them with rvsp_jax.io.store.write_by_chunk, or gather them with "
+                    "rvsp_jax.training.devices.fetch on every process"
+                )
             whole = self._gather()
             return whole if dtype is None else whole.astype(dtype, copy=False)
         if len(self.parts) == 1 and not copy:
@@ -241,8 +246,7 @@ def member_parts(x, members: int, steps: int | None = None) -> MemberParts:
     if not parts:  # a process whose devices hold padding only: an empty part at the end
         shape = (0, *x.shape[1:]) if steps is None else (0, min(steps, x.shape[1]), *x.shape[2:])
         parts, starts = [np.empty(shape, x.dtype)], [members]
-    return MemberParts(parts, starts, members,
-                       gather=lambda: fetch(x)[:members][cut])
+    return MemberParts(parts, starts, members, gather=lambda: fetch(x)[:members][cut])
 
 
 def member_ranges(mesh: Mesh, padded: int, members: int) -> dict[int, list[tuple[int, int]]]:
@@ -258,6 +262,7 @@ def member_ranges(mesh: Mesh, padded: int, members: int) -> dict[int, list[tuple
 
 
 # ---- several processes (jax.distributed): one writer, barriers, agreement ----------------------
+
 
 def is_writer() -> bool:
     """Whether this process writes the run folder's manifest, checkpoints and final results
@@ -309,8 +314,10 @@ def _client():
 
     client = distributed.global_state.client
     if client is None:
-        raise RuntimeError("several JAX processes but no jax.distributed client: start them with "
-                           "python -m rvsp_jax.launch, or call jax.distributed.initialize() first")
+        raise RuntimeError(
+            "several JAX processes but no jax.distributed client: start them with "
+            "python -m rvsp_jax.launch, or call jax.distributed.initialize() first"
+        )
     return client
 
 

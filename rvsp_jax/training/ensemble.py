@@ -59,9 +59,24 @@ from rvsp_jax.training.step import (
     member_step,
 )
 
-__all__ = ["Chunk", "Ensemble", "EnsembleState", "FinalResult", "MemberState", "Probe",
-           "SPARE_CHUNKS", "StepContext", "StepMetrics", "TrainResult", "host_state", "member_keys",
-           "member_step", "root_key", "seed_ids", "train"]
+__all__ = [
+    "Chunk",
+    "Ensemble",
+    "EnsembleState",
+    "FinalResult",
+    "MemberState",
+    "Probe",
+    "SPARE_CHUNKS",
+    "StepContext",
+    "StepMetrics",
+    "TrainResult",
+    "host_state",
+    "member_keys",
+    "member_step",
+    "root_key",
+    "seed_ids",
+    "train",
+]
 
 
 class Chunk(NamedTuple):
@@ -87,13 +102,19 @@ class Ensemble:
     (:mod:`~rvsp_jax.training.orders`) and a probe buffer pool per :meth:`chunks` loop.
     """
 
-    def __init__(self, config: TrainConfig, dataset: Dataset | None = None, *,
-                 probe: Probe | None = None, probe_every: int = 1, devices=None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: Dataset | None = None,
+        *,
+        probe: Probe | None = None,
+        probe_every: int = 1,
+        devices=None,
+    ):
         self.config = config
         self.dataset = dataset if dataset is not None else load(config.dataset, data_dir=config.data_dir)
         self.model = make_model(config)
-        self.tx = config.make_optimizer(
-            jax.eval_shape(partial(init_params, self.model), jax.random.PRNGKey(0)))
+        self.tx = config.make_optimizer(jax.eval_shape(partial(init_params, self.model), jax.random.PRNGKey(0)))
         self.mesh = dev.member_mesh(devices)
         self.members = config.members
         self.padded = dev.padded_members(self.members, self.mesh, config.block)
@@ -101,18 +122,19 @@ class Ensemble:
         self.steps_per_epoch = config.steps_per_epoch(self.n_train)
         self.total_steps = config.total_steps(self.n_train)
         if not 1 <= probe_every <= self.steps_per_epoch:
-            raise ValueError(f"probe_every must be between 1 and the steps per epoch "
-                             f"({self.steps_per_epoch}), got {probe_every}")
+            raise ValueError(
+                f"probe_every must be between 1 and the steps per epoch ({self.steps_per_epoch}), got {probe_every}"
+            )
         self.probe, self.probe_every = probe, probe_every
         self.chunk = chunk_length(config.chunk, self.steps_per_epoch, probe_every)
-        self.schedule = Schedule(self.mesh, config.block, self.chunk, probe_every,
-                                 self.steps_per_epoch, self.total_steps)
+        self.schedule = Schedule(
+            self.mesh, config.block, self.chunk, probe_every, self.steps_per_epoch, self.total_steps
+        )
         # injected hyperparameters per grid point, float32 [G] each (members g*S .. g*S+S-1 use g)
         self._hyperparams = {k: np.asarray(v, np.float32) for k, v in config.grid_hyperparams().items()}
         self._check_footprint()
         self._member_ids = dev.put_members(np.arange(self.padded, dtype=np.int32), self.mesh)
-        _, data_keys = member_keys(config.base_seed, seed_ids(jnp.arange(self.padded), config),
-                                   config.vary)
+        _, data_keys = member_keys(config.base_seed, seed_ids(jnp.arange(self.padded), config), config.vary)
         self._data_keys = np.asarray(jax.device_get(data_keys))
         images = self.dataset.train_images.reshape(self.n_train, -1)
         self._images = dev.put_replicated(images, self.mesh)
@@ -123,8 +145,10 @@ class Ensemble:
         plain = partial(member_minibatch_step, self.model, self.tx, config.batch_size)
         probed = partial(plain, probe=probe) if probe is not None else plain
         self._run = jax.jit(partial(self.schedule.run, plain, probed), donate_argnums=(1,))
-        self._new_outs = jax.jit(partial(self.schedule.probe_buffers, self._probe_shapes(), self.padded),
-                                 out_shardings=dev.member_sharding(self.mesh))
+        self._new_outs = jax.jit(
+            partial(self.schedule.probe_buffers, self._probe_shapes(), self.padded),
+            out_shardings=dev.member_sharding(self.mesh),
+        )
         self._evaluate = jax.jit(jax.vmap(partial(loss_and_accuracy, self.model), in_axes=(0, None, None)))
 
     def footprint(self) -> footprint.Footprint:
@@ -136,23 +160,27 @@ class Ensemble:
         d = self.dataset
         data_bytes = sum(a.nbytes for a in (d.train_images, d.train_labels, d.test_images, d.test_labels))
         return footprint.estimate(
-            padded=self.padded, state_bytes_per_member=state_bytes, n_train=self.n_train,
-            chunk=self.chunk, probe_bytes_per_step=probe_bytes, probe_every=self.probe_every,
-            data_bytes=data_bytes, devices=self.mesh.size)
+            padded=self.padded,
+            state_bytes_per_member=state_bytes,
+            n_train=self.n_train,
+            chunk=self.chunk,
+            probe_bytes_per_step=probe_bytes,
+            probe_every=self.probe_every,
+            data_bytes=data_bytes,
+            devices=self.mesh.size,
+        )
 
     def _check_footprint(self) -> None:
         footprint.check(self.footprint(), self.mesh.devices.flat, members=self.members)
 
     # ---- pure functions (traced once) -------------------------------------------------------
     def _init_fn(self, member_ids):
-        init_keys, _ = member_keys(self.config.base_seed, seed_ids(member_ids, self.config),
-                                   self.config.vary)
+        init_keys, _ = member_keys(self.config.base_seed, seed_ids(member_ids, self.config), self.config.vary)
         params = jax.vmap(partial(init_params, self.model))(init_keys)
         opt_state = jax.vmap(self.tx.init)(params)
         # each member's grid point's injected hyperparameters (padding members take the last point)
         g = jnp.clip(member_ids // self.config.seeds, 0, len(self.config.grid()) - 1)
-        values = {k: jnp.asarray(v)[g].astype(opt_state.hyperparams[k].dtype)
-                  for k, v in self._hyperparams.items()}
+        values = {k: jnp.asarray(v)[g].astype(opt_state.hyperparams[k].dtype) for k, v in self._hyperparams.items()}
         opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, **values})
         s = member_ids.shape[0]
         return EnsembleState(params, opt_state, jnp.zeros(s, bool), jnp.full(s, -1, jnp.int32))
@@ -161,8 +189,7 @@ class Ensemble:
         """:func:`~rvsp_jax.training.step.member_step` of this ensemble's model and optimizer on
         ONE member (no member axis, no mesh; jit it if called often); ``probe=True`` evaluates the
         ensemble's probe too."""
-        return member_step(self.model, self.tx, state, x, y, step, active,
-                           self.probe if probe else None)
+        return member_step(self.model, self.tx, state, x, y, step, active, self.probe if probe else None)
 
     def orders(self, epoch: int) -> np.ndarray:
         """Minibatch orders of epochs ``epoch`` and ``epoch + 1`` for every padded member:
@@ -183,9 +210,13 @@ class Ensemble:
         params = jax.eval_shape(partial(init_params, self.model), jax.random.PRNGKey(0))
         b = self.config.batch_size
         pixels = int(np.prod(self.dataset.train_images.shape[1:]))
-        ctx = StepContext(params, params, params,
-                          jax.ShapeDtypeStruct((b, pixels), jnp.float32),
-                          jax.ShapeDtypeStruct((b,), self.dataset.train_labels.dtype))
+        ctx = StepContext(
+            params,
+            params,
+            params,
+            jax.ShapeDtypeStruct((b, pixels), jnp.float32),
+            jax.ShapeDtypeStruct((b,), self.dataset.train_labels.dtype),
+        )
         return jax.eval_shape(self.probe, ctx)
 
     # ---- driver (host side) -----------------------------------------------------------------
@@ -220,8 +251,9 @@ class Ensemble:
             epoch = step // self.steps_per_epoch
             if orders_epoch != epoch:
                 orders, orders_epoch = dev.put_members(self.orders(epoch), self.mesh), epoch
-            state, metrics, probes = self._run(state, pool.take(), orders, jnp.int32(step),
-                                               jnp.int32(epoch), self._images, self._labels)
+            state, metrics, probes = self._run(
+                state, pool.take(), orders, jnp.int32(step), jnp.int32(epoch), self._images, self._labels
+            )
             end = min(step + self.chunk, self.total_steps)
             if pending is not None:
                 yield self._to_host(*pending, pool)
@@ -234,7 +266,8 @@ class Ensemble:
         n = stop - start
         host_metrics = jax.tree_util.tree_map(lambda a: dev.fetch(a)[: self.members, :n], metrics)
         host_probes = jax.tree_util.tree_map(
-            lambda a: dev.member_parts(a, self.members, -(-n // self.probe_every)), probes)
+            lambda a: dev.member_parts(a, self.members, -(-n // self.probe_every)), probes
+        )
         pool.hand_out(probes, host_probes)
         return Chunk(start, stop, host_metrics, host_probes, state)
 
@@ -253,8 +286,14 @@ def host_state(state: EnsembleState, members: int | None = None) -> EnsembleStat
     return jax.tree_util.tree_map(lambda a: dev.fetch(a)[:members], state)
 
 
-def train(config: TrainConfig, dataset: Dataset | None = None, *, probe: Probe | None = None,
-          probe_every: int = 1, devices=None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    dataset: Dataset | None = None,
+    *,
+    probe: Probe | None = None,
+    probe_every: int = 1,
+    devices=None,
+) -> TrainResult:
     """Train the whole ensemble and return its trajectories (see :class:`TrainResult`)."""
     ens = Ensemble(config, dataset, probe=probe, probe_every=probe_every, devices=devices)
     t0 = time.perf_counter()
@@ -271,5 +310,15 @@ def train(config: TrainConfig, dataset: Dataset | None = None, *, probe: Probe |
     probes = jax.tree_util.tree_map(cat, *[p for _, p in parts]) if probe is not None else None
     test_loss, test_acc = ens.evaluate(state.params)
     final = host_state(state, ens.members)
-    return TrainResult(config, final.params, metrics, probes, test_loss, test_acc,
-                       final.diverged, final.diverged_at, seconds, probe_every)
+    return TrainResult(
+        config,
+        final.params,
+        metrics,
+        probes,
+        test_loss,
+        test_acc,
+        final.diverged,
+        final.diverged_at,
+        seconds,
+        probe_every,
+    )

@@ -53,8 +53,17 @@ class Footprint(NamedTuple):
         return ", ".join(f"{name} {human_bytes(v)}" for name, v in self._asdict().items() if v)
 
 
-def estimate(*, padded: int, state_bytes_per_member: int, n_train: int, chunk: int,
-             probe_bytes_per_step: int, probe_every: int, data_bytes: int, devices: int) -> Footprint:
+def estimate(
+    *,
+    padded: int,
+    state_bytes_per_member: int,
+    n_train: int,
+    chunk: int,
+    probe_bytes_per_step: int,
+    probe_every: int,
+    data_bytes: int,
+    devices: int,
+) -> Footprint:
     """The :class:`Footprint` of ``padded`` members (pure arithmetic on sizes in bytes)."""
     rec = chunk // max(probe_every, 1)
     return Footprint(
@@ -106,15 +115,16 @@ def check(fp: Footprint, devices, *, members: int) -> None:
     host_free = available_host_bytes()
     problems = []
     if host_need > host_free:
-        problems.append(f"about {human_bytes(host_need)} of host memory but {human_bytes(host_free)} "
-                        "is available")
+        problems.append(f"about {human_bytes(host_need)} of host memory but {human_bytes(host_free)} is available")
     if device_limit is not None:
         device_need = fp.state + fp.orders // 2 + fp.metrics + fp.probes + fp.data
         if device_need > device_limit:
-            problems.append(f"about {human_bytes(device_need)} of device memory but the devices "
-                            f"have {human_bytes(device_limit)}")
+            problems.append(
+                f"about {human_bytes(device_need)} of device memory but the devices have {human_bytes(device_limit)}"
+            )
     if problems:
         raise FootprintError(
             f"an ensemble of {members:,} members needs {' and '.join(problems)} ({fp.describe()}); "
             "use fewer --seeds, a smaller --chunk, or record less (--probe-index, --probe-every, "
-            "--probes)")
+            "--probes)"
+        )

@@ -7,7 +7,8 @@ has 784*16+16 + 16*16+16 + 16*10+10 = 13,002 parameters.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax

@@ -81,20 +81,29 @@ class ProbeConfig:
         python -m experiments.train --probes params,updates --probe-index 64 --probe-every 2
     """
 
-    probes: tuple[str, ...] = opt(("params", "updates", "weight_norms", "act_summary"), "--probes",
-                      "what to record at probed steps, comma separated: " + ", ".join(KINDS)
-                      + "; or none (per-step loss, accuracy, gradient and update norms are always "
-                      "recorded)")
-    index: str = opt("16", "--probe-index",
-                     "parameters recorded by params/updates/grads: all; K (K per parameter array, "
-                     "drawn from the root seed); total=N (N over all parameters); or names like "
-                     "'Dense_0/kernel[412,3] Dense_2/bias[7]'")
+    probes: tuple[str, ...] = opt(
+        ("params", "updates", "weight_norms", "act_summary"),
+        "--probes",
+        "what to record at probed steps, comma separated: "
+        + ", ".join(KINDS)
+        + "; or none (per-step loss, accuracy, gradient and update norms are always "
+        "recorded)",
+    )
+    index: str = opt(
+        "16",
+        "--probe-index",
+        "parameters recorded by params/updates/grads: all; K (K per parameter array, "
+        "drawn from the root seed); total=N (N over all parameters); or names like "
+        "'Dense_0/kernel[412,3] Dense_2/bias[7]'",
+    )
     every: int = opt(1, "--probe-every", "record probes at steps 0, n, 2n, ...")
-    batch: int = opt(64, "--probe-batch", "test images in the fixed activation probe batch "
-                     "(drawn from the root seed)")
-    compress: str = opt("none", "--compress", "compression of the probe arrays on disk "
-                        "(none is fastest; zstd / blosc trade writer CPU for disk)",
-                        choices=COMPRESSIONS)
+    batch: int = opt(64, "--probe-batch", "test images in the fixed activation probe batch (drawn from the root seed)")
+    compress: str = opt(
+        "none",
+        "--compress",
+        "compression of the probe arrays on disk (none is fastest; zstd / blosc trade writer CPU for disk)",
+        choices=COMPRESSIONS,
+    )
 
     def __post_init__(self):
         original = given = self.probes
@@ -103,14 +112,14 @@ class ProbeConfig:
         try:
             names = tuple(p.strip() for p in given)
         except (TypeError, AttributeError):
-            raise ValueError(f"probes must be a tuple of probe kinds ({', '.join(KINDS)}), "
-                             f"got {original!r}") from None
+            raise ValueError(f"probes must be a tuple of probe kinds ({', '.join(KINDS)}), got {original!r}") from None
         names = tuple(p for p in names if p)
         object.__setattr__(self, "probes", () if names == ("none",) else names)
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown:
-            raise ValueError(f"unknown probe kind(s) {unknown} in probes={original!r}; valid: "
-                             f"{', '.join(KINDS)}, or none")
+            raise ValueError(
+                f"unknown probe kind(s) {unknown} in probes={original!r}; valid: {', '.join(KINDS)}, or none"
+            )
         if not isinstance(self.every, int) or self.every < 1:
             raise ValueError(f"probe every must be an integer >= 1, got {self.every!r}")
         if not isinstance(self.batch, int) or self.batch < 1:
@@ -120,8 +129,7 @@ class ProbeConfig:
         if isinstance(self.index, int) and not isinstance(self.index, bool):
             object.__setattr__(self, "index", str(self.index))  # K per parameter array
         if not isinstance(self.index, str):
-            raise ValueError(f"probe index must be all, an integer K, total=N or parameter names, "
-                             f"got {self.index!r}")
+            raise ValueError(f"probe index must be all, an integer K, total=N or parameter names, got {self.index!r}")
         _parse_index(self.index)  # syntax only; names are checked against the model in make_probe
 
     @property
@@ -138,7 +146,7 @@ class ProbeConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ProbeConfig":
+    def from_dict(cls, d: dict) -> ProbeConfig:
         return from_fields(cls, d)
 
 
@@ -174,11 +182,14 @@ class ProbeLayout:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ProbeLayout":
-        return cls({k: tuple(v) for k, v in d["names"].items()},
-                   {k: np.asarray(v, np.int64) for k, v in d["param_index"].items()},
-                   {k: tuple(v) for k, v in d["param_shapes"].items()},
-                   np.asarray(d["probe_batch"], np.int64), int(d["every"]))
+    def from_dict(cls, d: dict) -> ProbeLayout:
+        return cls(
+            {k: tuple(v) for k, v in d["names"].items()},
+            {k: np.asarray(v, np.int64) for k, v in d["param_index"].items()},
+            {k: tuple(v) for k, v in d["param_shapes"].items()},
+            np.asarray(d["probe_batch"], np.int64),
+            int(d["every"]),
+        )
 
 
 def _parse_index(spec: str):
@@ -196,13 +207,16 @@ def _parse_index(spec: str):
         try:
             idx = tuple(int(i) for i in m.group(2).split(","))
         except ValueError:
-            raise ValueError(f"bad index in probe name {m.group(0)!r}: expected integers like "
-                             f"'Dense_0/kernel[412,3]'") from None
+            raise ValueError(
+                f"bad index in probe name {m.group(0)!r}: expected integers like 'Dense_0/kernel[412,3]'"
+            ) from None
         entries.append((m.group(1), idx))
     if not entries or rest.strip(" \t\n;,"):
-        raise ValueError(f"cannot read the probe index {spec!r}: use all, an integer K (per "
-                         f"parameter array), total=N, or names like 'Dense_0/kernel[412,3] "
-                         f"Dense_2/bias[7]'")
+        raise ValueError(
+            f"cannot read the probe index {spec!r}: use all, an integer K (per "
+            f"parameter array), total=N, or names like 'Dense_0/kernel[412,3] "
+            f"Dense_2/bias[7]'"
+        )
     return ("names", entries)
 
 
@@ -217,8 +231,7 @@ def param_shapes(model: MLP) -> dict[str, tuple[int, ...]]:
     return {"/".join(k.key for k in path): tuple(leaf.shape) for path, leaf in flat}
 
 
-def select_parameters(spec: str, shapes: dict[str, tuple[int, ...]], base_seed: int
-                      ) -> dict[str, np.ndarray]:
+def select_parameters(spec: str, shapes: dict[str, tuple[int, ...]], base_seed: int) -> dict[str, np.ndarray]:
     """Sorted flat indices (int64) of the entries of every parameter array that ``spec`` selects.
 
     ``spec`` is ``ProbeConfig.index``; draws use ``default_rng((tag, base_seed, crc32(name)))`` per
@@ -230,22 +243,28 @@ def select_parameters(spec: str, shapes: dict[str, tuple[int, ...]], base_seed: 
         return {name: np.arange(n, dtype=np.int64) for name, n in sizes.items()}
     if kind == "per_array":
         k = arg[0]
-        return {name: np.sort(_rng(_INDEX_STREAM, base_seed, zlib.crc32(name.encode()))
-                              .choice(n, min(k, n), replace=False)).astype(np.int64)
-                for name, n in sizes.items()}
+        return {
+            name: np.sort(
+                _rng(_INDEX_STREAM, base_seed, zlib.crc32(name.encode())).choice(n, min(k, n), replace=False)
+            ).astype(np.int64)
+            for name, n in sizes.items()
+        }
     if kind == "total":
         total = sum(sizes.values())
         if not 1 <= arg[0] <= total:
             raise ValueError(f"total={arg[0]} must be between 1 and the number of parameters ({total})")
         flat = np.sort(_rng(_INDEX_STREAM, base_seed).choice(total, arg[0], replace=False))
         bounds = np.cumsum([0, *sizes.values()])
-        return {name: (flat[(flat >= lo) & (flat < hi)] - lo).astype(np.int64)
-                for name, lo, hi in zip(sizes, bounds[:-1], bounds[1:])}
+        return {
+            name: (flat[(flat >= lo) & (flat < hi)] - lo).astype(np.int64)
+            for name, lo, hi in zip(sizes, bounds[:-1], bounds[1:])
+        }
     chosen: dict[str, set] = {name: set() for name in shapes}
     for name, idx in arg[0]:
         if name not in shapes:
-            raise ValueError(f"no parameter array {name!r}; the model has "
-                             + ", ".join(f"{n}{list(s)}" for n, s in shapes.items()))
+            raise ValueError(
+                f"no parameter array {name!r}; the model has " + ", ".join(f"{n}{list(s)}" for n, s in shapes.items())
+            )
         shape = shapes[name]
         if len(idx) != len(shape) or any(not 0 <= i < d for i, d in zip(idx, shape)):
             raise ValueError(f"index {list(idx)} is out of range for {name} of shape {list(shape)}")
@@ -300,19 +319,22 @@ def _layout(probes: ProbeConfig, model: MLP, n_test: int, config: TrainConfig) -
     for kind in PARAMETER_KINDS:
         if kind in probes.kinds:
             if not selected:
-                raise ValueError(f"probe {kind!r} records no parameters: index {probes.index!r} "
-                                 "selects none")
+                raise ValueError(f"probe {kind!r} records no parameters: index {probes.index!r} selects none")
             arrays[kind] = selected
     if "weight_norms" in probes.kinds:
         arrays["weight_norms"] = tuple(f"norm({name})" for name in shapes)
     if "activations" in probes.kinds:
         for which in ("pre", "post"):
             arrays[f"activations/{which}"] = tuple(
-                f"{layer}/{which}[{b},{u}]" for layer, width in zip(hidden, config.widths)
-                for b in range(len(batch)) for u in range(width))
+                f"{layer}/{which}[{b},{u}]"
+                for layer, width in zip(hidden, config.widths)
+                for b in range(len(batch))
+                for u in range(width)
+            )
     if "act_summary" in probes.kinds:
-        arrays["activations/summary"] = tuple(f"{layer}/{stat}" for layer in hidden
-                                              for stat in _summary_stats(config.activation))
+        arrays["activations/summary"] = tuple(
+            f"{layer}/{stat}" for layer in hidden for stat in _summary_stats(config.activation)
+        )
     return ProbeLayout(arrays, index, shapes, batch, probes.every)
 
 
@@ -327,17 +349,20 @@ def make_probe(probes: ProbeConfig, model: MLP, dataset: Dataset, config: TrainC
     if not layout.arrays:
         return None, layout
     kinds = probes.kinds
-    gathers = [(name, jnp.asarray(idx, jnp.int32), idx.size == int(np.prod(shape)))
-               for (name, idx), shape in zip(layout.param_index.items(), layout.param_shapes.values())
-               if idx.size]
+    gathers = [
+        (name, jnp.asarray(idx, jnp.int32), idx.size == int(np.prod(shape)))
+        for (name, idx), shape in zip(layout.param_index.items(), layout.param_shapes.values())
+        if idx.size
+    ]
     x_probe = jnp.asarray(to_model_inputs(dataset.test_images[layout.probe_batch]))
     activation = config.activation
 
     def gather(tree) -> jax.Array:
         leaves = jax.tree_util.tree_leaves(tree)
         by_name = dict(zip(layout.param_shapes, leaves))
-        return jnp.concatenate([by_name[name].reshape(-1) if whole else by_name[name].reshape(-1)[idx]
-                                for name, idx, whole in gathers])
+        return jnp.concatenate(
+            [by_name[name].reshape(-1) if whole else by_name[name].reshape(-1)[idx] for name, idx, whole in gathers]
+        )
 
     def probe(ctx) -> dict:
         out = {}
@@ -350,16 +375,16 @@ def make_probe(probes: ProbeConfig, model: MLP, dataset: Dataset, config: TrainC
         if "grads" in kinds:
             out["grads"] = gather(ctx.grads).astype(jnp.float32)
         if "weight_norms" in kinds:
-            out["weight_norms"] = jnp.stack([jnp.sqrt(jnp.sum(jnp.square(leaf)))
-                                             for leaf in jax.tree_util.tree_leaves(ctx.params)])
+            out["weight_norms"] = jnp.stack(
+                [jnp.sqrt(jnp.sum(jnp.square(leaf))) for leaf in jax.tree_util.tree_leaves(ctx.params)]
+            )
         if "activations" in kinds or "act_summary" in kinds:
             fwd = model.apply({"params": ctx.params}, x_probe)
             if "activations" in kinds:
                 out["activations/pre"] = jnp.concatenate([z.reshape(-1) for z in fwd.pre])
                 out["activations/post"] = jnp.concatenate([y.reshape(-1) for y in fwd.post])
             if "act_summary" in kinds:
-                out["activations/summary"] = jnp.concatenate(
-                    [layer_summary(y, activation) for y in fwd.post])
+                out["activations/summary"] = jnp.concatenate([layer_summary(y, activation) for y in fwd.post])
         return out
 
     return probe, layout

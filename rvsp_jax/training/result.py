@@ -53,8 +53,7 @@ class TrainResult:
     # ---- the names of a recorded Run -------------------------------------------------------
     def final(self) -> FinalResult:
         """Final parameters and test metrics, as :meth:`Run.final <rvsp_jax.io.store.Run.final>`."""
-        return FinalResult(self.params, self.test_loss, self.test_accuracy, self.diverged,
-                           self.diverged_at)
+        return FinalResult(self.params, self.test_loss, self.test_accuracy, self.diverged, self.diverged_at)
 
     @property
     def members(self) -> np.ndarray:
@@ -90,8 +89,8 @@ class TrainResult:
     def __getitem__(self, name: str):
         """``result["metrics/loss"]``: ``[S, T]``; ``result[probe]``: the probe's array (or pytree)
         ``[S, T_rec, ...]``, as ``run[name]`` reads them from disk."""
-        if name.startswith("metrics/") and name[len("metrics/"):] in StepMetrics._fields:
-            return getattr(self.metrics, name[len("metrics/"):])
+        if name.startswith("metrics/") and name[len("metrics/") :] in StepMetrics._fields:
+            return getattr(self.metrics, name[len("metrics/") :])
         if isinstance(self.probes, dict) and name in self.probes:
             return self.probes[name]
         raise KeyError(f"no array {name!r} in this result; it has {', '.join(self.arrays)}")
@@ -133,8 +132,7 @@ class TrainResult:
 
     def hyperparams(self) -> dict[str, np.ndarray]:
         """Per member, every hyperparameter held in the optimizer state (``[S]`` each; optax names)."""
-        return {k: np.repeat(np.asarray(v), self.config.seeds)
-                for k, v in self.config.grid_hyperparams().items()}
+        return {k: np.repeat(np.asarray(v), self.config.seeds) for k, v in self.config.grid_hyperparams().items()}
 
     def point(self, g: int) -> TrainResult:
         """Grid point ``g`` of a sweep as the result of a plain run of its ``seeds`` members
@@ -147,10 +145,16 @@ class TrainResult:
         rows = slice(g * self.config.seeds, (g + 1) * self.config.seeds)
         take = partial_rows(rows)
         return dataclasses.replace(
-            self, config=self.config.point(g), params=take(self.params), metrics=take(self.metrics),
-            probes=take(self.probes), test_loss=self.test_loss[rows],
-            test_accuracy=self.test_accuracy[rows], diverged=self.diverged[rows],
-            diverged_at=self.diverged_at[rows])
+            self,
+            config=self.config.point(g),
+            params=take(self.params),
+            metrics=take(self.metrics),
+            probes=take(self.probes),
+            test_loss=self.test_loss[rows],
+            test_accuracy=self.test_accuracy[rows],
+            diverged=self.diverged[rows],
+            diverged_at=self.diverged_at[rows],
+        )
 
     def points(self) -> list[TrainResult]:
         """Every grid point as a plain result (:meth:`point`); ``[self]`` for a plain run."""

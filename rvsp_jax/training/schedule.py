@@ -57,11 +57,20 @@ class Schedule:
     def probe_buffers(self, shapes, padded: int):
         """Zero probe buffers ``[padded, records, ...]`` of one chunk from one member's probe shapes
         (a pytree of ``jax.ShapeDtypeStruct``; None without a probe)."""
-        return jax.tree_util.tree_map(lambda s: jnp.zeros((padded, self.records, *s.shape), s.dtype),
-                                      shapes)
+        return jax.tree_util.tree_map(lambda s: jnp.zeros((padded, self.records, *s.shape), s.dtype), shapes)
 
-    def run(self, plain_fn: MemberFn, probed_fn: MemberFn, state: EnsembleState, outs, orders,
-            start, first_epoch, images, labels) -> tuple[EnsembleState, Any, Any]:
+    def run(
+        self,
+        plain_fn: MemberFn,
+        probed_fn: MemberFn,
+        state: EnsembleState,
+        outs,
+        orders,
+        start,
+        first_epoch,
+        images,
+        labels,
+    ) -> tuple[EnsembleState, Any, Any]:
         """Run ``chunk`` steps from ``start`` on every member; traced inside ``jax.jit``.
 
         ``state``: :class:`EnsembleState` ``[S_pad, ...]``; ``orders``: int32 ``[S_pad, 2, N]``, the
@@ -94,16 +103,18 @@ class Schedule:
                 epoch = step // steps_per_epoch
                 order = block_orders[:, jnp.clip(epoch - first_epoch, 0, 1)]
                 active = step < total_steps
-                st, metrics, probes = step_fn(st, order, step, step % steps_per_epoch,
-                                              active, images, labels)
+                st, metrics, probes = step_fn(st, order, step, step % steps_per_epoch, active, images, labels)
                 return EnsembleState(*st), metrics, probes
 
             def record(outs, r, probes):
                 # outs leaves [blocks, M, n_rec, ...] <- probes leaves [M, ...] at (block b, step r)
                 return jax.tree_util.tree_map(
                     lambda buf, v: jax.lax.dynamic_update_slice(
-                        buf, v[None, :, None].astype(buf.dtype), (b, 0, r) + (0,) * (v.ndim - 1)),
-                    outs, probes)
+                        buf, v[None, :, None].astype(buf.dtype), (b, 0, r) + (0,) * (v.ndim - 1)
+                    ),
+                    outs,
+                    probes,
+                )
 
             def group(carry, xs):
                 # the first step of every group of `every` steps is probed, the others are not
@@ -114,8 +125,9 @@ class Schedule:
                     outs = record(outs, r, probes)
                 metrics = jax.tree_util.tree_map(lambda a: a[None], metrics)
                 if every > 1:
-                    st, rest = jax.lax.scan(lambda s, t: one_step(plain, s, t)[:2], st,
-                                            first + 1 + jnp.arange(every - 1, dtype=jnp.int32))
+                    st, rest = jax.lax.scan(
+                        lambda s, t: one_step(plain, s, t)[:2], st, first + 1 + jnp.arange(every - 1, dtype=jnp.int32)
+                    )
                     metrics = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), metrics, rest)
                 return (st, outs), metrics
 
@@ -128,11 +140,16 @@ class Schedule:
             from_blocks = partial(jax.tree_util.tree_map, lambda a: a.reshape(-1, *a.shape[2:]))
             blocks = orders.shape[0] // m
             outs, (state, metrics) = jax.lax.scan(
-                partial(run_block, images=images, labels=labels), to_blocks(outs),
-                (jnp.arange(blocks), to_blocks(state), to_blocks(orders)))
+                partial(run_block, images=images, labels=labels),
+                to_blocks(outs),
+                (jnp.arange(blocks), to_blocks(state), to_blocks(orders)),
+            )
             return from_blocks(state), from_blocks(metrics), from_blocks(outs)
 
         spec = PartitionSpec(dev.MEMBER_AXIS)
-        return jax.shard_map(local, mesh=self.mesh,
-                             in_specs=(spec, spec, spec, PartitionSpec(), PartitionSpec()),
-                             out_specs=(spec, spec, spec))(state, outs, orders, images, labels)
+        return jax.shard_map(
+            local,
+            mesh=self.mesh,
+            in_specs=(spec, spec, spec, PartitionSpec(), PartitionSpec()),
+            out_specs=(spec, spec, spec),
+        )(state, outs, orders, images, labels)

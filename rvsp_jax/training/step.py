@@ -91,9 +91,16 @@ def minibatch(order: jax.Array, pos, images: jax.Array, labels: jax.Array, batch
     return x, y
 
 
-def member_step(model, tx: optax.GradientTransformation, state: MemberState, x: jax.Array,
-                y: jax.Array, step, active=True, probe: Probe | None = None
-                ) -> tuple[MemberState, StepMetrics, Any]:
+def member_step(
+    model,
+    tx: optax.GradientTransformation,
+    state: MemberState,
+    x: jax.Array,
+    y: jax.Array,
+    step,
+    active=True,
+    probe: Probe | None = None,
+) -> tuple[MemberState, StepMetrics, Any]:
     """One optimizer update of one member; pure (jit it with ``model``, ``tx`` and ``probe`` bound,
     e.g. ``jax.jit(functools.partial(member_step, model, tx))``).
 
@@ -114,8 +121,7 @@ def member_step(model, tx: optax.GradientTransformation, state: MemberState, x: 
     optimizer state from then on.
     """
     params, opt_state, diverged, diverged_at = state
-    (loss, acc), grads = jax.value_and_grad(
-        partial(loss_and_accuracy, model), has_aux=True)(params, x, y)
+    (loss, acc), grads = jax.value_and_grad(partial(loss_and_accuracy, model), has_aux=True)(params, x, y)
     updates, new_opt = tx.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     finite = jnp.isfinite(loss) & all_finite(new_params)
@@ -124,23 +130,27 @@ def member_step(model, tx: optax.GradientTransformation, state: MemberState, x: 
     new_params = tree_where(move, new_params, params)
     new_opt = tree_where(move, new_opt, opt_state)
     nan = jnp.float32(jnp.nan)
-    metrics = StepMetrics(*(jnp.where(diverged, nan, v.astype(jnp.float32)) for v in (
-        loss, acc, optax.tree.norm(grads), optax.tree.norm(updates))))
+    metrics = StepMetrics(
+        *(
+            jnp.where(diverged, nan, v.astype(jnp.float32))
+            for v in (loss, acc, optax.tree.norm(grads), optax.tree.norm(updates))
+        )
+    )
     probes = None
     if probe is not None:
         # a member that diverged at this step or before records NaN (not its frozen values)
         gone = diverged | now_diverged
         probes = jax.tree_util.tree_map(
-            lambda v: jnp.where(gone, jnp.asarray(jnp.nan, v.dtype), v)
-            if jnp.issubdtype(v.dtype, jnp.floating) else v,
-            probe(StepContext(params, new_params, grads, x, y)))
-    new_state = MemberState(new_params, new_opt, diverged | now_diverged,
-                            jnp.where(now_diverged, step, diverged_at))
+            lambda v: jnp.where(gone, jnp.asarray(jnp.nan, v.dtype), v) if jnp.issubdtype(v.dtype, jnp.floating) else v,
+            probe(StepContext(params, new_params, grads, x, y)),
+        )
+    new_state = MemberState(new_params, new_opt, diverged | now_diverged, jnp.where(now_diverged, step, diverged_at))
     return new_state, metrics, probes
 
 
-def member_minibatch_step(model, tx, batch_size: int, state: MemberState, order, step, pos, active,
-                          images, labels, probe: Probe | None = None):
+def member_minibatch_step(
+    model, tx, batch_size: int, state: MemberState, order, step, pos, active, images, labels, probe: Probe | None = None
+):
     """:func:`minibatch` ``pos`` of ``order`` followed by :func:`member_step`: what the schedule
     vmaps over a block of members (``state`` and ``order [N]`` per member; ``step``, ``pos``,
     ``active``, ``images [N, P]`` and ``labels [N]`` shared)."""

@@ -55,14 +55,33 @@ time averages, tau, TAMSD and EB), :mod:`.scaling` (variance scaling, fluctuatio
 from __future__ import annotations
 
 from rvsp_jax.analysis.ergodicity._base import (  # noqa: F401  (used by lrv and the tests)
-    _as_ensemble, _as_rng, _check_alpha, _deviations, _flat, _map_observables, _ols_slope,
-    _safe_log, finite_members)
+    _as_ensemble,
+    _as_rng,
+    _check_alpha,
+    _deviations,
+    _flat,
+    _map_observables,
+    _ols_slope,
+    _safe_log,
+    finite_members,
+)
 from rvsp_jax.analysis.ergodicity.averages import (
-    ensemble_mean, ensemble_variance, ergodicity_breaking, integrated_autocorr_time,
-    running_average, tamsd, time_averages)
+    ensemble_mean,
+    ensemble_variance,
+    ergodicity_breaking,
+    integrated_autocorr_time,
+    running_average,
+    tamsd,
+    time_averages,
+)
 from rvsp_jax.analysis.ergodicity.distribution import distribution_check
 from rvsp_jax.analysis.ergodicity.results import (
-    VERDICTS, DistributionCheck, ErgodicityResult, FluctuationMetric, VarianceScaling)
+    VERDICTS,
+    DistributionCheck,
+    ErgodicityResult,
+    FluctuationMetric,
+    VarianceScaling,
+)
 from rvsp_jax.analysis.ergodicity.scaling import fluctuation_metric, variance_scaling
 from rvsp_jax.analysis.ergodicity.verdict import assess, assess_many
 

@@ -37,9 +37,13 @@ def _as_ensemble(x, name: str = "x") -> np.ndarray:
     Float inputs keep their dtype (blocks are converted to float64 as they are processed, so a
     large float32 array is never copied whole); other real inputs become float64.
     """
-    arr = as_real(x, name=name, min_ndim=2,
-                  what="a member axis (first) and a time axis (last), e.g. x: [S, T] or [S, P, T]",
-                  hint="For a single series use x[None].")
+    arr = as_real(
+        x,
+        name=name,
+        min_ndim=2,
+        what="a member axis (first) and a time axis (last), e.g. x: [S, T] or [S, P, T]",
+        hint="For a single series use x[None].",
+    )
     if arr.shape[0] < 1 or arr.shape[-1] < 1:
         raise ValueError(f"{name} has an empty member or time axis: shape {arr.shape}.")
     return arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float64)

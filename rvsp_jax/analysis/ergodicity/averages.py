@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rvsp_jax.analysis._common import (
-    as_int as _as_int, ensemble_last, fft_autocov, restore_ensemble, restore_members)
-from rvsp_jax.analysis.ergodicity._base import (
-    _as_ensemble, _deviations, _flat, _map_observables, finite_members)
+from rvsp_jax.analysis._common import as_int as _as_int
+from rvsp_jax.analysis._common import ensemble_last, fft_autocov, restore_ensemble, restore_members
+from rvsp_jax.analysis.ergodicity._base import _as_ensemble, _deviations, _flat, _map_observables, finite_members
 
 # ----------------------------------------------------------------------------------------------
 # Cross-sections and time averages
@@ -101,6 +100,7 @@ def integrated_autocorr_time(x, *, c: float = 5.0, member_axis: int = 0, axis: i
     x = _as_ensemble(ensemble_last(x, member_axis, axis)[0])
     if not c > 0:
         raise ValueError(f"c must be positive; got {c!r}.")
+
     def block(b):
         dev, _, n = _deviations(b)
         return (_tau_block(dev, n, float(c)),)

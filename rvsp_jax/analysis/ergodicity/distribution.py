@@ -11,11 +11,17 @@ import scipy.special
 import scipy.stats
 
 from rvsp_jax.analysis import lrv
-from rvsp_jax.analysis._common import as_int as _as_int, ensemble_last
+from rvsp_jax.analysis._common import as_int as _as_int
+from rvsp_jax.analysis._common import ensemble_last
 from rvsp_jax.analysis.ergodicity._base import (
-    _KS_MAX_SAMPLES, _MIN_THINNED, _POOL_RATIO, _as_ensemble, _flat, _map_observables)
+    _KS_MAX_SAMPLES,
+    _MIN_THINNED,
+    _POOL_RATIO,
+    _as_ensemble,
+    _flat,
+    _map_observables,
+)
 from rvsp_jax.analysis.ergodicity.results import DistributionCheck
-
 
 
 def _ks_distance(own: np.ndarray, pool: np.ndarray) -> np.ndarray:
@@ -76,7 +82,12 @@ def _ks_block(x3: np.ndarray, valid: np.ndarray, tau: np.ndarray, thin_factor: f
 
 
 def distribution_check(
-    x, *, tau=None, thin_factor: float = 3.0, max_pairs: int = 16, member_axis: int = 0,
+    x,
+    *,
+    tau=None,
+    thin_factor: float = 3.0,
+    max_pairs: int = 16,
+    member_axis: int = 0,
     axis: int = -1,
 ) -> DistributionCheck:
     """Does one member's distribution over time match the ensemble's distribution at its steps?

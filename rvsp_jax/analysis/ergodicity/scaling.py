@@ -8,12 +8,22 @@ import math
 import numpy as np
 import scipy.stats
 
-from rvsp_jax.analysis._common import as_int as _as_int, ensemble_last, restore_ensemble
+from rvsp_jax.analysis._common import as_int as _as_int
+from rvsp_jax.analysis._common import ensemble_last, restore_ensemble
 from rvsp_jax.analysis.ergodicity._base import (
-    _FIT_TAUS, _as_ensemble, _as_rng, _check_alpha, _deviations, _flat, _map_observables,
-    _ols_slope, _safe_log)
+    _FIT_TAUS,
+    _as_ensemble,
+    _as_rng,
+    _check_alpha,
+    _deviations,
+    _flat,
+    _map_observables,
+    _ols_slope,
+    _safe_log,
+)
 from rvsp_jax.analysis.ergodicity.averages import integrated_autocorr_time
 from rvsp_jax.analysis.ergodicity.results import FluctuationMetric, VarianceScaling
+
 
 def _fit_start(tau: np.ndarray, upper: int) -> np.ndarray:
     """First point of a log-log fit ending at ``upper``: about FIT_TAUS * tau, at most upper // 4."""
@@ -206,8 +216,7 @@ def _omega_exponent(omega: np.ndarray, fit_start: np.ndarray, n_points: int = 32
     return _ols_slope(np.log(t.astype(float)), _safe_log(omega[:, t - 1]), use)
 
 
-def fluctuation_metric(x, *, fit_start: int | None = None, member_axis: int = 0,
-                       axis: int = -1) -> FluctuationMetric:
+def fluctuation_metric(x, *, fit_start: int | None = None, member_axis: int = 0, axis: int = -1) -> FluctuationMetric:
     """Thirumalai-Mountain fluctuation metric Omega(t) of x: [S, ..., T] and its decay exponent.
 
     ``Omega(t) = mean_s (xbar_s(t) - <xbar(t)>)^2`` over the finite members, with ``xbar_s(t)`` the
@@ -235,5 +244,6 @@ def fluctuation_metric(x, *, fit_start: int | None = None, member_axis: int = 0,
 
     omega, exponent = _map_observables(block, x3, start, cost=3)
     lead = x.shape[1:-1]
-    return FluctuationMetric(restore_ensemble(omega.reshape(lead + (T,)), pos), exponent.reshape(lead),
-                             start.reshape(lead))
+    return FluctuationMetric(
+        restore_ensemble(omega.reshape(lead + (T,)), pos), exponent.reshape(lead), start.reshape(lead)
+    )

@@ -11,14 +11,27 @@ import numpy as np
 import scipy.stats
 
 from rvsp_jax.analysis import lrv
-from rvsp_jax.analysis._common import as_int as _as_int, ensemble_last
+from rvsp_jax.analysis._common import as_int as _as_int
+from rvsp_jax.analysis._common import ensemble_last
 from rvsp_jax.analysis.ergodicity._base import (
-    _DRIFT_SEGMENTS, _RESOLVED_TAUS, _as_ensemble, _as_rng, _check_alpha, _deviations,
-    _flat, _map_observables)
+    _DRIFT_SEGMENTS,
+    _RESOLVED_TAUS,
+    _as_ensemble,
+    _as_rng,
+    _check_alpha,
+    _deviations,
+    _flat,
+    _map_observables,
+)
 from rvsp_jax.analysis.ergodicity.distribution import _ks_block
 from rvsp_jax.analysis.ergodicity.results import ErgodicityResult
 from rvsp_jax.analysis.ergodicity.scaling import (
-    _default_windows, _fit_start, _omega_block, _omega_exponent, _scaling_block)
+    _default_windows,
+    _fit_start,
+    _omega_block,
+    _omega_exponent,
+    _scaling_block,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Variance drift of the deviations
@@ -56,8 +69,7 @@ def _drift_block(dev: np.ndarray, valid: np.ndarray, n: np.ndarray, segments: in
 # Verdict
 
 
-def _assess_block(x3, valid, uniforms, *, alpha, n_windows, min_blocks, thin_factor, max_pairs,
-                  describe=True):
+def _assess_block(x3, valid, uniforms, *, alpha, n_windows, min_blocks, thin_factor, max_pairs, describe=True):
     """All numbers of :func:`assess_many` for a block of observables x3: [S, p, T] (dict of [p])."""
     T = x3.shape[-1]
     dev, valid, n = _deviations(x3, valid)
@@ -69,7 +81,8 @@ def _assess_block(x3, valid, uniforms, *, alpha, n_windows, min_blocks, thin_fac
     out["fit_start"] = start
     if describe:
         _, out["slope"], out["slope_ci_low"], out["slope_ci_high"] = _scaling_block(
-            dev, valid, n, start, windows, uniforms, alpha)
+            dev, valid, n, start, windows, uniforms, alpha
+        )
         omega = _omega_block(dev, n)
         out["omega_exponent"] = _omega_exponent(omega, _fit_start(tau, max(1, T // 2)))
         del omega
@@ -77,8 +90,7 @@ def _assess_block(x3, valid, uniforms, *, alpha, n_windows, min_blocks, thin_fac
         for k in ("slope", "slope_ci_low", "slope_ci_high", "omega_exponent"):
             out[k] = np.full(x3.shape[1], np.nan)
     del dev
-    out["ks_stat"], out["ks_pvalue"], *_ = _ks_block(x3, valid, out["tau_upper"], thin_factor,
-                                                      max_pairs)
+    out["ks_stat"], out["ks_pvalue"], *_ = _ks_block(x3, valid, out["tau_upper"], thin_factor, max_pairs)
     return out
 
 
@@ -96,7 +108,8 @@ def _effects(num: dict, *, alpha: float, alpha_mean: float, power: float) -> dic
         unit = lrv_ / np.where(n_used > 0, n_used, np.nan)  # ergodic variance of a time average
     nan = np.nan
     return dict(
-        ratio_ci_low=np.where(ok, lo, nan), ratio_ci_high=np.where(ok, hi, nan),
+        ratio_ci_low=np.where(ok, lo, nan),
+        ratio_ci_high=np.where(ok, hi, nan),
         var_mu=np.where(ok, (ratio - 1.0) * unit, nan),
         var_mu_ci_low=np.where(ok, np.maximum(lo - 1.0, 0.0) * unit, nan),
         var_mu_ci_high=np.where(ok, np.maximum(hi - 1.0, 0.0) * unit, nan),
@@ -115,83 +128,145 @@ def _p(v: float) -> str:
     return "p < 1e-16" if v < 1e-16 else f"p = {v:.2g}"
 
 
-def _decide(row: dict, *, T: int, alpha: float, alpha_mean: float, alpha_ks: float,
-            drift_alpha: float, drift_tol: float, min_steps: int, min_members: int,
-            spacing: int = 1) -> tuple[str, str, int]:
+def _decide(
+    row: dict,
+    *,
+    T: int,
+    alpha: float,
+    alpha_mean: float,
+    alpha_ks: float,
+    drift_alpha: float,
+    drift_tol: float,
+    min_steps: int,
+    min_members: int,
+    spacing: int = 1,
+) -> tuple[str, str, int]:
     """(verdict, reason, steps_needed) for one observable; the rule is documented in assess_many.
 
     Step counts in the reason are in units of ``spacing`` (steps between time indices);
     steps_needed is in time indices."""
+
     def st(v: float) -> str:
         return f"{v * spacing:,.0f}" if np.isfinite(v) else "n/a"
 
     n_div = row["n_diverged"]
     dropped = f" ({n_div} diverged member(s) excluded)" if n_div else ""
     if T < min_steps:
-        return "inconclusive", (f"only {st(T)} steps after burn-in; need at least {st(min_steps)}"
-                                ), min_steps
+        return "inconclusive", (f"only {st(T)} steps after burn-in; need at least {st(min_steps)}"), min_steps
     if row["n_members"] < min_members:
-        return "inconclusive", (
-            f"only {row['n_members']} finite members{dropped}; need at least {min_members} (more "
-            "members, not more steps, would decide it)"), 0
+        return (
+            "inconclusive",
+            (
+                f"only {row['n_members']} finite members{dropped}; need at least {min_members} (more "
+                "members, not more steps, would decide it)"
+            ),
+            0,
+        )
     if not (row["gamma0"] > 0):
         return "inconclusive", f"no fluctuation across members (all members identical?){dropped}", 0
     tau, tau_up = row["tau"], row["tau_upper"]
     drift, drift_p = row["drift"], row["drift_pvalue"]
     if np.isfinite(drift_p) and drift_p < drift_alpha and abs(drift) >= drift_tol:
         way = "grows" if drift > 0 else "shrinks"
-        return "non-stationary", (
-            f"the members' spread around the ensemble mean {way} by {abs(drift):.0%} over the "
-            f"window (variance-drift test {_p(drift_p)} < {drift_alpha:g}): the window is not "
-            "stationary, so time averages have no fixed ensemble value to converge to; choose a "
-            f"later or shorter window (--burn-in){dropped}"), 0
+        return (
+            "non-stationary",
+            (
+                f"the members' spread around the ensemble mean {way} by {abs(drift):.0%} over the "
+                f"window (variance-drift test {_p(drift_p)} < {drift_alpha:g}): the window is not "
+                "stationary, so time averages have no fixed ensemble value to converge to; choose a "
+                f"later or shorter window (--burn-in){dropped}"
+            ),
+            0,
+        )
     if not row["resolved"]:
         length = row["needed_length"]
         # capped so that it fits the int64 result (a runaway process can ask for 1e19 steps)
         need = int(min(math.ceil(lrv.MIN_BATCHES * length), 2**53)) if np.isfinite(length) else 0
         lower = f"at least {_g(tau * spacing)}" if np.isfinite(tau) else "unknown"
-        return "inconclusive", (
-            f"the series is too short for its memory: its integrated autocorrelation time is "
-            f"{lower} steps, and a decision needs {lrv.MIN_BATCHES} independent batches of at "
-            f"least {lrv.BATCH_TAUS:g} tau; analyse at least {st(need)} steps (have {st(T)}; a "
-            f"lower bound: the longer run will measure tau better){dropped}"
-        ), need
+        return (
+            "inconclusive",
+            (
+                f"the series is too short for its memory: its integrated autocorrelation time is "
+                f"{lower} steps, and a decision needs {lrv.MIN_BATCHES} independent batches of at "
+                f"least {lrv.BATCH_TAUS:g} tau; analyse at least {st(need)} steps (have {st(T)}; a "
+                f"lower bound: the longer run will measure tau better){dropped}"
+            ),
+            need,
+        )
     ratio, lo, hi = row["ratio"], row["ratio_ci_low"], row["ratio_ci_high"]
     share = row["var_mu"] / row["gamma0"]
-    effect = (f"between-member variance of the time average {_g(ratio, 3)}x its ergodic "
-              f"expectation [{_g(lo, 3)}, {_g(hi, 3)}]")
+    effect = (
+        f"between-member variance of the time average {_g(ratio, 3)}x its ergodic "
+        f"expectation [{_g(lo, 3)}, {_g(hi, 3)}]"
+    )
     if row["mean_pvalue"] < alpha_mean:
-        return "non-ergodic", (
-            f"members' time averages differ more than their own fluctuations explain: {effect}, "
-            f"{_p(row['mean_pvalue'])} < {alpha_mean:g}; member-specific means of variance "
-            f"{_g(row['var_mu'])} [{_g(row['var_mu_ci_low'])}, {_g(row['var_mu_ci_high'])}] "
-            f"(sd {_g(math.sqrt(max(row['var_mu'], 0.0)))}, {share:.1%} of the step-to-step "
-            f"variance){dropped}"), 0
+        return (
+            "non-ergodic",
+            (
+                f"members' time averages differ more than their own fluctuations explain: {effect}, "
+                f"{_p(row['mean_pvalue'])} < {alpha_mean:g}; member-specific means of variance "
+                f"{_g(row['var_mu'])} [{_g(row['var_mu_ci_low'])}, {_g(row['var_mu_ci_high'])}] "
+                f"(sd {_g(math.sqrt(max(row['var_mu'], 0.0)))}, {share:.1%} of the step-to-step "
+                f"variance){dropped}"
+            ),
+            0,
+        )
     decisive = T >= _RESOLVED_TAUS * tau_up
     ks_p = row["ks_pvalue"]
     if decisive and np.isfinite(ks_p) and ks_p < alpha_ks:
-        return "non-ergodic", (
-            f"time averages agree ({effect}), but a member's distribution over time differs from "
-            f"the ensemble's at the same steps (distribution check {_p(ks_p)} < {alpha_ks:g}; "
-            f"e.g. member-specific spread){dropped}"), 0
+        return (
+            "non-ergodic",
+            (
+                f"time averages agree ({effect}), but a member's distribution over time differs from "
+                f"the ensemble's at the same steps (distribution check {_p(ks_p)} < {alpha_ks:g}; "
+                f"e.g. member-specific spread){dropped}"
+            ),
+            0,
+        )
     mde = row["mde_var_mu"]
     if decisive:
-        ks = (f"distribution check {_p(ks_p)}" if np.isfinite(ks_p)
-              else "distribution check not run")
+        ks = f"distribution check {_p(ks_p)}" if np.isfinite(ks_p) else "distribution check not run"
     else:
-        ks = (f"distribution check not decisive: needs {_RESOLVED_TAUS:g} tau = "
-              f"{st(math.ceil(_RESOLVED_TAUS * tau_up))} steps")
-    return "ergodic", (
-        f"no member-specific mean larger than sd {_g(math.sqrt(mde))} (var(mu) >= {_g(mde)}, "
-        f"{mde / row['gamma0']:.2%} of the step-to-step variance, would be found with 80% power); "
-        f"{effect}, {_p(row['mean_pvalue'])}; tau = {_g(tau * spacing)} steps; {ks}{dropped}"
-    ), 0
+        ks = (
+            f"distribution check not decisive: needs {_RESOLVED_TAUS:g} tau = "
+            f"{st(math.ceil(_RESOLVED_TAUS * tau_up))} steps"
+        )
+    return (
+        "ergodic",
+        (
+            f"no member-specific mean larger than sd {_g(math.sqrt(mde))} (var(mu) >= {_g(mde)}, "
+            f"{mde / row['gamma0']:.2%} of the step-to-step variance, would be found with 80% power); "
+            f"{effect}, {_p(row['mean_pvalue'])}; tau = {_g(tau * spacing)} steps; {ks}{dropped}"
+        ),
+        0,
+    )
 
 
-_FLOAT_FIELDS = ("ratio", "ratio_ci_low", "ratio_ci_high", "mean_pvalue", "var_mu", "var_mu_ci_low",
-                 "var_mu_ci_high", "mde_var_mu", "lrv", "gamma0", "tau_int", "tau_upper", "decay_length",
-                 "drift", "drift_pvalue", "slope", "slope_ci_low", "slope_ci_high",
-                 "omega_exponent", "ks_stat", "ks_pvalue", "mean_df1", "mean_df2")
+_FLOAT_FIELDS = (
+    "ratio",
+    "ratio_ci_low",
+    "ratio_ci_high",
+    "mean_pvalue",
+    "var_mu",
+    "var_mu_ci_low",
+    "var_mu_ci_high",
+    "mde_var_mu",
+    "lrv",
+    "gamma0",
+    "tau_int",
+    "tau_upper",
+    "decay_length",
+    "drift",
+    "drift_pvalue",
+    "slope",
+    "slope_ci_low",
+    "slope_ci_high",
+    "omega_exponent",
+    "ks_stat",
+    "ks_pvalue",
+    "mean_df1",
+    "mean_df2",
+)
 
 
 def assess_many(
@@ -304,15 +379,45 @@ def assess_many(
     x3 = full[..., burn_in:]
     T = x3.shape[-1]
     uniforms = _as_rng(rng).random((n_boot, S))
-    keys = ["resolved", "batch_length", "n_batches", "n_used", "lrv", "gamma0", "tau", "tau_upper",
-            "decay", "needed_length", "ratio", "df1", "df2", "pvalue", "drift", "drift_pvalue",
-            "slope", "slope_ci_low", "slope_ci_high", "fit_start", "omega_exponent", "ks_stat",
-            "ks_pvalue"]
+    keys = [
+        "resolved",
+        "batch_length",
+        "n_batches",
+        "n_used",
+        "lrv",
+        "gamma0",
+        "tau",
+        "tau_upper",
+        "decay",
+        "needed_length",
+        "ratio",
+        "df1",
+        "df2",
+        "pvalue",
+        "drift",
+        "drift_pvalue",
+        "slope",
+        "slope_ci_low",
+        "slope_ci_high",
+        "fit_start",
+        "omega_exponent",
+        "ks_stat",
+        "ks_pvalue",
+    ]
     if T >= min_steps:
+
         def block(b, v):
-            out = _assess_block(b, v.T, uniforms, alpha=alpha, n_windows=n_windows,
-                                min_blocks=min_blocks, thin_factor=float(thin_factor),
-                                max_pairs=max_pairs, describe=bool(describe))
+            out = _assess_block(
+                b,
+                v.T,
+                uniforms,
+                alpha=alpha,
+                n_windows=n_windows,
+                min_blocks=min_blocks,
+                thin_factor=float(thin_factor),
+                max_pairs=max_pairs,
+                describe=bool(describe),
+            )
             return tuple(out[k] for k in keys)
 
         parts = _map_observables(block, x3, valid.T, cost=6)
@@ -329,9 +434,18 @@ def assess_many(
     num["mean_df1"], num["mean_df2"] = num.pop("df1"), num.pop("df2")
     rows = dict(num, tau=num["tau_int"], n_members=n_members, n_diverged=S - n_members)
     decided = [
-        _decide({k: v[j] for k, v in rows.items()}, T=T, alpha=alpha, alpha_mean=alpha_mean,
-                alpha_ks=alpha_ks, drift_alpha=drift_alpha, drift_tol=float(drift_tol),
-                min_steps=min_steps, min_members=min_members, spacing=spacing)
+        _decide(
+            {k: v[j] for k, v in rows.items()},
+            T=T,
+            alpha=alpha,
+            alpha_mean=alpha_mean,
+            alpha_ks=alpha_ks,
+            drift_alpha=drift_alpha,
+            drift_tol=float(drift_tol),
+            min_steps=min_steps,
+            min_members=min_members,
+            spacing=spacing,
+        )
         for j in range(P)
     ]
     lead = x.shape[1:-1]
@@ -348,15 +462,18 @@ def assess_many(
         tau_resolved=shaped(num["resolved"], bool),
         batch_length=shaped(num["batch_length"], np.int64),
         n_batches=shaped(num["n_batches"], np.int64),
-        ks_decisive=shaped(num["resolved"] & (T >= _RESOLVED_TAUS * np.nan_to_num(tau_up, nan=np.inf)),
-                           bool),
-        fit_start=shaped(num["fit_start"], np.int64), n_members=shaped(n_members),
-        n_diverged=shaped(S - n_members), n_steps=T, alpha=alpha,
+        ks_decisive=shaped(num["resolved"] & (T >= _RESOLVED_TAUS * np.nan_to_num(tau_up, nan=np.inf)), bool),
+        fit_start=shaped(num["fit_start"], np.int64),
+        n_members=shaped(n_members),
+        n_diverged=shaped(S - n_members),
+        n_steps=T,
+        alpha=alpha,
     )
 
 
-def assess(x, *, burn_in: int = 0, alpha: float = 0.05, member_axis: int = 0, axis: int = -1,
-           **kwargs) -> ErgodicityResult:
+def assess(
+    x, *, burn_in: int = 0, alpha: float = 0.05, member_axis: int = 0, axis: int = -1, **kwargs
+) -> ErgodicityResult:
     """Ergodicity verdict for one observable x: [S, T] (members by steps); scalar fields.
 
     Same numbers and rule as :func:`assess_many` (keyword arguments are passed through); for many
@@ -366,8 +483,7 @@ def assess(x, *, burn_in: int = 0, alpha: float = 0.05, member_axis: int = 0, ax
     x = _as_ensemble(ensemble_last(x, member_axis, axis)[0])
     if x.ndim != 2:
         raise ValueError(
-            f"assess takes one observable x: [S, T]; got shape {x.shape}. Use assess_many for "
-            "x: [S, ..., T]."
+            f"assess takes one observable x: [S, T]; got shape {x.shape}. Use assess_many for x: [S, ..., T]."
         )
     res = assess_many(x, burn_in=burn_in, alpha=alpha, **kwargs)
 
