@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from rvsp_jax import cli
 from rvsp_jax.studies import activation_compare as compare
-from rvsp_jax.studies import per_point, runner
 
 DEFAULTS = {"seeds": 16, "epochs": 1.0}
 
@@ -33,18 +32,8 @@ def main(argv: list[str] | None = None) -> None:
         train_defaults=DEFAULTS,
         settings_title="activation comparison",
     )
-    with cli.exit_on_user_error():
-        result = runner.run_study(
-            compare,
-            run.config,
-            run.settings,
-            run.out,
-            resume=run.args.resume,
-            overwrite=run.args.overwrite,
-            command=run.command,
-        )
-    if run.config.sweep_axes():
-        print("\n".join(per_point.describe(run.out, result.summary)))
+    result = cli.run_study(compare, run)
+    if result is None:  # a sweep: one line per grid point is printed
         return
     s = result.summary
     print(

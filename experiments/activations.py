@@ -14,7 +14,7 @@ figures/ to --out (default results/activations/<timestamp>).
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import activations, per_point, runner
+from rvsp_jax.studies import activations
 
 DEFAULTS = {"seeds": 16, "epochs": 2.0}
 
@@ -28,18 +28,8 @@ def main(argv: list[str] | None = None) -> None:
         train_defaults=DEFAULTS,
         settings_title="activations study",
     )
-    with cli.exit_on_user_error():
-        result = runner.run_study(
-            activations,
-            run.config,
-            run.settings,
-            run.out,
-            resume=run.args.resume,
-            overwrite=run.args.overwrite,
-            command=run.command,
-        )
-    if run.config.sweep_axes():
-        print("\n".join(per_point.describe(run.out, result.summary)))
+    result = cli.run_study(activations, run)
+    if result is None:  # a sweep: one line per grid point is printed
         return
     s = result.summary
     print(

@@ -12,7 +12,7 @@ summary.json, report.md and figures/*.png|pdf. See :mod:`rvsp_jax.studies.ergodi
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import ergodicity, per_point, runner
+from rvsp_jax.studies import ergodicity
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,18 +25,8 @@ def main(argv: list[str] | None = None) -> None:
         raw_description=True,
         settings_title="ergodicity analysis",
     )
-    with cli.exit_on_user_error():
-        result = runner.run_study(
-            ergodicity,
-            run.config,
-            run.settings,
-            run.out,
-            resume=run.args.resume,
-            overwrite=run.args.overwrite,
-            command=run.command,
-        )
-    if run.config.sweep_axes():
-        print("\n".join(per_point.describe(run.out, result.summary)))
+    result = cli.run_study(ergodicity, run)
+    if result is None:  # a sweep: one line per grid point is printed
         return
     print(f"run: {run.out} ({result.summary['n_members']} members, {result.summary['n_diverged']} diverged)")
     for group, g in result.summary["groups"].items():

@@ -19,7 +19,7 @@ When every member diverged it stops with a one-line error and exit status 1.
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import noise, runner
+from rvsp_jax.studies import noise
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,16 +31,8 @@ def main(argv: list[str] | None = None) -> None:
         train_defaults=noise.TRAIN_DEFAULTS,
         settings_title="gradient noise",
     )
-    with cli.exit_on_user_error():
-        runner.run_study(
-            noise,
-            run.config,
-            run.settings,
-            run.out,
-            resume=run.args.resume,
-            overwrite=run.args.overwrite,
-            command=run.command,
-        )
+    if cli.run_study(noise, run) is None:  # a sweep: one line per grid point is printed
+        return
     print(f"noise: {run.out}\n  report: {run.out / 'report.md'}\n  summary: {run.out / 'summary.json'}")
 
 

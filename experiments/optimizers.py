@@ -15,7 +15,7 @@ report.md and figures/; the report states its windows, whether they are stationa
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import optimizers, runner
+from rvsp_jax.studies import optimizers
 
 
 def _validate(config, settings) -> None:
@@ -35,16 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         settings_title="comparison",
         validate=_validate,
     )
-    with cli.exit_on_user_error():
-        runner.run_study(
-            optimizers,
-            run.config,
-            run.settings,
-            run.out,
-            resume=run.args.resume,
-            overwrite=run.args.overwrite,
-            command=run.command,
-        )
+    if cli.run_study(optimizers, run) is None:  # a sweep: one line per grid point is printed
+        return
     print(f"optimizers: {run.out}\n  report: {run.out / 'report.md'}\n  summary: {run.out / 'summary.json'}")
 
 

@@ -12,7 +12,7 @@ label-sorted. Writes manifest.json, arrays.npz, summary.json, report.md and figu
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import pixels, runner
+from rvsp_jax.studies import pixels
 
 DEFAULTS = {"seeds": 32}
 
@@ -27,16 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         settings_title="pixels analysis",
         allow_sweep=False,
     )
-    with cli.exit_on_user_error():
-        summary = runner.run_study(
-            pixels,
-            run.config,
-            run.settings,
-            run.out,
-            resume=run.args.resume,
-            overwrite=run.args.overwrite,
-            command=run.command,
-        ).summary
+    summary = cli.run_study(pixels, run).summary  # (pixels refuses a sweep when parsing)
     pca = summary["pca"]
     print(
         f"pixels: {pca['components_for']['0.95']} principal components explain 95% of the pixel "

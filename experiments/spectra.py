@@ -14,7 +14,7 @@ the analysed window, whether it is stationary, and the rule behind every sentenc
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import runner, spectra
+from rvsp_jax.studies import spectra
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,16 +25,8 @@ def main(argv: list[str] | None = None) -> None:
         argv,
         train_defaults=spectra.TRAIN_DEFAULTS,
     )
-    with cli.exit_on_user_error():
-        runner.run_study(
-            spectra,
-            run.config,
-            run.settings,
-            run.out,
-            resume=run.args.resume,
-            overwrite=run.args.overwrite,
-            command=run.command,
-        )
+    if cli.run_study(spectra, run) is None:  # a sweep: one line per grid point is printed
+        return
     print(f"spectra: {run.out}\n  report: {run.out / 'report.md'}\n  summary: {run.out / 'summary.json'}")
 
 

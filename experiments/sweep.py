@@ -14,7 +14,7 @@ swept hyperparameter.
 from __future__ import annotations
 
 from rvsp_jax import cli
-from rvsp_jax.studies import runner, sweep
+from rvsp_jax.studies import sweep
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,16 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         train_defaults=sweep.TRAIN_DEFAULTS,
         allow_sweep=True,
     )
-    with cli.exit_on_user_error():
-        runner.run_study(
-            sweep,
-            run.config,
-            run.settings,
-            run.out,
-            resume=run.args.resume,
-            overwrite=run.args.overwrite,
-            command=run.command,
-        )
+    cli.run_study(sweep, run)  # the sweep study analyses the whole grid itself
     print(f"sweep: {run.out}\n  report: {run.out / 'report.md'}\n  summary: {run.out / 'summary.json'}")
 
 

@@ -238,3 +238,26 @@ def exit_on_user_error():
         sys.exit(130)
     except (RunFolderError, StoreError, DataError, ValueError) as e:
         sys.exit(f"error: {e}")
+
+
+def run_study(study, invocation: Invocation):
+    """Run the study module ``study`` for a parsed command (:func:`parse_experiment`) through
+    :func:`rvsp_jax.studies.runner.run_study`, with the errors a user can fix turned into one line
+    (:func:`exit_on_user_error`). Returns its ``StudyResult``; for a sweep that the study splits into
+    grid points, prints one line per point and returns None."""
+    from rvsp_jax.studies import per_point, runner
+
+    with exit_on_user_error():
+        result = runner.run_study(
+            study,
+            invocation.config,
+            invocation.settings,
+            invocation.out,
+            resume=invocation.args.resume,
+            overwrite=invocation.args.overwrite,
+            command=invocation.command,
+        )
+    if invocation.config.sweep_axes() and not getattr(study, "SWEEPS_ITSELF", False):
+        print("\n".join(per_point.describe(invocation.out, result.summary)))
+        return None
+    return result
