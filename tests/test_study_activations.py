@@ -15,6 +15,7 @@ from experiments.activations import main
 from rvsp_jax.io.runfolder import read_manifest, write_manifest
 from rvsp_jax.io.store import open_run
 from rvsp_jax.studies import activations as act
+from rvsp_jax.studies import windows
 
 ARGS = [
     "--seeds",
@@ -75,11 +76,11 @@ def test_drift_of_a_shifted_and_a_permuted_sample():
 
 
 def test_phase_bounds_split_evenly():
-    assert act.phase_bounds(30, 3) == [(0, 10), (10, 20), (20, 30)]
-    assert act.phase_bounds(10, 3) == [(0, 3), (3, 7), (7, 10)]
-    assert act.phase_names(3) == ("early", "middle", "late")
+    assert windows.phase_bounds(30, 3) == [(0, 10), (10, 20), (20, 30)]
+    assert windows.phase_bounds(10, 3) == [(0, 3), (3, 7), (7, 10)]
+    assert windows.phase_names(3) == ("early", "middle", "late")
     with pytest.raises(ValueError, match="phases"):
-        act.phase_bounds(2, 3)
+        windows.phase_bounds(2, 3)
 
 
 def test_every_promised_file_is_written(study):

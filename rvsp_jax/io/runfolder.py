@@ -18,6 +18,8 @@ import platform
 import shutil
 from pathlib import Path
 
+from rvsp_jax.io import atomic
+
 MANIFEST = "manifest.json"
 FORMAT = "rvsp-jax run 1"
 RUN_ENTRIES = frozenset(
@@ -55,11 +57,7 @@ def human_bytes(n: float) -> str:
 
 def write_json_atomic(path: Path, obj) -> None:
     """Write ``obj`` as JSON to a temporary file next to ``path``, then rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(_dumps(obj) + "\n")
-    os.replace(tmp, path)
+    atomic.write_text(path, _dumps(obj) + "\n")
 
 
 def _dumps(obj, indent: str = "") -> str:

@@ -59,6 +59,7 @@ import zarr.codecs
 import zarr.storage
 
 from rvsp_jax.config import TrainConfig
+from rvsp_jax.io import atomic
 from rvsp_jax.io.runfolder import read_manifest
 from rvsp_jax.training.devices import MemberParts
 from rvsp_jax.training.probes import ProbeConfig, ProbeLayout
@@ -350,10 +351,7 @@ def write_by_chunk(array: zarr.Array, r0: int, x) -> None:
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic.write_bytes(path, data)
 
 
 def _savez_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from rvsp_jax.io import atomic
 from rvsp_jax.present.report import markdown_table
 
 
@@ -61,7 +62,4 @@ def write_index(root: str | os.PathLike, runs: list[Path] | None = None, title: 
         + "\n"
     )
     path = root / "index.md"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, text)

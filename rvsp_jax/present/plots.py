@@ -329,9 +329,9 @@ def verdict_table(
 def markdown_table(
     rows: Sequence[str], cols: Sequence[str], cells: Sequence[Sequence[object]], corner: str = ""
 ) -> str:
-    """The same table as GitHub-flavoured markdown, for ``report.md``; ``|`` in text is escaped."""
+    """The same table as GitHub-flavoured markdown, for ``report.md`` (:func:`rvsp_jax.present.report.
+    markdown_table` with the row labels as the first column); ``|`` in text is escaped."""
+    from rvsp_jax.present.report import markdown_table as table
+
     cells = _check_table(rows, cols, cells)
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(esc(c) for c in [corner, *cols]) + " |", "|" + "---|" * (len(cols) + 1)]
-    lines += ["| " + " | ".join(esc(c) for c in [r, *row]) + " |" for r, row in zip(rows, cells)]
-    return "\n".join(lines) + "\n"
+    return table([corner, *cols], [[r, *row] for r, row in zip(rows, cells)]) + "\n"

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rvsp_jax.analysis.summary import MemberSummary
+from rvsp_jax.io import atomic
 
 
 def _plain(obj):
@@ -73,10 +74,7 @@ def write_summary(folder: str | os.PathLike, summary: dict) -> Path:
     if not _writer():
         return path
     summary = {"schema": SUMMARY_SCHEMA, **summary}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_plain(summary), indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, json.dumps(_plain(summary), indent=1, allow_nan=False) + "\n")
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -102,7 +100,7 @@ def fmt_ci(s: MemberSummary, digits: int = 3) -> str:
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     """A GitHub markdown table; cells are formatted with :func:`fmt` unless already strings."""
     cell = lambda v: v if isinstance(v, str) else fmt(v)  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(str(h).replace("|", "\\|") for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v).replace("|", "\\|") for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -150,10 +148,7 @@ class Report:
         path = Path(folder) / "report.md"
         if not _writer():
             return path
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.markdown())
-        os.replace(tmp, path)
-        return path
+        return atomic.write_text(path, self.markdown())
 
 
 def proportion_summary(x, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> MemberSummary:

@@ -45,6 +45,7 @@ from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, 
 from rvsp_jax.studies.figures import save_figures
 from rvsp_jax.studies.members import diverged_members, summary_series
 from rvsp_jax.studies.settings import StudySettings
+from rvsp_jax.studies.windows import phase_bounds, phase_names
 from rvsp_jax.training.probes import ProbeConfig
 
 EXPERIMENT = "activations"
@@ -123,18 +124,6 @@ def drift_from_start(y) -> np.ndarray:
     if y.ndim < 3:
         raise ValueError(f"y must be [..., T, B, h], got shape {y.shape}")
     return wasserstein_1d(y, y[..., :1, :, :], axis=-2)
-
-
-def phase_bounds(steps: int, phases: int) -> list[tuple[int, int]]:
-    """``phases`` consecutive ``[start, stop)`` ranges splitting ``range(steps)`` as evenly as possible."""
-    if not 1 <= phases <= steps:
-        raise ValueError(f"cannot split {steps} recorded steps into {phases} phases")
-    edges = np.linspace(0, steps, phases + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-
-
-def phase_names(phases: int) -> tuple[str, ...]:
-    return ("early", "middle", "late") if phases == 3 else tuple(f"phase {i + 1}" for i in range(phases))
 
 
 # ---- reading a run -----------------------------------------------------------------------------

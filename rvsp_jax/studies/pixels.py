@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from rvsp_jax.analysis import (
 from rvsp_jax.analysis import pixels as px
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
+from rvsp_jax.io import atomic
 from rvsp_jax.present import plots
 from rvsp_jax.present.report import Report, fmt, fmt_ci, pct, progress_enabled, write_summary
 from rvsp_jax.studies.figures import caption_of, save_figures
@@ -630,10 +630,7 @@ def save_arrays(folder, arrays: dict[str, np.ndarray]) -> Path:
     path = Path(folder) / "arrays.npz"
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return atomic.write_bytes(path, buf.getvalue())
 
 
 def record_runs(

@@ -33,6 +33,7 @@ from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.io import record, store
 from rvsp_jax.present import plots
 from rvsp_jax.present.report import Report, fmt, fmt_ci, progress_enabled, proportion_summary, write_summary
+from rvsp_jax.studies import windows
 from rvsp_jax.studies.figures import save_figures
 from rvsp_jax.studies.layer_spectra import (
     DRIFT_ACCEPT,
@@ -67,7 +68,7 @@ TRAIN_DEFAULTS = {"seeds": 32, "steps": 4000, "chunk": 500}
 """Defaults of this experiment's training flags: 32 members, 4,000 steps (2.1 epochs) of the
 sigmoid 784-16-16-10 network with SGD at lr 0.1 (25 s in all, measured on 2 shared CPU cores)."""
 PHASES = ("early", "middle", "late")
-VERDICT_COLORS = {
+STATIONARITY_COLOURS = {
     "stationary": plots.PALETTE[2],
     "unit-root": plots.PALETTE[1],
     "inconclusive": "0.75",
@@ -116,9 +117,9 @@ class SpectraSettings(StudySettings):
 
 
 def phase_bounds(n_steps: int, phases=PHASES) -> list[tuple[str, int, int]]:
-    """``(name, start, stop)`` of equal consecutive windows covering ``n_steps`` recorded steps."""
-    edges = np.linspace(0, n_steps, len(phases) + 1).round().astype(int)
-    return [(name, int(a), int(b)) for name, a, b in zip(phases, edges[:-1], edges[1:])]
+    """``(name, start, stop)`` of equal consecutive windows covering ``n_steps`` recorded steps
+    (:func:`rvsp_jax.studies.windows.phase_bounds`, named)."""
+    return [(name, a, b) for name, (a, b) in zip(phases, windows.phase_bounds(n_steps, len(phases)))]
 
 
 class PhaseVerdicts(NamedTuple):
@@ -372,7 +373,7 @@ def figure_stationarity(result: SpectraResult):
                     for codes in result.verdicts.fdr_bh
                 ]
             )
-            ax.bar(names, share, bottom=bottom, color=VERDICT_COLORS[verdict], label=verdict)
+            ax.bar(names, share, bottom=bottom, color=STATIONARITY_COLOURS[verdict], label=verdict)
             bottom += np.nan_to_num(share)
         ax.set(title=layer, ylim=(0, 1))
     axes[0, 0].set_ylabel("fraction of update processes")

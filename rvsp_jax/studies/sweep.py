@@ -36,7 +36,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from rvsp_jax.analysis import assess_many, band_power_ratio, tail_verdict, welch
 from rvsp_jax.config import TrainConfig, opt
-from rvsp_jax.io import record
+from rvsp_jax.io import atomic, record
 from rvsp_jax.present import plots
 from rvsp_jax.present.report import fmt, markdown_table, write_summary
 from rvsp_jax.studies.figures import save_figures
@@ -340,7 +340,5 @@ def write_results(
     save_figures(FIGURES, analysis, folder / "figures")
     text = report(analysis, command)
     if devices.is_writer():  # process 0 writes (write_summary and save_figure check it themselves)
-        tmp = folder / "report.md.tmp"
-        tmp.write_text(text)
-        tmp.replace(folder / "report.md")
+        atomic.write_text(folder / "report.md", text)
     return summary
