@@ -4,6 +4,7 @@ import json
 import re
 
 import jax
+import numpy as np
 import pytest
 
 from experiments import reproduce
@@ -152,3 +153,15 @@ def test_gathering_refuses_mismatched_lr_grids_and_seeds(tmp_path):
     gather([e, a], tmp_path / "ok")
     summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
     assert summary["batch_sizes"] == [16, 32] and summary["trend_lr_over_b"]["verdict"] == "inconclusive"
+
+
+def test_the_trend_verdict_is_exact_on_six_cells_and_keeps_its_size_under_the_null():
+    from rvsp_jax.studies.batch_sizes import trend
+
+    x = np.log([0.03 / 32, 0.1 / 32, 0.3 / 32, 0.03 / 128, 0.1 / 128, 0.3 / 128])
+    got = trend(x, [5.80, 5.45, 5.11, 5.98, 5.70, 5.51])  # the reproduction's cells (docs)
+    assert got["verdict"] == "falls" and got["rho"] == pytest.approx(-33 / 35)
+    assert got["p"] == pytest.approx(12 / 720)  # exact: 12 of the 720 pairings reach |rho| >= 33/35
+    rng = np.random.default_rng(7)
+    calls = [trend(x, rng.normal(size=6))["verdict"] != "inconclusive" for _ in range(300)]
+    assert np.mean(calls) <= 0.06  # measured 3.1% at 1,000 repetitions (docs/calibration.md)

@@ -34,10 +34,12 @@ import itertools
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+from scipy import stats
 
 from rvsp_jax.present import plots
 from rvsp_jax.present.report import Report, fmt, pct, write_summary
@@ -125,40 +127,41 @@ def _differences(runs: list[dict]) -> dict[str, list]:
     }
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean rank)."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x), dtype=float)
-    for v in np.unique(x):
-        tie = x == v
-        ranks[tie] = ranks[tie].mean()
-    return ranks
-
-
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    rx, ry = _ranks(x), _ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    d = math.sqrt(float((rx**2).sum() * (ry**2).sum()))
-    return float((rx * ry).sum() / d) if d > 0 else float("nan")
+    """Spearman's rho (``scipy.stats.spearmanr``; NaN for constant input)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return float(stats.spearmanr(x, y).statistic)
 
 
 def trend(x, y, *, n_perm: int = 20000, seed: int = 0) -> dict:
-    """Spearman rho between ``x`` and ``y`` and its two-sided permutation p-value (exact up to
-    :data:`MAX_EXACT` points, else ``n_perm`` random permutations from numpy ``default_rng(seed)``),
-    with the verdict ``falls`` / ``rises`` / ``inconclusive`` at level :data:`ALPHA`."""
+    """Spearman rho between ``x`` and ``y`` and its two-sided permutation p-value
+    (``scipy.stats.permutation_test`` over pairings: exact up to :data:`MAX_EXACT` points, else
+    ``n_perm`` random permutations from ``default_rng(seed)``), with the verdict ``falls`` /
+    ``rises`` / ``inconclusive`` at level :data:`ALPHA`. Size and power: docs/calibration.md."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     n = len(x)
     rho = _spearman(x, y) if n >= 3 else float("nan")
     if not math.isfinite(rho):
         return {"cells": n, "rho": rho, "p": float("nan"), "verdict": "inconclusive"}
-    if n <= MAX_EXACT:
-        perms = (np.array(p) for p in itertools.permutations(range(n)))
-        null = np.array([_spearman(x, y[p]) for p in perms])
-    else:
-        rng = np.random.default_rng(seed)
-        null = np.array([_spearman(x, y[rng.permutation(n)]) for _ in range(n_perm)])
-    p = float(np.mean(np.abs(null) >= abs(rho) - 1e-12))
+    rx = stats.rankdata(x)
+    rx = rx - rx.mean()
+
+    def rho_of(yy, axis=-1):  # Spearman's rho of x with each resample of y (vectorised)
+        ry = np.moveaxis(stats.rankdata(yy, axis=axis), axis, -1)
+        ry = ry - ry.mean(-1, keepdims=True)
+        return (ry @ rx) / np.sqrt((ry**2).sum(-1) * (rx**2).sum())
+
+    res = stats.permutation_test(
+        (y,),
+        rho_of,
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=math.factorial(n) if n <= MAX_EXACT else n_perm,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
+    p = float(res.pvalue)
     verdict = ("falls" if rho < 0 else "rises") if p < ALPHA else "inconclusive"
     return {"cells": n, "rho": rho, "p": p, "verdict": verdict}
 
