@@ -7,12 +7,15 @@ name and its help text.
 Fields are typed: ``opt_kwargs`` and ``sweep`` are read-only mappings (:class:`JSONObject`),
 ``widths`` a tuple; the command line's text is parsed in :mod:`rvsp_jax.cli`. The constructors also
 read the JSON text these fields used to be (older code, and manifests, which store that text).
+
+The names ``activation``, ``init`` and ``optimizer`` may take are those of the model's tables in
+:mod:`rvsp_jax.training.registry` (``ACTIVATIONS``, ``INITIALIZERS``, ``optimizer_names``), which
+this module re-exports for older imports.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import inspect
 import itertools
@@ -25,45 +28,10 @@ from typing import Any
 import jax
 import optax
 
+from rvsp_jax.training.registry import ACTIVATIONS, INITIALIZERS, optimizer_names  # re-exported
+
 VARY_CHOICES = ("both", "data", "init")
 DATASET_CHOICES = ("mnist", "fashion_mnist")
-ACTIVATIONS = {
-    "sigmoid": jax.nn.sigmoid,
-    "relu": jax.nn.relu,
-    "tanh": jax.numpy.tanh,
-    "gelu": jax.nn.gelu,
-    "silu": jax.nn.silu,
-    "elu": jax.nn.elu,
-    "softplus": jax.nn.softplus,
-    "leaky_relu": jax.nn.leaky_relu,
-    "identity": lambda x: x,
-}
-INITIALIZERS = {
-    "lecun_normal": jax.nn.initializers.lecun_normal,
-    "lecun_uniform": jax.nn.initializers.lecun_uniform,
-    "glorot_normal": jax.nn.initializers.glorot_normal,
-    "glorot_uniform": jax.nn.initializers.glorot_uniform,
-    "he_normal": jax.nn.initializers.he_normal,
-    "he_uniform": jax.nn.initializers.he_uniform,
-    "normal": lambda: jax.nn.initializers.normal(stddev=1.0),
-}
-
-
-@functools.lru_cache(maxsize=1)
-def optimizer_names() -> tuple[str, ...]:
-    """Every optax optimizer constructor that takes a ``learning_rate`` (sgd, adam, adamw, ...)."""
-    names = []
-    for name in dir(optax):
-        obj = getattr(optax, name)
-        if name.startswith("_") or not inspect.isfunction(obj):
-            continue
-        try:
-            params = inspect.signature(obj).parameters
-        except (TypeError, ValueError):
-            continue
-        if next(iter(params), None) == "learning_rate":
-            names.append(name)
-    return tuple(sorted(names))
 
 
 def _choice(value, choices, what):

@@ -83,6 +83,25 @@ def test_optimizer_names_cover_the_common_ones():
     assert tx.init({"w": jnp.zeros(2)})  # momentum state exists
 
 
+def test_registries_live_with_the_model_and_config_reexports_them():
+    from rvsp_jax import config
+    from rvsp_jax.training import registry
+
+    assert config.ACTIVATIONS is registry.ACTIVATIONS
+    assert config.INITIALIZERS is registry.INITIALIZERS
+    assert config.optimizer_names is registry.optimizer_names
+    assert cli_choices("--activation") == tuple(registry.ACTIVATIONS)
+    with pytest.raises(ValueError, match="unknown activation 'swish'; valid choices: sigmoid, relu"):
+        TrainConfig(activation="swish")
+
+
+def cli_choices(flag):
+    import dataclasses
+
+    (f,) = [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("flag") == flag]
+    return f.metadata["choices"]
+
+
 def test_steps_and_epochs():
     assert TrainConfig(batch_size=32).total_steps(60_000) == 1875
     assert TrainConfig(batch_size=32, epochs=0.5).total_steps(60_000) == 938

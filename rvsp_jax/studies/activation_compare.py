@@ -65,7 +65,7 @@ from rvsp_jax.analysis import (
     verdict_fractions,
     welch,
 )
-from rvsp_jax.config import ACTIVATIONS, TrainConfig, opt
+from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load, to_model_inputs
 from rvsp_jax.io import store
 from rvsp_jax.present import plots
@@ -78,6 +78,7 @@ from rvsp_jax.studies.windows import check_burn_in
 from rvsp_jax.training.ensemble import member_keys
 from rvsp_jax.training.model import init_params, make_model
 from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.training.registry import ACTIVATIONS
 
 EXPERIMENT = "activation_compare"
 TITLE = "Activation comparison"

@@ -48,7 +48,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rvsp_jax.analysis import across_members, is_constant, predicted_update_psd, welch
-from rvsp_jax.config import TrainConfig, opt, optimizer_names
+from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load, to_model_inputs
 from rvsp_jax.io import store
 from rvsp_jax.present import plots
@@ -75,6 +75,7 @@ from rvsp_jax.studies.settings import StudySettings
 from rvsp_jax.studies.windows import burn_in_steps, check_burn_in
 from rvsp_jax.training.model import loss_and_accuracy, make_model
 from rvsp_jax.training.probes import ProbeConfig
+from rvsp_jax.training.registry import optimizer_names
 
 EXPERIMENT = "optimizers"
 TITLE = "Optimizers"

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rvsp_jax.config import ACTIVATIONS, INITIALIZERS, TrainConfig
+from rvsp_jax.config import TrainConfig
+from rvsp_jax.training.registry import ACTIVATIONS, INITIALIZERS
 
 N_PIXELS = 28 * 28
 N_CLASSES = 10
