@@ -2,8 +2,8 @@
 
 A :class:`Report` collects markdown blocks and is written atomically at the end; numbers are
 formatted with their uncertainty across members (:func:`fmt_ci`). ``summary.json`` holds the same
-numbers for programs (numpy scalars and arrays are converted; NaN becomes null) and names its format
-in ``"schema"`` (:data:`SUMMARY_SCHEMA`; see ``docs/summary.md``).
+numbers for programs (numpy scalars and arrays are converted by :func:`json_ready`; NaN becomes
+null) and names its format in ``"schema"`` (:data:`SUMMARY_SCHEMA`; see ``docs/summary.md``).
 
 With several processes only process 0 writes (:func:`rvsp_jax.training.devices.is_writer`): the others'
 :func:`write_summary` and :meth:`Report.write` return the path without writing. Progress bars follow
@@ -24,16 +24,20 @@ from rvsp_jax.analysis.summary import MemberSummary
 from rvsp_jax.io import atomic
 
 
-def _plain(obj):
-    """JSON-ready copy of ``obj``: numpy to Python, NaN/inf to None, tuples to lists."""
+def json_ready(obj):
+    """A JSON-ready copy of ``obj`` (what :func:`write_summary` writes), made of plain Python values:
+    dicts with ``str`` keys, NamedTuples (``_asdict``) as dicts, lists and tuples as lists, numpy
+    arrays as nested lists, numpy scalars as ``float``/``int``/``bool``, NaN and inf as ``None``,
+    paths as ``str``; anything else (str, int, bool, None) is returned as it is. A summary passed
+    through it reads as ``summary.json`` will read back (the per-point analysis of a sweep uses that)."""
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): json_ready(v) for k, v in obj.items()}
     if hasattr(obj, "_asdict"):  # NamedTuple results such as MemberSummary
-        return _plain(obj._asdict())
+        return json_ready(obj._asdict())
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [json_ready(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
+        return json_ready(obj.tolist())
     if isinstance(obj, (np.floating, float)):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, np.integer):
@@ -74,7 +78,7 @@ def write_summary(folder: str | os.PathLike, summary: dict) -> Path:
     if not _writer():
         return path
     summary = {"schema": SUMMARY_SCHEMA, **summary}
-    return atomic.write_text(path, json.dumps(_plain(summary), indent=1, allow_nan=False) + "\n")
+    return atomic.write_text(path, json.dumps(json_ready(summary), indent=1, allow_nan=False) + "\n")
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -134,7 +138,7 @@ class Report:
 
     def config(self, config: dict, command: str | None = None) -> Report:
         """A collapsible block with the configuration (and the command that made the run)."""
-        body = json.dumps(_plain(config), indent=1)
+        body = json.dumps(json_ready(config), indent=1)
         cmd = f"Command: `{command}`\n\n" if command else ""
         self.blocks.append(f"{cmd}<details><summary>Configuration</summary>\n\n```json\n{body}\n```\n</details>")
         return self

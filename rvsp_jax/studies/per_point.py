@@ -35,7 +35,7 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from rvsp_jax.present import plots
-from rvsp_jax.present.report import Report, _plain, fmt, write_summary
+from rvsp_jax.present.report import Report, fmt, json_ready, write_summary
 from rvsp_jax.training import devices
 
 POINTS = "points"
@@ -91,7 +91,7 @@ def analyse_points(
             continue
         stats = {
             panel: {k: _finite(v) for k, v in series.items()}
-            for panel, series in study.sweep_statistics(_plain(summary)).items()
+            for panel, series in study.sweep_statistics(json_ready(summary)).items()
         }
         points.append({**entry, "analysed": True, "statistics": stats})
     if not any(p["analysed"] for p in points):
