@@ -111,7 +111,7 @@ def test_variance_scaling_values_match_direct_computation():
         ref = means.var(axis=0, ddof=1).mean(axis=-1)
         np.testing.assert_allclose(res.variance[:, k], ref, rtol=1e-10)
     assert res.windows[0] == 1 and res.windows[-1] == 300 // 4
-    assert np.all(res.ci_low <= res.slope) and np.all(res.slope <= res.ci_high)
+    assert np.all(res.lo <= res.slope) and np.all(res.slope <= res.hi)
 
 
 def test_variance_scaling_slope_iid_is_minus_one_and_random_intercept_is_zero():
@@ -119,11 +119,11 @@ def test_variance_scaling_slope_iid_is_minus_one_and_random_intercept_is_zero():
     iid = erg.variance_scaling(rng.standard_normal((S, T)), n_boot=200)
     # Var of a W-mean of iid unit noise is 1/W (here measured -0.98, CI half-width ~0.03).
     assert iid.slope == pytest.approx(-1.0, abs=0.05)
-    assert iid.ci_low < -0.95 and iid.ci_high < -0.9
+    assert iid.lo < -0.95 and iid.hi < -0.9
     np.testing.assert_allclose(iid.variance * iid.windows, 1.0, rtol=0.25)
     ri = erg.variance_scaling(random_intercept(rng, (S, T)), n_boot=200)
     # Var = var(mu) + 1/W -> plateau at var(mu) = 1: slope about 0 (measured -0.03).
-    assert abs(ri.slope) < 0.1 and ri.ci_high > -0.25
+    assert abs(ri.slope) < 0.1 and ri.hi > -0.25
     ar = erg.variance_scaling(ar1(rng, (S, T), 0.9), n_boot=200)
     # AR(0.9): fit starts beyond the correlation time (tau = 19) and the slope approaches -1.
     assert ar.fit_start >= 50
@@ -136,7 +136,7 @@ def test_variance_scaling_interval_covers_the_true_slope():
     rng = np.random.default_rng(19)
     for members, least in ((8, 0.85), (32, 0.9)):
         res = erg.variance_scaling(rng.standard_normal((members, 200, 1000)))
-        coverage = np.mean((res.ci_low <= -1.0) & (res.ci_high >= -1.0))
+        coverage = np.mean((res.lo <= -1.0) & (res.hi >= -1.0))
         assert least <= coverage <= 0.99, (members, coverage)
 
 
@@ -145,11 +145,11 @@ def test_variance_scaling_bootstrap_is_seeded_and_batched_equals_single():
     x = np.stack([ar1(rng, (16, 400), 0.5), random_intercept(rng, (16, 400))], axis=1)  # [S, 2, T]
     a = erg.variance_scaling(x, rng=7)
     b = erg.variance_scaling(x, rng=np.random.default_rng(7))
-    np.testing.assert_array_equal(a.ci_low, b.ci_low)
+    np.testing.assert_array_equal(a.lo, b.lo)
     one = erg.variance_scaling(x[:, 1], rng=7)
-    assert one.slope == a.slope[1] and one.ci_low == a.ci_low[1] and one.ci_high == a.ci_high[1]
+    assert one.slope == a.slope[1] and one.lo == a.lo[1] and one.hi == a.hi[1]
     c = erg.variance_scaling(x, rng=8)
-    assert not np.array_equal(a.ci_low, c.ci_low)
+    assert not np.array_equal(a.lo, c.lo)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -386,8 +386,8 @@ def test_assess_random_intercept_is_non_ergodic_with_its_effect_size():
     x = random_intercept(np.random.default_rng(13), (256, 20, 500), 0.1)  # var(mu) = 0.01
     r = erg.assess_many(x)
     assert np.all(r.verdict == "non-ergodic"), r.reason
-    assert np.all(r.ratio_ci_low > 1) and np.all(r.mean_pvalue < 1e-10)
-    coverage = np.mean((r.var_mu_ci_low <= 0.01) & (0.01 <= r.var_mu_ci_high))
+    assert np.all(r.ratio_lo > 1) and np.all(r.mean_pvalue < 1e-10)
+    coverage = np.mean((r.var_mu_lo <= 0.01) & (0.01 <= r.var_mu_hi))
     assert coverage >= 0.85 and np.median(r.var_mu) == pytest.approx(0.01, rel=0.2)
     assert "time averages differ" in r.reason[0] and "member-specific means" in r.reason[0]
 
@@ -479,7 +479,7 @@ def test_assess_many_is_batched_over_observables():
             "tau_int",
             "drift",
             "slope",
-            "slope_ci_low",
+            "slope_lo",
             "ks_pvalue",
             "omega_exponent",
         ):

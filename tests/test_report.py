@@ -15,7 +15,7 @@ def test_across_members_matches_scipy_t_interval_and_excludes_nonfinite():
     x = rng.normal(1.0, 2.0, size=(12, 5))
     x[3, 1] = np.nan
     x[7, 1] = np.inf
-    s = across_members(x, level=0.9)
+    s = across_members(x, alpha=0.1)
     for j in range(5):
         col = x[:, j][np.isfinite(x[:, j])]
         lo, hi = stats.t.interval(0.9, len(col) - 1, loc=col.mean(), scale=stats.sem(col))
@@ -33,8 +33,20 @@ def test_across_members_coverage_under_the_null():
 def test_single_member_has_no_interval_and_bad_level_raises():
     s = across_members(np.array([[1.0, 2.0]]))
     assert np.all(np.isnan(s.lo)) and s.mean.tolist() == [1.0, 2.0]
-    with pytest.raises(ValueError, match="level"):
-        across_members(np.zeros((3, 2)), level=1.5)
+    with pytest.raises(ValueError, match="alpha"):
+        across_members(np.zeros((3, 2)), alpha=1.5)
+    with pytest.raises(ValueError, match="significance level"):
+        across_members(np.zeros((3, 2)), 0.95)  # a coverage passed where alpha is expected
+
+
+def test_across_members_former_level_argument_warns_and_agrees():
+    x = np.random.default_rng(2).normal(size=(9, 4))
+    with pytest.warns(DeprecationWarning, match="alpha = 1 - level"):
+        old = across_members(x, level=0.9)
+    new = across_members(x, alpha=0.1)
+    np.testing.assert_allclose([old.lo, old.hi], [new.lo, new.hi], rtol=1e-12)
+    with pytest.raises(ValueError, match="level"), pytest.warns(DeprecationWarning):
+        across_members(x, level=1.5)
 
 
 def test_report_and_summary_files(tmp_path):

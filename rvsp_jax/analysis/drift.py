@@ -11,11 +11,12 @@ float64, computed in float64 with the two-pass moments of ``np.mean``/``np.var``
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
 
 import numpy as np
 
 from rvsp_jax.analysis._common import as_int, as_real, block_slices, restore_time, time_last
+from rvsp_jax.analysis.result import Result
 
 __all__ = ["DriftSummary", "RollingMeanVar", "measure_drift", "rolling_mean_var"]
 
@@ -23,7 +24,8 @@ __all__ = ["DriftSummary", "RollingMeanVar", "measure_drift", "rolling_mean_var"
 _BLOCK_ELEMENTS = 1 << 22
 
 
-class RollingMeanVar(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class RollingMeanVar(Result):
     """Moments of x over windows ``x[..., s : s + window]`` for each start s.
 
     mean, var: [..., W] (float64); starts: [W] first step of each window (int).
@@ -34,7 +36,8 @@ class RollingMeanVar(NamedTuple):
     starts: np.ndarray
 
 
-class DriftSummary(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class DriftSummary(Result):
     """Straight-line fits of the rolling moments against window start (per step), per series.
 
     mean_slope, var_slope: [...] change of the rolling mean / variance per time step.

@@ -26,9 +26,9 @@ trainer's recorded ``grads`` probe up to float32 rounding of differently batched
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from rvsp_jax.analysis.noise_scale import NoiseScale, gradient_noise_scale
+from rvsp_jax.analysis.result import Result
 from rvsp_jax.training.ensemble import Ensemble
 from rvsp_jax.training.model import MLP, init_params, loss_and_accuracy
 
@@ -44,7 +45,8 @@ __all__ = ["GradientNoise", "inputs", "make_noise_fn", "minibatch_indices", "ref
 _REFERENCE_STREAM = 0x67726566  # "gref": stream tag of the reference-subset draw
 
 
-class GradientNoise(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class GradientNoise(Result):
     """Gradient noise of one member at one step (float32).
 
     noise: ``[M, P]`` minibatch gradients minus the reference gradient, ``g_m - G``.

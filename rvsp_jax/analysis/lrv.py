@@ -50,6 +50,8 @@ import math
 import numpy as np
 import scipy.stats
 
+from rvsp_jax.analysis.result import Result
+
 __all__ = [
     "BATCH_TAUS",
     "MIN_BATCHES",
@@ -77,8 +79,8 @@ _TAU_MARGIN = 2.0
 """Standard errors of the lugsail estimate added to tau for the conservative bound tau_upper."""
 
 
-@dataclasses.dataclass(frozen=True)
-class LongRunVariance:
+@dataclasses.dataclass(frozen=True, eq=False)
+class LongRunVariance(Result):
     """Lugsail batch-means long-run variance of the deviations and the mean-ergodicity ANOVA.
 
     Arrays over the observable axes ``[...]`` (float64 unless said).

@@ -7,14 +7,17 @@ count m and come back as NaN / not rejected.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
 
 import numpy as np
+
+from rvsp_jax.analysis.result import Result
 
 __all__ = ["FdrResult", "fdr_bh"]
 
 
-class FdrResult(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class FdrResult(Result):
     """Benjamini-Hochberg decisions; both arrays have the shape of the p-values.
 
     reject: bool, True where the hypothesis is rejected at false discovery rate alpha.

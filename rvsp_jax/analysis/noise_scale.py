@@ -19,13 +19,14 @@ Pure JAX, batched over leading axes, computed in the dtype of the input (at leas
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rvsp_jax.analysis._common import as_int, as_jax_float
+from rvsp_jax.analysis.result import Result
 
 __all__ = [
     "N_OVER_B",
@@ -40,7 +41,8 @@ N_OVER_B = 10
 """:func:`pooled_noise_scale` flags an estimate from ``n`` examples when ``n < 10 x B_simple``."""
 
 
-class NoiseScale(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class NoiseScale(Result):
     """Noise-scale estimates, each of shape ``[...]``.
 
     Attributes:
@@ -136,7 +138,8 @@ def two_batch_noise_scale(sq_norm_small, sq_norm_big, b_small, b_big, *, axis: i
     return NoiseScale(trace_sigma / grad_sq, trace_sigma, grad_sq)
 
 
-class PooledNoiseScale(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class PooledNoiseScale(Result):
     """:func:`pooled_noise_scale` per step, each ``[K]`` float64 (``n_examples`` an int).
 
     b_simple: ``mean tr(Sigma) / mean |G|^2`` over the repeats (NaN where the mean ``|G|^2`` <= 0);

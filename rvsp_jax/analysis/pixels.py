@@ -19,9 +19,11 @@ are uint8 ``[N, H, W]`` scaled by 1/255 (as :func:`rvsp_jax.data.to_model_inputs
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
 
 import numpy as np
+
+from rvsp_jax.analysis.result import Result
 
 __all__ = [
     "DistanceCorrelation",
@@ -47,7 +49,8 @@ __all__ = [
 _ROWS = 8192  # images per block in the streaming sums (a block is ~50 MiB of float64 at D = 784)
 
 
-class PixelMoments(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class PixelMoments(Result):
     """Per-pixel ``mean`` and population variance ``var`` (ddof 0), float64 ``[H, W]``, of ``n``
     images, in intensity units (0 = black, 1 = white)."""
 
@@ -56,7 +59,8 @@ class PixelMoments(NamedTuple):
     n: int
 
 
-class PcaSpectrum(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class PcaSpectrum(Result):
     """Eigen-decomposition of a covariance matrix ``[D, D]``, largest variance first.
 
     eigenvalues: [D] float64 >= 0 (rounding negatives clipped to 0): variance along each component.
@@ -72,7 +76,8 @@ class PcaSpectrum(NamedTuple):
     participation_ratio: float
 
 
-class DistanceCorrelation(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class DistanceCorrelation(Result):
     """Mean correlation of pixel pairs by distance: ``distance`` [K] (int, pixels, rounded Euclidean),
     ``mean`` [K] float64 mean correlation of the pairs at that distance, ``count`` [K] pairs used."""
 
@@ -81,7 +86,8 @@ class DistanceCorrelation(NamedTuple):
     count: np.ndarray
 
 
-class SamplingMoments(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class SamplingMoments(Result):
     """Exact moments of the mean of a batch of B values drawn without replacement from N values.
 
     mean: [...] population mean mu; var: [...] ``sigma^2 / B * (N - B) / (N - 1)`` (sigma^2 the

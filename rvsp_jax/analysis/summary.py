@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+import warnings
 
 import numpy as np
 from scipy import stats
 
+from rvsp_jax.analysis.result import Result
+
 __all__ = ["MemberSummary", "across_members"]
 
 
-class MemberSummary(NamedTuple):
-    """Mean over members with a Student-t confidence interval (``lo``, ``hi``) at ``level``;
-    ``n`` members used, ``excluded`` members left out because their value was not finite."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class MemberSummary(Result):
+    """Mean over members with a Student-t confidence interval.
+
+    mean, sem: float64 ``[...]``; lo, hi: the two-sided ``1 - alpha`` interval; n: members used
+    (int64); excluded: members left out because their value was not finite (int64)."""
 
     mean: np.ndarray
     sem: np.ndarray
@@ -22,16 +28,22 @@ class MemberSummary(NamedTuple):
     excluded: np.ndarray
 
 
-def across_members(x, level: float = 0.95, *, member_axis: int = 0) -> MemberSummary:
+def across_members(x, alpha: float = 0.05, *, member_axis: int = 0, level: float | None = None) -> MemberSummary:
     """Summarise ``x: [S, ...]`` over members (axis 0), per remaining entry, in float64.
 
     Non-finite values (diverged members) are excluded and counted, never averaged in. The interval is
-    ``mean ± t_{(1+level)/2, n-1} · sd / sqrt(n)`` (``scipy.stats.t``); with fewer than two finite
-    members the interval is NaN. Equals ``scipy.stats.t.interval(level, n-1, mean, sem)`` per entry.
-    ``member_axis``: the member axis of x (default 0); fields have x's shape without it.
+    ``mean ± t_{1-alpha/2, n-1} · sd / sqrt(n)`` (``scipy.stats.t``); with fewer than two finite
+    members the interval is NaN. Equals ``scipy.stats.t.interval(1 - alpha, n-1, mean, sem)`` per
+    entry. ``member_axis``: the member axis of x (default 0); fields have x's shape without it.
+    ``level`` (the coverage ``1 - alpha``) is the former name: accepted with a DeprecationWarning.
     """
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    if level is not None:
+        warnings.warn("across_members(level=...) is now alpha = 1 - level", DeprecationWarning, stacklevel=2)
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        alpha = 1 - level
+    if not 0 < alpha <= 0.5:
+        raise ValueError(f"alpha is the significance level in (0, 0.5] (0.05 for a 95% interval), got {alpha}")
     x = np.asarray(x, np.float64)
     if member_axis != 0 and x.ndim:
         x = np.moveaxis(x, member_axis, 0)
@@ -44,7 +56,7 @@ def across_members(x, level: float = 0.95, *, member_axis: int = 0) -> MemberSum
         dev = np.where(ok, x - mean, 0)
         sd = np.sqrt((dev**2).sum(0) / (n - 1))
         sem = sd / np.sqrt(n)
-        half = stats.t.ppf((1 + level) / 2, np.maximum(n - 1, 1)) * sem
+        half = stats.t.ppf(1 - alpha / 2, np.maximum(n - 1, 1)) * sem
     half = np.where(n >= 2, half, np.nan)
     sem = np.where(n >= 2, sem, np.nan)
     mean = np.where(n >= 1, mean, np.nan)

@@ -18,8 +18,8 @@ give NaN.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 from rvsp_jax.analysis._common import as_jax_float, as_real, time_last
+from rvsp_jax.analysis.result import Result
 
 __all__ = ["TAIL_VERDICTS", "TailVerdict", "default_hill_k", "hill", "simsekli_alpha", "tail_verdict"]
 
@@ -165,13 +166,13 @@ _REASONS = {
 }
 
 
-@dataclass(frozen=True, eq=False)
-class TailVerdict:
+@dataclasses.dataclass(frozen=True, eq=False)
+class TailVerdict(Result):
     """Result of :func:`tail_verdict`; every array has the batch shape ``[...]`` (the input's shape
     without the sample axis) unless said otherwise.
 
-    verdict: str ``[...]``, one of :data:`TAIL_VERDICTS`; reason: str ``[...]``, why (and for
-      ``inconclusive`` what would decide it).
+    verdict: str ``[...]`` (dtype ``<U..``), one of :data:`TAIL_VERDICTS`; reason: object ``[...]``
+      of str (free text), why (and for ``inconclusive`` what would decide it).
     tail_index, tail_index_lo, tail_index_hi: Hill estimate at ``k = max(hill_k)`` and its one-sided
       ``1 - alpha`` lower and upper bounds (together a ``1 - 2 alpha`` interval).
     hill_k: the two Hill thresholds ``(floor(sqrt n), floor(0.05 n))``; hill, hill_lo, hill_hi:
@@ -363,7 +364,7 @@ def tail_verdict(x, *, axis: int = -1, alpha: float = 0.05) -> TailVerdict:
         _REASONS[r]
         for r in ("nonfinite", "constant", "few", "gaussian", "zeros", "infinite-variance", "heavy-tailed", "light")
     ]
-    verdict = np.select(conditions, verdicts, "inconclusive").astype(object)
+    verdict = np.select(conditions, verdicts, "inconclusive").astype(str)  # the str verdicts of every module
     reason = np.select(conditions, reasons, _REASONS["straddles"]).astype(object)
     return TailVerdict(
         verdict,

@@ -551,11 +551,11 @@ def _observable(gr: GroupResult, j: int) -> dict:
         "verdict": str(res.verdict[j]),
         "reason": str(res.reason[j]),
         "ratio": res.ratio[j],
-        "ratio_ci": [res.ratio_ci_low[j], res.ratio_ci_high[j]],
+        "ratio_ci": [res.ratio_lo[j], res.ratio_hi[j]],
         "mean_pvalue": res.mean_pvalue[j],
         "mean_qvalue_bh": gr.mean_qvalue[j],
         "var_mu": res.var_mu[j],
-        "var_mu_ci": [res.var_mu_ci_low[j], res.var_mu_ci_high[j]],
+        "var_mu_ci": [res.var_mu_lo[j], res.var_mu_hi[j]],
         "mde_var_mu": res.mde_var_mu[j],
         "gamma0": res.gamma0[j],
         "lrv": res.lrv[j],
@@ -563,7 +563,7 @@ def _observable(gr: GroupResult, j: int) -> dict:
         "drift_pvalue": res.drift_pvalue[j],
         "steps_needed": int(res.steps_needed[j]) * every,
         "slope": res.slope[j],
-        "slope_ci": [res.slope_ci_low[j], res.slope_ci_high[j]],
+        "slope_ci": [res.slope_lo[j], res.slope_hi[j]],
         "omega_exponent": res.omega_exponent[j],
         "ks_stat": res.ks_stat[j],
         "ks_pvalue": res.ks_pvalue[j],
@@ -833,7 +833,7 @@ def _table_cells(gr: GroupResult, j: int) -> list[str]:
     need = int(res.steps_needed[j]) * every
     return [
         str(res.verdict[j]),
-        _interval(res.ratio[j], res.ratio_ci_low[j], res.ratio_ci_high[j]),
+        _interval(res.ratio[j], res.ratio_lo[j], res.ratio_hi[j]),
         fmt(res.mean_pvalue[j], 2),
         _share(
             res.var_mu[j] if res.verdict[j] == "non-ergodic" else res.mde_var_mu[j],

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
+
+from rvsp_jax.analysis.result import Result
 
 VERDICTS = ("ergodic", "non-ergodic", "non-stationary", "inconclusive")
 
@@ -13,30 +16,32 @@ VERDICTS = ("ergodic", "non-ergodic", "non-stationary", "inconclusive")
 # Results
 
 
-@dataclasses.dataclass(frozen=True)
-class VarianceScaling:
+@dataclasses.dataclass(frozen=True, eq=False)
+class VarianceScaling(Result):
     """Variance across members of the W-step time average, and its log-log slope.
 
     windows: [K]            window lengths W (int, log-spaced).
     variance: [..., K]      mean over the non-overlapping W-blocks (aligned to the end of the series)
                             of the across-member variance (ddof=1) of the block means.
     slope: [...]            least-squares slope of log(variance) on log(W) over W >= fit_start.
-    ci_low, ci_high: [...]  percentile bootstrap interval of the slope (members resampled).
+    lo, hi: [...]           percentile bootstrap interval of the slope (members resampled).
     fit_start: [...]        first window of the fit (int).
     tau_int: [...]          integrated autocorrelation time used for fit_start (NaN if given).
     """
 
+    RENAMED: ClassVar[dict[str, str]] = {"ci_low": "lo", "ci_high": "hi"}
+
     windows: np.ndarray
     variance: np.ndarray
     slope: np.ndarray
-    ci_low: np.ndarray
-    ci_high: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
     fit_start: np.ndarray
     tau_int: np.ndarray
 
 
-@dataclasses.dataclass(frozen=True)
-class FluctuationMetric:
+@dataclasses.dataclass(frozen=True, eq=False)
+class FluctuationMetric(Result):
     """Thirumalai-Mountain fluctuation metric of the running time averages.
 
     omega: [..., T]   Omega(t) for t = 1..T (index t-1); ddof=0 over the finite members.
@@ -51,8 +56,8 @@ class FluctuationMetric:
     fit_start: np.ndarray
 
 
-@dataclasses.dataclass(frozen=True)
-class DistributionCheck:
+@dataclasses.dataclass(frozen=True, eq=False)
+class DistributionCheck(Result):
     """One member's time samples against the other members' values at the same steps (KS).
 
     stat: [...]      mean KS distance D over the pairs.
@@ -69,8 +74,8 @@ class DistributionCheck:
     n_samples: np.ndarray
 
 
-@dataclasses.dataclass(frozen=True)
-class ErgodicityResult:
+@dataclasses.dataclass(frozen=True, eq=False)
+class ErgodicityResult(Result):
     """Verdict on ergodicity and the numbers behind it (see :func:`assess_many` for the rule).
 
     From :func:`assess_many` every field but ``n_steps``/``alpha`` is an array over the observable
@@ -81,10 +86,10 @@ class ErgodicityResult:
     steps_needed       for an inconclusive verdict because the series is short for its memory: the
                        analysed steps that would decide it (a lower bound); else 0.
     ratio              between-member variance of the time average over its ergodic expectation
-                       (1 = ergodic in the mean); ratio_ci_low/high its (1 - alpha) interval.
+                       (1 = ergodic in the mean); ratio_lo/high its (1 - alpha) interval.
     mean_pvalue        p-value of the long-run-variance ANOVA (F with mean_df1, mean_df2 dof).
     var_mu             member-specific variance of the means, (ratio - 1) lrv / n (may be < 0 by
-                       chance), var_mu_ci_low/high its interval (clipped at 0).
+                       chance), var_mu_lo/high its interval (clipped at 0).
     mde_var_mu         smallest var(mu) the ANOVA finds with 80% power here.
     lrv, gamma0        long-run variance and variance of the deviations from the ensemble mean.
     tau_int            integrated autocorrelation time lrv / gamma0 (steps; batch means; a lower
@@ -98,25 +103,31 @@ class ErgodicityResult:
                        the variance-drift test's p-value.
     ks_stat, ks_pvalue distribution check (mean KS distance, Fisher-combined p-value);
                        ks_decisive: whether the window spans 50 tau_upper (only then may it decide).
-    slope, slope_ci_low, slope_ci_high, fit_start, omega_exponent
+    slope, slope_lo, slope_hi, fit_start, omega_exponent
                        descriptive: variance-scaling slope with its bootstrap interval (NaN with
                        n_boot = 0), its first window, and the Omega(t) exponent.
     n_members          finite members used; ``n_diverged`` members excluded (non-finite values).
     n_steps            steps analysed (after burn-in); ``alpha`` the level of "non-ergodic".
     """
 
+    RENAMED: ClassVar[dict[str, str]] = {
+        f"{q}_ci_{end}": f"{q}_{new}"
+        for q in ("ratio", "var_mu", "slope")
+        for end, new in (("low", "lo"), ("high", "hi"))
+    }
+
     verdict: np.ndarray | str
     reason: np.ndarray | str
     steps_needed: np.ndarray | int
     ratio: np.ndarray | float
-    ratio_ci_low: np.ndarray | float
-    ratio_ci_high: np.ndarray | float
+    ratio_lo: np.ndarray | float
+    ratio_hi: np.ndarray | float
     mean_pvalue: np.ndarray | float
     mean_df1: np.ndarray | float
     mean_df2: np.ndarray | float
     var_mu: np.ndarray | float
-    var_mu_ci_low: np.ndarray | float
-    var_mu_ci_high: np.ndarray | float
+    var_mu_lo: np.ndarray | float
+    var_mu_hi: np.ndarray | float
     mde_var_mu: np.ndarray | float
     lrv: np.ndarray | float
     gamma0: np.ndarray | float
@@ -132,8 +143,8 @@ class ErgodicityResult:
     ks_pvalue: np.ndarray | float
     ks_decisive: np.ndarray | bool
     slope: np.ndarray | float
-    slope_ci_low: np.ndarray | float
-    slope_ci_high: np.ndarray | float
+    slope_lo: np.ndarray | float
+    slope_hi: np.ndarray | float
     fit_start: np.ndarray | int
     omega_exponent: np.ndarray | float
     n_members: np.ndarray | int

@@ -4,6 +4,7 @@ metric (descriptive; see :mod:`rvsp_jax.analysis.ergodicity`)."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import scipy.stats
@@ -74,7 +75,7 @@ def _resample_counts(uniforms: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def _scaling_block(dev, valid, n, fit_start, windows, uniforms, alpha):
     """Variance scaling for a block (dev, valid, n from _deviations); see :func:`variance_scaling`.
 
-    Returns variance [p, K] and slope, ci_low, ci_high [p].
+    Returns variance [p, K] and slope, lo, hi [p].
     """
     r = _block_sq_dev(dev, windows)  # [S, p, K]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -105,6 +106,20 @@ def _scaling_block(dev, valid, n, fit_start, windows, uniforms, alpha):
     return variance, slope, lo, hi
 
 
+def _interval_alpha(alpha, ci) -> float:
+    """The level of variance_scaling's interval from ``alpha`` (or the deprecated coverage ``ci``).
+
+    Computed as ``1 - (1 - alpha)``: the float the former ``ci = 1 - alpha`` argument gave (0.95
+    -> 0.050000000000000044), so intervals are bit-identical to those computed with ``ci``."""
+    if ci is not None:
+        warnings.warn("variance_scaling(ci=...) is now alpha = 1 - ci", DeprecationWarning, stacklevel=3)
+        return 1.0 - _check_alpha(ci, "ci")
+    alpha = _check_alpha(alpha)
+    if alpha > 0.5:
+        raise ValueError(f"alpha is the significance level (0.05 for a 95% interval); got {alpha!r}.")
+    return 1.0 - (1.0 - alpha)
+
+
 def _expanded_alpha(alpha: float, n: int) -> float:
     """Tail level of the expanded percentile interval for n resampled units (Hesterberg 2015).
 
@@ -125,10 +140,11 @@ def variance_scaling(
     min_blocks: int = 4,
     fit_start: int | None = None,
     n_boot: int = 1000,
-    ci: float = 0.95,
+    alpha: float = 0.05,
     rng: int | np.random.Generator = 0,
     member_axis: int = 0,
     axis: int = -1,
+    ci: float | None = None,
 ) -> VarianceScaling:
     """Variance across members of each member's W-step time average, versus W; log-log slope.
 
@@ -153,8 +169,9 @@ def variance_scaling(
     Args:
       windows: explicit window lengths (ints in [1, T]); default ``n_windows`` log-spaced from 1 to
         ``T // min_blocks``.
-      n_boot: bootstrap resamples (0 skips the interval: ci_low/ci_high are NaN).
-      ci: coverage of the interval.
+      n_boot: bootstrap resamples (0 skips the interval: lo/hi are NaN).
+      alpha: the interval's level, a two-sided ``1 - alpha`` interval ``(lo, hi)`` (``ci``, its
+        coverage ``1 - alpha``, is the former name: accepted with a DeprecationWarning).
       rng: int seed or numpy Generator for the resampling.
       member_axis, axis: the member and time axes of x; ``variance`` puts its window axis where
         time was among the axes left once members are gone.
@@ -163,7 +180,7 @@ def variance_scaling(
     x = _as_ensemble(x)
     S, T = x.shape[0], x.shape[-1]
     n_boot = _as_int(n_boot, "n_boot", 0)
-    alpha = 1.0 - _check_alpha(ci, "ci")
+    alpha = _interval_alpha(alpha, ci)
     if windows is None:
         n_windows = _as_int(n_windows, "n_windows", 2)
         windows = _default_windows(T, n_windows, _as_int(min_blocks, "min_blocks", 1))
@@ -190,8 +207,8 @@ def variance_scaling(
         windows=windows,
         variance=restore_ensemble(variance.reshape(lead + (len(windows),)), pos),
         slope=slope.reshape(lead),
-        ci_low=lo.reshape(lead),
-        ci_high=hi.reshape(lead),
+        lo=lo.reshape(lead),
+        hi=hi.reshape(lead),
         fit_start=start.reshape(lead),
         tau_int=tau.reshape(lead),
     )

@@ -80,14 +80,14 @@ def _assess_block(x3, valid, uniforms, *, alpha, n_windows, min_blocks, thin_fac
     start = _fit_start(tau, int(windows[-1]))
     out["fit_start"] = start
     if describe:
-        _, out["slope"], out["slope_ci_low"], out["slope_ci_high"] = _scaling_block(
+        _, out["slope"], out["slope_lo"], out["slope_hi"] = _scaling_block(
             dev, valid, n, start, windows, uniforms, alpha
         )
         omega = _omega_block(dev, n)
         out["omega_exponent"] = _omega_exponent(omega, _fit_start(tau, max(1, T // 2)))
         del omega
     else:
-        for k in ("slope", "slope_ci_low", "slope_ci_high", "omega_exponent"):
+        for k in ("slope", "slope_lo", "slope_hi", "omega_exponent"):
             out[k] = np.full(x3.shape[1], np.nan)
     del dev
     out["ks_stat"], out["ks_pvalue"], *_ = _ks_block(x3, valid, out["tau_upper"], thin_factor, max_pairs)
@@ -108,11 +108,11 @@ def _effects(num: dict, *, alpha: float, alpha_mean: float, power: float) -> dic
         unit = lrv_ / np.where(n_used > 0, n_used, np.nan)  # ergodic variance of a time average
     nan = np.nan
     return dict(
-        ratio_ci_low=np.where(ok, lo, nan),
-        ratio_ci_high=np.where(ok, hi, nan),
+        ratio_lo=np.where(ok, lo, nan),
+        ratio_hi=np.where(ok, hi, nan),
         var_mu=np.where(ok, (ratio - 1.0) * unit, nan),
-        var_mu_ci_low=np.where(ok, np.maximum(lo - 1.0, 0.0) * unit, nan),
-        var_mu_ci_high=np.where(ok, np.maximum(hi - 1.0, 0.0) * unit, nan),
+        var_mu_lo=np.where(ok, np.maximum(lo - 1.0, 0.0) * unit, nan),
+        var_mu_hi=np.where(ok, np.maximum(hi - 1.0, 0.0) * unit, nan),
         mde_var_mu=np.where(ok, (rho - 1.0) * unit, nan),
     )
 
@@ -193,7 +193,7 @@ def _decide(
             ),
             need,
         )
-    ratio, lo, hi = row["ratio"], row["ratio_ci_low"], row["ratio_ci_high"]
+    ratio, lo, hi = row["ratio"], row["ratio_lo"], row["ratio_hi"]
     share = row["var_mu"] / row["gamma0"]
     effect = (
         f"between-member variance of the time average {_g(ratio, 3)}x its ergodic "
@@ -205,7 +205,7 @@ def _decide(
             (
                 f"members' time averages differ more than their own fluctuations explain: {effect}, "
                 f"{_p(row['mean_pvalue'])} < {alpha_mean:g}; member-specific means of variance "
-                f"{_g(row['var_mu'])} [{_g(row['var_mu_ci_low'])}, {_g(row['var_mu_ci_high'])}] "
+                f"{_g(row['var_mu'])} [{_g(row['var_mu_lo'])}, {_g(row['var_mu_hi'])}] "
                 f"(sd {_g(math.sqrt(max(row['var_mu'], 0.0)))}, {share:.1%} of the step-to-step "
                 f"variance){dropped}"
             ),
@@ -244,12 +244,12 @@ def _decide(
 
 _FLOAT_FIELDS = (
     "ratio",
-    "ratio_ci_low",
-    "ratio_ci_high",
+    "ratio_lo",
+    "ratio_hi",
     "mean_pvalue",
     "var_mu",
-    "var_mu_ci_low",
-    "var_mu_ci_high",
+    "var_mu_lo",
+    "var_mu_hi",
     "mde_var_mu",
     "lrv",
     "gamma0",
@@ -259,8 +259,8 @@ _FLOAT_FIELDS = (
     "drift",
     "drift_pvalue",
     "slope",
-    "slope_ci_low",
-    "slope_ci_high",
+    "slope_lo",
+    "slope_hi",
     "omega_exponent",
     "ks_stat",
     "ks_pvalue",
@@ -397,8 +397,8 @@ def assess_many(
         "drift",
         "drift_pvalue",
         "slope",
-        "slope_ci_low",
-        "slope_ci_high",
+        "slope_lo",
+        "slope_hi",
         "fit_start",
         "omega_exponent",
         "ks_stat",
