@@ -15,6 +15,8 @@ from experiments.sweep import main as sweep_main
 from rvsp_jax import cli
 from rvsp_jax.config import TrainConfig, with_sweep_flags
 from rvsp_jax.io.record import run
+from rvsp_jax.studies import per_point
+from rvsp_jax.studies.figures import captions, draw
 from rvsp_jax.training.ensemble import train
 from rvsp_jax.training.probes import ProbeConfig
 
@@ -164,6 +166,12 @@ def test_a_study_on_a_sweep_gives_each_point_the_numbers_of_its_plain_run(tmp_pa
     for folder in (tmp_path / "sweep", tmp_path / "sweep" / "points" / "0-lr=0.05"):
         assert any((folder / "figures").glob("*.png")) and (folder / "report.md").stat().st_size > 0
     assert (tmp_path / "sweep" / "figures" / "statistics.png").stat().st_size > 0
+    # the sweep's figure is declared in per_point.FIGURES, saved by save_figures, captioned in the report
+    caption = "Spectra: headline statistics against lr"
+    assert f"![{caption}](figures/statistics.png)" in text
+    assert captions(per_point.FIGURES, per_point.Drawn(summary, "Spectra")) == {"statistics": caption}
+    (fig,) = draw(per_point.FIGURES, per_point.Drawn(summary, "Spectra")).values()  # no file written
+    assert len([a for a in fig.axes if a.get_visible()]) == len(stats)
 
 
 def test_the_optimizer_comparison_on_a_sweep_compares_the_variants_at_each_point(tmp_path):

@@ -14,7 +14,8 @@ itself gets:
   point whose members all diverged is reported with the reason, not analysed) and the study's
   headline statistics (its ``sweep_statistics(summary)``);
 - ``figures/statistics.{png,pdf}``: every headline statistic against the first swept
-  hyperparameter (one panel per statistic, one line per series, line styles for the other axes);
+  hyperparameter (one panel per statistic, one line per series, line styles for the other axes),
+  declared in :data:`FIGURES` and saved like every study's figures (:mod:`rvsp_jax.studies.figures`);
 - ``report.md``: the grid, the table of statistics, and a link to every point's report.
 
 A study module taking part declares the protocol of :mod:`rvsp_jax.studies.runner` (``EXPERIMENT``,
@@ -36,6 +37,7 @@ from matplotlib.ticker import NullFormatter
 
 from rvsp_jax.present import plots
 from rvsp_jax.present.report import Report, fmt, json_ready, write_summary
+from rvsp_jax.studies.figures import captions, save_figures
 from rvsp_jax.training import devices
 
 POINTS = "points"
@@ -45,6 +47,13 @@ POINTS = "points"
 class SweepResult(NamedTuple):
     out: Path
     summary: dict
+
+
+class Drawn(NamedTuple):
+    """What a sweep's figures are drawn from: its summary and the study's title."""
+
+    summary: dict
+    title: str
 
 
 def point_label(g: int, values: dict) -> str:
@@ -153,8 +162,22 @@ def figure(summary: dict):
     return fig
 
 
-def report(summary: dict, command: str | None, title: str) -> Report:
-    """report.md of a sweep: the grid, one row per grid point and statistic, the links."""
+def _statistics_figure(drawn: Drawn):
+    return figure(drawn.summary)
+
+
+def _statistics_caption(drawn: Drawn) -> str:
+    return f"{drawn.title}: headline statistics against {next(iter(drawn.summary['grid']['axes']))}"
+
+
+FIGURES = {"statistics": (_statistics_caption, _statistics_figure)}
+"""The sweep's figures (the protocol of :mod:`rvsp_jax.studies.figures`), drawn from a :class:`Drawn`."""
+
+
+def report(summary: dict, command: str | None, title: str, figures: dict[str, str] | None = None) -> Report:
+    """report.md of a sweep: the grid, one row per grid point and statistic, the links, and the
+    figures ``figures`` (name -> caption, as :func:`~rvsp_jax.studies.figures.save_figures` returns
+    them; default every figure of :data:`FIGURES`)."""
     axes, points = summary["grid"]["axes"], summary["points"]
     panels = _panels(points)
     names = [", ".join(f"{k}={v:g}" for k, v in p["point"].items()) for p in points]
@@ -186,7 +209,10 @@ def report(summary: dict, command: str | None, title: str) -> Report:
     if skipped:
         r.text("Not analysed:")
         r.bullets(skipped)
-    r.figure("statistics", f"{title}: headline statistics against {next(iter(axes))}")
+    if figures is None:
+        figures = captions(FIGURES, Drawn(summary, title))
+    for name, caption in figures.items():
+        r.figure(name, caption)
     return r
 
 
@@ -220,8 +246,8 @@ def run(
         "points": points,
     }
     write_summary(out, summary)
-    plots.save_figure(figure(summary), out / "figures", "statistics")
-    report(summary, command, title or study.EXPERIMENT).write(out)
+    drawn = Drawn(summary, title or study.EXPERIMENT)
+    report(summary, command, drawn.title, save_figures(FIGURES, drawn, out / "figures")).write(out)
     return SweepResult(out, summary)
 
 
