@@ -65,16 +65,28 @@ class JSONObject(str):
 
     Built from a mapping or, for code and manifests from when these fields were JSON strings, from
     JSON text; either way the text is ``json.dumps`` of the object, key order kept (a sweep's axis
-    order is its grid order). ``m["momentum"]``, ``m.get``, ``m.keys()``, ``m.items()``,
-    ``m.values()``, ``key in m``, ``dict(m)`` and ``**m`` read it as a mapping, with lists as tuples
-    and objects as JSONObjects, so nothing can be changed in place; :meth:`to_json` gives a mutable
-    copy.
+    order is its grid order).
+
+    Every operation belongs to one of its two sides:
+
+    - The mapping: ``m["momentum"]`` (a ``str`` key; KeyError when absent), ``m.get``, ``m.keys()``,
+      ``m.values()``, ``m.items()``, ``key in m``, ``dict(m)`` and ``**m``, with lists as tuples
+      and objects as JSONObjects, so nothing can be changed in place; :meth:`to_json` gives a
+      mutable copy.
+    - The text, a ``str``, so that code written for the string fields keeps working
+      (``json.loads(config.opt_kwargs)``, ``config.sweep == "{}"``, formatting, ``str`` methods):
+      ``len(m)``, iteration (``for c in m``, ``list(m)``), truthiness and ``m[i]``, ``m[i:j]``
+      with an integer index or a slice are the text's. So ``len(JSONObject({"lr": [0.1]}))`` is
+      13 (the characters of ``{"lr": [0.1]}``), not 1; ``list(m)`` gives characters, not keys; and
+      an empty mapping is truthy (its text is ``{}``). They cannot be the mapping's without
+      breaking that code: ``json.loads`` calls ``len`` on the text it parses (a length of 1 makes
+      it fail with "Extra data") and ``str`` functions test truthiness (``shlex.quote`` of a falsy
+      string is ``''``). For the mapping's size, keys and emptiness write ``len(m.keys())``,
+      ``for key in m.keys()`` and ``not m.keys()`` (or ``m == {}``).
 
     Equality and the hash are those of the text, so configs stay hashable, compare equal however they
     were given (``{"momentum": 0.9}`` or ``'{"momentum": 0.9}'``) and digest as before; it also
-    equals a plain mapping with the same JSON. It is a ``str`` so that code written for the string
-    fields keeps working (``json.loads(config.opt_kwargs)``, ``config.sweep == "{}"``, formatting);
-    for the same reason ``len`` and iteration are the text's: iterate over ``m.keys()``.
+    equals a plain mapping with the same JSON.
     """
 
     def __new__(cls, value: Mapping | str | None = None, must: str = "must be a JSON object"):

@@ -118,6 +118,29 @@ def test_string_and_mapping_forms_are_one_config():
         assert isinstance(pickle.loads(pickle.dumps(c)).opt_kwargs, JSONObject)
 
 
+def test_a_json_object_is_a_mapping_by_key_and_its_text_by_len_iteration_and_truthiness():
+    m = JSONObject({"lr": [0.1, 0.2], "momentum": 0.9})
+    text = '{"lr": [0.1, 0.2], "momentum": 0.9}'
+    # the mapping: lookup by key, membership, keys/values/items, dict() and ** (read-only values)
+    assert m["lr"] == (0.1, 0.2) and m.get("momentum") == 0.9 and m.get("b1", 0.5) == 0.5
+    with pytest.raises(KeyError):
+        m["b1"]
+    assert "lr" in m and "b1" not in m and "{" not in m  # keys, not substrings of the text
+    assert list(m.keys()) == ["lr", "momentum"] and list(m.values()) == [(0.1, 0.2), 0.9]
+    assert list(m.items()) == [("lr", (0.1, 0.2)), ("momentum", 0.9)]
+    assert dict(m) == {"lr": (0.1, 0.2), "momentum": 0.9} and (lambda **kw: kw)(**m) == dict(m)
+    assert isinstance(JSONObject({"a": {"b": 1}})["a"], JSONObject)
+    # the text: len, iteration, truthiness and integer indexing / slicing are the str's
+    assert str(m) == text and len(m) == len(text) == 35 and len(m.keys()) == 2
+    assert list(m) == list(text) and "".join(m) == text and m[0] == "{" and m[1:5] == '"lr"'
+    empty = JSONObject()
+    assert bool(empty) and len(empty) == 2 and list(empty) == ["{", "}"]
+    assert not empty.keys() and empty == {} and len(empty.keys()) == 0
+    # which is what keeps the code written for the JSON-text fields working
+    assert json.loads(m) == {"lr": [0.1, 0.2], "momentum": 0.9} and json.loads(empty) == {}
+    assert f"{empty}" == "{}" and m.startswith('{"lr"') and json.dumps(empty) == '"{}"'
+
+
 def test_non_canonical_text_is_read_as_its_mapping():
     compact = TrainConfig(opt_kwargs='{"momentum":0.9}')
     assert compact == TrainConfig(opt_kwargs={"momentum": 0.9})
