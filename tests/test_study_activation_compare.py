@@ -318,6 +318,17 @@ def test_a_variant_with_every_member_diverged_is_refused_in_one_line(study, tmp_
         cmp.analyse(runs, SETTINGS, progress=False)
 
 
+def test_the_burn_in_is_the_fraction_of_every_study():
+    from rvsp_jax.studies.windows import burn_in_steps
+
+    # floor, as windows.burn_in_steps gives every study (round would give 188 of 1875 and 7 of 67)
+    for total, fraction in [(60, 0.1), (600, 0.1), (1875, 0.1), (67, 0.1), (150, 1 / 3)]:
+        assert cmp.check_steps(total, fraction) == burn_in_steps(fraction, total)
+    assert cmp.check_steps(1875, 0.1) == 187 and cmp.check_steps(60, 0.1) == 6
+    with pytest.raises(ValueError, match="31 steps after the burn-in are too few"):
+        cmp.check_steps(34, 0.1)
+
+
 def test_refusals(study, tmp_path, capsys):
     with pytest.raises(SystemExit, match="already exists"):
         main([*ARGS, "--out", str(study)])

@@ -74,7 +74,7 @@ from rvsp_jax.studies.figures import save_figures
 from rvsp_jax.studies.folder import open_study, train_variant
 from rvsp_jax.studies.members import diverged_members, summary_series
 from rvsp_jax.studies.settings import StudySettings
-from rvsp_jax.studies.windows import check_burn_in
+from rvsp_jax.studies.windows import burn_in_steps, check_burn_in
 from rvsp_jax.training.ensemble import member_keys
 from rvsp_jax.training.model import init_params, make_model
 from rvsp_jax.training.probes import ProbeConfig
@@ -505,8 +505,9 @@ def _pooled_sample(x: np.ndarray, excluded: np.ndarray, rng: np.random.Generator
 
 
 def check_steps(total: int, burn_in: float) -> int:
-    """The burn-in in steps; refuses runs with fewer than 32 steps left after it."""
-    burn = int(round(burn_in * total))
+    """The burn-in in steps (:func:`rvsp_jax.studies.windows.burn_in_steps`, as in every study);
+    refuses runs with fewer than 32 steps left after it."""
+    burn = burn_in_steps(burn_in, total)
     if total - burn < 32:
         raise ValueError(
             f"{total - burn} steps after the burn-in are too few for the spectra and "
