@@ -459,7 +459,7 @@ def test_shape_of_ar1_is_lorentzian_not_a_power_law():
     for phi in (0.7, 0.9):
         f, p = periodogram(_ar1(rng, phi, 12, 2048))
         shape = spectral.spectral_shape(f[:-1], p[:, :-1])
-        assert np.all(shape.verdict == spectral.SHAPE_VERDICTS.index("lorentzian")), shape.delta_aic
+        assert np.all(shape.verdict == "lorentzian"), shape.delta_aic
         assert np.all(shape.delta_aic < -10)
         np.testing.assert_allclose(shape.phi, phi, atol=0.05)
         assert np.all(spectral_slope(*welch(_ar1(rng, phi, 4, 2048))).beta > 0.5)
@@ -472,22 +472,33 @@ def test_shape_of_a_genuine_power_law_is_power_law(beta):
     rng = np.random.default_rng(12)
     f, p = periodogram(_power_law_noise(rng, beta, 12, 2048))
     shape = spectral.spectral_shape(f[:-1], p[:, :-1])
-    assert np.all(shape.verdict == spectral.SHAPE_VERDICTS.index("power-law")), shape.delta_aic
+    assert np.all(shape.verdict == "power-law"), shape.delta_aic
     assert np.all(shape.delta_aic > 10)
     np.testing.assert_allclose(shape.beta, beta, atol=0.1)
 
 
 def test_shape_of_white_noise_is_mostly_white_and_degenerate_series_are_flagged():
     """White noise: "white" for most of 40 series (the AIC margin of 2 lets a few percent through;
-    measured 38-40 of 40); a constant series and a NaN series get code -1 and NaN fits."""
+    measured 38-40 of 40); a constant series and a NaN series get "invalid" (outside SHAPE_VERDICTS and
+    SHAPE_MODELS; code -1 in the private int8 codes) and NaN fits."""
     rng = np.random.default_rng(13)
     f, p = periodogram(rng.standard_normal((40, 1024)))
     shape = spectral.spectral_shape(f[1:-1], p[:, 1:-1])
-    assert np.mean(shape.verdict == 0) >= 0.85
+    assert np.mean(shape.verdict == "white") >= 0.85
+    assert shape.verdict.dtype.kind == "U" and set(shape.verdict.tolist()) <= set(spectral.SHAPE_VERDICTS)
+    assert shape.best.dtype.kind == "U" and set(shape.best.tolist()) <= set(spectral.SHAPE_MODELS)
+    np.testing.assert_array_equal(shape.best, np.asarray(spectral.SHAPE_MODELS)[shape.aic.argmin(-1)])
+    codes = spectral._spectral_shape_codes(f[1:-1], p[:, 1:-1])
+    assert codes.verdict.dtype == codes.best.dtype == np.int8
+    np.testing.assert_array_equal(shape.verdict, np.asarray(spectral.SHAPE_VERDICTS)[codes.verdict])
     assert shape.f_lo == f[1] and shape.f_hi == f[-2] and np.all(shape.nbins == f.size - 2)
     bad = np.stack([np.zeros(f.size), np.where(f > 0.2, np.nan, 1.0)])
     out = spectral.spectral_shape(f, bad)
-    assert np.all(out.verdict == -1) and np.all(np.isnan(out.phi)) and np.all(np.isnan(out.aic))
+    assert np.all(out.verdict == "invalid") and np.all(np.isnan(out.phi)) and np.all(np.isnan(out.aic))
+    assert np.all(out.best == "invalid") and spectral.SHAPE_INVALID == "invalid"
+    assert "invalid" not in spectral.SHAPE_VERDICTS + spectral.SHAPE_MODELS
+    bad_codes = spectral._spectral_shape_codes(f, bad)
+    assert np.all(bad_codes.verdict == -1) and np.all(bad_codes.best == -1)
     with pytest.raises(ValueError, match="at least 3 bins"):
         spectral.spectral_shape(f, p, band=(0.0, 2 / 1024))
 

@@ -25,9 +25,13 @@ from rvsp_jax.analysis.stationarity import (
     _adf_common_gram,
     _adf_design,
     _mackinnon_pvalue,
+    _stationarity_codes,
+    _stationarity_codes_of,
     adf,
     kpss,
     stationarity_verdict,
+    stationarity_verdicts,
+    verdict_fractions,
 )
 
 KINDS = ("white", "ar1", "walk", "trend")
@@ -246,9 +250,9 @@ def test_verdict_on_known_processes():
     rng = np.random.default_rng(15)
     e = rng.standard_normal((200, 500))
     x = np.concatenate([scipy.signal.lfilter([1.0], [1.0, -0.5], e[:100], axis=-1), np.cumsum(e[100:], axis=-1)])
-    code = stationarity_verdict(adf(x), kpss(x))
-    assert np.mean(code[:100] == VERDICTS.index("stationary")) >= 0.85
-    assert np.mean(code[100:] == VERDICTS.index("unit-root")) >= 0.75
+    verdict = stationarity_verdict(adf(x), kpss(x))
+    assert np.mean(verdict[:100] == "stationary") >= 0.85
+    assert np.mean(verdict[100:] == "unit-root") >= 0.75
 
 
 def _fake_results(p_adf, p_kpss, clipped=None, regression="c"):
@@ -262,13 +266,16 @@ def _fake_results(p_adf, p_kpss, clipped=None, regression="c"):
 
 def test_verdict_logic_and_codes():
     a, k = _fake_results([0.01, 0.50, 0.01, 0.50, np.nan, 0.01, 0.20], [0.10, 0.01, 0.01, 0.30, 0.10, 0.04, 0.049])
-    code = stationarity_verdict(a, k, alpha=0.05)
-    names = [VERDICTS[c] for c in code]
+    verdict = stationarity_verdict(a, k, alpha=0.05)
+    names = verdict.tolist()
     assert names == ["stationary", "unit-root", "inconclusive", "inconclusive", "invalid", "inconclusive", "unit-root"]
-    assert code.dtype == np.int8
+    assert verdict.dtype.kind == "U" and set(names) <= set(VERDICTS)
+    # the private compact codes behind it: int8, code i is VERDICTS[i]
+    code = _stationarity_codes(a, k, alpha=0.05)
+    assert code.dtype == np.int8 and [VERDICTS[c] for c in code] == names
     # KPSS clipped at 0.01 means p < 0.01: it rejects even at alpha = 0.01
     a, k = _fake_results([0.5], [0.01])
-    assert VERDICTS[stationarity_verdict(a, k, alpha=0.01)[0]] == "unit-root"
+    assert stationarity_verdict(a, k, alpha=0.01)[0] == "unit-root"
 
 
 def test_verdict_with_fdr_adjustment_is_stricter():
@@ -277,8 +284,8 @@ def test_verdict_with_fdr_adjustment_is_stricter():
     a, k = _fake_results(p_adf, np.full(100, 0.5))
     raw = stationarity_verdict(a, k)
     adjusted = stationarity_verdict(a, k, adjust="fdr_bh")
-    assert np.all(raw[50:] == VERDICTS.index("stationary"))
-    assert np.all(adjusted == VERDICTS.index("inconclusive"))
+    assert np.all(raw[50:] == "stationary")
+    assert np.all(adjusted == "inconclusive")
 
 
 def test_verdict_rejects_mismatched_inputs():
@@ -305,7 +312,7 @@ def test_constant_and_nonfinite_series_give_nan_only_there_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         a, k = adf(x), kpss(x)
-        code = stationarity_verdict(a, k)
+        verdict = stationarity_verdict(a, k)
     for res in (a, k):
         assert np.isnan(res.stat[[1, 3, 4]]).all() and np.isnan(res.pvalue[[1, 3, 4]]).all()
         np.testing.assert_array_equal(res.constant, [False, True, False, False, False])
@@ -317,7 +324,7 @@ def test_constant_and_nonfinite_series_give_nan_only_there_without_warnings():
     np.testing.assert_array_equal(k.lags[[1, 3, 4]], -1)
     assert np.isnan(a.critical_values["5%"][1])
     assert not k.pvalue_clipped[[1, 3, 4]].any()
-    np.testing.assert_array_equal(code[[1, 3, 4]], VERDICTS.index("invalid"))
+    np.testing.assert_array_equal(verdict[[1, 3, 4]], "invalid")
     with pytest.raises(ValueError, match="constant"):
         adfuller(x[1], result_object=True)  # what statsmodels does instead
 
@@ -383,3 +390,19 @@ def test_stationarity_verdicts_and_fractions_on_known_processes():
     assert f_noise["n"] == 50 and f_noise["stationary"] >= 0.9
     assert f_walk["unit-root"] >= 0.7
     assert abs(sum(f_noise[v] for v in STATIONARITY_VERDICTS) - 1) < 1e-12
+
+
+def test_verdicts_are_names_and_the_private_codes_count_the_same():
+    """The public verdicts are str arrays of VERDICTS names; the private int8 codes index VERDICTS;
+    verdict_fractions gives bit-identical fractions from either and rejects unknown names."""
+    rng = np.random.default_rng(12)
+    x = np.concatenate([rng.normal(size=(20, 300)), np.cumsum(rng.normal(size=(20, 300)), axis=-1)])
+    x[3] = 1.0  # constant: invalid
+    raw, bh = stationarity_verdicts(x)
+    code_raw, code_bh = _stationarity_codes_of(x)
+    assert raw.dtype.kind == "U" and code_raw.dtype == np.int8 and raw[3] == "invalid"
+    for names, codes in ((raw, code_raw), (bh, code_bh)):
+        np.testing.assert_array_equal(names, np.asarray(VERDICTS)[codes])
+        assert verdict_fractions(names) == verdict_fractions(codes)
+    with pytest.raises(ValueError, match="outside"):
+        verdict_fractions(np.array(["stationary", "white"]))

@@ -16,7 +16,14 @@ keep it in place. The defaults are the conventions the functions always had, so 
 ``axis``/``member_axis`` gives what it gave before, bit for bit.
 
 Every estimator computes in float64 unless its docstring says otherwise, and is tested series by
-series against its reference (statsmodels, scipy) or a known analytic answer. Modules:
+series against its reference (statsmodels, scipy) or a known analytic answer.
+
+Every verdict is a numpy str array (dtype ``<U..``; a str for one series from :func:`assess`) of
+names from its module's vocabulary tuple: :data:`STATIONARITY_VERDICTS`
+(:func:`stationarity_verdict`), :data:`SHAPE_VERDICTS` and :data:`SHAPE_MODELS`
+(:func:`spectral_shape`'s ``verdict`` and ``best``; ``"invalid"``, :data:`SHAPE_INVALID`, outside
+both, for a NaN series), :data:`ERGODICITY_VERDICTS` (:func:`assess`) and ``TAIL_VERDICTS``
+(:func:`tail_verdict`). :func:`verdict_fractions` turns any of them into fractions. Modules:
 
 - :mod:`~rvsp_jax.analysis.spectral`: acf, pacf, Ljung-Box, periodogram, Welch, spectral slope,
   band-power ratio ("smooth vs jittery"), spectral flatness.
@@ -61,6 +68,7 @@ from rvsp_jax.analysis.multiple_testing import FdrResult, fdr_bh
 from rvsp_jax.analysis.noise_scale import NoiseScale, gradient_noise_scale, pooled_noise_scale, two_batch_noise_scale
 from rvsp_jax.analysis.optimizer_filters import ema_transfer, momentum_transfer, nesterov_transfer, predicted_update_psd
 from rvsp_jax.analysis.spectral import (
+    SHAPE_INVALID,
     SHAPE_MODELS,
     SHAPE_VERDICTS,
     LjungBoxResult,

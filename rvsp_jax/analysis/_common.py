@@ -216,3 +216,31 @@ def fft_autocov(
     if pool is not None:
         power = pool(power)
     return scipy.fft.irfft(power, n=nfft, axis=-1, workers=WORKERS)[..., :keep]
+
+
+# ----------------------------------------------------------------------------------------------
+# Verdicts: names (the public convention) and compact int8 codes (for counting many series)
+
+
+def verdict_names(codes, vocabulary: tuple[str, ...], *, invalid: str | None = None) -> np.ndarray:
+    """The names of int verdict codes: ``np.asarray(vocabulary)[codes]``, a numpy str array
+    (dtype ``<U..``) of the codes' shape. With ``invalid``, a negative code (a series that could not
+    be judged) gets that name, which lies outside ``vocabulary``."""
+    codes = np.asarray(codes)
+    if invalid is None:
+        return np.asarray(vocabulary)[codes]
+    return np.asarray((*vocabulary, invalid))[np.where(codes < 0, len(vocabulary), codes)]
+
+
+def verdict_codes(verdicts, vocabulary: tuple[str, ...]) -> np.ndarray:
+    """int8 index into ``vocabulary`` of each verdict name (-1 for a name outside it); integer codes
+    are returned unchanged, so callers may pass either."""
+    v = np.asarray(verdicts)
+    if v.dtype.kind in "iu":
+        return v
+    if v.dtype.kind not in "UO":
+        raise ValueError(f"verdicts must be names (str) or integer codes; got dtype {v.dtype}.")
+    codes = np.full(v.shape, -1, np.int8)
+    for i, name in enumerate(vocabulary):
+        codes[v == name] = i
+    return codes

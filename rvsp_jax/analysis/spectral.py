@@ -38,10 +38,11 @@ import scipy.stats
 
 from rvsp_jax.analysis._common import WORKERS as _WORKERS
 from rvsp_jax.analysis._common import as_int as _as_int
-from rvsp_jax.analysis._common import as_real, fft_autocov, map_rows, restore_time, time_last
+from rvsp_jax.analysis._common import as_real, fft_autocov, map_rows, restore_time, time_last, verdict_names
 
 __all__ = [
     "LjungBoxResult",
+    "SHAPE_INVALID",
     "SHAPE_MODELS",
     "SHAPE_VERDICTS",
     "SpectralShape",
@@ -117,9 +118,14 @@ class SpectralSlope(NamedTuple):
 
 
 SHAPE_MODELS = ("white", "lorentzian", "power-law")
-"""Spectral models of :func:`spectral_shape`, in the order of its ``aic`` axis."""
+"""Spectral models of :func:`spectral_shape`, in the order of its ``aic`` axis (the names of its
+``best``)."""
 SHAPE_VERDICTS = ("white", "lorentzian", "power-law", "indistinguishable")
-"""Verdict codes of :func:`spectral_shape` (indices into this tuple)."""
+"""Verdicts of :func:`spectral_shape` (the names of its ``verdict``; a NaN series gets
+:data:`SHAPE_INVALID`, outside this tuple)."""
+SHAPE_INVALID = "invalid"
+"""``best`` and ``verdict`` of a series :func:`spectral_shape` cannot fit (NaN bin or all-zero psd);
+not in :data:`SHAPE_MODELS` or :data:`SHAPE_VERDICTS`."""
 
 
 class SpectralShape(NamedTuple):
@@ -135,9 +141,10 @@ class SpectralShape(NamedTuple):
     phi, beta: [...] fitted AR(1) coefficient and power-law exponent (Whittle, not least squares).
     aic: [..., 3] AIC of each model in :data:`SHAPE_MODELS` order, ``2 k + 2 NLL``.
     delta_aic: [...] ``AIC(lorentzian) - AIC(power-law)``: > 0 favours the power law.
-    best: int8 [...] index into :data:`SHAPE_MODELS` of the lowest AIC (-1 for a NaN series).
-    verdict: int8 [...] index into :data:`SHAPE_VERDICTS` by the rule of :func:`spectral_shape`
-      (-1 for a NaN series).
+    best: str ``<U..`` [...] the model of :data:`SHAPE_MODELS` with the lowest AIC ("invalid",
+      outside SHAPE_MODELS, for a NaN series).
+    verdict: str ``<U..`` [...] one of :data:`SHAPE_VERDICTS` by the rule of
+      :func:`spectral_shape` ("invalid", outside SHAPE_VERDICTS, for a NaN series).
     nbins: [...] bins fitted; f_lo, f_hi: the fit range; dof, margin: as passed.
     """
 
@@ -764,10 +771,29 @@ def spectral_shape(
     Verdict rule (``margin`` in AIC units, default 2): the model with the lowest AIC wins if it
     beats both others by more than ``margin``; if it is the Lorentzian or the power law and beats
     white but not the other by ``margin``, the verdict is ``indistinguishable``; if the best is
-    within ``margin`` of white, the verdict is ``white`` (the simpler model). A constant series
-    (all-zero psd) or a NaN bin gives code -1 and NaN fits. ``axis``: the frequency axis of psd
-    (fields have psd's shape without it; ``aic`` adds the model axis last).
+    within ``margin`` of white, the verdict is ``white`` (the simpler model). ``best`` and
+    ``verdict`` are numpy str arrays (dtype ``<U..``) of names from :data:`SHAPE_MODELS` and
+    :data:`SHAPE_VERDICTS`. A constant series (all-zero psd) or a NaN bin gives ``"invalid"``
+    (:data:`SHAPE_INVALID`, in neither tuple) for both, and NaN fits. ``axis``: the frequency axis
+    of psd (fields have psd's shape without it; ``aic`` adds the model axis last).
     """
+    fields = _shape_fields(freqs, psd, fs=fs, dof=dof, band=band, margin=margin, axis=axis)
+    fields["best"] = verdict_names(fields["best"], SHAPE_MODELS, invalid=SHAPE_INVALID)
+    fields["verdict"] = verdict_names(fields["verdict"], SHAPE_VERDICTS, invalid=SHAPE_INVALID)
+    return SpectralShape(**fields)
+
+
+def _spectral_shape_codes(
+    freqs, psd, *, fs: float = 1.0, dof: float = 2.0, band=None, margin: float = 2.0, axis: int = -1
+) -> SpectralShape:
+    """:func:`spectral_shape` with compact int8 codes for ``best`` (index into :data:`SHAPE_MODELS`)
+    and ``verdict`` (index into :data:`SHAPE_VERDICTS`), -1 for a NaN series: for the studies that
+    count verdicts over many series."""
+    return SpectralShape(**_shape_fields(freqs, psd, fs=fs, dof=dof, band=band, margin=margin, axis=axis))
+
+
+def _shape_fields(freqs, psd, *, fs: float, dof: float, band, margin: float, axis: int) -> dict:
+    """The fields of :func:`spectral_shape`, ``best`` and ``verdict`` as int8 codes (-1: NaN series)."""
     f, p = _check_spectrum(freqs, psd, axis)
     if not dof > 0 or not margin >= 0:
         raise ValueError(f"dof must be > 0 and margin >= 0; got dof={dof}, margin={margin}.")
@@ -798,7 +824,7 @@ def spectral_shape(
     # best == 0 with the others within margin is still white (the simpler model)
     codes = np.where(bad, -1, verdict).astype(np.int8)
     nan = lambda x: np.where(bad, np.nan, x).reshape(lead)  # noqa: E731
-    return SpectralShape(
+    return dict(
         phi=nan(phi),
         beta=nan(beta),
         aic=np.where(bad[:, None], np.nan, aic).reshape(*lead, 3),

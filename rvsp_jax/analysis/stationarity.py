@@ -48,7 +48,15 @@ import scipy.stats
 from statsmodels.tsa import adfvalues
 
 from rvsp_jax.analysis._common import WORKERS as _WORKERS
-from rvsp_jax.analysis._common import as_int, as_real, block_slices, fft_autocov, time_last
+from rvsp_jax.analysis._common import (
+    as_int,
+    as_real,
+    block_slices,
+    fft_autocov,
+    time_last,
+    verdict_codes,
+    verdict_names,
+)
 from rvsp_jax.analysis.multiple_testing import fdr_bh
 
 __all__ = [
@@ -78,7 +86,8 @@ _KPSS_CRIT = {"c": (0.347, 0.463, 0.574, 0.739), "ct": (0.119, 0.146, 0.176, 0.2
 _KPSS_LEVELS = ("10%", "5%", "2.5%", "1%")
 
 VERDICTS = ("stationary", "unit-root", "inconclusive", "invalid")
-"""Names of the codes returned by :func:`stationarity_verdict` (code i is ``VERDICTS[i]``)."""
+"""The verdicts of :func:`stationarity_verdict` (str names; the private int8 code i of
+:func:`_stationarity_codes` is ``VERDICTS[i]``)."""
 
 
 @dataclass(frozen=True)
@@ -577,13 +586,14 @@ def stationarity_verdict(
     *,
     adjust: Literal["none", "fdr_bh"] = "none",
 ) -> np.ndarray:
-    """Joint ADF + KPSS verdict per series: int8 codes [...] naming ``VERDICTS``.
+    """Joint ADF + KPSS verdict per series: a numpy str array [...] (dtype ``<U..``) of names from
+    :data:`VERDICTS`.
 
-    0 "stationary": ADF rejects a unit root and KPSS does not reject stationarity.
-    1 "unit-root": ADF does not reject a unit root and KPSS rejects stationarity.
-    2 "inconclusive": both reject (often difference-stationary with a structural break, or
+    "stationary": ADF rejects a unit root and KPSS does not reject stationarity.
+    "unit-root": ADF does not reject a unit root and KPSS rejects stationarity.
+    "inconclusive": both reject (often difference-stationary with a structural break, or
       long memory) or neither rejects (too little data to tell).
-    3 "invalid": either p-value is NaN (constant, non-finite or singular series).
+    "invalid": either p-value is NaN (constant, non-finite or singular series).
 
     A test rejects when its p-value is below ``alpha``. KPSS p-values clipped at 0.01 mean
     p < 0.01 and reject for any alpha >= 0.01. ``adjust="fdr_bh"`` first replaces each test's
@@ -592,6 +602,19 @@ def stationarity_verdict(
     discovery rate of each test's rejections at alpha. Both results must use the same
     deterministic terms ("c" with "c", "ct" with "ct") and have the same shape.
     """
+    return verdict_names(_stationarity_codes(adf_result, kpss_result, alpha, adjust=adjust), VERDICTS)
+
+
+def _stationarity_codes(
+    adf_result: AdfResult,
+    kpss_result: KpssResult,
+    alpha: float = 0.05,
+    *,
+    adjust: Literal["none", "fdr_bh"] = "none",
+) -> np.ndarray:
+    """:func:`stationarity_verdict` as compact int8 codes [...], code i meaning ``VERDICTS[i]``
+    (0 stationary, 1 unit-root, 2 inconclusive, 3 invalid): for the studies that count verdicts
+    over many series."""
     if not isinstance(adf_result, AdfResult) or not isinstance(kpss_result, KpssResult):
         raise ValueError("stationarity_verdict takes the results of adf() and kpss(), in order.")
     if adf_result.regression != kpss_result.regression:
@@ -624,18 +647,32 @@ def stationarity_verdict(
 
 
 def stationarity_verdicts(x, alpha: float = 0.05, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """Joint ADF + KPSS verdict codes (both ``regression="c"``, defaults otherwise) of every series
-    ``x: [..., T]``: ``(raw, bh)`` int8 ``[...]``, the second with each test's p-values
-    Benjamini-Hochberg adjusted over all the series given (see :func:`stationarity_verdict`).
-    ``axis``: the time axis of x; the codes have x's shape without it."""
+    """Joint ADF + KPSS verdicts (both ``regression="c"``, defaults otherwise) of every series
+    ``x: [..., T]``: ``(raw, bh)``, numpy str arrays ``[...]`` (dtype ``<U..``) of names from
+    :data:`VERDICTS`, the second with each test's p-values Benjamini-Hochberg adjusted over all the
+    series given (see :func:`stationarity_verdict`). ``axis``: the time axis of x; the verdicts
+    have x's shape without it."""
+    raw, bh = _stationarity_codes_of(x, alpha, axis=axis)
+    return verdict_names(raw, VERDICTS), verdict_names(bh, VERDICTS)
+
+
+def _stationarity_codes_of(x, alpha: float = 0.05, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`stationarity_verdicts` as compact int8 codes ``(raw, bh)`` (see
+    :func:`_stationarity_codes`)."""
     x = time_last(x, axis)[0]
     a, k = adf(x), kpss(x)
-    return stationarity_verdict(a, k, alpha), stationarity_verdict(a, k, alpha, adjust="fdr_bh")
+    return _stationarity_codes(a, k, alpha), _stationarity_codes(a, k, alpha, adjust="fdr_bh")
 
 
-def verdict_fractions(codes) -> dict:
-    """Fraction of the series with each verdict of :data:`VERDICTS` (codes as returned by
-    :func:`stationarity_verdict`), and ``n`` the number of series."""
-    c = np.asarray(codes).ravel()
-    counts = np.bincount(c.astype(np.int64), minlength=len(VERDICTS))
-    return {**{name: counts[i] / max(c.size, 1) for i, name in enumerate(VERDICTS)}, "n": int(c.size)}
+def verdict_fractions(verdicts, vocabulary: tuple[str, ...] = VERDICTS) -> dict:
+    """Fraction of the series with each verdict of ``vocabulary`` (default :data:`VERDICTS`), and
+    ``n`` the number of series: ``{name: float, ..., "n": int}``. ``verdicts``: the names (numpy
+    str array, as :func:`stationarity_verdict` returns) or their int codes (indices into
+    ``vocabulary``, as the private :func:`_stationarity_codes`); a name outside the vocabulary
+    raises ValueError."""
+    c = verdict_codes(verdicts, vocabulary).ravel()
+    if c.size and c.min() < 0:
+        unknown = sorted(set(np.asarray(verdicts).ravel()[c < 0].tolist()))
+        raise ValueError(f"verdicts outside {vocabulary}: {unknown}.")
+    counts = np.bincount(c.astype(np.int64), minlength=len(vocabulary))
+    return {**{name: counts[i] / max(c.size, 1) for i, name in enumerate(vocabulary)}, "n": int(c.size)}

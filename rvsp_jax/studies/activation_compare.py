@@ -61,10 +61,10 @@ from rvsp_jax.analysis import (
     band_power_ratio,
     measure_drift,
     spectral_slope,
-    stationarity_verdicts,
     verdict_fractions,
     welch,
 )
+from rvsp_jax.analysis.stationarity import _stationarity_codes_of
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load, to_model_inputs
 from rvsp_jax.io import store
@@ -263,7 +263,7 @@ def entry_statistics(x, excluded=None, *, nperseg: int, alpha: float) -> dict:
     stationary = np.full(x.shape[0], np.nan)
     bh = np.zeros((0,), np.int8)
     if (~excluded).any():
-        raw, bh = stationarity_verdicts(series[~excluded], alpha)
+        raw, bh = _stationarity_codes_of(series[~excluded], alpha)  # int8 codes, compact
         stationary[~excluded] = (raw == 0).mean(-1)
     out = {
         "log10_var": np.log10(var.mean(-1)),
@@ -342,7 +342,7 @@ def window_acceptance(series, excluded, alpha: float) -> tuple[float, float]:
     x = np.asarray(series, np.float64)[~np.asarray(excluded, bool)]
     if not x.shape[0]:
         return float("nan"), float("nan")
-    raw, _ = stationarity_verdicts(x, alpha)
+    raw, _ = _stationarity_codes_of(x, alpha)  # int8 codes, compact
     invalid = STATIONARITY_VERDICTS.index("invalid")
     testable = raw != invalid
     frac = float((raw == 0).sum() / max(1, testable.sum()))

@@ -34,9 +34,9 @@ from rvsp_jax.analysis import (
     STATIONARITY_VERDICTS,
     MemberSummary,
     across_members,
-    stationarity_verdicts,
     verdict_fractions,
 )
+from rvsp_jax.analysis.stationarity import _stationarity_codes_of
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
 from rvsp_jax.io import record, store
@@ -221,7 +221,7 @@ def phase_stationarity(series: dict[str, np.ndarray], bounds, names, excluded, a
         x = np.asarray(x, np.float64)[~excluded]
         out[family] = {}
         for name, (a, b) in zip(names, bounds):
-            raw, bh = stationarity_verdicts(x[..., a:b], alpha)
+            raw, bh = _stationarity_codes_of(x[..., a:b], alpha)  # int8 codes, compact
             out[family][name] = {"raw": verdict_fractions(raw), "bh": verdict_fractions(bh)}
     return out
 

@@ -29,10 +29,10 @@ from rvsp_jax.analysis import (
     periodogram,
     spectral_flatness,
     spectral_slope,
-    stationarity_verdicts,
     welch,
 )
-from rvsp_jax.analysis.spectral import SHAPE_VERDICTS, spectral_shape
+from rvsp_jax.analysis.spectral import SHAPE_VERDICTS, _spectral_shape_codes
+from rvsp_jax.analysis.stationarity import _stationarity_codes_of
 from rvsp_jax.present.report import fmt, fmt_ci, pct, progress_enabled, proportion_summary
 
 STATIONARY_ACCEPT = 0.8
@@ -184,7 +184,7 @@ def measure_layers(
         out["slope_r2"][s] = per_layer(slope.r2, groups)
         fp, pp = periodogram(d)
         keep = (fp > 0) & (fp < 0.5)  # no DC, no Nyquist bin (its periodogram has 1 dof, not 2)
-        sh = spectral_shape(fp[keep], pp[:, keep], margin=SHAPE_MARGIN)
+        sh = _spectral_shape_codes(fp[keep], pp[:, keep], margin=SHAPE_MARGIN)  # int8 codes, compact
         codes = np.where(sh.verdict < 0, np.nan, sh.verdict)
         out["shape"][s] = np.stack(
             [per_layer(np.where(np.isnan(codes), np.nan, codes == v), groups) for v in range(len(SHAPE_VERDICTS))],
@@ -256,7 +256,7 @@ def window_stationarity(
         np.flatnonzero(usable), desc="window stationarity", disable=not progress_enabled(progress), leave=False
     ):
         d = member_series(x, s, start, stop)
-        raw, _ = stationarity_verdicts(d, alpha)
+        raw, _ = _stationarity_codes_of(d, alpha)  # int8 codes, compact
         ok = raw != invalid
         with np.errstate(invalid="ignore", divide="ignore"):
             stationary[s] = per_layer(np.where(ok, raw == 0, np.nan), groups)

@@ -34,11 +34,11 @@ from rvsp_jax.analysis import (
     fdr_bh,
     ljung_box,
     spectral_slope,
-    stationarity_verdicts,
     verdict_fractions,
     welch,
 )
 from rvsp_jax.analysis import pixels as px
+from rvsp_jax.analysis.stationarity import _stationarity_codes_of
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.data import Dataset, load
 from rvsp_jax.io import atomic
@@ -152,7 +152,7 @@ def stream_statistics(
         log_ratio = np.log10(ratio)
     var = x.var(-1, ddof=1)
     lb = ljung_box(x, min(10, nlags)).pvalue[..., -1]
-    codes_raw, codes_bh = stationarity_verdicts(x, alpha)
+    codes_raw, codes_bh = _stationarity_codes_of(x, alpha)  # int8 codes, compact
     summary = {
         "time_mean": across_members(_per_member(x.mean(-1))),
         "time_var": across_members(_per_member(var)),

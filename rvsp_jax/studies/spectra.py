@@ -27,8 +27,9 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from rvsp_jax.analysis import STATIONARITY_VERDICTS, across_members, adf, kpss, stationarity_verdict
+from rvsp_jax.analysis import STATIONARITY_VERDICTS, across_members, adf, kpss
 from rvsp_jax.analysis.spectral import SHAPE_VERDICTS
+from rvsp_jax.analysis.stationarity import _stationarity_codes
 from rvsp_jax.config import TrainConfig, opt
 from rvsp_jax.io import record, store
 from rvsp_jax.present import plots
@@ -123,7 +124,9 @@ def phase_bounds(n_steps: int, phases=PHASES) -> list[tuple[str, int, int]]:
 
 
 class PhaseVerdicts(NamedTuple):
-    """Joint ADF + KPSS verdict codes (indices into ``STATIONARITY_VERDICTS``) per phase.
+    """Joint ADF + KPSS verdicts per phase, as compact int8 codes (code i is
+    ``STATIONARITY_VERDICTS[i]``; the private ``_stationarity_codes`` behind
+    :func:`~rvsp_jax.analysis.stationarity_verdict`, which returns the names).
 
     phases: ``(name, start, stop)`` recorded-step windows; raw, fdr_bh: int8 ``[phases, S, P]``,
     each test at level alpha, or with its p-values Benjamini-Hochberg adjusted over every process
@@ -152,8 +155,8 @@ def phase_verdicts(x, usable: np.ndarray, *, alpha: float = 0.05, progress: bool
         if not members.size:
             continue
         a_res, k_res = stack_results(adfs), stack_results(kpsses)
-        raw[k, members] = stationarity_verdict(a_res, k_res, alpha)
-        adjusted[k, members] = stationarity_verdict(a_res, k_res, alpha, adjust="fdr_bh")
+        raw[k, members] = _stationarity_codes(a_res, k_res, alpha)
+        adjusted[k, members] = _stationarity_codes(a_res, k_res, alpha, adjust="fdr_bh")
     return PhaseVerdicts(bounds, raw, adjusted)
 
 
