@@ -160,3 +160,16 @@ def test_variance_scaling_alpha_gives_the_former_ci_intervals_bit_for_bit():
     np.testing.assert_array_equal(new.hi, old.hi)
     with pytest.raises(ValueError, match="significance level"):
         variance_scaling(x, n_boot=10, alpha=0.95)
+
+
+def test_results_compare_by_value():
+    x = np.random.default_rng(10).normal(size=(6, 3))
+    x[0, 1] = np.nan
+    a, b = across_members(x), across_members(x.copy())
+    assert a == b and not (a != b)
+    assert a != across_members(x + 1)
+    assert a != adf(np.random.default_rng(0).normal(size=(3, 50)))
+    r1, r2 = (adf(np.random.default_rng(11).normal(size=(3, 60))) for _ in range(2))
+    assert r1 == r2  # dict and str fields too
+    with pytest.raises(TypeError):
+        hash(a)

@@ -15,8 +15,17 @@ replaces nothing (the models of :func:`spectral_shape`, the two Hill thresholds 
 keep it in place. The defaults are the conventions the functions always had, so a call without
 ``axis``/``member_axis`` gives what it gave before, bit for bit.
 
-Every estimator computes in float64 unless its docstring says otherwise, and is tested series by
-series against its reference (statsmodels, scipy) or a known analytic answer.
+Every estimator computes in float64 and returns numpy arrays unless its docstring says otherwise,
+and is tested series by series against its reference (statsmodels, scipy) or a known analytic
+answer. The exceptions are the estimators written in JAX so that they run inside ``jax.jit`` on the
+training's device (:func:`hill`, :func:`simsekli_alpha`, :func:`gradient_noise_scale`,
+:func:`two_batch_noise_scale` and the optimizer filters): they return JAX arrays in the input's
+float dtype (float32 for recorded trajectories); ``np.asarray(..., np.float64)`` makes them numpy.
+
+Every result is a frozen :class:`Result` (:mod:`~rvsp_jax.analysis.result`): ``repr`` shows its
+fields' shapes, ``summary()`` (and ``_repr_html_`` in a notebook) a table of what they hold,
+``to_dict()`` plain values; intervals are ``lo``/``hi`` (``<quantity>_lo``/``_hi``) at a
+significance level called ``alpha`` everywhere.
 
 Every verdict is a numpy str array (dtype ``<U..``; a str for one series from :func:`assess`) of
 names from its module's vocabulary tuple: :data:`STATIONARITY_VERDICTS`
@@ -96,5 +105,6 @@ from rvsp_jax.analysis.stationarity import (
     stationarity_verdicts,
     verdict_fractions,
 )
+from rvsp_jax.analysis.result import Result
 from rvsp_jax.analysis.summary import MemberSummary, across_members
 from rvsp_jax.analysis.tails import TailVerdict, default_hill_k, hill, simsekli_alpha, tail_verdict

@@ -73,6 +73,14 @@ class Result:
     def __getitem__(self, index):
         return tuple(self)[index]
 
+    def __eq__(self, other) -> bool:
+        """Same type and every field equal (arrays by value and shape, NaN equal to NaN)."""
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(_equal(a, b) for a, b in zip(self, other))
+
+    __hash__ = None  # mutable numpy fields: not hashable (as a NamedTuple of arrays was not)
+
     def __getattr__(self, name: str):
         # only reached when normal lookup fails: a former field name reads its new field
         new = type(self).RENAMED.get(name)
@@ -127,6 +135,28 @@ class Result:
 
 def _flatten(result: Result):
     return tuple(getattr(result, f.name) for f in dataclasses.fields(result)), None
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, Mapping) or isinstance(b, Mapping):
+        return (
+            isinstance(a, Mapping)
+            and isinstance(b, Mapping)
+            and a.keys() == b.keys()
+            and all(_equal(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, Result) or isinstance(b, Result):
+        return a == b
+    if _is_array(a) or _is_array(b) or isinstance(a, (list, tuple)):
+        x, y = np.asarray(a), np.asarray(b)
+        if x.shape != y.shape:
+            return False
+        if x.dtype.kind in "fc" and y.dtype.kind in "fc":
+            return bool(np.array_equal(x, y, equal_nan=True))
+        return bool(np.array_equal(x, y))
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return bool(a == b)
 
 
 def _first_line(doc: str | None) -> str:

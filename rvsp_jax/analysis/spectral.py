@@ -26,10 +26,10 @@ whatever the leading shape; the output itself is the caller's to chunk.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import warnings
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
 
 import numpy as np
 import scipy.fft
@@ -39,6 +39,7 @@ import scipy.stats
 from rvsp_jax.analysis._common import WORKERS as _WORKERS
 from rvsp_jax.analysis._common import as_int as _as_int
 from rvsp_jax.analysis._common import as_real, fft_autocov, map_rows, restore_time, time_last, verdict_names
+from rvsp_jax.analysis.result import Result
 
 __all__ = [
     "LjungBoxResult",
@@ -85,7 +86,8 @@ _PACF_METHODS = {
 }
 
 
-class LjungBoxResult(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class LjungBoxResult(Result):
     """Ljung-Box (and optionally Box-Pierce) portmanteau tests, one per series and lag.
 
     stat, pvalue: [..., L]   Ljung-Box Q and its chi^2(lag - model_df) upper-tail p-value.
@@ -100,7 +102,8 @@ class LjungBoxResult(NamedTuple):
     bp_pvalue: np.ndarray | None = None
 
 
-class SpectralSlope(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class SpectralSlope(Result):
     """Power-law fit ``psd ~ 10**intercept * f**(-beta)`` by least squares in log10-log10.
 
     beta, intercept, r2: [...]; nbins: [...] number of bins used in the fit; f_lo, f_hi: [...] the
@@ -128,7 +131,8 @@ SHAPE_INVALID = "invalid"
 not in :data:`SHAPE_MODELS` or :data:`SHAPE_VERDICTS`."""
 
 
-class SpectralShape(NamedTuple):
+@dataclasses.dataclass(frozen=True, eq=False)
+class SpectralShape(Result):
     """Whittle maximum-likelihood fits of three spectral models per series, compared by AIC.
 
     Models (``S(f)`` the one-sided spectral density, ``w = 2 pi f / fs``):

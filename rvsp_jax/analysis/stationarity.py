@@ -39,7 +39,7 @@ NaN statistics and ``constant=True``; a series containing NaN or inf gives NaN i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Literal
 
 import numpy as np
@@ -58,6 +58,7 @@ from rvsp_jax.analysis._common import (
     verdict_names,
 )
 from rvsp_jax.analysis.multiple_testing import fdr_bh
+from rvsp_jax.analysis.result import Result
 
 __all__ = [
     "VERDICTS",
@@ -90,8 +91,8 @@ VERDICTS = ("stationary", "unit-root", "inconclusive", "invalid")
 :func:`_stationarity_codes` is ``VERDICTS[i]``)."""
 
 
-@dataclass(frozen=True)
-class AdfResult:
+@dataclasses.dataclass(frozen=True, eq=False)
+class AdfResult(Result):
     """Augmented Dickey-Fuller test of every series (H0: unit root). Arrays have shape [...].
 
     stat: float64, the t-value of the lagged level (NaN for a degenerate series).
@@ -116,8 +117,8 @@ class AdfResult:
     regression: str
 
 
-@dataclass(frozen=True)
-class KpssResult:
+@dataclasses.dataclass(frozen=True, eq=False)
+class KpssResult(Result):
     """KPSS test of every series (H0: level- or trend-stationary). Arrays have shape [...].
 
     stat: float64, the KPSS statistic eta / s^2 (NaN for a degenerate series).
