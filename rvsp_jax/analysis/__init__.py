@@ -76,6 +76,7 @@ from rvsp_jax.analysis.lrv import LongRunVariance, long_run_variance
 from rvsp_jax.analysis.multiple_testing import FdrResult, fdr_bh
 from rvsp_jax.analysis.noise_scale import NoiseScale, gradient_noise_scale, pooled_noise_scale, two_batch_noise_scale
 from rvsp_jax.analysis.optimizer_filters import ema_transfer, momentum_transfer, nesterov_transfer, predicted_update_psd
+from rvsp_jax.analysis.result import Result
 from rvsp_jax.analysis.spectral import (
     SHAPE_INVALID,
     SHAPE_MODELS,
@@ -105,6 +106,5 @@ from rvsp_jax.analysis.stationarity import (
     stationarity_verdicts,
     verdict_fractions,
 )
-from rvsp_jax.analysis.result import Result
 from rvsp_jax.analysis.summary import MemberSummary, across_members
 from rvsp_jax.analysis.tails import TailVerdict, default_hill_k, hill, simsekli_alpha, tail_verdict
