@@ -68,6 +68,19 @@ def test_importing_the_package_starts_nothing_and_keeps_jax_default_devices():
     assert bad.returncode == 0 and bad.stdout.strip() == "1" and "RVSP_JAX" not in bad.stderr
 
 
+def test_training_and_recording_import_no_analysis_or_presentation():
+    # the data flow is one way (training -> io -> analysis -> present -> studies): a command that
+    # only trains and records (experiments.train) loads neither the analysis package (scipy.stats,
+    # statsmodels: ~2 s of start-up, once paid by every such command) nor the presentation layer
+    out = _python(
+        "import sys, experiments.train; "
+        "print(*(any(m == p or m.startswith(p + '.') for m in sys.modules) "
+        "for p in ('rvsp_jax.analysis', 'rvsp_jax.present', 'rvsp_jax.studies', 'statsmodels', 'matplotlib')))"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False"] * 5
+
+
 def test_the_entry_points_set_the_host_devices_and_warn_on_a_bad_variable():
     code = "from rvsp_jax import devices; devices.setup_host_devices(); import jax; print(jax.device_count())"
     assert _python(code, RVSP_JAX_HOST_DEVICES="3").stdout.strip() == "3"

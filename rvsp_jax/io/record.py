@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from rvsp_jax.config import TrainConfig
 from rvsp_jax.data import Dataset, load
 from rvsp_jax.io import runfolder, store
-from rvsp_jax.present.report import progress_enabled
+from rvsp_jax.io.progress import progress_enabled
 from rvsp_jax.training import devices as dev
 from rvsp_jax.training.ensemble import Chunk, Ensemble, host_state
 from rvsp_jax.training.keys import member_keys, seed_ids

@@ -22,6 +22,7 @@ import numpy as np
 
 from rvsp_jax.analysis.summary import MemberSummary
 from rvsp_jax.io import atomic
+from rvsp_jax.io.progress import progress_enabled  # noqa: F401 -- re-exported: the studies' import
 
 
 def json_ready(obj):
@@ -57,15 +58,6 @@ def _writer() -> bool:
     from rvsp_jax.training.devices import is_writer
 
     return is_writer()
-
-
-def progress_enabled(progress: bool | None = None) -> bool:
-    """Whether to show progress bars: ``progress`` when given, else True unless the environment
-    variable ``TQDM_DISABLE`` is set to anything but ``""``, ``0`` or ``false`` (tqdm's own switch,
-    which an explicit ``disable=`` would override). ``progress=True`` is also turned off by it:
-    quiet mode wins, so a study that passes ``progress=True`` down stays quiet."""
-    quiet = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
-    return (True if progress is None else bool(progress)) and not quiet
 
 
 def write_summary(folder: str | os.PathLike, summary: dict) -> Path:
