@@ -18,6 +18,7 @@ claim is bit-identical numbers, not close ones. Exit status 1 when anything diff
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -27,126 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-SMALL = {  # the sizes of the tests (tests/test_study_*.py), without flags whose meaning may change
-    "train": [
-        "--seeds",
-        "3",
-        "--steps",
-        "40",
-        "--chunk",
-        "20",
-        "--block",
-        "2",
-        "--probes",
-        "params,updates",
-        "--probe-index",
-        "4",
-    ],
-    "pixels": ["--seeds", "3", "--steps", "60", "--pca-images", "1500", "--nlags", "10", "--nperseg", "32"],
-    "activations": [
-        "--seeds",
-        "3",
-        "--steps",
-        "60",
-        "--chunk",
-        "20",
-        "--block",
-        "2",
-        "--activation",
-        "relu",
-        "--probe-every",
-        "2",
-        "--probe-batch",
-        "8",
-    ],
-    "activation_compare": [
-        "--seeds",
-        "3",
-        "--steps",
-        "60",
-        "--chunk",
-        "20",
-        "--block",
-        "2",
-        "--activations",
-        "sigmoid,relu",
-        "--probe-index",
-        "2",
-        "--probe-batch",
-        "8",
-        "--nperseg",
-        "32",
-    ],
-    "ergodicity": ["--seeds", "4", "--steps", "160", "--chunk", "40", "--block", "2", "--probe-every", "2"],
-    "spectra": [
-        "--seeds",
-        "3",
-        "--steps",
-        "96",
-        "--chunk",
-        "48",
-        "--block",
-        "2",
-        "--probe-index",
-        "2",
-        "--nlags",
-        "10",
-        "--nperseg",
-        "32",
-    ],
-    "optimizers": [
-        "--seeds",
-        "3",
-        "--steps",
-        "96",
-        "--chunk",
-        "48",
-        "--block",
-        "2",
-        "--probe-index",
-        "2",
-        "--nlags",
-        "10",
-        "--nperseg",
-        "32",
-        "--variants",
-        "sgd,momentum",
-        "--frozen-batches",
-        "16",
-    ],
-    "noise": [
-        "--seeds",
-        "3",
-        "--steps",
-        "240",
-        "--batch-size",
-        "512",
-        "--block",
-        "2",
-        "--noise-steps",
-        "3",
-        "--minibatches",
-        "32",
-        "--reference-examples",
-        "640",
-        "--tail-sample",
-        "256",
-    ],
-    "sweep": [
-        "--lr",
-        "0.05,0.5",
-        "--seeds",
-        "4",
-        "--steps",
-        "200",
-        "--chunk",
-        "100",
-        "--block",
-        "2",
-        "--probe-index",
-        "2",
-    ],
-}
+# the flags of every experiment at the sizes of the tests (one list for both: tests/sizes.py)
+_SIZES = Path(__file__).resolve().parents[1] / "tests" / "sizes.py"
+_spec = importlib.util.spec_from_file_location("rvsp_jax_test_sizes", _SIZES)
+_sizes = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_sizes)
+SMALL = _sizes.SMALL_FLAGS
+
 IGNORED = {"timings", "run", "command", "source", "schema", "created", "updated"}
 
 

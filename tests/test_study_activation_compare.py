@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import assert_finite_summary, assert_valid_figure
 from scipy import stats
+from sizes import small
 
 from experiments.activation_compare import main
 from rvsp_jax.io.runfolder import read_manifest, write_manifest
@@ -20,22 +21,7 @@ from rvsp_jax.training.ensemble import member_keys
 from rvsp_jax.training.model import init_params, make_model
 
 ARGS = [
-    "--seeds",
-    "3",
-    "--steps",
-    "60",
-    "--chunk",
-    "20",
-    "--block",
-    "2",
-    "--activations",
-    "sigmoid,relu",
-    "--probe-index",
-    "2",
-    "--probe-batch",
-    "8",
-    "--nperseg",
-    "32",
+    *small("activation_compare"),
     "--devices",
     str(len(jax.devices())),
 ]

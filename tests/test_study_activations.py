@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import assert_finite_summary, assert_valid_figure
 from scipy import stats
+from sizes import small
 
 from experiments.activations import main
 from rvsp_jax.io.runfolder import read_manifest, write_manifest
@@ -18,20 +19,7 @@ from rvsp_jax.studies import activations as act
 from rvsp_jax.studies import windows
 
 ARGS = [
-    "--seeds",
-    "3",
-    "--steps",
-    "60",
-    "--chunk",
-    "20",
-    "--block",
-    "2",
-    "--activation",
-    "relu",
-    "--probe-every",
-    "2",
-    "--probe-batch",
-    "8",
+    *small("activations"),
     "--devices",
     str(len(jax.devices())),
 ]

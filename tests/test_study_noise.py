@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from conftest import assert_figures
+from sizes import small
 
 from experiments.noise import main
 from rvsp_jax.analysis.gradient_noise import inputs, make_noise_fn, minibatch_indices, reference_subset, unravel_fn
@@ -36,22 +37,7 @@ def study(tmp_path_factory):
     # batch 512: 117 steps per epoch, so the noise step 160 lies in the second epoch
     main(
         [
-            "--seeds",
-            "3",
-            "--steps",
-            "240",
-            "--batch-size",
-            "512",
-            "--block",
-            "2",
-            "--noise-steps",
-            "3",
-            "--minibatches",
-            "32",
-            "--reference-examples",
-            "640",
-            "--tail-sample",
-            "256",
+            *small("noise"),
             "--out",
             str(out),
         ]
@@ -200,22 +186,7 @@ def test_diverged_members_are_counted_and_none_left_is_a_one_line_error(study, m
     with pytest.raises(SystemExit) as exc:
         main(
             [
-                "--seeds",
-                "3",
-                "--steps",
-                "240",
-                "--batch-size",
-                "512",
-                "--block",
-                "2",
-                "--noise-steps",
-                "3",
-                "--minibatches",
-                "32",
-                "--reference-examples",
-                "640",
-                "--tail-sample",
-                "256",
+                *small("noise"),
                 "--out",
                 str(study),
                 "--resume",

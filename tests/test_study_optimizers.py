@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import assert_figures
+from sizes import small
 
 from experiments.optimizers import main
 from rvsp_jax.analysis import MemberSummary, across_members
@@ -26,24 +27,7 @@ def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("optimizers") / "study"
     main(
         [
-            "--seeds",
-            "3",
-            "--steps",
-            "96",
-            "--chunk",
-            "48",
-            "--block",
-            "2",
-            "--probe-index",
-            "2",
-            "--nlags",
-            "10",
-            "--nperseg",
-            "32",
-            "--variants",
-            "sgd,momentum",
-            "--frozen-batches",
-            "64",
+            *small("optimizers", frozen_batches=64),
             "--out",
             str(out),
         ]

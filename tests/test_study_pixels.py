@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_finite_summary, assert_valid_figure
+from sizes import small
 
 from experiments.pixels import main
 from rvsp_jax.config import TrainConfig
@@ -17,16 +18,7 @@ from rvsp_jax.studies import pixels
 from rvsp_jax.training.ensemble import train
 
 ARGS = [
-    "--seeds",
-    "3",
-    "--steps",
-    "60",
-    "--pca-images",
-    "1500",
-    "--nlags",
-    "10",
-    "--nperseg",
-    "32",
+    *small("pixels"),
     "--devices",
     str(len(jax.devices())),
 ]

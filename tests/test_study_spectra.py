@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from conftest import assert_figures
+from sizes import small
 
 from experiments.spectra import main
 from rvsp_jax.analysis import STATIONARITY_VERDICTS
@@ -15,24 +16,7 @@ from rvsp_jax.studies.layer_spectra import layer_groups, layer_of, measure_layer
 from rvsp_jax.studies.spectra import layer_verdict_fractions, phase_bounds, phase_verdicts
 
 FIGURES = ("acf_by_layer", "psd_by_layer", "spectral_summary", "stationarity")
-ARGS = [
-    "--seeds",
-    "3",
-    "--steps",
-    "96",
-    "--chunk",
-    "48",
-    "--block",
-    "2",
-    "--probe-index",
-    "2",
-    "--nlags",
-    "10",
-    "--nperseg",
-    "32",
-    "--burn-in",
-    "0.25",
-]
+ARGS = small("spectra", "--burn-in", "0.25")
 
 
 @pytest.fixture(scope="module")

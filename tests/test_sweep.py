@@ -7,6 +7,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from sizes import small
 
 from experiments.optimizers import main as optimizers_main
 from experiments.pixels import main as pixels_main
@@ -127,24 +128,7 @@ def test_a_grid_point_reads_like_the_plain_run_with_its_values(tmp_path):
         sweep.point(2)
 
 
-SPECTRA = [
-    "--seeds",
-    "3",
-    "--steps",
-    "96",
-    "--chunk",
-    "48",
-    "--block",
-    "2",
-    "--probe-index",
-    "2",
-    "--nlags",
-    "10",
-    "--nperseg",
-    "32",
-    "--burn-in",
-    "0.25",
-]
+SPECTRA = small("spectra", "--burn-in", "0.25")
 
 
 def test_a_study_on_a_sweep_gives_each_point_the_numbers_of_its_plain_run(tmp_path, capsys):
@@ -178,24 +162,7 @@ def test_the_optimizer_comparison_on_a_sweep_compares_the_variants_at_each_point
     out = tmp_path / "study"
     optimizers_main(
         [
-            "--seeds",
-            "3",
-            "--steps",
-            "96",
-            "--chunk",
-            "48",
-            "--block",
-            "2",
-            "--probe-index",
-            "2",
-            "--nlags",
-            "10",
-            "--nperseg",
-            "32",
-            "--variants",
-            "sgd,momentum",
-            "--frozen-batches",
-            "16",
+            *small("optimizers"),
             "--lr",
             "0.01,0.1",
             "--out",
